@@ -1,0 +1,84 @@
+"""Root pytest configuration: seeds, TensorFlow determinism, suite options, a no-network guard.
+
+Applies to both ``tests/`` and ``benchmarks/``. Suite options:
+
+* ``--quick`` (default) / ``--full``: size of the benchmark study (seeds, thresholds, tasks).
+* ``--allow-network``: lift the guard that fails any test opening a network socket.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SEED = 1234
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("importance-bench")
+    group.addoption(
+        "--full",
+        action="store_true",
+        default=False,
+        help="Run the full study (more seeds, finer thresholds, bigger tasks when available).",
+    )
+    group.addoption(
+        "--quick",
+        action="store_true",
+        default=False,
+        help="Run the quick study (the default; given for symmetry with --full).",
+    )
+    group.addoption(
+        "--allow-network",
+        action="store_true",
+        default=False,
+        help="Allow tests to open network sockets (off: any socket connection fails the test).",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--full") and config.getoption("--quick"):
+        raise pytest.UsageError("--quick and --full exclude each other.")
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything() -> None:
+    """Same seeds before every test: Python, NumPy, TensorFlow/Keras."""
+    import keras
+
+    random.seed(SEED)
+    np.random.seed(SEED)
+    keras.utils.set_random_seed(SEED)
+
+
+class NetworkAccessError(RuntimeError):
+    """A test tried to open a network connection; tests run offline."""
+
+
+@pytest.fixture(autouse=True)
+def _no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail any test that connects a socket to a non-local address (unless --allow-network)."""
+    if request.config.getoption("--allow-network") or request.node.get_closest_marker("network"):
+        return
+    original_connect = socket.socket.connect
+
+    def guarded_connect(self: socket.socket, address: object) -> object:
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1")):
+            return original_connect(self, address)
+        if self.family == getattr(socket, "AF_UNIX", None):
+            return original_connect(self, address)
+        raise NetworkAccessError(f"Test tried to open a network connection to {address!r}.")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)

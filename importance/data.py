@@ -1,0 +1,140 @@
+"""Data handling shared by measures and thresholding: batching, label checks, log-probabilities.
+
+The library accepts data as ``(x, y)`` with integer class labels (one-hot labels are converted),
+or as a ``tf.data.Dataset`` yielding ``(x, y)`` batches. Models may output logits or
+probabilities; :func:`log_probabilities` returns log p(y|x) either way.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+DEFAULT_BATCH_SIZE = 128
+
+
+def as_dataset(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tf.data.Dataset:
+    """Return ``data`` as a batched ``tf.data.Dataset`` of ``(x, y)`` with int32 labels.
+
+    Args:
+        data: ``(x, y)`` arrays or tensors (labels as integers of shape ``(N,)`` or one-hot of
+            shape ``(N, K)``), or a ``tf.data.Dataset`` that already yields ``(x, y)`` batches.
+        batch_size: Batch size when ``data`` is given as arrays.
+
+    Raises:
+        ValueError: Empty data, mismatched lengths, or a bad batch size.
+        TypeError: Data of a form this library does not understand.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
+    if isinstance(data, tf.data.Dataset):
+        return data
+    x, y = split_xy(data)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(int(batch_size))
+
+
+def split_xy(data: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Check ``(x, y)`` data and return it as NumPy arrays, labels as int32 of shape ``(N,)``.
+
+    Raises:
+        ValueError: Empty data, mismatched lengths or labels of an unexpected shape.
+        TypeError: Anything that is not an ``(x, y)`` pair.
+    """
+    if data is None:
+        raise ValueError("data is required: pass (x, y) arrays or a batched tf.data.Dataset.")
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(
+            "data must be an (x, y) pair of arrays or a tf.data.Dataset of (x, y) batches. "
+            f"Received: {type(data).__name__}"
+        )
+    x = np.asarray(data[0])
+    y = np.asarray(data[1])
+    if x.shape[0] == 0:
+        raise ValueError("data is empty: x has 0 examples.")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y differ in length: {x.shape[0]} examples but {y.shape[0]} labels.")
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = np.argmax(y, axis=1)
+    elif y.ndim == 2:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"labels must have shape (N,) or (N, K). Received shape {y.shape}")
+    if x.dtype == np.float64:
+        x = x.astype(np.float32)
+    return x, y.astype(np.int32)
+
+
+def num_classes(model: Any) -> int:
+    """Number of classes: the size of the model's last output axis."""
+    return int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else int(
+        model.output_shape[-1]
+    )
+
+
+def outputs_are_probabilities(model: Any) -> bool:
+    """Whether the model ends in a softmax (outputs probabilities rather than logits)."""
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    if last is None:
+        return False
+    if type(last).__name__ == "Softmax":
+        return True
+    activation = getattr(last, "activation", None)
+    return getattr(activation, "__name__", "") == "softmax"
+
+
+def log_probabilities(
+    model: Any, x: Any, *, training: bool = False, from_logits: bool | None = None
+) -> tf.Tensor:
+    """log p(. | x) for every class, shape ``(batch, K)``, differentiable.
+
+    Args:
+        model: A Keras classifier.
+        x: A batch of inputs.
+        training: Passed to the model call.
+        from_logits: Whether the model outputs logits; detected from the last layer when None.
+    """
+    outputs = model(x, training=training)
+    if from_logits is None:
+        from_logits = not outputs_are_probabilities(model)
+    if from_logits:
+        return tf.nn.log_softmax(outputs, axis=-1)
+    return tf.math.log(tf.clip_by_value(outputs, 1e-12, 1.0))
+
+
+def evaluate(model: Any, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of a classifier over ``data``.
+
+    Returns:
+        ``(loss, accuracy)`` as Python floats, averaged over examples.
+    """
+    total_loss = 0.0
+    correct = 0
+    count = 0
+    for x, y in as_dataset(data, batch_size=batch_size):
+        logp = _log_probabilities_fn(model)(x)
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        picked = tf.gather(logp, y, axis=1, batch_dims=1)
+        total_loss += float(-tf.reduce_sum(picked))
+        correct += int(tf.reduce_sum(tf.cast(tf.argmax(logp, axis=1, output_type=tf.int32) == y, tf.int32)))
+        count += int(tf.shape(y)[0])
+    if count == 0:
+        raise ValueError("data is empty: the dataset yielded no examples.")
+    return total_loss / count, correct / count
+
+
+_EVAL_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _log_probabilities_fn(model: Any) -> Any:
+    """A tf.function computing log-probabilities for ``model``, cached per model."""
+    fn = _EVAL_FNS.get(model)
+    if fn is None:
+        probs = outputs_are_probabilities(model)
+        fn = tf.function(
+            lambda x: log_probabilities(model, x, from_logits=not probs), reduce_retracing=True
+        )
+        _EVAL_FNS[model] = fn
+    return fn

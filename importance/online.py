@@ -1,0 +1,285 @@
+"""Recording a training trajectory for online measures (SI, sign flips, momentum, weight change).
+
+Online measures need what happens *during* training: the task-loss gradient and the weights before
+and after every optimiser step. A :class:`Recorder` holds one :class:`Tracker` per online measure
+and is fed in one of two ways:
+
+* the project's trainer (:func:`tasks.trainer.train`) calls :meth:`Recorder.observe` in its
+  compiled step with the gradient of the task loss (never of a regulariser such as an EWC
+  penalty);
+* plain ``model.fit``: :func:`track` patches the model's ``train_step`` so that every step also
+  computes the task-loss gradient (one extra forward/backward pass per step, at the pre-step
+  weights) and feeds the recorder. Call :func:`track` *before* ``model.fit``::
+
+      recorder = importance.track(model)              # all registered online measures
+      model.fit(x, y, epochs=3)
+      scores = importance.compute_importance("si", model)
+      recorder.stop()                                 # optional: restores train_step
+
+:func:`importance.compute_importance` finds the recorder of a model by itself.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+_TRACKERS: dict[str, type[Tracker]] = {}
+_RECORDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class Tracker:
+    """Accumulates per-weight statistics over training steps.
+
+    Subclasses create their ``tf.Variable`` state in ``__init__`` (one variable per trainable
+    weight, via :meth:`zeros_like_weights`) and update it in :meth:`update`, which runs inside a
+    ``tf.function`` and must only use TensorFlow ops.
+
+    Args:
+        weights: The model's trainable weights, in order.
+    """
+
+    def __init__(self, weights: Sequence[Any]):
+        self.shapes = [tuple(w.shape) for w in weights]
+
+    def zeros_like_weights(self, label: str, dtype: tf.DType = tf.float32) -> list[tf.Variable]:
+        """One zero ``tf.Variable`` per weight, for state named ``label``."""
+        return [
+            tf.Variable(tf.zeros(shape, dtype=dtype), trainable=False, name=f"{label}_{i}")
+            for i, shape in enumerate(self.shapes)
+        ]
+
+    def update(self, grads: Sequence[tf.Tensor], before: Sequence[tf.Tensor], after: Sequence[tf.Tensor]) -> None:
+        """Observe one optimiser step (TensorFlow ops only)."""
+        raise NotImplementedError
+
+    def variables(self) -> dict[str, list[tf.Variable]]:
+        """All state of this tracker, name -> one variable per weight (for saving and loading)."""
+        return {k: v for k, v in vars(self).items() if _is_variable_list(v)}
+
+
+def _is_variable_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, tf.Variable) for v in value)
+
+
+def register_tracker(name: str) -> Callable[[type[Tracker]], type[Tracker]]:
+    """Register the :class:`Tracker` that records the trajectory of online measure ``name``.
+
+    The measure itself is registered with ``@register_measure(name, online=True)`` and receives
+    the :class:`Recorder` as ``trajectory``; ``trajectory.tracker(name)`` is this tracker.
+
+    Raises:
+        ValueError: If a tracker of that name exists.
+    """
+
+    def decorator(cls: type[Tracker]) -> type[Tracker]:
+        if name in _TRACKERS:
+            raise ValueError(f"A tracker named {name!r} is already registered.")
+        _TRACKERS[name] = cls
+        return cls
+
+    return decorator
+
+
+def available_trackers() -> list[str]:
+    """Sorted names of the registered trackers (one per online measure)."""
+    from importance.registry import available_measures
+
+    available_measures()  # loads the built-ins and plugins, which register their trackers
+    return sorted(_TRACKERS)
+
+
+class Recorder:
+    """Holds the trackers of one model and counts the steps they have observed.
+
+    Args:
+        model: A built Keras model.
+        measures: Names of online measures to record; all registered ones when None.
+
+    Raises:
+        KeyError: A name that has no tracker; the message lists the available ones.
+        ValueError: The model has not been built.
+    """
+
+    def __init__(self, model: Any, measures: Iterable[str] | None = None):
+        if not getattr(model, "built", False):
+            raise ValueError("The model must be built before tracking it (call it on a batch first).")
+        names = available_trackers() if measures is None else list(measures)
+        unknown = [n for n in names if n not in _TRACKERS]
+        if unknown:
+            raise KeyError(
+                f"No online tracker for {unknown}. Available: {', '.join(available_trackers())}"
+            )
+        weights = list(model.trainable_weights)
+        self.model_ref = weakref.ref(model)
+        self.trackers: dict[str, Tracker] = {n: _TRACKERS[n](weights) for n in names}
+        self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="recorded_steps")
+        self._restore_train_step: Callable[[], None] | None = None
+
+    @property
+    def num_steps(self) -> int:
+        """Number of optimiser steps observed so far."""
+        return int(self.steps.numpy())
+
+    def tracker(self, name: str) -> Tracker:
+        """The tracker of online measure ``name``.
+
+        Raises:
+            RuntimeError: If this recorder does not record that measure.
+        """
+        if name not in self.trackers:
+            raise RuntimeError(
+                f"This recorder does not record {name!r} (it records {sorted(self.trackers)}). "
+                f"Call importance.track(model, measures=[..., {name!r}]) before training."
+            )
+        return self.trackers[name]
+
+    def observe(self, grads: Sequence[Any], before: Sequence[Any], after: Sequence[Any]) -> None:
+        """Feed one optimiser step to every tracker. Safe inside ``tf.function``.
+
+        Args:
+            grads: Gradient of the *task* loss w.r.t. each trainable weight, at ``before``.
+            before: Each weight's value before the step.
+            after: Each weight's value after the step.
+        """
+        grads = [tf.convert_to_tensor(g, dtype=tf.float32) for g in grads]
+        before = [tf.convert_to_tensor(b, dtype=tf.float32) for b in before]
+        after = [tf.convert_to_tensor(a, dtype=tf.float32) for a in after]
+        for tracker in self.trackers.values():
+            tracker.update(grads, before, after)
+        self.steps.assign_add(1)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """All recorded state as flat NumPy arrays (keys ``tracker/label/index``), for caching."""
+        state = {"steps": np.asarray(self.num_steps)}
+        for name, tracker in self.trackers.items():
+            for label, variables in tracker.variables().items():
+                for i, var in enumerate(variables):
+                    state[f"{name}/{label}/{i}"] = var.numpy()
+        return state
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Restore state saved by :meth:`state_dict`.
+
+        Raises:
+            ValueError: If a key is missing or a shape differs.
+        """
+        self.steps.assign(int(state["steps"]))
+        for name, tracker in self.trackers.items():
+            for label, variables in tracker.variables().items():
+                for i, var in enumerate(variables):
+                    key = f"{name}/{label}/{i}"
+                    if key not in state:
+                        raise ValueError(f"Saved trajectory has no entry {key!r}.")
+                    value = np.asarray(state[key])
+                    if value.shape != tuple(var.shape):
+                        raise ValueError(f"Saved {key!r} has shape {value.shape}, expected {tuple(var.shape)}.")
+                    var.assign(value)
+
+    def stop(self) -> None:
+        """Stop recording ``model.fit`` steps (restores the model's own ``train_step``)."""
+        if self._restore_train_step is not None:
+            self._restore_train_step()
+            self._restore_train_step = None
+
+
+def track(model: Any, measures: Iterable[str] | None = None, *, patch_fit: bool = True) -> Recorder:
+    """Start recording the training trajectory of ``model`` for online measures.
+
+    Args:
+        model: A built Keras model.
+        measures: Online measure names; all registered ones when None.
+        patch_fit: Also record steps of ``model.fit`` by wrapping the model's ``train_step``
+            (the project's trainer feeds the recorder directly and does not need it).
+
+    Returns:
+        The :class:`Recorder`, also registered for the model so that
+        :func:`importance.compute_importance` finds it.
+    """
+    recorder = Recorder(model, measures)
+    previous = _RECORDERS.get(model)
+    if previous is not None:
+        previous.stop()
+    _RECORDERS[model] = recorder
+    if patch_fit:
+        recorder._restore_train_step = _patch_train_step(model, recorder)
+    return recorder
+
+
+def recorder_for(model: Any) -> Recorder | None:
+    """The recorder attached to ``model`` by :func:`track`, or None."""
+    return _RECORDERS.get(model)
+
+
+def get_trajectory(model: Any, name: str) -> Recorder:
+    """The recorder of ``model``, checked to hold at least one step of measure ``name``.
+
+    Raises:
+        RuntimeError: With instructions, when nothing was recorded.
+    """
+    recorder = _RECORDERS.get(model)
+    how = (
+        f"Measure {name!r} is online: it needs the training trajectory. Record one by calling "
+        "`recorder = importance.track(model)` before `model.fit(...)`, or train with "
+        "`tasks.trainer.train(..., track=True)`; then call compute_importance again."
+    )
+    if recorder is None:
+        raise RuntimeError(f"No training trajectory was recorded for this model. {how}")
+    recorder.tracker(name)
+    if recorder.num_steps == 0:
+        raise RuntimeError(f"The recorder of this model has observed 0 training steps. {how}")
+    return recorder
+
+
+def _patch_train_step(model: Any, recorder: Recorder) -> Callable[[], None]:
+    """Wrap ``model.train_step`` so that ``model.fit`` feeds ``recorder``; return the undo."""
+    import keras
+
+    original = model.train_step
+    had_instance_attr = "train_step" in vars(model)
+
+    def train_step(data: Any) -> Any:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        weights = list(model.trainable_weights)
+        before = [tf.identity(w.value) for w in weights]
+        loss_fn = _task_loss(model)
+        with tf.GradientTape() as tape:
+            y_pred = model(x, training=True)
+            loss = loss_fn(y, y_pred, sample_weight=sample_weight)
+        grads = tape.gradient(loss, weights)
+        grads = [tf.zeros_like(b) if g is None else g for g, b in zip(grads, before)]
+        with tf.control_dependencies(grads):
+            logs = original(data)
+        with tf.control_dependencies(tf.nest.flatten(logs)):
+            after = [tf.identity(w.value) for w in weights]
+        recorder.observe(grads, before, after)
+        return logs
+
+    model.train_step = train_step
+    model.train_function = None  # Keras caches the compiled step; force a retrace
+
+    def undo() -> None:
+        if had_instance_attr:
+            model.train_step = original
+        else:
+            vars(model).pop("train_step", None)
+        model.train_function = None
+
+    return undo
+
+
+def _task_loss(model: Any) -> Callable[..., tf.Tensor]:
+    """The compiled loss of ``model`` as a callable ``(y, y_pred, sample_weight)`` -> scalar."""
+    import keras
+
+    loss = getattr(model, "loss", None)
+    if loss is None:
+        raise RuntimeError("track() with model.fit needs a compiled model (model.compile(loss=...)).")
+    loss = keras.losses.get(loss)
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    return keras.losses.LossFunctionWrapper(loss)
