@@ -8,6 +8,7 @@ probabilities; :func:`log_probabilities` returns log p(y|x) either way.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -99,9 +100,59 @@ def log_probabilities(
     outputs = model(x, training=training)
     if from_logits is None:
         from_logits = not outputs_are_probabilities(model)
+    return log_probabilities_from_outputs(outputs, from_logits=from_logits)
+
+
+def log_probabilities_from_outputs(outputs: Any, *, from_logits: bool) -> tf.Tensor:
+    """log p(. | x) from a classifier's outputs (logits or probabilities), shape ``(batch, K)``.
+
+    For objectives that receive the model's outputs rather than calling the model (see
+    :func:`importance.per_example.per_example_moment`).
+
+    Args:
+        outputs: The model's outputs, shape ``(batch, K)``.
+        from_logits: Whether ``outputs`` are logits (else probabilities, clipped at 1e-12).
+    """
     if from_logits:
         return tf.nn.log_softmax(outputs, axis=-1)
     return tf.math.log(tf.clip_by_value(outputs, 1e-12, 1.0))
+
+
+def iter_batches(
+    data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, max_examples: int | None = None
+) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
+    """Yield ``(x, y)`` batches of ``data`` with int32 labels of shape ``(B,)``.
+
+    Args:
+        data: As for :func:`as_dataset` (a dataset's one-hot labels are converted too).
+        batch_size: Batch size when ``data`` is given as arrays.
+        max_examples: Stop after this many examples (the first ones); all when None.
+
+    Raises:
+        ValueError: A bad ``max_examples``, or data with no examples.
+    """
+    if max_examples is not None and (
+        isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer)) or max_examples < 1
+    ):
+        raise ValueError(f"max_examples must be a positive integer or None. Received: {max_examples!r}")
+    if not isinstance(data, tf.data.Dataset) and max_examples is not None:
+        x, y = split_xy(data)
+        data = (x[:max_examples], y[:max_examples])
+    count = 0
+    for x, y in as_dataset(data, batch_size=batch_size):
+        y = tf.convert_to_tensor(y)
+        if y.shape.rank == 2 and y.shape[-1] != 1:
+            y = tf.argmax(y, axis=-1)
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        if max_examples is not None and count + int(y.shape[0]) > max_examples:
+            keep = max_examples - count
+            x, y = x[:keep], y[:keep]
+        count += int(y.shape[0])
+        yield x, y
+        if max_examples is not None and count >= max_examples:
+            break
+    if count == 0:
+        raise ValueError("data is empty: the dataset yielded no examples.")
 
 
 def evaluate(model: Any, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[float, float]:

@@ -15,6 +15,7 @@ Methods:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,7 @@ def per_example_moment(
     *,
     moment: str = "square",
     method: str = "auto",
+    targets: Any = None,
 ) -> list[tf.Tensor]:
     """Sum over the examples of ``x`` of the per-example gradient moment.
 
@@ -42,6 +44,9 @@ def per_example_moment(
             example, shape ``(B,)``. Example ``i``'s value must depend only on example ``i``.
         moment: ``"square"`` for sum_i g_i**2, ``"abs"`` for sum_i |g_i|.
         method: One of ``auto``, ``factorized``, ``vmap``, ``loop``.
+        targets: Optional per-example values aligned with ``x`` along axis 0 (e.g. labels). When
+            given, the objective is called as ``objective(outputs, targets)`` with the rows of
+            ``targets`` that belong to ``outputs`` (the whole batch, or one example).
 
     Returns:
         One float32 tensor per ``model.trainable_weights`` entry (sums, not means).
@@ -61,38 +66,61 @@ def per_example_moment(
                 raise
             method = "vmap"
         else:
-            return _factorized.per_example_moment(model, x, objective, moment=moment)
+            if targets is None:
+                return _factorized.per_example_moment(model, x, objective, moment=moment)
+            if "targets" in inspect.signature(_factorized.per_example_moment).parameters:
+                return _factorized.per_example_moment(
+                    model, x, objective, moment=moment, targets=targets
+                )
+            # Without ``targets`` support, the objective sees the whole batch's outputs.
+            return _factorized.per_example_moment(
+                model, x, lambda outputs: objective(outputs, targets), moment=moment
+            )
     if method == "loop":
-        return _loop(model, x, objective, moment)
-    return _vmap(model, x, objective, moment)
+        return _loop(model, x, objective, moment, targets)
+    return _vmap(model, x, objective, moment, targets)
 
 
 def _apply_moment(grad: tf.Tensor, moment: str) -> tf.Tensor:
     return tf.square(grad) if moment == "square" else tf.abs(grad)
 
 
-def _loop(model: Any, x: Any, objective: Objective, moment: str) -> list[tf.Tensor]:
+def _call(objective: Any, outputs: tf.Tensor, targets: Any) -> tf.Tensor:
+    return objective(outputs) if targets is None else objective(outputs, targets)
+
+
+def _loop(model: Any, x: Any, objective: Objective, moment: str, targets: Any = None) -> list[tf.Tensor]:
     """Reference: a Python loop with one gradient per example."""
     weights = model.trainable_weights
     totals = [tf.zeros(w.shape, tf.float32) for w in weights]
     x = tf.convert_to_tensor(x)
+    if targets is not None:
+        targets = tf.nest.map_structure(tf.convert_to_tensor, targets)
     for i in range(int(x.shape[0])):
+        rows = None if targets is None else tf.nest.map_structure(lambda t, i=i: t[i : i + 1], targets)
         with tf.GradientTape() as tape:
-            value = objective(model(x[i : i + 1], training=False))[0]
+            value = _call(objective, model(x[i : i + 1], training=False), rows)[0]
         grads = tape.gradient(value, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         totals = [t + _apply_moment(g, moment) for t, g in zip(totals, grads)]
     return totals
 
 
-def _vmap(model: Any, x: Any, objective: Objective, moment: str) -> list[tf.Tensor]:
+def _vmap(model: Any, x: Any, objective: Objective, moment: str, targets: Any = None) -> list[tf.Tensor]:
     """``tf.vectorized_map`` of the per-example gradient, then the moment summed over examples."""
     weights = model.trainable_weights
 
-    def one(example: tf.Tensor) -> list[tf.Tensor]:
+    def one(elems: Any) -> list[tf.Tensor]:
+        example, target = elems
+        rows = None if targets is None else tf.nest.map_structure(lambda t: t[None], target)
         with tf.GradientTape() as tape:
-            value = objective(model(example[None], training=False))[0]
+            value = _call(objective, model(example[None], training=False), rows)[0]
         grads = tape.gradient(value, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return [_apply_moment(g, moment) for g in grads]
 
-    per_example = tf.vectorized_map(one, tf.convert_to_tensor(x))
+    x = tf.convert_to_tensor(x)
+    if targets is None:
+        elems = (x, tf.zeros([tf.shape(x)[0]], tf.int32))
+    else:
+        elems = (x, tf.nest.map_structure(tf.convert_to_tensor, targets))
+    per_example = tf.vectorized_map(one, elems)
     return [tf.reduce_sum(g, axis=0) for g in per_example]

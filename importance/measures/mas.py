@@ -1,1 +1,66 @@
-"""(Being written.)"""
+"""Memory Aware Synapses (MAS): sensitivity of the output norm to each weight, per example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from importance.data import DEFAULT_BATCH_SIZE, iter_batches
+from importance.measures.fisher import _accumulate, _step
+from importance.per_example import METHODS, per_example_moment
+from importance.registry import register_measure
+
+
+@register_measure("mas")
+def mas(
+    model: Any,
+    data: Any,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    method: str = "auto",
+    max_examples: int | None = None,
+) -> list[np.ndarray]:
+    """MAS importance: mean over examples of |d ||f(x)||^2 / d theta|.
+
+    f(x) is the model's output as the model gives it (logits, or probabilities for a softmax
+    model), ||.|| the L2 norm over the output; the absolute gradient is taken per example and
+    averaged over the examples. Labels are not used. Reference: Aljundi et al. 2018, "Memory Aware
+    Synapses: Learning what (not) to forget" (ECCV).
+
+    Args:
+        model: A built Keras model.
+        data: ``(x, y)`` arrays (``y`` is ignored) or a batched ``tf.data.Dataset`` of ``(x, y)``.
+        batch_size: Examples per batch when ``data`` is arrays.
+        method: Per-example gradient method of :func:`importance.per_example.per_example_moment`.
+        max_examples: Use only the first ``max_examples`` examples; all when None.
+
+    Returns:
+        One float64 array per trainable weight.
+
+    Raises:
+        ValueError: A bad option value (named in the message) or empty data.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
+    step = _step(model, _mas_sums, (method,), method)
+    totals: list[np.ndarray] | None = None
+    count = 0
+    for x, y in iter_batches(data, batch_size=batch_size, max_examples=max_examples):
+        totals = _accumulate(totals, step(x, y, tf.constant([0, 0], tf.int64)))
+        count += int(y.shape[0])
+    return [t / count for t in totals]
+
+
+def _squared_norm(outputs: tf.Tensor) -> tf.Tensor:
+    """||f(x)||^2 per example, over all output axes."""
+    axes = list(range(1, len(outputs.shape)))
+    return tf.reduce_sum(tf.square(outputs), axis=axes)
+
+
+def _mas_sums(model: Any, x: Any, y: Any, seed_pair: Any, method: str) -> list[tf.Tensor]:
+    """Sums over the batch of |per-example gradient of ||f(x)||^2|."""
+    del y, seed_pair
+    return per_example_moment(model, x, _squared_norm, moment="abs", method=method)
+
