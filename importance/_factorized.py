@@ -1,0 +1,267 @@
+"""Per-example gradient moments in one backward pass (the BackPACK idea, in TensorFlow).
+
+For a Dense layer ``z = a @ W + b`` the gradient of example ``i``'s objective w.r.t. the kernel is
+the outer product ``a_i g_i^T`` where ``g_i = d objective_i / d z_i``. Because example ``i`` only
+affects ``objective_i``, one backward pass of ``sum_i objective_i`` gives every ``g_i`` at once,
+and the moments factorise: ``sum_i (a_i g_i^T)**2 = (a**2)^T (g**2)`` and
+``sum_i |a_i g_i^T| = |a|^T |g|``. When the layer sees extra axes (sequences), the per-example
+gradient is a sum over positions and does not factorise; it is then formed per example, in chunks
+of the batch. Convolutions are handled the same way from per-example patches:
+``G_i = P_i^T g_i`` with ``P_i`` the (positions x kernel) patch matrix of example ``i``.
+
+Supported (factorised): ``keras.layers.Dense`` (any input rank) and ``Conv1D`` / ``Conv2D``
+(``channels_last``, ``groups=1``, any strides, dilation, ``valid`` / ``same`` / ``causal``
+padding), float32, without LoRA or quantisation, each called once per forward pass, inside
+Sequential and functional models (nested ones too). Every other trainable weight (BatchNorm,
+Embedding, custom layers, shared layers, subclassed models) falls back to per-example gradients
+from ``GradientTape.jacobian`` with ``pfor`` (vectorised) for those weights only.
+
+Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+Objective = Callable[[tf.Tensor], tf.Tensor]
+MOMENTS = ("square", "abs")
+# Budget, in float32 elements, for the per-example tensors formed at once (patches and
+# per-example kernel gradients) when a layer's gradient does not factorise.
+_CHUNK_ELEMENTS = 1 << 21
+
+
+def per_example_moment(
+    model: Any, x: Any, objective: Objective, *, moment: str = "square"
+) -> list[tf.Tensor]:
+    """Sum over the batch of per-example gradient moments, from one backward pass.
+
+    Args:
+        model: A built Keras model.
+        x: One batch of inputs (a tensor or the nested structure the model takes).
+        objective: Maps the model's outputs on the whole batch, shape ``(B, ...)``, to one scalar
+            per example, shape ``(B,)``; example ``i``'s value must depend only on example ``i``.
+        moment: ``"square"`` for ``sum_i g_i**2`` or ``"abs"`` for ``sum_i |g_i|``.
+
+    Returns:
+        One float32 tensor per ``model.trainable_weights`` entry.
+
+    Raises:
+        ValueError: Unknown moment.
+    """
+    if moment not in MOMENTS:
+        raise ValueError(f"moment must be one of {MOMENTS}. Received: {moment!r}")
+    weights = list(model.trainable_weights)
+    index = {id(w): k for k, w in enumerate(weights)}
+    captures: list[_Capture] = []
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        outputs = _Walker(tape, captures).call(model, x)
+        total = tf.reduce_sum(objective(outputs)) if captures else None
+    calls: dict[int, int] = {}
+    for capture in captures:
+        calls[id(capture.layer)] = calls.get(id(capture.layer), 0) + 1
+    usable = [
+        c
+        for c in captures
+        if calls[id(c.layer)] == 1 and all(id(v) in index for v in c.variables())
+    ]
+    results: list[tf.Tensor | None] = [None] * len(weights)
+    if usable:
+        grads = tape.gradient(
+            total, [c.z for c in usable], unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        for capture, grad in zip(usable, grads):
+            for variable, value in zip(capture.variables(), capture.moments(grad, moment)):
+                results[index[id(variable)]] = value
+    missing = [k for k, r in enumerate(results) if r is None]
+    if missing:
+        for k, value in zip(missing, _jacobian_moments(model, x, objective, [weights[k] for k in missing], moment)):
+            results[k] = value
+    return results
+
+
+def _f(t: tf.Tensor, moment: str) -> tf.Tensor:
+    return tf.square(t) if moment == "square" else tf.abs(t)
+
+
+def _jacobian_moments(
+    model: Any, x: Any, objective: Objective, variables: list[Any], moment: str
+) -> list[tf.Tensor]:
+    """Fallback: vectorised per-example gradients (jacobian of the (B,) objective, pfor)."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch([v.value for v in variables])
+        values = objective(model(x, training=False))
+    jac = tape.jacobian(
+        values,
+        [v.value for v in variables],
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        experimental_use_pfor=True,
+    )
+    return [tf.reduce_sum(_f(j, moment), axis=0) for j in jac]
+
+
+class _Capture:
+    """One call of a supported layer: its input ``a`` and pre-activation output ``z``."""
+
+    def __init__(self, layer: Any, a: tf.Tensor, z: tf.Tensor) -> None:
+        self.layer, self.a, self.z = layer, a, z
+
+    def variables(self) -> list[Any]:
+        bias = getattr(self.layer, "bias", None)
+        return [self.layer.kernel] + ([bias] if bias is not None else [])
+
+    def moments(self, g: tf.Tensor, moment: str) -> list[tf.Tensor]:
+        layer, a = self.layer, self.a
+        if isinstance(layer, keras.layers.Dense):
+            if a.shape.rank == 2:
+                kernel = tf.matmul(_f(a, moment), _f(g, moment), transpose_a=True)
+                bias_g = g
+            else:
+                a = tf.reshape(a, [tf.shape(a)[0], -1, a.shape[-1]])
+                g = tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])
+                kernel = _per_example_kernel(a, g, moment, lambda t: t)
+                bias_g = tf.reduce_sum(g, axis=1)
+        else:
+            g = tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])
+            kernel = _per_example_kernel(a, g, moment, lambda t: _patches(layer, t))
+            kernel = tf.reshape(kernel, layer.kernel.shape)
+            bias_g = tf.reduce_sum(g, axis=1)
+        out = [kernel]
+        if getattr(layer, "bias", None) is not None:
+            out.append(tf.reduce_sum(_f(bias_g, moment), axis=0))
+        return out
+
+
+def _per_example_kernel(
+    a: tf.Tensor, g: tf.Tensor, moment: str, to_rows: Callable[[tf.Tensor], tf.Tensor]
+) -> tf.Tensor:
+    """sum_i f(R_i^T g_i) where R_i = to_rows(a_i) is (positions, K); chunked over the batch.
+
+    Chunks run one after another (``parallel_iterations=1``) so that at most one chunk of
+    per-example tensors is alive; no (batch x parameters) tensor of the model is formed.
+    """
+    rows_spec = to_rows(tf.zeros([1] + a.shape[1:].as_list(), a.dtype))
+    positions, k = int(rows_spec.shape[1]), int(rows_spec.shape[2])
+    o = int(g.shape[-1])
+    chunk = max(1, _CHUNK_ELEMENTS // (positions * k + k * o))
+    n = tf.shape(a)[0]
+
+    def block(start: tf.Tensor) -> tf.Tensor:
+        rows = to_rows(a[start : start + chunk])
+        grads = tf.matmul(rows, g[start : start + chunk], transpose_a=True)
+        return tf.reduce_sum(_f(grads, moment), axis=0)
+
+    static_n = a.shape[0]
+    if static_n is not None and static_n <= chunk:
+        return block(tf.constant(0))
+    _, total = tf.while_loop(
+        lambda start, _: start < n,
+        lambda start, acc: (start + chunk, acc + block(start)),
+        (tf.constant(0), tf.zeros([k, o], a.dtype)),
+        parallel_iterations=1,
+    )
+    return total
+
+
+def _patches(layer: Any, a: tf.Tensor) -> tf.Tensor:
+    """Per-example patch matrices (B, positions, kernel elements) of a Conv1D/Conv2D input."""
+    padding = layer.padding
+    sizes, strides, rates = list(layer.kernel_size), list(layer.strides), list(layer.dilation_rate)
+    if layer.rank == 1:
+        if padding == "causal":
+            a = tf.pad(a, [[0, 0], [(sizes[0] - 1) * rates[0], 0], [0, 0]])
+            padding = "valid"
+        a = a[:, None]
+        sizes, strides, rates = [1] + sizes, [1] + strides, [1] + rates
+    patches = tf.image.extract_patches(
+        a,
+        sizes=[1, *sizes, 1],
+        strides=[1, *strides, 1],
+        rates=[1, *rates, 1],
+        padding=padding.upper(),
+    )
+    return tf.reshape(patches, [tf.shape(a)[0], -1, patches.shape[-1]])
+
+
+def _supported(layer: Any) -> bool:
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        return False
+    if layer.compute_dtype != "float32" or not layer.trainable:
+        return False
+    if isinstance(layer, keras.layers.Dense):
+        return type(layer).call is keras.layers.Dense.call
+    for cls in (keras.layers.Conv1D, keras.layers.Conv2D):
+        if isinstance(layer, cls):
+            return (
+                type(layer).call is cls.call
+                and type(layer).convolution_op is cls.convolution_op
+                and layer.data_format == "channels_last"
+                and layer.groups == 1
+            )
+    return False
+
+
+def _walkable(model: Any) -> bool:
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        return type(model).call is keras.Sequential.call
+    return isinstance(model, Functional) and type(model).call is Functional.call and hasattr(
+        model, "_run_through_graph"
+    )
+
+
+class _Walker:
+    """Runs a model's forward pass layer by layer, capturing (a, z) of supported layers."""
+
+    def __init__(self, tape: tf.GradientTape, captures: list[_Capture]) -> None:
+        self.tape, self.captures = tape, captures
+
+    def call(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
+        if _supported(layer) and len(args) == 1:
+            return self._capture(layer, args[0])
+        if _walkable(layer):
+            return self._walk(layer, args[0] if len(args) == 1 else list(args))
+        kwargs.pop("training", None)
+        if getattr(layer, "_call_has_training_arg", False):
+            kwargs["training"] = False
+        return layer(*args, **kwargs)
+
+    def _capture(self, layer: Any, a: Any) -> tf.Tensor:
+        a = tf.convert_to_tensor(a)
+        if isinstance(layer, keras.layers.Dense):
+            z = keras.ops.matmul(a, layer.kernel)
+        else:
+            padded, padding = a, layer.padding
+            if padding == "causal":
+                left = (layer.kernel_size[0] - 1) * layer.dilation_rate[0]
+                padded, padding = tf.pad(a, [[0, 0], [left, 0], [0, 0]]), "valid"
+            z = keras.ops.conv(
+                padded,
+                layer.kernel,
+                strides=list(layer.strides),
+                padding=padding,
+                dilation_rate=layer.dilation_rate,
+                data_format="channels_last",
+            )
+        if layer.bias is not None:
+            z = z + layer.bias
+        self.tape.watch(z)
+        self.captures.append(_Capture(layer, a, z))
+        return layer.activation(z) if layer.activation is not None else z
+
+    def _walk(self, model: Any, x: Any) -> Any:
+        if isinstance(model, keras.Sequential):
+            if model._functional is not None:
+                return self._walk(model._functional, x)
+            for layer in model.layers:
+                x = self.call(layer, x)
+            return x
+        inputs = model._standardize_inputs(x)
+        outputs = model._run_through_graph(
+            inputs, operation_fn=lambda op: lambda *a, **k: self.call(op, *a, **k)
+        )
+        return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
