@@ -1,0 +1,48 @@
+"""``python -m reports FILE... [--out DIR]``: rebuild the leaderboard from result files.
+
+Accepts the merged ``reports/results.jsonl`` of a run, the per-worker shards under
+``reports/out/<run>/``, or the files of several split runs; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m reports",
+        description="Rebuild leaderboard.md, results.csv and plots from benchmark result files "
+        "(JSON lines written by `pytest benchmarks`). Shards of a split run are merged.",
+    )
+    parser.add_argument("files", nargs="+", type=pathlib.Path, help="result files (.jsonl)")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("reports"),
+                        help="output directory (default: ./reports)")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--merged", type=pathlib.Path, default=None,
+                        help="also write the merged records to this JSON-lines file")
+    args = parser.parse_args(argv)
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        parser.error(f"result file not found: {', '.join(missing)}")
+    records = reports.read_records(args.files)
+    if not any(r["kind"] in ("point", "failure") for r in records):
+        print(f"no benchmark case in {len(args.files)} file(s); nothing written", file=sys.stderr)
+        return 1
+    if args.merged is not None:
+        reports.write_records(args.merged, records)
+    paths = reports.write_reports(records, args.out, plots=not args.no_plots)
+    print(f"leaderboard: {paths['leaderboard']}")
+    print(f"results:     {paths['results']}")
+    for path in paths["plots"]:
+        print(f"plot:        {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
