@@ -108,11 +108,12 @@ class Recorder:
     def __init__(self, model: Any, measures: Iterable[str] | None = None):
         if not getattr(model, "built", False):
             raise ValueError("The model must be built before tracking it (call it on a batch first).")
-        names = available_trackers() if measures is None else list(measures)
+        available = available_trackers()  # also loads the built-in and plugin trackers
+        names = available if measures is None else list(measures)
         unknown = [n for n in names if n not in _TRACKERS]
         if unknown:
             raise KeyError(
-                f"No online tracker for {unknown}. Available: {', '.join(available_trackers())}"
+                f"No online tracker for {unknown}. Available: {', '.join(available)}"
             )
         weights = list(model.trainable_weights)
         self.model_ref = weakref.ref(model)
@@ -236,7 +237,15 @@ def get_trajectory(model: Any, name: str) -> Recorder:
 
 
 def _patch_train_step(model: Any, recorder: Recorder) -> Callable[[], None]:
-    """Wrap ``model.train_step`` so that ``model.fit`` feeds ``recorder``; return the undo."""
+    """Wrap ``model.train_step`` so that ``model.fit`` feeds ``recorder``; return the undo.
+
+    Before the model's own step, the wrapper runs one extra forward/backward pass at the pre-step
+    weights to get the gradient of the compiled loss alone (no ``model.losses``: weight or
+    activity regularisers and ``add_loss`` penalties are left out). That pass runs inside a
+    ``keras.StatelessScope``, so it changes no state: batch-norm statistics, metrics and random
+    seed generators are untouched, and dropout draws the same mask the real step will draw.
+    Training with the patch is therefore identical to training without it.
+    """
     import keras
 
     original = model.train_step
@@ -246,13 +255,10 @@ def _patch_train_step(model: Any, recorder: Recorder) -> Callable[[], None]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         weights = list(model.trainable_weights)
         before = [tf.identity(w.value) for w in weights]
-        loss_fn = _task_loss(model)
         with tf.GradientTape() as tape:
-            y_pred = model(x, training=True)
-            loss = loss_fn(y, y_pred, sample_weight=sample_weight)
-        grads = tape.gradient(loss, weights)
-        grads = [tf.zeros_like(b) if g is None else g for g, b in zip(grads, before)]
-        with tf.control_dependencies(grads):
+            loss = _task_loss(model, x, y, sample_weight)
+        grads = tape.gradient(loss, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        with tf.control_dependencies(grads + before):
             logs = original(data)
         with tf.control_dependencies(tf.nest.flatten(logs)):
             after = [tf.identity(w.value) for w in weights]
@@ -272,14 +278,23 @@ def _patch_train_step(model: Any, recorder: Recorder) -> Callable[[], None]:
     return undo
 
 
-def _task_loss(model: Any) -> Callable[..., tf.Tensor]:
-    """The compiled loss of ``model`` as a callable ``(y, y_pred, sample_weight)`` -> scalar."""
+def _task_loss(model: Any, x: Any, y: Any, sample_weight: Any) -> tf.Tensor:
+    """The compiled loss of ``model`` on a batch, without regularisers, changing no state."""
     import keras
 
-    loss = getattr(model, "loss", None)
-    if loss is None:
-        raise RuntimeError("track() with model.fit needs a compiled model (model.compile(loss=...)).")
-    loss = keras.losses.get(loss)
-    if isinstance(loss, keras.losses.Loss):
-        return loss
-    return keras.losses.LossFunctionWrapper(loss)
+    compiled = getattr(model, "_compile_loss", None)
+    if compiled is None:
+        raise RuntimeError(
+            "importance.track(model) records model.fit through the model's compiled loss, and this "
+            "model has none: call model.compile(loss=...) first, or feed "
+            "recorder.observe(task_grads, before, after) from your own training loop."
+        )
+    with keras.StatelessScope():
+        if getattr(model, "_call_has_training_arg", True):
+            y_pred = model(x, training=True)
+        else:
+            y_pred = model(x)
+    if not compiled.built:  # builds loss-tracking metrics: must not run in a stateless scope
+        compiled.build(y, y_pred)
+    with keras.StatelessScope():
+        return compiled(y, y_pred, sample_weight)
