@@ -13,15 +13,15 @@ import importance as imp
 from importance.aggregation import AggregationWarning, owning_layers
 
 NP_REDUCERS = {"mean": np.mean, "max": np.max, "min": np.min, "sum": np.sum}
-TF_SETTINGS = settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+TF_SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _scores(model, seed, ties):
     rng = np.random.default_rng(seed)
     if ties:  # few distinct integer values: reducers must not depend on tie order
-        return [rng.integers(0, 3, size=v.shape).astype(np.float64) for v in model.trainable_weights]
+        return [
+            rng.integers(0, 3, size=v.shape).astype(np.float64) for v in model.trainable_weights
+        ]
     return [rng.normal(size=v.shape) for v in model.trainable_weights]
 
 
@@ -102,7 +102,9 @@ def test_unit_level_matches_numpy_loop(kind, dims, channels, units, use_bias, re
         for w, i in members:
             covered[w][i] = True
     assert all(c.all() for c in covered)
-    assert all(r.dtype == np.float64 and r.shape == s.shape for r, s in zip(result, scores))
+    assert all(
+        r.dtype == np.float64 and r.shape == s.shape for r, s in zip(result, scores, strict=True)
+    )
 
 
 def _nested_model():
@@ -150,7 +152,7 @@ def test_weight_level_is_identity_as_float64_copies():
     model = _nested_model()
     scores = [s.astype(np.float32) for s in _scores(model, 0, False)]
     result = imp.aggregate(scores, model, level="weight", reduce="max")
-    for r, s in zip(result, scores):
+    for r, s in zip(result, scores, strict=True):
         assert r.dtype == np.float64
         np.testing.assert_array_equal(r, s.astype(np.float64))
         assert r is not s
@@ -168,7 +170,7 @@ def test_unknown_layer_warns_and_treats_each_tensor_as_one_unit():
     assert len(messages) == 2
     assert "'emb' (Embedding)" in messages[0] and "treated as one unit" in messages[0]
     assert "'ein' (EinsumDense)" in messages[1]
-    for r, s in zip(result, scores):
+    for r, s in zip(result, scores, strict=True):
         np.testing.assert_array_equal(r, np.full(s.shape, s.max()))
 
 
@@ -182,7 +184,7 @@ def test_known_layer_with_unexpected_weights_falls_back_with_warning():
     scores = _scores(model, 2, False)
     with pytest.warns(AggregationWarning, match="'scaled' \\(ScaledDense\\)"):
         result = imp.aggregate(scores, model, level="unit", reduce="min")
-    for r, s in zip(result, scores):
+    for r, s in zip(result, scores, strict=True):
         np.testing.assert_array_equal(r, np.full(s.shape, s.min()))
 
 
