@@ -112,7 +112,8 @@ def threshold_sweep(
         data: ``(x, y)`` arrays or a batched ``tf.data.Dataset`` (see :mod:`importance.data`).
         thresholds: Fractions in [0, 1]; default ``0, 0.1, ..., 1.0``.
         scope: ``"global"`` ranks all trainable weights of the model together; ``"layer"``
-            replaces the fraction within each Keras layer.
+            replaces the fraction within each Keras layer (the innermost layer holding the
+            weight, see :func:`importance.aggregation.owning_layers`).
         replace: ``"noise"``: N(0, (std(w) / 10)^2) with std(w) the standard deviation of the
             weight tensor, seeded; ``"zero"``: 0.
         seed: Seed of the tie-breaking order and of the noise.
@@ -127,8 +128,10 @@ def threshold_sweep(
             not built or has no trainable weights, empty data, a bad seed.
         importance.ImportanceError: Scores that do not match the model.
 
-    The model's weights are restored bitwise after each threshold and when the sweep ends,
-    also on an exception or KeyboardInterrupt.
+    The ranking and the noise are drawn once per sweep: the weights replaced at a threshold are
+    also replaced at every higher one, with the same values. ``round`` is Python's (halves to
+    even). The model's weights are restored bitwise after each threshold and when the sweep
+    ends, also on an exception or KeyboardInterrupt.
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}. Received: {scope!r}")
