@@ -3,6 +3,7 @@
 Applies to both ``tests/`` and ``benchmarks/``. Suite options:
 
 * ``--quick`` (default) / ``--full``: size of the benchmark study (seeds, thresholds, tasks).
+* ``--bench-seeds``, ``--bench-tasks``, ``--bench-report-dir``: narrow or redirect a benchmark run.
 * ``--allow-network``: lift the guard that fails any test opening a network socket.
 """
 
@@ -35,6 +36,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="Run the quick study (the default; given for symmetry with --full).",
+    )
+    group.addoption(
+        "--bench-seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Benchmarks: number of seeds (0 .. N-1); default 3 quick, 5 full.",
+    )
+    group.addoption(
+        "--bench-tasks",
+        default=None,
+        metavar="NAMES",
+        help="Benchmarks: comma-separated tasks (task or task.variant), e.g. planted,mnist5k.cnn; "
+        "default: the mode's tasks.",
+    )
+    group.addoption(
+        "--bench-report-dir",
+        default=None,
+        metavar="DIR",
+        help="Benchmarks: where leaderboard.md, results.csv/.jsonl and plots go (default: reports/).",
     )
     group.addoption(
         "--allow-network",
