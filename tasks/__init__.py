@@ -1,1 +1,40 @@
-"""(Being written.)"""
+"""Benchmark tasks: offline data, seeded model builders and training settings, by name.
+
+    import tasks
+
+    tasks.available_tasks()
+    task = tasks.get_task("mnist5k")
+    run = tasks.trained("mnist5k", variant="cnn", seed=0)   # cached on disk
+    run.model, run.recorder, run.history, run.from_cache
+
+Continual-learning sequences (not in the registry): ``tasks.continual_sequence("split_mnist")``.
+"""
+
+from tasks.registry import (
+    DatasetUnavailable,
+    Task,
+    TrainingSettings,
+    available_tasks,
+    get_task,
+    register_task,
+    unregister_task,
+)
+from tasks import builtin, keras_data, planted  # noqa: E402,F401,I001  (register the tasks)
+from tasks.cache import CacheWarning  # noqa: E402
+from tasks.continual import available_sequences, continual_sequence  # noqa: E402
+from tasks.run import TrainedModel, trained  # noqa: E402
+
+__all__ = [
+    "CacheWarning",
+    "DatasetUnavailable",
+    "Task",
+    "TrainedModel",
+    "TrainingSettings",
+    "available_sequences",
+    "available_tasks",
+    "continual_sequence",
+    "get_task",
+    "register_task",
+    "trained",
+    "unregister_task",
+]

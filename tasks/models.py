@@ -1,0 +1,81 @@
+"""Seeded model builders for the tasks: small MLPs and CNNs with logits output.
+
+Every layer gets its own seeded initialiser, so a model's initial weights depend only on the seed
+(not on Keras' global random state or on how many models were built before).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+
+def _init(seed: int, index: int) -> keras.initializers.Initializer:
+    return keras.initializers.GlorotUniform(seed=seed * 1000 + index)
+
+
+def mlp(
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    hidden: Sequence[int] = (256, 128),
+    seed: int = 0,
+    name: str = "mlp",
+) -> keras.Model:
+    """A ReLU multilayer perceptron (inputs flattened first), logits out.
+
+    Args:
+        input_shape: Shape of one example.
+        num_classes: Output width.
+        hidden: Widths of the hidden Dense layers.
+        seed: Seed of the initial weights.
+        name: Model name.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    h = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+    for i, width in enumerate(hidden):
+        h = keras.layers.Dense(
+            int(width), activation="relu", kernel_initializer=_init(seed, i), name=f"dense_{i}"
+        )(h)
+    logits = keras.layers.Dense(
+        int(num_classes), kernel_initializer=_init(seed, len(hidden)), name="logits"
+    )(h)
+    return keras.Model(inputs, logits, name=name)
+
+
+def cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    filters: Sequence[int] = (16, 32),
+    dense: int = 64,
+    seed: int = 0,
+    name: str = "cnn",
+) -> keras.Model:
+    """A small CNN: (3x3 conv, ReLU, 2x2 max-pool) per entry of ``filters``, a Dense layer, logits.
+
+    Args:
+        input_shape: ``(height, width, channels)``.
+        num_classes: Output width.
+        filters: Output channels of each conv block.
+        dense: Width of the hidden Dense layer.
+        seed: Seed of the initial weights.
+        name: Model name.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    h = inputs
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv2D(
+            int(f), 3, padding="same", activation="relu", kernel_initializer=_init(seed, i),
+            name=f"conv_{i}",
+        )(h)
+        h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    h = keras.layers.Dense(
+        int(dense), activation="relu", kernel_initializer=_init(seed, len(filters)), name="dense"
+    )(h)
+    logits = keras.layers.Dense(
+        int(num_classes), kernel_initializer=_init(seed, len(filters) + 1), name="logits"
+    )(h)
+    return keras.Model(inputs, logits, name=name)

@@ -1,0 +1,101 @@
+"""``tasks.trained``: a task's model trained with its settings, through the on-disk cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+
+from tasks import cache as _cache
+from tasks.registry import Task, get_task
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    """A trained task model.
+
+    Attributes:
+        model: The trained Keras model (logits out).
+        recorder: The :class:`importance.online.Recorder` holding its training trajectory,
+            attached to the model so that ``importance.compute_importance`` finds it; None when
+            trained with ``track=False``.
+        history: The trainer's history, plus ``test_loss`` and ``test_accuracy`` at the end.
+        task: The :class:`tasks.Task`.
+        variant: Model variant.
+        seed: Seed of the initial weights and of training.
+        from_cache: True when the weights (and trajectory) were loaded from the cache.
+        cache_path: The cache entry's file, or None without cache.
+    """
+
+    model: Any
+    recorder: Any
+    history: dict[str, Any]
+    task: Task
+    variant: str
+    seed: int
+    from_cache: bool
+    cache_path: str | None = None
+
+
+def trained(
+    name: str | Task,
+    *,
+    variant: str | None = None,
+    seed: int = 0,
+    cache: bool = True,
+    track: bool = True,
+    verbose: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> TrainedModel:
+    """Train (or load from the cache) the model of a task.
+
+    Args:
+        name: A registered task name, or a :class:`tasks.Task` (e.g. one of a continual sequence).
+        variant: Model variant; the task's default when None.
+        seed: Seed of the initial weights and of the training order.
+        cache: Read and write the on-disk cache (see :mod:`tasks.cache`).
+        track: Record all registered online measures (SI and the trackers) during training.
+        verbose: Print per-epoch progress.
+        cache_dir: Cache directory; ``$IMPORTANCE_BENCH_CACHE`` or the default when None.
+
+    Raises:
+        KeyError: Unknown task name.
+        ValueError: Unknown variant or a bad seed.
+        tasks.DatasetUnavailable: The task's data is not on this machine.
+    """
+    from importance.data import evaluate
+    from importance.online import track as start_tracking
+
+    task = name if isinstance(name, Task) else get_task(name)
+    variant = task.resolve_variant(variant)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer. Received: {seed!r}")
+    seed = int(seed)
+    reason = task.unavailable_reason()
+    if reason is not None:
+        from tasks.registry import DatasetUnavailable
+
+        raise DatasetUnavailable(reason)
+    settings = task.training_settings(variant)
+    model = task.build_model(seed, variant)
+    recorder = start_tracking(model, patch_fit=False) if track else None
+    key = _cache.cache_key(
+        task, variant, seed, settings.as_dict(), None if recorder is None else list(recorder.trackers)
+    )
+    path = _cache.entry_path(_cache.cache_dir(cache_dir), key) if cache else None
+
+    history = _cache.load(path, key, model, recorder) if path is not None else None
+    if history is not None:
+        return TrainedModel(model, recorder, history, task, variant, seed, True, str(path))
+
+    from tasks.trainer import train
+
+    history = train(model, task.train_data(), seed=seed, recorder=recorder, verbose=verbose, **settings.as_dict())
+    history["test_loss"], history["test_accuracy"] = evaluate(model, task.test_data())
+    if verbose:
+        print(f"{task.name}/{variant} seed {seed}: test accuracy {history['test_accuracy']:.4f}", flush=True)
+    if path is not None:
+        _cache.save(path, key, model, recorder, history)
+    return TrainedModel(model, recorder, history, task, variant, seed, False, None if path is None else str(path))

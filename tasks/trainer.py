@@ -1,0 +1,202 @@
+"""The project's training loop: a compiled step that also feeds online importance measures.
+
+Each step computes the task loss (sparse categorical cross-entropy from logits) and, when given,
+a regulariser ``penalty(model)`` (e.g. an EWC penalty) plus the model's own regularisation
+losses. The optimiser applies the sum of their gradients, but an attached
+:class:`importance.online.Recorder` observes only the *task-loss* gradient, with the weights
+before and after the step, as SI requires (Zenke et al. 2017).
+
+Runs are reproducible: the seed fixes the shuffling order and Keras' random state, and TensorFlow
+op determinism is switched on (a process-wide setting).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from importance.data import evaluate, split_xy
+from tasks.registry import OPTIMIZERS
+
+
+def make_optimizer(name: str, *, learning_rate: float, weight_decay: float = 0.0) -> Any:
+    """A Keras optimiser by name (see :data:`tasks.registry.OPTIMIZERS`).
+
+    Raises:
+        ValueError: An unknown name, or weight decay with an optimiser other than ``adamw``.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}. Received: {name!r}")
+    if weight_decay and name != "adamw":
+        raise ValueError(f"weight_decay needs optimizer='adamw'. Received: optimizer={name!r}")
+    lr = float(learning_rate)
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    if name == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=float(weight_decay))
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate=lr)
+    if name == "momentum":
+        return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
+    return keras.optimizers.RMSprop(learning_rate=lr)
+
+
+def train(
+    model: Any,
+    train_data: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    optimizer: str = "adam",
+    seed: int = 0,
+    recorder: Any = None,
+    penalty: Callable[[Any], Any] | None = None,
+    verbose: bool = False,
+    validation_data: Any = None,
+    weight_decay: float = 0.0,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, list[float]]:
+    """Train a logits classifier in place with a seeded, compiled custom loop.
+
+    Args:
+        model: A built Keras model outputting logits.
+        train_data: ``(x, y)`` arrays with integer (or one-hot) labels.
+        epochs: Passes over the data (0 trains nothing).
+        batch_size: Examples per step; the last batch of an epoch may be smaller.
+        learning_rate: Optimiser step size.
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"``, ``"momentum"`` or ``"rmsprop"``.
+        seed: Fixes the shuffling order and Keras' random state (e.g. dropout).
+        recorder: An :class:`importance.online.Recorder` fed ``(task_grads, before, after)``
+            after every step.
+        penalty: ``penalty(model) -> scalar`` added to the loss; its gradient is applied but never
+            shown to ``recorder``.
+        verbose: Print one progress line per epoch.
+        validation_data: ``(x, y)`` evaluated after every epoch (``val_loss``, ``val_accuracy``).
+        weight_decay: Decoupled weight decay (``optimizer="adamw"`` only).
+        on_epoch_end: Called as ``on_epoch_end(epoch, logs)`` after every epoch.
+
+    Returns:
+        History: ``loss`` and ``accuracy`` per epoch (the task loss during training),
+        ``val_loss`` / ``val_accuracy`` with validation data, and ``epoch_seconds``.
+
+    Raises:
+        ValueError: A bad option, naming it and the received value.
+    """
+    _check_int("epochs", epochs, minimum=0)
+    _check_int("batch_size", batch_size, minimum=1)
+    _check_int("seed", seed, minimum=None)
+    if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+        raise ValueError(f"learning_rate must be a positive number. Received: {learning_rate!r}")
+    x, y = split_xy(train_data)
+    x = np.asarray(x, dtype=np.float32)
+    if not getattr(model, "built", False):
+        raise ValueError("The model must be built before training (call it on a batch first).")
+
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(int(seed))
+    opt = make_optimizer(optimizer, learning_rate=learning_rate, weight_decay=weight_decay)
+    weights = list(model.trainable_weights)
+    opt.build(weights)
+    run_epoch = _make_epoch(model, opt, weights, recorder, penalty, x.shape[1:], int(batch_size))
+
+    rng = np.random.default_rng(int(seed))
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "epoch_seconds": []}
+    if validation_data is not None:
+        history.update(val_loss=[], val_accuracy=[])
+    n = x.shape[0]
+    x_all, y_all = tf.constant(x), tf.constant(y)
+    for epoch in range(int(epochs)):
+        start = time.perf_counter()
+        order = tf.constant(rng.permutation(n).astype(np.int32))
+        total_loss, total_correct = run_epoch(x_all, y_all, order)
+        total_loss, total_correct = float(total_loss), int(total_correct)
+        logs = {"loss": total_loss / n, "accuracy": total_correct / n}
+        if validation_data is not None:
+            logs["val_loss"], logs["val_accuracy"] = evaluate(model, validation_data)
+        logs["epoch_seconds"] = time.perf_counter() - start
+        for k, v in logs.items():
+            history[k].append(float(v))
+        if verbose:
+            shown = " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_seconds")
+            print(f"epoch {epoch + 1}/{epochs} - {shown} - {logs['epoch_seconds']:.1f}s", flush=True)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, logs)
+    return history
+
+
+def _make_epoch(
+    model: Any,
+    opt: Any,
+    weights: list[Any],
+    recorder: Any,
+    penalty: Any,
+    shape: tuple[int, ...],
+    batch_size: int,
+) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+    """One compiled epoch over ``x[order]`` in batches; returns (sum of task losses, correct)."""
+
+    def step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        before = [tf.identity(w.value) for w in weights] if recorder is not None else None
+        with tf.GradientTape(persistent=True) as tape:
+            logits = model(x, training=True)
+            per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            task_loss = tf.reduce_mean(per_example)
+            extra = [tf.cast(loss, tf.float32) for loss in model.losses]
+            if penalty is not None:
+                extra.append(tf.cast(penalty(model), tf.float32))
+        task_grads = _dense(tape.gradient(task_loss, weights), weights)
+        grads = task_grads
+        if extra:
+            extra_grads = _dense(tape.gradient(tf.add_n(extra), weights), weights)
+            grads = [g + e for g, e in zip(task_grads, extra_grads)]
+        del tape
+        opt.apply_gradients(zip(grads, weights))
+        if recorder is not None:
+            after = [tf.identity(w.value) for w in weights]
+            recorder.observe(task_grads, before, after)
+        correct = tf.reduce_sum(
+            tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), y), tf.int32)
+        )
+        return tf.reduce_sum(per_example), correct
+
+    signature = [
+        tf.TensorSpec([None, *shape], tf.float32),
+        tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([None], tf.int32),
+    ]
+
+    @tf.function(input_signature=signature)
+    def run_epoch(x: tf.Tensor, y: tf.Tensor, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        n = tf.shape(order)[0]
+        total_loss = tf.constant(0.0, tf.float32)
+        total_correct = tf.constant(0, tf.int32)
+        for begin in tf.range(0, n, batch_size):
+            index = order[begin : begin + batch_size]
+            loss_sum, correct = step(tf.gather(x, index), tf.gather(y, index))
+            total_loss += loss_sum
+            total_correct += correct
+        return total_loss, total_correct
+
+    return run_epoch
+
+
+def _dense(grads: list[Any], weights: list[Any]) -> list[tf.Tensor]:
+    """Gradients with None (weight not used by the loss) replaced by zeros."""
+    return [
+        tf.zeros(w.shape, dtype=tf.float32) if g is None else tf.convert_to_tensor(g)
+        for g, w in zip(grads, weights)
+    ]
+
+
+def _check_int(name: str, value: Any, *, minimum: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+        minimum is not None and value < minimum
+    ):
+        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {bound}. Received: {value!r}")
