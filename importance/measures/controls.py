@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from importance.aggregation import layer_groups
 from importance.measures.basic import _check_seed
 from importance.registry import compute_importance, get_measure, register_measure
 
@@ -23,8 +24,9 @@ from importance.registry import compute_importance, get_measure, register_measur
 def shuffled(model: Any, data: Any = None, *, base: str, seed: int = 0, **base_options: Any) -> list[np.ndarray]:
     """Scores of measure ``base``, randomly permuted within each layer (seeded).
 
-    All trainable weights of one Keras layer (e.g. a kernel and its bias) are shuffled together,
-    so the layer keeps exactly its multiset of scores. Reference: Frankle et al. 2021, "Pruning
+    All trainable weights of one Keras layer (e.g. a kernel and its bias; the innermost layer
+    holding them, see :func:`importance.aggregation.layer_groups`) are shuffled together, so the
+    layer keeps exactly its multiset of scores. Reference: Frankle et al. 2021, "Pruning
     Neural Networks at Initialization: Why Are We Missing the Mark?" (ICLR), layer-wise shuffling.
 
     Args:
@@ -50,7 +52,7 @@ def shuffled(model: Any, data: Any = None, *, base: str, seed: int = 0, **base_o
         base_options["seed"] = seed
     scores = compute_importance(base, model, data, **base_options)
     out = [None] * len(scores)
-    for j, members in enumerate(layer_groups(model)):
+    for j, (_, members) in enumerate(layer_groups(model)):
         flat = np.concatenate([scores[i].ravel() for i in members])
         flat = np.random.default_rng([seed, j]).permutation(flat)
         offset = 0
@@ -60,17 +62,3 @@ def shuffled(model: Any, data: Any = None, *, base: str, seed: int = 0, **base_o
             offset += size
     return out
 
-
-def layer_groups(model: Any) -> list[list[int]]:
-    """Indices into ``model.trainable_weights`` grouped by the Keras layer that owns them.
-
-    A weight's layer is its variable path without the last component (``"model/dense/kernel"``
-    belongs to ``"model/dense"``); weights without a path form a group of their own. Groups are
-    in the order of their first weight.
-    """
-    groups: dict[str, list[int]] = {}
-    for i, weight in enumerate(model.trainable_weights):
-        path = getattr(weight, "path", None)
-        owner = path.rsplit("/", 1)[0] if path and "/" in path else f"#{i}"
-        groups.setdefault(owner, []).append(i)
-    return list(groups.values())
