@@ -23,7 +23,7 @@ MNIST5K = register_task(
         load=datasets.mnist5k,
         build=_build_mnist,
         variants=("mlp", "cnn"),
-        training=TrainingSettings(epochs=12, batch_size=64, learning_rate=1e-3),
+        training=TrainingSettings(epochs=8, batch_size=64, learning_rate=1e-3),
         variant_training={"cnn": TrainingSettings(epochs=8, batch_size=64, learning_rate=2e-3)},
     )
 )
@@ -41,6 +41,6 @@ DIGITS = register_task(
         input_shape=(8, 8, 1),
         load=datasets.digits,
         build=_build_digits,
-        training=TrainingSettings(epochs=40, batch_size=32, learning_rate=2e-3),
+        training=TrainingSettings(epochs=25, batch_size=32, learning_rate=3e-3),
     )
 )

@@ -177,19 +177,22 @@ def _register(name: str, source: _KerasDataset, input_shape: tuple[int, ...], de
 _MLP = TrainingSettings(epochs=5, batch_size=128, learning_rate=1e-3)
 _CNN = TrainingSettings(epochs=4, batch_size=128, learning_rate=1e-3)
 
+MNIST_SOURCE = _KerasDataset("mnist", ("mnist.npz",), (), read_mnist_npz)
+FASHION_SOURCE = _KerasDataset("fashion_mnist", ("fashion-mnist",), FASHION_FILES, read_fashion_dir)
+CIFAR10_SOURCE = _KerasDataset("cifar10", CIFAR_DIRS, CIFAR_FILES, read_cifar10_dir)
+
 MNIST = _register(
-    "mnist", _KerasDataset("mnist", ("mnist.npz",), (), read_mnist_npz), (28, 28, 1),
+    "mnist", MNIST_SOURCE, (28, 28, 1),
     "Full MNIST (60,000 / 10,000) from keras.datasets' files; skipped offline without them.",
     ("mlp", "cnn"), _MLP, {"cnn": _CNN},
 )
 FASHION_MNIST = _register(
-    "fashion_mnist", _KerasDataset("fashion_mnist", ("fashion-mnist",), FASHION_FILES, read_fashion_dir),
-    (28, 28, 1),
+    "fashion_mnist", FASHION_SOURCE, (28, 28, 1),
     "Fashion-MNIST (60,000 / 10,000) from keras.datasets' files; skipped offline without them.",
     ("mlp", "cnn"), _MLP, {"cnn": _CNN},
 )
 CIFAR10 = _register(
-    "cifar10", _KerasDataset("cifar10", CIFAR_DIRS, CIFAR_FILES, read_cifar10_dir), (32, 32, 3),
+    "cifar10", CIFAR10_SOURCE, (32, 32, 3),
     "CIFAR-10 (50,000 / 10,000) from keras.datasets' files; skipped offline without them.",
     ("cnn",), TrainingSettings(epochs=10, batch_size=128, learning_rate=1e-3), {},
 )
