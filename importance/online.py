@@ -169,7 +169,9 @@ class Recorder:
         Raises:
             ValueError: If a key is missing or a shape differs.
         """
-        self.steps.assign(int(state["steps"]))
+        if "steps" not in state:
+            raise ValueError("Saved trajectory has no entry 'steps'.")
+        values = []
         for name, tracker in self.trackers.items():
             for label, variables in tracker.variables().items():
                 for i, var in enumerate(variables):
@@ -179,7 +181,10 @@ class Recorder:
                     value = np.asarray(state[key])
                     if value.shape != tuple(var.shape):
                         raise ValueError(f"Saved {key!r} has shape {value.shape}, expected {tuple(var.shape)}.")
-                    var.assign(value)
+                    values.append((var, value))
+        for var, value in values:  # all checked first: a bad state changes nothing
+            var.assign(value)
+        self.steps.assign(int(state["steps"]))
 
     def stop(self) -> None:
         """Stop recording ``model.fit`` steps (restores the model's own ``train_step``)."""
