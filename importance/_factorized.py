@@ -35,7 +35,7 @@ _CHUNK_ELEMENTS = 1 << 21
 
 
 def per_example_moment(
-    model: Any, x: Any, objective: Objective, *, moment: str = "square"
+    model: Any, x: Any, objective: Objective, *, moment: str = "square", targets: Any = None
 ) -> list[tf.Tensor]:
     """Sum over the batch of per-example gradient moments, from one backward pass.
 
@@ -45,6 +45,8 @@ def per_example_moment(
         objective: Maps the model's outputs on the whole batch, shape ``(B, ...)``, to one scalar
             per example, shape ``(B,)``; example ``i``'s value must depend only on example ``i``.
         moment: ``"square"`` for ``sum_i g_i**2`` or ``"abs"`` for ``sum_i |g_i|``.
+        targets: Optional per-example values aligned with ``x`` (e.g. labels); when given the
+            objective is called as ``objective(outputs, targets)`` on the whole batch.
 
     Returns:
         One float32 tensor per ``model.trainable_weights`` entry.
@@ -54,6 +56,8 @@ def per_example_moment(
     """
     if moment not in MOMENTS:
         raise ValueError(f"moment must be one of {MOMENTS}. Received: {moment!r}")
+    if targets is not None:
+        objective = _bind(objective, targets)
     weights = list(model.trainable_weights)
     index = {id(w): k for k, w in enumerate(weights)}
     captures: list[_Capture] = []
@@ -81,6 +85,10 @@ def per_example_moment(
         for k, value in zip(missing, _jacobian_moments(model, x, objective, [weights[k] for k in missing], moment)):
             results[k] = value
     return results
+
+
+def _bind(objective: Callable[..., tf.Tensor], targets: Any) -> Objective:
+    return lambda outputs: objective(outputs, targets)
 
 
 def _f(t: tf.Tensor, moment: str) -> tf.Tensor:
@@ -115,75 +123,103 @@ class _Capture:
 
     def moments(self, g: tf.Tensor, moment: str) -> list[tf.Tensor]:
         layer, a = self.layer, self.a
-        if isinstance(layer, keras.layers.Dense):
-            if a.shape.rank == 2:
-                kernel = tf.matmul(_f(a, moment), _f(g, moment), transpose_a=True)
-                bias_g = g
-            else:
-                a = tf.reshape(a, [tf.shape(a)[0], -1, a.shape[-1]])
-                g = tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])
-                kernel = _per_example_kernel(a, g, moment, lambda t: t)
-                bias_g = tf.reduce_sum(g, axis=1)
-        else:
+        if isinstance(layer, keras.layers.Dense) and a.shape.rank == 2:
+            kernel = tf.matmul(_f(a, moment), _f(g, moment), transpose_a=True)
+            bias_g = g
+        elif isinstance(layer, keras.layers.Dense):
+            a = tf.reshape(a, [tf.shape(a)[0], -1, a.shape[-1]])
             g = tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])
-            kernel = _per_example_kernel(a, g, moment, lambda t: _patches(layer, t))
-            kernel = tf.reshape(kernel, layer.kernel.shape)
+            per_example = int(a.shape[-1]) * (int(a.shape[1]) + int(g.shape[-1]))
+            kernel = _chunked(
+                lambda ac, gc: tf.reduce_sum(_f(tf.matmul(ac, gc, transpose_a=True), moment), 0),
+                a, g, per_example, layer.kernel.shape,
+            )
             bias_g = tf.reduce_sum(g, axis=1)
+        else:
+            kernel = _conv_kernel_moment(layer, a, g, moment)
+            bias_g = tf.reduce_sum(tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]]), axis=1)
         out = [kernel]
         if getattr(layer, "bias", None) is not None:
             out.append(tf.reduce_sum(_f(bias_g, moment), axis=0))
         return out
 
 
-def _per_example_kernel(
-    a: tf.Tensor, g: tf.Tensor, moment: str, to_rows: Callable[[tf.Tensor], tf.Tensor]
+def _chunked(
+    block: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    a: tf.Tensor,
+    g: tf.Tensor,
+    per_example: int,
+    shape: Any,
 ) -> tf.Tensor:
-    """sum_i f(R_i^T g_i) where R_i = to_rows(a_i) is (positions, K); chunked over the batch.
+    """Sum of ``block(a[c], g[c])`` over chunks ``c`` of the batch, one chunk at a time.
 
     Chunks run one after another (``parallel_iterations=1``) so that at most one chunk of
-    per-example tensors is alive; no (batch x parameters) tensor of the model is formed.
+    per-example tensors (``per_example`` float32 elements each) is alive; no (batch x
+    parameters) tensor of the model is formed.
     """
-    rows_spec = to_rows(tf.zeros([1] + a.shape[1:].as_list(), a.dtype))
-    positions, k = int(rows_spec.shape[1]), int(rows_spec.shape[2])
-    o = int(g.shape[-1])
-    chunk = max(1, _CHUNK_ELEMENTS // (positions * k + k * o))
-    n = tf.shape(a)[0]
-
-    def block(start: tf.Tensor) -> tf.Tensor:
-        rows = to_rows(a[start : start + chunk])
-        grads = tf.matmul(rows, g[start : start + chunk], transpose_a=True)
-        return tf.reduce_sum(_f(grads, moment), axis=0)
-
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, per_example))
     static_n = a.shape[0]
     if static_n is not None and static_n <= chunk:
-        return block(tf.constant(0))
+        return block(a, g)
+    n = tf.shape(a)[0]
     _, total = tf.while_loop(
         lambda start, _: start < n,
-        lambda start, acc: (start + chunk, acc + block(start)),
-        (tf.constant(0), tf.zeros([k, o], a.dtype)),
+        lambda start, acc: (
+            start + chunk,
+            acc + block(a[start : start + chunk], g[start : start + chunk]),
+        ),
+        (tf.constant(0), tf.zeros(shape, a.dtype)),
         parallel_iterations=1,
     )
     return total
 
 
-def _patches(layer: Any, a: tf.Tensor) -> tf.Tensor:
-    """Per-example patch matrices (B, positions, kernel elements) of a Conv1D/Conv2D input."""
-    padding = layer.padding
+def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
+    """sum_i f(dL_i/dK) of a Conv1D/Conv2D kernel, one kernel offset at a time.
+
+    For kernel offset (p, q) the per-example gradient is S_i^T g_i, where S_i is the input
+    window shifted by (p, q) (strided like the convolution), so no patch tensor is formed.
+    """
     sizes, strides, rates = list(layer.kernel_size), list(layer.strides), list(layer.dilation_rate)
+    padding = layer.padding
     if layer.rank == 1:
-        if padding == "causal":
-            a = tf.pad(a, [[0, 0], [(sizes[0] - 1) * rates[0], 0], [0, 0]])
-            padding = "valid"
-        a = a[:, None]
+        a, g = a[:, None], g[:, None]
         sizes, strides, rates = [1] + sizes, [1] + strides, [1] + rates
-    patches = tf.image.extract_patches(
-        a,
-        sizes=[1, *sizes, 1],
-        strides=[1, *strides, 1],
-        rates=[1, *rates, 1],
-        padding=padding.upper(),
-    )
-    return tf.reshape(patches, [tf.shape(a)[0], -1, patches.shape[-1]])
+    pads = [[0, 0]]
+    for axis in (1, 2):
+        k_eff = (sizes[axis - 1] - 1) * rates[axis - 1] + 1
+        n_in, n_out, s = int(a.shape[axis]), int(g.shape[axis]), strides[axis - 1]
+        if padding == "causal":  # Conv1D only: the layer pads (k - 1) * dilation on the left
+            pads.append([k_eff - 1, 0])
+        elif padding == "same":
+            total = max((n_out - 1) * s + k_eff - n_in, 0)
+            pads.append([total // 2, total - total // 2])
+        else:
+            pads.append([0, 0])
+    a = tf.pad(a, pads + [[0, 0]])
+    out_h, out_w = int(g.shape[1]), int(g.shape[2])
+    channels, filters = int(a.shape[-1]), int(g.shape[-1])
+
+    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
+        n = tf.shape(ac)[0]
+        gc = tf.reshape(gc, [n, out_h * out_w, filters])
+        offsets = []
+        for p in range(sizes[0]):
+            for q in range(sizes[1]):
+                top, left = p * rates[0], q * rates[1]
+                window = ac[
+                    :,
+                    top : top + (out_h - 1) * strides[0] + 1 : strides[0],
+                    left : left + (out_w - 1) * strides[1] + 1 : strides[1],
+                ]
+                window = tf.reshape(window, [n, out_h * out_w, channels])
+                grads = tf.matmul(window, gc, transpose_a=True)
+                offsets.append(tf.reduce_sum(_f(grads, moment), axis=0))
+        return tf.stack(offsets)
+
+    per_example = out_h * out_w * channels + channels * filters
+    kernel = _chunked(block, a, g, per_example, [sizes[0] * sizes[1], channels, filters])
+    return tf.reshape(kernel, layer.kernel.shape)
 
 
 def _supported(layer: Any) -> bool:
