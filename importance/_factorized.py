@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 Objective = Callable[[tf.Tensor], tf.Tensor]
@@ -127,9 +128,10 @@ class _Capture:
             kernel = tf.matmul(_f(a, moment), _f(g, moment), transpose_a=True)
             bias_g = g
         elif isinstance(layer, keras.layers.Dense):
-            a = tf.reshape(a, [tf.shape(a)[0], -1, a.shape[-1]])
-            g = tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]])
-            per_example = int(a.shape[-1]) * (int(a.shape[1]) + int(g.shape[-1]))
+            positions = int(np.prod(a.shape[1:-1]))
+            a = tf.reshape(a, [tf.shape(a)[0], positions, a.shape[-1]])
+            g = tf.reshape(g, [tf.shape(g)[0], positions, g.shape[-1]])
+            per_example = int(a.shape[-1]) * (positions + int(g.shape[-1]))
             kernel = _chunked(
                 lambda ac, gc: tf.reduce_sum(_f(tf.matmul(ac, gc, transpose_a=True), moment), 0),
                 a, g, per_example, layer.kernel.shape,

@@ -1,0 +1,260 @@
+"""The factorised per-example engine against the slow per-example loop (relative error <= 1e-5)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from importance import _factorized
+from importance.per_example import per_example_moment
+
+TOL = 1e-5
+BATCH = 6
+CLASSES = 4
+
+
+def _rel_err(got: list, ref: list) -> float:
+    got = np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in got])
+    ref = np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in ref])
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+def _log_likelihood(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    return tf.gather(tf.nn.log_softmax(outputs), targets, axis=1, batch_dims=1)
+
+
+def _log_likelihood_of_probabilities(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    return tf.gather(tf.math.log(outputs), targets, axis=1, batch_dims=1)
+
+
+def _squared_norm(outputs: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(tf.square(outputs), axis=list(range(1, len(outputs.shape))))
+
+
+def _exact_class(c: int):
+    def weighted(outputs: tf.Tensor) -> tf.Tensor:
+        logp = tf.nn.log_softmax(outputs)[:, c]
+        return tf.stop_gradient(tf.sqrt(tf.exp(logp))) * logp
+
+    return weighted
+
+
+OBJECTIVES = {
+    "likelihood": (_log_likelihood, True),
+    "probabilities": (_log_likelihood_of_probabilities, True),
+    "norm": (_squared_norm, False),
+    "exact": (_exact_class(1), False),
+}
+
+
+def _check(model, x, monkeypatch, *, moment="square", objective="likelihood"):
+    """Factorised vs loop for one model; fails if the fallback runs for it."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the jacobian fallback ran for a supported model")
+
+    monkeypatch.setattr(_factorized, "_jacobian_moments", refuse)
+    fn, labelled = OBJECTIVES[objective]
+    kwargs = {"targets": tf.constant(np.arange(BATCH) % CLASSES, tf.int32)} if labelled else {}
+    got = _factorized.per_example_moment(model, x, fn, moment=moment, **kwargs)
+    monkeypatch.undo()
+    ref = per_example_moment(model, x, fn, moment=moment, method="loop", **kwargs)
+    assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in model.trainable_weights]
+    assert all(g.dtype == tf.float32 for g in got)
+    err = _rel_err(got, ref)
+    assert err <= TOL, err
+    return got
+
+
+def _mlp(activation="tanh", softmax=False):
+    out = keras.layers.Dense(CLASSES, activation="softmax" if softmax else None)
+    return keras.Sequential([keras.Input((7,)), keras.layers.Dense(5, activation=activation), out])
+
+
+@pytest.mark.parametrize("moment", ["square", "abs"])
+@pytest.mark.parametrize("objective", ["likelihood", "norm", "exact"])
+def test_dense_mlp_matches_loop(moment, objective, monkeypatch):
+    _check(_mlp(), tf.random.normal([BATCH, 7]), monkeypatch, moment=moment, objective=objective)
+
+
+def test_softmax_outputs_match_loop(monkeypatch):
+    _check(_mlp(softmax=True), tf.random.normal([BATCH, 7]), monkeypatch, objective="probabilities")
+
+
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_dense_on_sequences_sums_positions_per_example(moment, monkeypatch):
+    model = keras.Sequential(
+        [keras.Input((3, 4)), keras.layers.Dense(5, activation="relu"), keras.layers.Flatten(),
+         keras.layers.Dense(CLASSES)]
+    )
+    _check(model, tf.random.normal([BATCH, 3, 4]), monkeypatch, moment=moment)
+
+
+CONV2D = [
+    dict(kernel_size=3, padding="same"),
+    dict(kernel_size=3, padding="valid", use_bias=False),
+    dict(kernel_size=(2, 3), strides=2, padding="same"),
+    dict(kernel_size=3, strides=(1, 2), padding="valid"),
+    dict(kernel_size=(3, 2), dilation_rate=2, padding="same", use_bias=False),
+]
+
+
+@pytest.mark.parametrize("config", CONV2D, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_conv2d_matches_loop(config, moment, monkeypatch):
+    model = keras.Sequential(
+        [keras.Input((7, 8, 2)), keras.layers.Conv2D(3, activation="relu", **config),
+         keras.layers.Flatten(), keras.layers.Dense(CLASSES)]
+    )
+    _check(model, tf.random.normal([BATCH, 7, 8, 2]), monkeypatch, moment=moment)
+
+
+CONV1D = [
+    dict(kernel_size=3, padding="same"),
+    dict(kernel_size=2, padding="valid", strides=2, use_bias=False),
+    dict(kernel_size=3, padding="causal"),
+    dict(kernel_size=3, padding="causal", strides=2),
+    dict(kernel_size=2, padding="causal", dilation_rate=3),
+]
+
+
+@pytest.mark.parametrize("config", CONV1D, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_conv1d_matches_loop(config, moment, monkeypatch):
+    model = keras.Sequential(
+        [keras.Input((9, 3)), keras.layers.Conv1D(4, activation="tanh", **config),
+         keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(CLASSES)]
+    )
+    _check(model, tf.random.normal([BATCH, 9, 3]), monkeypatch, moment=moment)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    stride=st.integers(1, 2),
+    dilate=st.booleans(),
+    padding=st.sampled_from(["same", "valid"]),
+    size=st.tuples(st.integers(5, 8), st.integers(5, 8)),
+)
+def test_conv2d_configurations_match_loop(kernel, stride, dilate, padding, size):
+    dilation = 2 if dilate and stride == 1 else 1
+    model = keras.Sequential(
+        [keras.Input((*size, 2)),
+         keras.layers.Conv2D(2, kernel, strides=stride, dilation_rate=dilation, padding=padding),
+         keras.layers.Flatten(), keras.layers.Dense(CLASSES)]
+    )
+    x = tf.random.normal([3, *size, 2], seed=1)
+    got = _factorized.per_example_moment(model, x, _squared_norm, moment="square")
+    ref = per_example_moment(model, x, _squared_norm, moment="square", method="loop")
+    assert _rel_err(got, ref) <= TOL
+
+
+def test_functional_with_branches_and_nested_sequential(monkeypatch):
+    inputs = keras.Input((6, 6, 1))
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu")(inputs)
+    inner = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(3, 1)])
+    h = keras.layers.Add()([h, inner(h)])
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(CLASSES)(keras.layers.Dropout(0.5)(h))
+    model = keras.Model(inputs, outputs)
+    _check(model, tf.random.normal([BATCH, 6, 6, 1]), monkeypatch)
+
+
+class _Scale(keras.layers.Layer):
+    """A custom layer with a trainable weight: not supported, so it falls back."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.scale * 1.5
+
+
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_unsupported_layers_fall_back(moment, monkeypatch):
+    model = keras.Sequential(
+        [keras.Input((7,)), keras.layers.Dense(6), keras.layers.BatchNormalization(),
+         keras.layers.Activation("relu"), _Scale(), keras.layers.Dense(CLASSES)]
+    )
+    model.layers[1].moving_mean.assign(tf.random.normal([6]))
+    calls = []
+    original = _factorized._jacobian_moments
+
+    def counting(model_, x, objective, variables, moment_):
+        calls.append([v.path for v in variables])
+        return original(model_, x, objective, variables, moment_)
+
+    monkeypatch.setattr(_factorized, "_jacobian_moments", counting)
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    x = tf.random.normal([BATCH, 7])
+    got = _factorized.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
+    ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
+    assert _rel_err(got, ref) <= TOL
+    # Only the BatchNorm and custom weights went through the fallback.
+    assert len(calls) == 1 and len(calls[0]) == 3
+
+
+def test_shared_layer_and_subclassed_model_fall_back():
+    shared = keras.layers.Dense(7, activation="tanh")
+    inputs = keras.Input((7,))
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES)(shared(shared(inputs))))
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = keras.layers.Dense(5), keras.layers.Dense(CLASSES)
+
+        def call(self, x):
+            return self.b(tf.nn.relu(self.a(x)))
+
+    sub = Sub()
+    sub(tf.zeros([1, 7]))
+    x = tf.random.normal([BATCH, 7])
+    for m in (model, sub):
+        got = _factorized.per_example_moment(m, x, _squared_norm, moment="abs")
+        ref = per_example_moment(m, x, _squared_norm, moment="abs", method="loop")
+        assert _rel_err(got, ref) <= TOL
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_inside_tf_function_with_unknown_batch_and_chunks(jit, monkeypatch):
+    monkeypatch.setattr(_factorized, "_CHUNK_ELEMENTS", 64)  # forces several chunks per layer
+    model = keras.Sequential(
+        [keras.Input((3, 5, 2)), keras.layers.Conv2D(3, 2, padding="same", activation="relu"),
+         keras.layers.Dense(4), keras.layers.Flatten(), keras.layers.Dense(CLASSES)]
+    )
+    fn = tf.function(
+        lambda x, y: _factorized.per_example_moment(model, x, _log_likelihood, targets=y),
+        input_signature=[tf.TensorSpec([None, 3, 5, 2]), tf.TensorSpec([None], tf.int32)],
+        jit_compile=jit,
+        autograph=False,
+    )
+    x = tf.random.normal([BATCH, 3, 5, 2])
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
+    assert _rel_err(fn(x, y), ref) <= TOL
+
+
+def test_auto_dispatches_to_factorized(monkeypatch):
+    model = _mlp()
+    x = tf.random.normal([BATCH, 7])
+    seen = []
+    original = _factorized.per_example_moment
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("moment"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(_factorized, "per_example_moment", spy)
+    got = per_example_moment(model, x, _squared_norm, moment="abs", method="auto")
+    ref = per_example_moment(model, x, _squared_norm, moment="abs", method="loop")
+    assert seen == ["abs"] and _rel_err(got, ref) <= TOL
+
+
+def test_bad_moment_is_named():
+    with pytest.raises(ValueError, match="Received: 'cube'"):
+        _factorized.per_example_moment(_mlp(), tf.zeros([2, 7]), _squared_norm, moment="cube")
