@@ -131,7 +131,7 @@ def load(path: Path, key: dict[str, Any], model: Any, recorder: Any) -> dict[str
 
 
 def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    with np.load(path, allow_pickle=False) as data:
+    with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
     manifest = json.loads(str(arrays.pop("manifest")))
     return arrays, manifest
