@@ -101,7 +101,7 @@ def _loop(model: Any, x: Any, objective: Objective, moment: str, targets: Any = 
         with tf.GradientTape() as tape:
             value = _call(objective, model(x[i : i + 1], training=False), rows)[0]
         grads = tape.gradient(value, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        totals = [t + _apply_moment(g, moment) for t, g in zip(totals, grads)]
+        totals = [t + _apply_moment(g, moment) for t, g in zip(totals, grads, strict=True)]
     return totals
 
 

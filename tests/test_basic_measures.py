@@ -12,7 +12,7 @@ import importance as imp
 def test_magnitude_is_absolute_weight(dense_model):
     dense_model.trainable_weights[1].assign(np.array([-1.5, 0, 2, -3, 4, -5, 6, -7], np.float32))
     scores = imp.compute_importance("magnitude", dense_model)
-    for score, weight in zip(scores, dense_model.trainable_weights):
+    for score, weight in zip(scores, dense_model.trainable_weights, strict=True):
         assert score.dtype == np.float64
         np.testing.assert_array_equal(score, np.abs(weight.numpy().astype(np.float64)))
     np.testing.assert_array_equal(scores[1], [1.5, 0, 2, 3, 4, 5, 6, 7])
@@ -33,10 +33,10 @@ def test_random_is_uniform_in_unit_interval_and_seeded():
     assert abs(np.mean(flat < 0.25) - 0.25) < 0.01
     b = imp.compute_importance("random", model, seed=5)
     c = imp.compute_importance("random", model, seed=6)
-    assert all(np.array_equal(p, q) for p, q in zip(a, b))
-    assert not any(np.array_equal(p, q) for p, q in zip(a, c))
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
+    assert not any(np.array_equal(p, q) for p, q in zip(a, c, strict=True))
     default = imp.compute_importance("random", model)
-    assert all(np.array_equal(p, q) for p, q in zip(default, imp.compute_importance("random", model, seed=0)))
+    assert all(np.array_equal(p, q) for p, q in zip(default, imp.compute_importance("random", model, seed=0), strict=True))
 
 
 def test_random_is_seeded_per_weight(build_dense):
@@ -47,7 +47,7 @@ def test_random_is_seeded_per_weight(build_dense):
     )
     a = imp.compute_importance("random", small, seed=1)
     b = imp.compute_importance("random", bigger, seed=1)
-    for p, q in zip(a, b[:4]):
+    for p, q in zip(a, b[:4], strict=True):
         np.testing.assert_array_equal(p, q)
     assert not np.array_equal(a[1][:3], a[3])  # each weight draws its own stream
 

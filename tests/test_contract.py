@@ -94,7 +94,7 @@ def test_one_float64_array_per_trainable_weight(trained, name):
     scores = _run(trained, name)["scores"][0]
     weights = trained["model"].trainable_weights
     assert isinstance(scores, list) and len(scores) == len(weights)
-    for score, weight in zip(scores, weights):
+    for score, weight in zip(scores, weights, strict=True):
         assert isinstance(score, np.ndarray) and score.dtype == np.float64
         assert score.shape == tuple(weight.shape), weight.path
 
@@ -108,7 +108,7 @@ def test_scores_are_finite(trained, name):
 @pytest.mark.parametrize("name", MEASURES)
 def test_same_seed_same_scores(trained, name):
     first, second = _run(trained, name)["scores"]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
 
 

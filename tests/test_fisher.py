@@ -51,9 +51,9 @@ def reference_fisher(model, x, y, *, softmax: bool):
     for i in range(len(x)):
         classes = list(range(num_classes)) if y is None else [int(y[i])]
         grads, p = _grads(model, x[i : i + 1], classes, softmax)
-        for c, g_c in zip(classes, grads):
+        for c, g_c in zip(classes, grads, strict=True):
             weight = p[c] if y is None else 1.0
-            total = [t + weight * g**2 for t, g in zip(total, g_c)]
+            total = [t + weight * g**2 for t, g in zip(total, g_c, strict=True)]
     return [t / len(x) for t in total]
 
 
@@ -62,9 +62,9 @@ def reference_fisher_batch(model, x, y, *, batch_size: int, softmax: bool):
     squares = []
     for start in range(0, len(x), batch_size):
         grads = [_grad(model, x[i : i + 1], int(y[i]), softmax) for i in range(start, min(start + batch_size, len(x)))]
-        mean = [np.mean(gs, axis=0) for gs in zip(*grads)]
+        mean = [np.mean(gs, axis=0) for gs in zip(*grads, strict=True)]
         squares.append([m**2 for m in mean])
-    return [np.mean(s, axis=0) for s in zip(*squares)]
+    return [np.mean(s, axis=0) for s in zip(*squares, strict=True)]
 
 
 @pytest.fixture(params=["dense", "conv"])
@@ -116,7 +116,7 @@ def test_registered_variants_are_fisher_with_their_labels(dense_model, dense_dat
         assert imp.get_measure(name).defaults == {"labels": labels}
         via_name = imp.compute_importance(name, dense_model, dense_data)
         via_option = imp.compute_importance("fisher", dense_model, dense_data, labels=labels)
-        assert all(np.array_equal(a, b) for a, b in zip(via_name, via_option))
+        assert all(np.array_equal(a, b) for a, b in zip(via_name, via_option, strict=True))
     assert imp.get_measure("fisher").defaults == {}
 
 
@@ -126,7 +126,7 @@ def test_sampled_labels_depend_on_the_seed_only(dense_model, dense_data):
     assert not np.array_equal(a, sample_labels(dense_model, dense_data, seed=1))
     one = imp.compute_importance("fisher_sampled", dense_model, dense_data, seed=7)
     two = imp.compute_importance("fisher_sampled", dense_model, dense_data, seed=7)
-    assert all(np.array_equal(p, q) for p, q in zip(one, two))
+    assert all(np.array_equal(p, q) for p, q in zip(one, two, strict=True))
 
 
 def test_sampled_fisher_is_unbiased_for_exact(build_dense, make_data):
@@ -196,7 +196,7 @@ def test_from_logits_can_be_given_explicitly(build_dense, dense_data):
     model = build_dense(softmax=True)
     auto = imp.compute_importance("fisher", model, dense_data)
     explicit = imp.compute_importance("fisher", model, dense_data, from_logits=False)
-    assert all(np.array_equal(a, b) for a, b in zip(auto, explicit))
+    assert all(np.array_equal(a, b) for a, b in zip(auto, explicit, strict=True))
     wrong = imp.compute_importance("fisher", model, dense_data, from_logits=True)
     assert rel_err(wrong, auto) > 1e-3
 

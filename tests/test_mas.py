@@ -26,7 +26,7 @@ def reference_mas(model, x):
             out = model(x[i : i + 1], training=False)
             value = tf.reduce_sum(out * out)
         grads = tape.gradient(value, model.trainable_weights)
-        total = [t + np.abs(g.numpy().astype(np.float64)) for t, g in zip(total, grads)]
+        total = [t + np.abs(g.numpy().astype(np.float64)) for t, g in zip(total, grads, strict=True)]
     return [t / len(x) for t in total]
 
 
@@ -66,7 +66,7 @@ def test_mas_ignores_labels(dense_model, dense_data):
     x, y = dense_data
     a = imp.compute_importance("mas", dense_model, (x, y))
     b = imp.compute_importance("mas", dense_model, (x, (y + 1) % 3))
-    assert all(np.array_equal(p, q) for p, q in zip(a, b))
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize("arch", ["dense", "conv"])

@@ -174,7 +174,7 @@ def _resolve_from_logits(model: Any, from_logits: bool | None) -> bool:
 
 def _accumulate(totals: list[np.ndarray] | None, sums: list[Any]) -> list[np.ndarray]:
     arrays = [np.asarray(s, dtype=np.float64) for s in sums]
-    return arrays if totals is None else [t + a for t, a in zip(totals, arrays)]
+    return arrays if totals is None else [t + a for t, a in zip(totals, arrays, strict=True)]
 
 
 def _step(
@@ -219,7 +219,7 @@ def _fisher_sums(
                 return tf.stop_gradient(tf.sqrt(tf.exp(logp))) * logp
 
             sums = per_example_moment(model, x, weighted, moment="square", method=method)
-            total = sums if total is None else [t + s for t, s in zip(total, sums)]
+            total = sums if total is None else [t + s for t, s in zip(total, sums, strict=True)]
         return total
     if labels == "sampled":
         y = _sample(model, x, seed_pair, from_logits)
