@@ -9,7 +9,10 @@ and is fed in one of two ways:
   penalty);
 * plain ``model.fit``: :func:`track` patches the model's ``train_step`` so that every step also
   computes the task-loss gradient (one extra forward/backward pass per step, at the pre-step
-  weights) and feeds the recorder. Call :func:`track` *before* ``model.fit``::
+  weights, with the model's *compiled* loss only: ``model.losses`` such as weight or activity
+  regularisers are left out) and feeds the recorder. The extra pass changes no model state, so
+  training itself is unchanged. Call :func:`track` *before* ``model.fit`` (before or after
+  ``compile``); ``model.fit`` with ``jit_compile=True`` works too::
 
       recorder = importance.track(model)              # all registered online measures
       model.fit(x, y, epochs=3)
@@ -53,7 +56,9 @@ class Tracker:
             for i, shape in enumerate(self.shapes)
         ]
 
-    def update(self, grads: Sequence[tf.Tensor], before: Sequence[tf.Tensor], after: Sequence[tf.Tensor]) -> None:
+    def update(
+        self, grads: Sequence[tf.Tensor], before: Sequence[tf.Tensor], after: Sequence[tf.Tensor]
+    ) -> None:
         """Observe one optimiser step (TensorFlow ops only)."""
         raise NotImplementedError
 
@@ -63,7 +68,9 @@ class Tracker:
 
 
 def _is_variable_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, tf.Variable) for v in value)
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(v, tf.Variable) for v in value)
+    )
 
 
 def register_tracker(name: str) -> Callable[[type[Tracker]], type[Tracker]]:
@@ -107,15 +114,16 @@ class Recorder:
 
     def __init__(self, model: Any, measures: Iterable[str] | None = None):
         if not getattr(model, "built", False):
-            raise ValueError("The model must be built before tracking it (call it on a batch first).")
+            raise ValueError(
+                "The model must be built before tracking it (call it on a batch first)."
+            )
         available = available_trackers()  # also loads the built-in and plugin trackers
         names = available if measures is None else list(measures)
         unknown = [n for n in names if n not in _TRACKERS]
         if unknown:
-            raise KeyError(
-                f"No online tracker for {unknown}. Available: {', '.join(available)}"
-            )
+            raise KeyError(f"No online tracker for {unknown}. Available: {', '.join(available)}")
         weights = list(model.trainable_weights)
+        self.shapes = [tuple(w.shape) for w in weights]
         self.model_ref = weakref.ref(model)
         self.trackers: dict[str, Tracker] = {n: _TRACKERS[n](weights) for n in names}
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="recorded_steps")
@@ -146,10 +154,22 @@ class Recorder:
             grads: Gradient of the *task* loss w.r.t. each trainable weight, at ``before``.
             before: Each weight's value before the step.
             after: Each weight's value after the step.
+
+        Raises:
+            ValueError: If the three lists do not have one entry per tracked weight.
         """
-        grads = [tf.convert_to_tensor(g, dtype=tf.float32) for g in grads]
-        before = [tf.convert_to_tensor(b, dtype=tf.float32) for b in before]
-        after = [tf.convert_to_tensor(a, dtype=tf.float32) for a in after]
+        expected = len(self.shapes)
+        if not len(grads) == len(before) == len(after) == expected:
+            raise ValueError(
+                f"observe() needs one gradient, before and after value per trainable weight "
+                f"({expected}). Received: {len(grads)}, {len(before)}, {len(after)}"
+            )
+        before = [tf.cast(b, tf.float32) for b in before]
+        after = [tf.cast(a, tf.float32) for a in after]
+        grads = [
+            tf.zeros_like(b) if g is None else tf.cast(g, tf.float32)
+            for g, b in zip(grads, before, strict=True)
+        ]
         for tracker in self.trackers.values():
             tracker.update(grads, before, after)
         self.steps.assign_add(1)
@@ -180,7 +200,9 @@ class Recorder:
                         raise ValueError(f"Saved trajectory has no entry {key!r}.")
                     value = np.asarray(state[key])
                     if value.shape != tuple(var.shape):
-                        raise ValueError(f"Saved {key!r} has shape {value.shape}, expected {tuple(var.shape)}.")
+                        raise ValueError(
+                            f"Saved {key!r} has shape {value.shape}, expected {tuple(var.shape)}."
+                        )
                     values.append((var, value))
         for var, value in values:  # all checked first: a bad state changes nothing
             var.assign(value)
@@ -200,7 +222,10 @@ def track(model: Any, measures: Iterable[str] | None = None, *, patch_fit: bool 
         model: A built Keras model.
         measures: Online measure names; all registered ones when None.
         patch_fit: Also record steps of ``model.fit`` by wrapping the model's ``train_step``
-            (the project's trainer feeds the recorder directly and does not need it).
+            (the project's trainer feeds the recorder directly and does not need it). The
+            gradient fed to the trackers is that of the compiled loss alone; a model whose
+            training loss is not its compiled loss (an overridden ``compute_loss`` or
+            ``train_step`` with extra terms) should feed :meth:`Recorder.observe` itself.
 
     Returns:
         The :class:`Recorder`, also registered for the model so that

@@ -27,7 +27,9 @@ def _model(seed=0, *, compile=True, jit_compile="auto"):
     model = keras.Sequential(
         [
             keras.Input((5,)),
-            keras.layers.Dense(8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.05)),
+            keras.layers.Dense(
+                8, activation="relu", kernel_regularizer=keras.regularizers.L2(0.05)
+            ),
             keras.layers.BatchNormalization(),
             keras.layers.Dropout(0.3),
             keras.layers.Dense(3),
@@ -73,7 +75,7 @@ def test_tracking_leaves_training_unchanged(tracked_run):
     assert recorder.num_steps == 6
     assert set(tracked_history.history) == {"loss", "accuracy"}
     assert tracked_history.history == plain_history.history
-    for a, b in zip(plain.weights, tracked.weights):
+    for a, b in zip(plain.weights, tracked.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
     for name in ONLINE:
         assert np.any(scores[name][0] != 0), name
@@ -163,7 +165,9 @@ def test_untracked_model_raises_with_instructions(name):
 def test_tracked_but_untrained_model_raises():
     model = _model(compile=False)
     imp.track(model)
-    with pytest.raises(RuntimeError, match=r"observed 0 training steps.*importance\.track\(model\)"):
+    with pytest.raises(
+        RuntimeError, match=r"observed 0 training steps.*importance\.track\(model\)"
+    ):
         imp.compute_importance("si", model)
 
 
@@ -200,7 +204,7 @@ def test_state_dict_round_trip_reproduces_scores(tracked_run):
     restored.load_state_dict(state)
     assert restored.num_steps == recorder.num_steps == 6
     for name in ONLINE:
-        for e, g in zip(expected[name], imp.compute_importance(name, fresh)):
+        for e, g in zip(expected[name], imp.compute_importance(name, fresh), strict=True):
             np.testing.assert_array_equal(e, g, err_msg=name)
 
     with pytest.raises(ValueError, match=r"has no entry 'si/path/0'"):
@@ -217,5 +221,18 @@ def test_same_seed_training_gives_identical_scores(tracked_run):
     imp.track(model)
     _fit(model)
     for name in ONLINE:
-        for a, b in zip(first[name], imp.compute_importance(name, model)):
+        for a, b in zip(first[name], imp.compute_importance(name, model), strict=True):
             np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_observe_checks_lengths_and_treats_missing_gradients_as_zero():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    recorder = imp.track(model, measures=["si", "weight_change"], patch_fit=False)
+    kernel, bias = np.ones((2, 1), np.float32), np.zeros(1, np.float32)
+    with pytest.raises(ValueError, match=r"per trainable weight \(2\)\. Received: 1, 2, 2"):
+        recorder.observe([kernel], [kernel, bias], [kernel, bias])
+    recorder.observe([-kernel, None], [kernel, bias], [2 * kernel, bias + 1])
+    si, _ = imp.compute_importance("si", model, clip=False)
+    np.testing.assert_allclose(si, np.full((2, 1), 1 / 1.001))
+    np.testing.assert_allclose(imp.compute_importance("si", model)[1], [0.0])
+    np.testing.assert_allclose(imp.compute_importance("weight_change", model)[1], [1.0])

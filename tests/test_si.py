@@ -98,7 +98,7 @@ def test_si_matches_hand_path_integral_from_own_loop_with_penalty():
             task = tf.reduce_mean(tf.square(model(xb, training=True) - yb))
             total = task + LAM * tf.add_n([tf.reduce_sum(tf.square(w.value)) for w in weights])
         task_grads = tape.gradient(task, weights)
-        optimizer.apply_gradients(zip(tape.gradient(total, weights), weights))
+        optimizer.apply_gradients(zip(tape.gradient(total, weights), weights, strict=True))
         recorder.observe(task_grads, before, [w.value for w in weights])
 
     for _ in range(STEPS):
@@ -116,9 +116,12 @@ def _tiny_recorder():
 
 
 def _feed(recorder, grads, weights):
-    for g, before, after in zip(grads, weights[:-1], weights[1:]):
-        recorder.observe([np.array([g], np.float32)], [np.array([before], np.float32)],
-                         [np.array([after], np.float32)])
+    for g, before, after in zip(grads, weights[:-1], weights[1:], strict=True):
+        recorder.observe(
+            [np.array([g], np.float32)],
+            [np.array([before], np.float32)],
+            [np.array([after], np.float32)],
+        )
 
 
 def test_si_on_a_synthetic_trajectory_clips_negative_totals_only_when_asked():
