@@ -234,3 +234,12 @@ def test_per_example_loop_and_vmap_agree(arch, build_dense, build_conv, make_dat
     vmap = per_example_moment(model, x, objective, moment=moment, method="vmap", **kwargs)
     assert rel_err(vmap, loop) <= RTOL
     assert all(float(tf.reduce_sum(v)) > 0 for v in vmap)
+
+
+def test_freezing_a_layer_after_a_first_call_is_seen(build_dense, dense_data):
+    model = build_dense()
+    assert len(imp.compute_importance("fisher", model, dense_data)) == 4
+    model.layers[0].trainable = False
+    scores = imp.compute_importance("fisher", model, dense_data)
+    assert [s.shape for s in scores] == [(8, 3), (3,)]
+    assert rel_err(scores, reference_fisher(model, dense_data[0], None, softmax=False)) <= RTOL

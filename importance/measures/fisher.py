@@ -56,9 +56,9 @@ def fisher(
     """Diagonal Fisher information: mean over examples of squared per-example gradients.
 
     F_theta = 1/N sum_i E_y[(d log p(y | x_i) / d theta)^2], with y chosen by ``labels``. The
-    ``exact`` expectation is computed without a backward pass per class and example being
-    materialised: for each class c the per-example objective stop_gradient(sqrt(p_c)) * log p_c
-    has squared gradient p_c * (d log p_c)^2, and the classes' moments are summed.
+    ``exact`` expectation takes one per-example moment per class: the per-example objective
+    stop_gradient(sqrt(p_c)) * log p_c has squared gradient p_c * (d log p_c / d theta)^2, and
+    the classes' moments are summed.
 
     References: Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural networks"
     (PNAS); Kunstner et al. 2019, "Limitations of the empirical Fisher approximation for natural
@@ -185,7 +185,8 @@ def _step(
     The ``loop`` method runs eagerly: it is the slow reference and loops in Python.
     """
     cache = _COMPILED.setdefault(model, {})
-    key = (fn, *config)
+    # A traced graph returns one result per weight it saw: retrace if the trainable set changes.
+    key = (fn, *config, tuple(id(w) for w in model.trainable_weights))
     if key not in cache:
         model_ref = weakref.ref(model)  # the cache must not keep the model alive
 
