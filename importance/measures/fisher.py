@@ -150,9 +150,10 @@ def sample_labels(
     """
     seed = _check_seed(seed)
     from_logits = _resolve_from_logits(model, from_logits)
+    step = _step(model, _sampled_batch, (from_logits,), "vmap")  # compiled, as inside fisher
     drawn = [
-        _sample(model, x, tf.constant([seed, index], tf.int64), from_logits).numpy()
-        for index, (x, _) in enumerate(iter_batches(data, batch_size=batch_size, max_examples=max_examples))
+        step(x, y, tf.constant([seed, index], tf.int64))[0].numpy()
+        for index, (x, y) in enumerate(iter_batches(data, batch_size=batch_size, max_examples=max_examples))
     ]
     return np.concatenate(drawn).astype(np.int32)
 
@@ -205,6 +206,11 @@ def _sample(model: Any, x: Any, seed_pair: Any, from_logits: bool) -> tf.Tensor:
     """One label per example drawn from the model's p(y|x), stateless with ``seed_pair``."""
     logp = log_probabilities_from_outputs(model(x, training=False), from_logits=from_logits)
     return tf.cast(tf.random.stateless_categorical(logp, 1, seed=seed_pair)[:, 0], tf.int32)
+
+
+def _sampled_batch(model: Any, x: Any, y: Any, seed_pair: Any, from_logits: bool) -> list[tf.Tensor]:
+    del y
+    return [_sample(model, x, seed_pair, from_logits)]
 
 
 def _fisher_sums(
