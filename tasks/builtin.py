@@ -23,7 +23,7 @@ MNIST5K = register_task(
         load=datasets.mnist5k,
         build=_build_mnist,
         variants=("mlp", "cnn"),
-        training=TrainingSettings(epochs=8, batch_size=64, learning_rate=1e-3),
+        training=TrainingSettings(epochs=10, batch_size=128, learning_rate=2e-3),
         variant_training={"cnn": TrainingSettings(epochs=8, batch_size=64, learning_rate=2e-3)},
     )
 )

@@ -154,9 +154,9 @@ def _make_epoch(
         grads = task_grads
         if extra:
             extra_grads = _dense(tape.gradient(tf.add_n(extra), weights), weights)
-            grads = [g + e for g, e in zip(task_grads, extra_grads)]
+            grads = [g + e for g, e in zip(task_grads, extra_grads, strict=True)]
         del tape
-        opt.apply_gradients(zip(grads, weights))
+        opt.apply_gradients(zip(grads, weights, strict=True))
         if recorder is not None:
             after = [tf.identity(w.value) for w in weights]
             recorder.observe(task_grads, before, after)
@@ -190,7 +190,7 @@ def _dense(grads: list[Any], weights: list[Any]) -> list[tf.Tensor]:
     """Gradients with None (weight not used by the loss) replaced by zeros."""
     return [
         tf.zeros(w.shape, dtype=tf.float32) if g is None else tf.convert_to_tensor(g)
-        for g, w in zip(grads, weights)
+        for g, w in zip(grads, weights, strict=True)
     ]
 
 

@@ -61,7 +61,7 @@ def test_second_run_is_a_hit_and_skips_training(tiny) -> None:
     assert first.cache_path and os.path.dirname(first.cache_path) == str(directory)
     second = tasks.trained("test_cache_tiny", seed=3)
     assert second.from_cache and calls == [3]  # measured: the trainer was not called again
-    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+    for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert second.history == first.history
     assert second.history["test_accuracy"] == pytest.approx(
@@ -109,7 +109,7 @@ def test_truncated_file_is_detected_and_rebuilt(tiny) -> None:
     with pytest.warns(tasks.CacheWarning, match="Ignoring cache entry .*Retraining"):
         rebuilt = tasks.trained("test_cache_tiny", seed=0)
     assert not rebuilt.from_cache and len(calls) == 2
-    for a, b in zip(first.model.get_weights(), rebuilt.model.get_weights()):
+    for a, b in zip(first.model.get_weights(), rebuilt.model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # same seed, same weights
     assert os.path.getsize(path) > size // 2
     with warnings.catch_warnings():

@@ -132,9 +132,9 @@ def test_models_are_seeded_logit_classifiers(name: str) -> None:
         assert a.built and a.output_shape == (None, task.num_classes)
         assert a.input_shape == (None, *task.input_shape)
         assert a.layers[-1].activation.__name__ == "linear"
-        for wa, wb in zip(a.get_weights(), b.get_weights()):
+        for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
             np.testing.assert_array_equal(wa, wb)
-        assert any(not np.array_equal(wa, wc) for wa, wc in zip(a.get_weights(), c.get_weights()))
+        assert any(not np.array_equal(wa, wc) for wa, wc in zip(a.get_weights(), c.get_weights(), strict=True))
         assert task.training_settings(variant).epochs >= 1
     assert tasks.get_task("mnist5k").variants == ("mlp", "cnn")
 
@@ -165,6 +165,7 @@ def test_continual_sequences() -> None:
     assert even.num_classes == odd.num_classes == 5
     assert len(ye) + len(yo) == len(y_all)
     np.testing.assert_array_equal(ye, y_all[y_all % 2 == 0] // 2)
+    np.testing.assert_array_equal(xe, x_all[y_all % 2 == 0])
     np.testing.assert_array_equal(xo, x_all[y_all % 2 == 1])
     assert sorted(np.unique(yo)) == [0, 1, 2, 3, 4]
 

@@ -55,7 +55,7 @@ def _write_fashion(directory: str) -> dict[str, np.ndarray]:
         "y_test": _labels(N_TEST, 7),
         "x_test": _images(N_TEST, (28, 28), 8),
     }
-    for name, key in zip(keras_data.FASHION_FILES, ("y_train", "x_train", "y_test", "x_test")):
+    for name, key in zip(keras_data.FASHION_FILES, ("y_train", "x_train", "y_test", "x_test"), strict=True):
         _write_idx(os.path.join(folder, name), arrays[key])
     return arrays
 

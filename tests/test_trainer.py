@@ -34,7 +34,7 @@ class _LastStep:
 
     def observe(self, grads, before, after):
         for store, values in ((self.grads, grads), (self.before, before), (self.after, after)):
-            for var, value in zip(store, values):
+            for var, value in zip(store, values, strict=True):
                 var.assign(value)
         self.calls.assign_add(1)
 
@@ -46,10 +46,10 @@ def test_same_seed_same_weights_other_seed_differs() -> None:
         model = _model(0)
         history = train(model, data, epochs=3, batch_size=16, learning_rate=0.01, seed=seed)
         runs.append((model.get_weights(), history))
-    for a, b in zip(runs[0][0], runs[1][0]):
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
         np.testing.assert_array_equal(a, b)
     assert runs[0][1]["loss"] == runs[1][1]["loss"]
-    assert any(not np.array_equal(a, c) for a, c in zip(runs[0][0], runs[2][0]))  # other order
+    assert any(not np.array_equal(a, c) for a, c in zip(runs[0][0], runs[2][0], strict=True))  # other order
 
 
 def test_training_learns_and_history_is_per_epoch() -> None:
@@ -83,11 +83,11 @@ def test_recorder_sees_task_gradient_and_weights_not_the_penalty() -> None:
     train(model, (x, y), epochs=1, batch_size=32, learning_rate=0.1, optimizer="sgd",
           recorder=recorder, penalty=penalty)
     assert int(recorder.calls.numpy()) == 1
-    for got, want in zip(recorder.grads, expected_grads):
+    for got, want in zip(recorder.grads, expected_grads, strict=True):
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-7)
-    for got, want in zip(recorder.before, initial):
+    for got, want in zip(recorder.before, initial, strict=True):
         np.testing.assert_array_equal(got.numpy(), want)
-    for got, w, g0, w0 in zip(recorder.after, model.trainable_weights, expected_grads, initial):
+    for got, w, g0, w0 in zip(recorder.after, model.trainable_weights, expected_grads, initial, strict=True):
         np.testing.assert_array_equal(got.numpy(), w.numpy())
         # Plain SGD: w1 = w0 - lr * (task grad + penalty grad), penalty grad = 10 * w0.
         np.testing.assert_allclose(w.numpy(), w0 - 0.1 * (g0 + 10.0 * w0), rtol=1e-5, atol=1e-6)
@@ -124,11 +124,11 @@ def test_si_from_trainer_matches_its_definition() -> None:
     for epoch in range(3):
         train(model, (x, y), epochs=1, batch_size=64, learning_rate=0.05, optimizer="sgd",
               recorder=Both(recorder), seed=epoch)
-        for m, g, b, a in zip(manual, last.grads, last.before, last.after):
+        for m, g, b, a in zip(manual, last.grads, last.before, last.after, strict=True):
             m += -g.numpy().astype(np.float64) * (a.numpy() - b.numpy())
     scores = importance.compute_importance("si", model, xi=1e-3, clip=False)
     end = [w.numpy().astype(np.float64) for w in model.trainable_weights]
-    for s, m, e, b in zip(scores, manual, end, start):
+    for s, m, e, b in zip(scores, manual, end, start, strict=True):
         np.testing.assert_allclose(s, m / ((e - b) ** 2 + 1e-3), rtol=2e-3, atol=1e-6)
 
 
@@ -146,7 +146,7 @@ def test_zero_epochs_leaves_weights() -> None:
     before = model.get_weights()
     history = train(model, _data(), epochs=0, batch_size=8, learning_rate=0.1)
     assert history["loss"] == []
-    for a, b in zip(before, model.get_weights()):
+    for a, b in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
