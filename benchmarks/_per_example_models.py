@@ -44,7 +44,9 @@ def timed_examples(measure: str, method: str, n: int) -> int:
     """How many of the N examples a method is timed on."""
     if method == "loop":
         return LOOP_EXAMPLES.get(measure, LOOP_EXAMPLES_DEFAULT)
-    return VMAP_EXAMPLES if method == "vmap" else n
+    if method == "vmap":
+        return VMAP_EXAMPLES // 4 if measure == "fisher_exact" else VMAP_EXAMPLES
+    return n
 
 
 def build(model_name: str) -> tuple[Any, tuple[np.ndarray, np.ndarray]]:

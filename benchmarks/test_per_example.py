@@ -12,7 +12,7 @@ order in one session, so that every ratio compares timings from the same run:
 * ``factorized``: ``method="factorized"`` (:mod:`importance._factorized`).
 
 ``loop`` is timed on the first 32 examples (8 for exact labels) and ``vmap`` on the first
-batch, one round each, scaled linearly to N. Each row's ``extra_info`` holds the time scaled to N, its ratio to the plain
+batch (32 examples for exact labels), one round each, scaled linearly to N. Each row's ``extra_info`` holds the time scaled to N, its ratio to the plain
 pass, the relative error against the loop (on those first examples), and the peak memory from
 TensorFlow's allocator on one batch (see ``_per_example_models``). The factorised rows assert the
 issue's bars: at most 1.5x the plain pass (per class for exact labels), at least 20x faster than
@@ -37,7 +37,7 @@ from _per_example_models import (
     timed_examples,
 )
 
-ROUNDS = {"mlp": {False: 10, True: 4}, "cnn": {False: 6, True: 3}}  # [model][exact labels]
+ROUNDS = {"mlp": {False: 6, True: 3}, "cnn": {False: 4, True: 2}}  # [model][exact labels]
 ROUNDS_FULL = 15
 MAX_RATIO = 1.5
 MIN_SPEEDUP = 20.0
