@@ -173,3 +173,19 @@ def test_optimizers_by_name() -> None:
         assert float(opt.learning_rate.numpy()) == pytest.approx(0.5)
     assert make_optimizer("momentum", learning_rate=0.1).momentum == pytest.approx(0.9)
     assert make_optimizer("adamw", learning_rate=0.1, weight_decay=0.2).weight_decay == pytest.approx(0.2)
+
+
+@pytest.mark.slow
+def test_cnn_training_is_deterministic() -> None:
+    """Convolutions too: same seed, bit-identical weights (TF op determinism is on)."""
+    import tasks
+
+    task = tasks.get_task("mnist5k")
+    x, y = task.train_data()
+    runs = []
+    for _ in range(2):
+        model = task.build_model(0, "cnn")
+        train(model, (x[:300], y[:300]), epochs=1, batch_size=50, learning_rate=0.002, seed=5)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
