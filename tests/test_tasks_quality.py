@@ -47,34 +47,63 @@ def _first_kernel_auc(scores: np.ndarray) -> float:
     return roc_auc_score(truth.ravel(), np.asarray(scores).ravel())
 
 
-def _accuracy_with_rows_zeroed(model, rows) -> float:
+def _accuracy_with_rows_zeroed(model, rows, name) -> float:
     kernel = model.trainable_weights[0]
     original = kernel.numpy()
     zeroed = original.copy()
     zeroed[list(rows)] = 0.0
     kernel.assign(zeroed)
     try:
-        return importance.data.evaluate(model, tasks.get_task("planted").test_data())[1]
+        return importance.data.evaluate(model, tasks.get_task(name).test_data())[1]
     finally:
         kernel.assign(original)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", SEEDS)
-def test_planted_truth_holds_and_magnitude_finds_it(seed, shared_cache) -> None:
-    """The planted truth is real (removing the irrelevant rows costs nothing, removing the
-    important ones drops to chance) and magnitude ranks the important rows above."""
-    run = tasks.trained("planted", seed=seed, track=False, cache_dir=shared_cache)
-    model = run.model
-    _, accuracy = importance.data.evaluate(model, tasks.get_task("planted").test_data())
-    assert _accuracy_with_rows_zeroed(model, planted.NOISE_INPUTS) >= accuracy - 0.01
-    assert _accuracy_with_rows_zeroed(model, planted.SIGNAL_INPUTS) <= 0.35
+def _measure_auc(model, name, measure) -> float:
+    x, y = tasks.get_task(name).train_data()
+    scores = importance.compute_importance(measure, model, (x[:1000], y[:1000]))
+    return _first_kernel_auc(scores[0])
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["planted", "planted_noise"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_planted_truth_holds(name, seed, shared_cache) -> None:
+    """The planted truth is real: removing the irrelevant rows costs nothing, removing the
+    important ones drops to chance, and the trained irrelevant rows are small."""
+    run = tasks.trained(name, seed=seed, track=False, cache_dir=shared_cache)
+    model = run.model
+    _, accuracy = importance.data.evaluate(model, tasks.get_task(name).test_data())
+    assert accuracy >= 0.85
+    assert _accuracy_with_rows_zeroed(model, planted.NOISE_INPUTS, name) >= accuracy - 0.01
+    assert _accuracy_with_rows_zeroed(model, planted.SIGNAL_INPUTS, name) <= 0.35
     kernel = np.abs(model.trainable_weights[0].numpy())
-    assert _first_kernel_auc(kernel) >= 0.95
-    signal = kernel[list(planted.SIGNAL_INPUTS)].mean()
-    noise = kernel[list(planted.NOISE_INPUTS)].mean()
-    assert signal > 5 * noise
-    if "magnitude" in importance.available_measures():
-        scores = importance.compute_importance("magnitude", model)
-        assert _first_kernel_auc(scores[0]) >= 0.95
+    assert kernel[list(planted.SIGNAL_INPUTS)].mean() > 5 * kernel[list(planted.NOISE_INPUTS)].mean()
+
+
+# On ``planted`` every informed measure must find the truth; on ``planted_noise`` magnitude finds
+# it and the sensitivity measures invert it (see the tasks.planted docstring): both are asserted,
+# so a change in either behaviour is seen.
+EXPECTED_AUC = [
+    ("planted", "magnitude", ">=", 0.85),
+    ("planted", "fisher", ">=", 0.95),
+    ("planted", "fisher_empirical", ">=", 0.95),
+    ("planted", "mas", ">=", 0.95),
+    ("planted_noise", "magnitude", ">=", 0.95),
+    ("planted_noise", "fisher", "<", 0.5),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, measure, op, bound", EXPECTED_AUC, ids=[f"{n}-{m}" for n, m, _, _ in EXPECTED_AUC]
+)
+def test_measures_rank_the_planted_rows(name, measure, op, bound, shared_cache) -> None:
+    aucs = [
+        _measure_auc(tasks.trained(name, seed=seed, track=False, cache_dir=shared_cache).model, name, measure)
+        for seed in SEEDS
+    ]
+    if op == ">=":
+        assert min(aucs) >= bound, f"{measure} on {name}: ROC AUC per seed {aucs}"
+    else:
+        assert max(aucs) < bound, f"{measure} on {name}: ROC AUC per seed {aucs}"
