@@ -255,8 +255,10 @@ def get_trajectory(model: Any, name: str) -> Recorder:
     recorder = _RECORDERS.get(model)
     how = (
         f"Measure {name!r} is online: it needs the training trajectory. Record one by calling "
-        "`recorder = importance.track(model)` before `model.fit(...)`, or train with "
-        "`tasks.trainer.train(..., track=True)`; then call compute_importance again."
+        "`recorder = importance.track(model)` before `model.fit(...)`, or train with the project's "
+        "trainer: `tasks.trainer.train(model, data, ..., recorder=importance.track(model, "
+        "patch_fit=False))`, or use `tasks.trained(name, track=True)`; then call "
+        "compute_importance again."
     )
     if recorder is None:
         raise RuntimeError(f"No training trajectory was recorded for this model. {how}")
