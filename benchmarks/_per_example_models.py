@@ -106,7 +106,7 @@ def gradient_pass(model: Any, data: Any, measure: str, *, mode: str) -> list[np.
     totals, batches = None, 0
     for x, y in iter_batches(data, batch_size=BATCH):
         values = [np.asarray(g, np.float64) for g in step(x, y)]
-        totals = values if totals is None else [t + v for t, v in zip(totals, values)]
+        totals = values if totals is None else [t + v for t, v in zip(totals, values, strict=True)]
         batches += 1
     return [t / batches for t in totals] if mode == "shortcut" else totals
 

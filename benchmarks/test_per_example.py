@@ -24,10 +24,10 @@ from __future__ import annotations
 import pytest
 import tensorflow as tf
 from _per_example_models import (
-    Interleaved,
     BATCH,
     MEASURES,
     METHODS,
+    Interleaved,
     build,
     manual_median,
     peak_memory,

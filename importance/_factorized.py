@@ -78,12 +78,13 @@ def per_example_moment(
         grads = tape.gradient(
             total, [c.z for c in usable], unconnected_gradients=tf.UnconnectedGradients.ZERO
         )
-        for capture, grad in zip(usable, grads):
-            for variable, value in zip(capture.variables(), capture.moments(grad, moment)):
+        for capture, grad in zip(usable, grads, strict=True):
+            for variable, value in zip(capture.variables(), capture.moments(grad, moment), strict=True):
                 results[index[id(variable)]] = value
     missing = [k for k, r in enumerate(results) if r is None]
     if missing:
-        for k, value in zip(missing, _jacobian_moments(model, x, objective, [weights[k] for k in missing], moment)):
+        fallback = _jacobian_moments(model, x, objective, [weights[k] for k in missing], moment)
+        for k, value in zip(missing, fallback, strict=True):
             results[k] = value
     return results
 
