@@ -25,6 +25,7 @@ DEFAULT_COMBO = ("global", "noise")
 # On `planted` these must beat `random` (paired over seeds); elsewhere rankings are only reported.
 INFORMED = ("magnitude", "mas", "si")
 INFORMED_PREFIX = "fisher"
+EVAL_BATCH_MAX = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +148,7 @@ class Study:
             x, y = task.train_data()
             n = min(self.plan.measure_examples, len(y))
             test = task.test_data()
-            loss, accuracy = evaluate(model, test)
+            loss, accuracy = evaluate(model, test, batch_size=_eval_batch(test))
             self._runs[key] = Run(
                 task=task, variant=variant, seed=seed, model=model, recorder=trained.recorder,
                 snapshot=[np.array(w.numpy(), copy=True) for w in model.trainable_weights],
@@ -225,7 +226,8 @@ class Study:
 
         with mock.patch.object(thresholding, "evaluate", spy):
             frame = imp.threshold_sweep(model, aggregated, run.test_data, thresholds=list(self.plan.thresholds),
-                                        scope=scope, replace=replace, seed=run.seed)
+                                        scope=scope, replace=replace, seed=run.seed,
+                                        batch_size=_eval_batch(run.test_data))
         if scope == "global":
             sizes = [sum(s.size for s in run.snapshot)]
         else:
@@ -260,6 +262,11 @@ def chance_accuracy(labels: np.ndarray) -> float:
 def ln_k(num_classes: int) -> float:
     """Loss of a classifier at chance."""
     return math.log(num_classes)
+
+
+def _eval_batch(data: tuple[np.ndarray, np.ndarray]) -> int:
+    """Evaluate a test split in as few batches as memory allows (one for the quick tasks)."""
+    return int(min(len(data[1]), EVAL_BATCH_MAX))
 
 
 def _accepts(fn: Any, name: str) -> bool:

@@ -164,28 +164,45 @@ def evaluate(model: Any, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> 
     total_loss = 0.0
     correct = 0
     count = 0
-    for x, y in as_dataset(data, batch_size=batch_size):
-        logp = _log_probabilities_fn(model)(x)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-        picked = tf.gather(logp, y, axis=1, batch_dims=1)
-        total_loss += float(-tf.reduce_sum(picked))
-        correct += int(tf.reduce_sum(tf.cast(tf.argmax(logp, axis=1, output_type=tf.int32) == y, tf.int32)))
-        count += int(tf.shape(y)[0])
+    batch_sums = _batch_sums_fn(model)
+    for x, y in _eval_batches(data, batch_size):
+        loss_sum, right, size = batch_sums(x, y)
+        total_loss += float(loss_sum)
+        correct += int(right)
+        count += int(size)
     if count == 0:
         raise ValueError("data is empty: the dataset yielded no examples.")
     return total_loss / count, correct / count
 
 
+def _eval_batches(data: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
+    """Batches for :func:`evaluate`. Arrays are sliced directly: creating a tf.data iterator
+    costs more than evaluating a small model, and a threshold sweep evaluates many times."""
+    if isinstance(data, tf.data.Dataset):
+        yield from as_dataset(data, batch_size=batch_size)
+        return
+    as_dataset((np.zeros((1, 1)), np.zeros(1)), batch_size=batch_size)  # validates batch_size
+    x, y = split_xy(data)
+    for start in range(0, y.shape[0], int(batch_size)):
+        yield x[start : start + batch_size], y[start : start + batch_size]
+
+
 _EVAL_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _log_probabilities_fn(model: Any) -> Any:
-    """A tf.function computing log-probabilities for ``model``, cached per model."""
+def _batch_sums_fn(model: Any) -> Any:
+    """A tf.function ``(x, y) -> (summed loss, correct count, batch size)``, cached per model."""
     fn = _EVAL_FNS.get(model)
     if fn is None:
         probs = outputs_are_probabilities(model)
-        fn = tf.function(
-            lambda x: log_probabilities(model, x, from_logits=not probs), reduce_retracing=True
-        )
+
+        def batch_sums(x: Any, y: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            logp = log_probabilities(model, x, from_logits=not probs)
+            y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+            picked = tf.gather(logp, y, axis=1, batch_dims=1)
+            right = tf.reduce_sum(tf.cast(tf.argmax(logp, axis=1, output_type=tf.int32) == y, tf.int32))
+            return -tf.reduce_sum(picked), right, tf.shape(y)[0]
+
+        fn = tf.function(batch_sums, reduce_retracing=True)
         _EVAL_FNS[model] = fn
     return fn

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from importance.aggregation import layer_groups
-from importance.data import DEFAULT_BATCH_SIZE, as_dataset, evaluate
+from importance.data import DEFAULT_BATCH_SIZE, as_dataset, evaluate, split_xy
 from importance.registry import validate_scores
 
 SCOPES = ("global", "layer")
@@ -249,4 +249,6 @@ def _check_data(data: Any, batch_size: int) -> Any:
     dataset = as_dataset(data, batch_size=batch_size)  # checks (x, y), emptiness, batch size
     if isinstance(data, tf.data.Dataset) and int(data.cardinality()) == 0:
         raise ValueError("data is empty: the dataset yields no batches.")
+    if not isinstance(data, tf.data.Dataset):
+        return split_xy(data)  # arrays: evaluate slices them, no tf.data iterator per threshold
     return dataset
