@@ -243,3 +243,14 @@ def test_freezing_a_layer_after_a_first_call_is_seen(build_dense, dense_data):
     scores = imp.compute_importance("fisher", model, dense_data)
     assert [s.shape for s in scores] == [(8, 3), (3,)]
     assert rel_err(scores, reference_fisher(model, dense_data[0], None, softmax=False)) <= RTOL
+
+
+def test_sampled_labels_are_the_same_for_every_method(arch, build_dense, build_conv, make_data):
+    """The labels are drawn inside the objective: loop, vmap and factorized must draw alike."""
+    model = (build_dense if arch == "dense" else build_conv)(seed=10)
+    data = make_data(model.inputs[0].shape[1:], n=N, seed=10)
+    drawn = sample_labels(model, data, seed=11, batch_size=BATCH)
+    expected = reference_fisher(model, data[0], drawn, softmax=False)
+    for method in ("loop", "vmap", "factorized"):
+        scores = imp.compute_importance("fisher_sampled", model, data, seed=11, batch_size=BATCH, method=method)
+        assert rel_err(scores, expected) <= RTOL, method

@@ -202,15 +202,26 @@ def _step(
     return cache[key]
 
 
-def _sample(model: Any, x: Any, seed_pair: Any, from_logits: bool) -> tf.Tensor:
-    """One label per example drawn from the model's p(y|x), stateless with ``seed_pair``."""
-    logp = log_probabilities_from_outputs(model(x, training=False), from_logits=from_logits)
-    return tf.cast(tf.random.stateless_categorical(logp, 1, seed=seed_pair)[:, 0], tf.int32)
+def _uniforms(x: Any, seed_pair: Any) -> tf.Tensor:
+    """One uniform draw in [0, 1) per example of ``x``, stateless with ``seed_pair``.
+
+    They do not depend on the model, so they can be sliced per example (``targets=``) and give
+    the same labels to every per-example method.
+    """
+    return tf.random.stateless_uniform(tf.shape(x)[:1], seed=seed_pair, dtype=tf.float32)
+
+
+def _draw(logp: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+    """Labels drawn from ``exp(logp)`` by inverse CDF at ``u`` (no gradient flows through them)."""
+    cdf = tf.cumsum(tf.exp(tf.stop_gradient(logp)), axis=-1)
+    below = tf.cast(cdf < u[:, None] * cdf[:, -1:], tf.int32)  # unnormalised p: scale u
+    return tf.minimum(tf.reduce_sum(below, axis=-1), tf.shape(logp)[-1] - 1)
 
 
 def _sampled_batch(model: Any, x: Any, y: Any, seed_pair: Any, from_logits: bool) -> list[tf.Tensor]:
     del y
-    return [_sample(model, x, seed_pair, from_logits)]
+    logp = log_probabilities_from_outputs(model(x, training=False), from_logits=from_logits)
+    return [_draw(logp, _uniforms(x, seed_pair))]
 
 
 def _fisher_sums(
@@ -218,24 +229,45 @@ def _fisher_sums(
 ) -> list[tf.Tensor]:
     """Sums over the batch of squared per-example gradients of log p(y|x)."""
     if labels == "exact":
-        total = None
-        for c in range(num_classes(model)):
-
-            def weighted(outputs: tf.Tensor, c: int = c) -> tf.Tensor:
-                logp = log_probabilities_from_outputs(outputs, from_logits=from_logits)[:, c]
-                return tf.stop_gradient(tf.sqrt(tf.exp(logp))) * logp
-
-            sums = per_example_moment(model, x, weighted, moment="square", method=method)
-            total = sums if total is None else [t + s for t, s in zip(total, sums, strict=True)]
-        return total
+        return _exact_sums(model, x, method, from_logits)
     if labels == "sampled":
-        y = _sample(model, x, seed_pair, from_logits)
+        # The label is drawn inside the objective from the outputs it already has (no extra
+        # forward pass); the uniforms ride along as per-example targets.
+
+        def sampled_log_likelihood(outputs: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+            logp = log_probabilities_from_outputs(outputs, from_logits=from_logits)
+            return tf.gather(logp, _draw(logp, u), axis=1, batch_dims=1)
+
+        return per_example_moment(
+            model, x, sampled_log_likelihood, moment="square", method=method,
+            targets=_uniforms(x, seed_pair),
+        )
 
     def log_likelihood(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         logp = log_probabilities_from_outputs(outputs, from_logits=from_logits)
         return tf.gather(logp, targets, axis=1, batch_dims=1)
 
     return per_example_moment(model, x, log_likelihood, moment="square", method=method, targets=y)
+
+
+def _exact_sums(model: Any, x: Any, method: str, from_logits: bool) -> list[tf.Tensor]:
+    """Sum over classes c of the moments of stop_gradient(sqrt(p_c)) * log p_c.
+
+    The classes run one after another (each waits for the previous class's sums), so the peak
+    memory is that of one class, not of all classes run concurrently.
+    """
+    total: list[tf.Tensor] | None = None
+    for c in range(num_classes(model)):
+
+        def weighted(outputs: tf.Tensor, c: int = c) -> tf.Tensor:
+            logp = log_probabilities_from_outputs(outputs, from_logits=from_logits)[:, c]
+            return tf.stop_gradient(tf.sqrt(tf.exp(logp))) * logp
+
+        with tf.control_dependencies(total or []):
+            chained = tf.nest.map_structure(tf.identity, x)
+            sums = per_example_moment(model, chained, weighted, moment="square", method=method)
+        total = sums if total is None else [t + s for t, s in zip(total, sums, strict=True)]
+    return total
 
 
 def _batch_mean_sums(model: Any, x: Any, y: Any, seed_pair: Any, from_logits: bool) -> list[tf.Tensor]:
