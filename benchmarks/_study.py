@@ -25,6 +25,9 @@ DEFAULT_COMBO = ("global", "noise")
 # On `planted` these must beat `random` (paired over seeds); elsewhere rankings are only reported.
 INFORMED = ("magnitude", "mas", "si")
 INFORMED_PREFIX = "fisher"
+# Levels where "beats random" is asserted. At layer level the planted MLP has two layers: two
+# possible orders, so random picks any measure's order at half the seeds (reported, not asserted).
+BEATS_RANDOM_LEVELS = ("weight", "unit")
 EVAL_BATCH_MAX = 2048
 
 

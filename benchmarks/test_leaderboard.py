@@ -52,7 +52,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         elif metafunc.function.__name__ == "test_beats_random" and task == "planted":
             informed = [m for m in measures if _study.is_informed(m)]
             params += [pytest.param(m, task, variant, level, id=f"{m}-{label}-{level}", marks=marks)
-                       for level in _study.LEVELS for m in informed]
+                       for level in _study.BEATS_RANDOM_LEVELS for m in informed]
     names = {
         "test_compute_time": "measure,task,variant",
         "test_case": "measure,task,variant,level,scope,replace",
