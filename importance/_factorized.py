@@ -203,10 +203,12 @@ def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> 
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
     channels, filters = int(a.shape[-1]), int(g.shape[-1])
 
-    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
-        n = tf.shape(ac)[0]
-        gc = tf.reshape(gc, [n, out_h * out_w, filters])
-        offsets = []
+    if channels > 1 and rates == [1, 1] and not _in_xla() and _grouped_filter_grad_works():
+        return _grouped_kernel_moment(layer, a, g, sizes, strides, moment)
+
+    def windows(ac: tf.Tensor) -> list[tf.Tensor]:
+        """The input window of every kernel offset, (n, out_h * out_w, channels) each."""
+        out = []
         for p in range(sizes[0]):
             for q in range(sizes[1]):
                 top, left = p * rates[0], q * rates[1]
@@ -215,14 +217,92 @@ def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> 
                     top : top + (out_h - 1) * strides[0] + 1 : strides[0],
                     left : left + (out_w - 1) * strides[1] + 1 : strides[1],
                 ]
-                window = tf.reshape(window, [n, out_h * out_w, channels])
-                grads = tf.matmul(window, gc, transpose_a=True)
-                offsets.append(tf.reduce_sum(_f(grads, moment), axis=0))
+                out.append(tf.reshape(window, [tf.shape(ac)[0], out_h * out_w, channels]))
+        return out
+
+    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
+        gc = tf.reshape(gc, [tf.shape(gc)[0], out_h * out_w, filters])
+        if channels == 1:  # one input channel: all offsets in one matmul, (n, K, P) x (n, P, F)
+            stacked = tf.stack([w[..., 0] for w in windows(ac)], axis=1)
+            return tf.reduce_sum(_f(tf.matmul(stacked, gc), moment), axis=0)[:, None, :]
+        offsets = [
+            tf.reduce_sum(_f(tf.matmul(w, gc, transpose_a=True), moment), axis=0) for w in windows(ac)
+        ]
         return tf.stack(offsets)
 
-    per_example = out_h * out_w * channels + channels * filters
+    per_example = out_h * out_w * channels * (sizes[0] * sizes[1] if channels == 1 else 1)
+    per_example += out_h * out_w * filters + sizes[0] * sizes[1] * channels * filters
     kernel = _chunked(block, a, g, per_example, [sizes[0] * sizes[1], channels, filters])
     return tf.reshape(kernel, layer.kernel.shape)
+
+
+def _grouped_kernel_moment(
+    layer: Any, a: tf.Tensor, g: tf.Tensor, sizes: list[int], strides: list[int], moment: str
+) -> tf.Tensor:
+    """Per-example kernel gradients as one grouped filter gradient (batch folded into groups).
+
+    The padded inputs of a chunk of ``n`` examples become one image with ``n * C`` channels and
+    the output gradients one with ``n * F`` channels; the filter gradient of the grouped
+    convolution (``n`` groups) is then the ``n`` per-example kernel gradients side by side.
+    """
+    height, width, channels = int(a.shape[1]), int(a.shape[2]), int(a.shape[3])
+    out_h, out_w, filters = int(g.shape[1]), int(g.shape[2]), int(g.shape[3])
+
+    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
+        n = tf.shape(ac)[0]
+        image = tf.reshape(tf.transpose(ac, [1, 2, 0, 3]), [1, height, width, n * channels])
+        grads = tf.reshape(tf.transpose(gc, [1, 2, 0, 3]), [1, out_h, out_w, n * filters])
+        per_example = tf.raw_ops.Conv2DBackpropFilter(
+            input=image,
+            filter_sizes=tf.stack([sizes[0], sizes[1], channels, n * filters]),
+            out_backprop=grads,
+            strides=[1, *strides, 1],
+            padding="VALID",
+        )
+        per_example = tf.reshape(per_example, [sizes[0], sizes[1], channels, n, filters])
+        return tf.reduce_sum(_f(per_example, moment), axis=3)
+
+    per_example = height * width * channels + out_h * out_w * filters + 2 * sizes[0] * sizes[1] * channels * filters
+    kernel = _chunked(block, a, g, per_example, [sizes[0], sizes[1], channels, filters])
+    return tf.reshape(kernel, layer.kernel.shape)
+
+
+_GROUPED: list[bool] = []
+
+
+def _in_xla() -> bool:
+    """Whether the graph being built is compiled by XLA (which needs static group counts)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - private module moved: take the path XLA accepts
+        return True
+    if tf.executing_eagerly():
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def _grouped_filter_grad_works() -> bool:
+    """Whether this TensorFlow build computes grouped filter gradients (probed once, eagerly).
+
+    oneDNN (TensorFlow's default CPU kernels on x86) and cuDNN do; TensorFlow's own CPU kernel
+    (``TF_ENABLE_ONEDNN_OPTS=0``) refuses grouped inputs, and the per-offset path is used.
+    """
+    if not _GROUPED:
+        with tf.init_scope():
+            x = np.arange(2 * 4 * 4 * 2, dtype=np.float32).reshape(1, 4, 4, 4) / 10.0
+            dy = np.ones((1, 2, 2, 6), np.float32)
+            try:
+                got = tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=[3, 3, 2, 6], out_backprop=dy, strides=[1, 1, 1, 1],
+                    padding="VALID",
+                ).numpy()
+            except (tf.errors.OpError, ValueError):
+                _GROUPED.append(False)
+            else:
+                # group 0 (channels 0-1, filters 0-2) sees input channels 0-1 only
+                expected = np.stack([x[0, p : p + 2, q : q + 2, :2].sum((0, 1)) for p in range(3) for q in range(3)])
+                _GROUPED.append(bool(np.allclose(got[..., 0].reshape(9, 2), expected, rtol=1e-5)))
+    return _GROUPED[0]
 
 
 def _supported(layer: Any) -> bool:

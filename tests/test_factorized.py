@@ -105,12 +105,34 @@ CONV2D = [
 
 @pytest.mark.parametrize("config", CONV2D, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
 @pytest.mark.parametrize("moment", ["square", "abs"])
-def test_conv2d_matches_loop(config, moment, monkeypatch):
+@pytest.mark.parametrize(
+    ("channels", "grouped"), [(1, True), (2, True), (2, False)], ids=["c1", "c2-grouped", "c2-offsets"]
+)
+def test_conv2d_matches_loop(config, moment, channels, grouped, monkeypatch):
+    """One input channel (all offsets in one matmul), grouped filter gradient, per offset."""
+    if grouped and channels > 1 and not _factorized._grouped_filter_grad_works():
+        pytest.skip("this TensorFlow build has no grouped filter gradient (TF_ENABLE_ONEDNN_OPTS=0?)")
     model = keras.Sequential(
-        [keras.Input((7, 8, 2)), keras.layers.Conv2D(3, activation="relu", **config),
+        [keras.Input((7, 8, channels)), keras.layers.Conv2D(3, activation="relu", **config),
          keras.layers.Flatten(), keras.layers.Dense(CLASSES)]
     )
-    _check(model, tf.random.normal([BATCH, 7, 8, 2]), monkeypatch, moment=moment)
+    with pytest.MonkeyPatch.context() as patch:
+        if not grouped:
+            patch.setattr(_factorized, "_GROUPED", [False])
+        _check(model, tf.random.normal([BATCH, 7, 8, channels]), monkeypatch, moment=moment)
+
+
+def test_grouped_path_is_taken_for_several_channels(monkeypatch):
+    if not _factorized._grouped_filter_grad_works():
+        pytest.skip("this TensorFlow build has no grouped filter gradient")
+    calls = []
+    original = _factorized._grouped_kernel_moment
+    monkeypatch.setattr(
+        _factorized, "_grouped_kernel_moment", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    model = keras.Sequential([keras.Input((5, 5, 2)), keras.layers.Conv2D(3, 3), keras.layers.Flatten()])
+    _factorized.per_example_moment(model, tf.random.normal([BATCH, 5, 5, 2]), _squared_norm)
+    assert calls == [1]
 
 
 CONV1D = [
