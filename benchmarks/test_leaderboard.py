@@ -46,6 +46,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         elif metafunc.function.__name__ == "test_case":
             for level in _study.LEVELS:
                 for scope, replace in plan.combos_for(task):
+                    if level == "layer" and scope == "layer":
+                        continue  # one score per layer ranked within the layer: ties only
                     extra = "" if (scope, replace) == _study.DEFAULT_COMBO else f"-{scope}-{replace}"
                     params += [pytest.param(m, task, variant, level, scope, replace,
                                             id=f"{m}-{label}-{level}{extra}", marks=marks) for m in measures]

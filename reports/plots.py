@@ -31,7 +31,8 @@ def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pa
         panels = frame[["level", "scope", "replace"]].drop_duplicates()
         panels = sorted(map(tuple, panels.to_numpy()), key=lambda p: (LEVEL_ORDER.get(p[0], 9), p[1:]))
         measures = sorted(frame["measure"].unique())
-        colours = plt.get_cmap("tab20")
+        colours = plt.get_cmap("tab10")
+        styles = ("-", "--", ":", "-.")
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False,
                                  sharey=True)
         for ax, (level, scope, replace) in zip(axes[0], panels, strict=True):
@@ -41,8 +42,9 @@ def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pa
                 if curve.empty:
                     continue
                 stats = curve.groupby("threshold")["loss"].agg(["mean", "min", "max"])
-                colour = colours(i % 20)
-                ax.plot(stats.index, stats["mean"], label=measure, color=colour, linewidth=1.4)
+                colour = colours(i % 10)
+                ax.plot(stats.index, stats["mean"], label=measure, color=colour, linewidth=1.4,
+                        linestyle=styles[(i // 10) % len(styles)])
                 ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.18,
                                 linewidth=0)
             chance = math.log(int(frame["num_classes"].iloc[0]))

@@ -1,0 +1,160 @@
+"""End to end: `pytest benchmarks` with plugin measures, serial and under xdist.
+
+A throw-away distribution on ``PYTHONPATH`` declares an ``importance.measures`` entry point
+(measures ``plugin|pipe``, a name that needs escaping, and ``plugin_broken``, which raises); a
+``-p`` plugin module registers ``conftest_plugin`` with the decorator. The suite runs twice on a
+small slice (planted task, 2 seeds): serially and with ``-n 2``. Checked:
+
+* the plugin measures appear in the leaderboard, ranked, with the name escaped; the raising one is
+  reported as failed and the session still writes its leaderboard;
+* the xdist run gives the same results and the same leaderboard (timings and date aside);
+* ``python -m reports`` on the xdist run's shard files rebuilds the same leaderboard.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SELECT = "(plugin or random-) and not beats and not global-zero and not layer-noise"
+
+PLUGIN = '''
+import numpy as np
+import importance as imp
+
+
+@imp.register_measure("plugin|pipe")
+def squared(model, data=None, **options):
+    """Squared weights (ranks like magnitude)."""
+    return [np.square(np.asarray(w.numpy(), dtype=np.float64)) for w in model.trainable_weights]
+
+
+@imp.register_measure("plugin_broken")
+def broken(model, data=None, **options):
+    """Always raises."""
+    raise RuntimeError("plugin measure exploded | on purpose")
+'''
+
+CONFTEST_PLUGIN = '''
+import numpy as np
+import importance as imp
+
+
+@imp.register_measure
+def zz_interrupt(model, data=None):
+    """Stands for Ctrl-C in the middle of a run."""
+    raise KeyboardInterrupt
+
+
+@imp.register_measure
+def conftest_plugin(model, data=None):
+    """Anti-magnitude: the largest weights first."""
+    return [1.0 / (1.0 + np.abs(np.asarray(w.numpy(), dtype=np.float64))) for w in model.trainable_weights]
+'''
+
+
+def _site(tmp: pathlib.Path) -> pathlib.Path:
+    site = tmp / "site"
+    dist = site / "bench_test_plugin-0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-test-plugin\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text("[importance.measures]\nbench_test_plugin = bench_test_plugin\n")
+    (site / "bench_test_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    (site / "bench_conftest_plugin.py").write_text(textwrap.dedent(CONFTEST_PLUGIN))
+    return site
+
+
+def _run(tmp: pathlib.Path, site: pathlib.Path, name: str, *extra: str) -> tuple[subprocess.CompletedProcess, pathlib.Path]:
+    out = tmp / name
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+           "IMPORTANCE_BENCH_CACHE": str(tmp / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, "-m", "pytest", "benchmarks", "-p", "bench_conftest_plugin",
+               "-p", "no:cacheprovider", "--bench-tasks", "planted", "--bench-seeds", "2",
+               "--bench-report-dir", str(out), "-k", SELECT, "-q", *extra]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def bench_env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bench")
+    return tmp, _site(tmp)
+
+
+@pytest.fixture(scope="module")
+def runs(bench_env):
+    tmp, site = bench_env
+    serial = _run(tmp, site, "serial")  # also fills the task cache the later runs share
+    parallel = _run(tmp, site, "xdist", "-n", "2")
+    return serial, parallel
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.mark.slow
+def test_plugin_measures_appear_in_the_leaderboard(runs):
+    (result, out), _ = runs
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # plugin_broken fails
+    assert "leaderboard:" in result.stdout
+    text = (out / "leaderboard.md").read_text()
+    section = _section(text, "planted (mlp) · weight")
+    names = [re.split(r"(?<!\\)\|", row)[2].strip() for row in section.splitlines() if row.startswith("| ")][2:]
+    assert set(names) == {"plugin\\|pipe", "conftest_plugin", "random", "plugin_broken"}
+    assert names[-1] == "plugin_broken"
+    assert "failed: RuntimeError: plugin measure exploded \\| on purpose" in section
+    ranked = [r for r in section.splitlines() if r.startswith("| ") and "plugin\\|pipe" in r][0]
+    assert re.match(r"\| \d \| plugin\\\|pipe \| \d\.\d{3} \|", ranked)
+    csv = (out / "results.csv").read_text()
+    assert "plugin|pipe,planted" in csv and "conftest_plugin,planted" in csv
+
+
+@pytest.mark.slow
+def test_xdist_run_gives_the_serial_leaderboard(runs):
+    (serial, serial_out), (parallel, parallel_out) = runs
+    assert parallel.returncode == 1, parallel.stdout[-3000:] + parallel.stderr[-3000:]
+    assert (parallel_out / "results.csv").read_text() == (serial_out / "results.csv").read_text()
+    assert _stable(parallel_out / "leaderboard.md") == _stable(serial_out / "leaderboard.md")
+
+
+@pytest.mark.slow
+def test_report_from_shards_equals_the_runs_report(runs, tmp_path):
+    _, (_, out) = runs
+    shards = sorted((out / "out").glob("*/records-*.jsonl"))
+    assert len(shards) >= 2, shards  # the controller's meta shard and at least one worker's
+    rebuilt = tmp_path / "rebuilt"
+    done = subprocess.run([sys.executable, "-m", "reports", *map(str, shards), "--out", str(rebuilt), "--no-plots"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (rebuilt / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
+    assert (rebuilt / "results.csv").read_text() == (out / "results.csv").read_text()
+
+
+def _stable(path: pathlib.Path) -> str:
+    """The leaderboard without what legitimately differs between runs: date, command, timings."""
+    text = path.read_text()
+    text = re.sub(r"^- \*\*(date|command)\*\*.*$", "", text, flags=re.M)
+    return re.sub(r"\d+(\.\d+)? s \|", "T |", text)
+
+
+@pytest.mark.slow
+def test_interrupted_run_keeps_a_leaderboard_of_finished_cases(runs, bench_env):
+    tmp, site = bench_env
+    # Cases run in measure order: random's case finishes, then zz_interrupt "presses Ctrl-C".
+    result, out = _run(tmp, site, "interrupted", "--bench-seeds", "1", "-k",
+                       "random-planted-weight or zz_interrupt-planted-weight", "-p", "no:xdist")
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]  # interrupted
+    assert "leaderboard:" in result.stdout
+    text = (out / "leaderboard.md").read_text()
+    section = _section(text, "planted (mlp) · weight")
+    assert "| 1 | random |" in section
+    assert "zz_interrupt" not in section  # it never finished a case
+    assert (out / "results.csv").read_text().count("random,planted") == 11
