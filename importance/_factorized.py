@@ -32,7 +32,7 @@ Objective = Callable[[tf.Tensor], tf.Tensor]
 MOMENTS = ("square", "abs")
 # Budget, in float32 elements, for the per-example tensors formed at once (patches and
 # per-example kernel gradients) when a layer's gradient does not factorise.
-_CHUNK_ELEMENTS = 1 << 21
+_CHUNK_ELEMENTS = 1 << 22
 
 
 def per_example_moment(
@@ -199,12 +199,13 @@ def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> 
             pads.append([total // 2, total - total // 2])
         else:
             pads.append([0, 0])
-    a = tf.pad(a, pads + [[0, 0]])
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
     channels, filters = int(a.shape[-1]), int(g.shape[-1])
-
     if channels > 1 and rates == [1, 1] and not _in_xla() and _grouped_filter_grad_works():
-        return _grouped_kernel_moment(layer, a, g, sizes, strides, moment)
+        if padding == "same":  # TensorFlow's SAME pads as computed above: no padded copy
+            return _grouped_kernel_moment(layer, a, g, sizes, strides, "SAME", moment)
+        return _grouped_kernel_moment(layer, tf.pad(a, pads + [[0, 0]]), g, sizes, strides, "VALID", moment)
+    a = tf.pad(a, pads + [[0, 0]])
 
     def windows(ac: tf.Tensor) -> list[tf.Tensor]:
         """The input window of every kernel offset, (n, out_h * out_w, channels) each."""
@@ -237,33 +238,41 @@ def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> 
 
 
 def _grouped_kernel_moment(
-    layer: Any, a: tf.Tensor, g: tf.Tensor, sizes: list[int], strides: list[int], moment: str
+    layer: Any,
+    a: tf.Tensor,
+    g: tf.Tensor,
+    sizes: list[int],
+    strides: list[int],
+    padding: str,
+    moment: str,
 ) -> tf.Tensor:
     """Per-example kernel gradients as one grouped filter gradient (batch folded into groups).
 
-    The padded inputs of a chunk of ``n`` examples become one image with ``n * C`` channels and
-    the output gradients one with ``n * F`` channels; the filter gradient of the grouped
-    convolution (``n`` groups) is then the ``n`` per-example kernel gradients side by side.
+    The inputs of a chunk of ``n`` examples become one image with ``n * C`` channels and the
+    output gradients one with ``n * F`` channels; the filter gradient of the grouped convolution
+    (``n`` groups) is then the ``n`` per-example kernel gradients side
+    by side.
     """
     height, width, channels = int(a.shape[1]), int(a.shape[2]), int(a.shape[3])
     out_h, out_w, filters = int(g.shape[1]), int(g.shape[2]), int(g.shape[3])
 
     def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
         n = tf.shape(ac)[0]
-        image = tf.reshape(tf.transpose(ac, [1, 2, 0, 3]), [1, height, width, n * channels])
-        grads = tf.reshape(tf.transpose(gc, [1, 2, 0, 3]), [1, out_h, out_w, n * filters])
+        image = tf.transpose(tf.reshape(ac, [n, height * width, channels]), [1, 0, 2])
+        grads = tf.transpose(tf.reshape(gc, [n, out_h * out_w, filters]), [1, 0, 2])
         per_example = tf.raw_ops.Conv2DBackpropFilter(
-            input=image,
+            input=tf.reshape(image, [1, height, width, n * channels]),
             filter_sizes=tf.stack([sizes[0], sizes[1], channels, n * filters]),
-            out_backprop=grads,
+            out_backprop=tf.reshape(grads, [1, out_h, out_w, n * filters]),
             strides=[1, *strides, 1],
-            padding="VALID",
+            padding=padding,
         )
-        per_example = tf.reshape(per_example, [sizes[0], sizes[1], channels, n, filters])
-        return tf.reduce_sum(_f(per_example, moment), axis=3)
+        per_example = tf.reshape(per_example, [sizes[0] * sizes[1] * channels, n, filters])
+        return tf.reduce_sum(_f(per_example, moment), axis=1)
 
-    per_example = height * width * channels + out_h * out_w * filters + 2 * sizes[0] * sizes[1] * channels * filters
-    kernel = _chunked(block, a, g, per_example, [sizes[0], sizes[1], channels, filters])
+    per_example = height * width * channels + out_h * out_w * filters
+    per_example += 2 * sizes[0] * sizes[1] * channels * filters
+    kernel = _chunked(block, a, g, per_example, [sizes[0] * sizes[1] * channels, filters])
     return tf.reshape(kernel, layer.kernel.shape)
 
 
