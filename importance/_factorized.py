@@ -59,12 +59,36 @@ def per_example_moment(
         raise ValueError(f"moment must be one of {MOMENTS}. Received: {moment!r}")
     if targets is not None:
         objective = _bind(objective, targets)
+    return per_example_moment_sum(model, x, [objective], moment=moment)
+
+
+def per_example_moment_sum(
+    model: Any, x: Any, objectives: list[Objective], *, moment: str = "square"
+) -> list[tf.Tensor]:
+    """Sum over several objectives of :func:`per_example_moment`, sharing one forward pass.
+
+    The objectives' backward passes and moments run one after another (each waits for the
+    previous one's sums), so the peak memory is that of one objective. Used by the exact Fisher
+    (one objective per class).
+
+    Args:
+        model: A built Keras model.
+        x: One batch of inputs.
+        objectives: Functions of the model's outputs, each as ``objective`` of
+            :func:`per_example_moment`.
+        moment: ``"square"`` or ``"abs"``.
+
+    Returns:
+        One float32 tensor per ``model.trainable_weights`` entry.
+    """
+    if moment not in MOMENTS:
+        raise ValueError(f"moment must be one of {MOMENTS}. Received: {moment!r}")
     weights = list(model.trainable_weights)
     index = {id(w): k for k, w in enumerate(weights)}
     captures: list[_Capture] = []
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
+    with tf.GradientTape(watch_accessed_variables=False, persistent=len(objectives) > 1) as tape:
         outputs = _Walker(tape, captures).call(model, x)
-        total = tf.reduce_sum(objective(outputs)) if captures else None
+        totals = [tf.reduce_sum(objective(outputs)) for objective in objectives] if captures else []
     calls: dict[int, int] = {}
     for capture in captures:
         calls[id(capture.layer)] = calls.get(id(capture.layer), 0) + 1
@@ -75,17 +99,22 @@ def per_example_moment(
     ]
     results: list[tf.Tensor | None] = [None] * len(weights)
     if usable:
-        grads = tape.gradient(
-            total, [c.z for c in usable], unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
-        for capture, grad in zip(usable, grads, strict=True):
-            for variable, value in zip(capture.variables(), capture.moments(grad, moment), strict=True):
-                results[index[id(variable)]] = value
+        for total in totals:
+            with tf.control_dependencies([r for r in results if r is not None]):
+                grads = tape.gradient(
+                    total, [c.z for c in usable], unconnected_gradients=tf.UnconnectedGradients.ZERO
+                )
+                for capture, grad in zip(usable, grads, strict=True):
+                    values = capture.moments(grad, moment)
+                    for variable, value in zip(capture.variables(), values, strict=True):
+                        k = index[id(variable)]
+                        results[k] = value if results[k] is None else results[k] + value
+    del tape
     missing = [k for k, r in enumerate(results) if r is None]
-    if missing:
+    for objective in objectives if missing else []:
         fallback = _jacobian_moments(model, x, objective, [weights[k] for k in missing], moment)
         for k, value in zip(missing, fallback, strict=True):
-            results[k] = value
+            results[k] = value if results[k] is None else results[k] + value
     return results
 
 

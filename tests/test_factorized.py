@@ -280,3 +280,19 @@ def test_auto_dispatches_to_factorized(monkeypatch):
 def test_bad_moment_is_named():
     with pytest.raises(ValueError, match="Received: 'cube'"):
         _factorized.per_example_moment(_mlp(), tf.zeros([2, 7]), _squared_norm, moment="cube")
+
+
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_sum_over_objectives_shares_the_forward_and_matches_the_loop(moment):
+    """per_example_moment_sum (the exact Fisher's classes) against summed loops, with a
+    BatchNorm whose weights take the fallback."""
+    model = keras.Sequential(
+        [keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, activation="relu"),
+         keras.layers.BatchNormalization(), keras.layers.Flatten(), keras.layers.Dense(CLASSES)]
+    )
+    x = tf.random.normal([BATCH, 6, 6, 2], seed=3)
+    objectives = [_exact_class(c) for c in range(CLASSES)]
+    got = _factorized.per_example_moment_sum(model, x, objectives, moment=moment)
+    loops = [per_example_moment(model, x, o, moment=moment, method="loop") for o in objectives]
+    ref = [tf.add_n(list(parts)) for parts in zip(*loops, strict=True)]
+    assert _rel_err(got, ref) <= TOL

@@ -253,19 +253,28 @@ def _fisher_sums(
 def _exact_sums(model: Any, x: Any, method: str, from_logits: bool) -> list[tf.Tensor]:
     """Sum over classes c of the moments of stop_gradient(sqrt(p_c)) * log p_c.
 
-    The classes run one after another (each waits for the previous class's sums), so the peak
-    memory is that of one class, not of all classes run concurrently.
+    The factorised engine shares one forward pass between the classes; the classes' backward
+    passes run one after another (each waits for the previous class's sums), so the peak memory
+    is that of one class. The other methods evaluate the classes one after another too.
     """
-    total: list[tf.Tensor] | None = None
-    for c in range(num_classes(model)):
 
-        def weighted(outputs: tf.Tensor, c: int = c) -> tf.Tensor:
+    def weighted(c: int) -> Callable[[tf.Tensor], tf.Tensor]:
+        def objective(outputs: tf.Tensor) -> tf.Tensor:
             logp = log_probabilities_from_outputs(outputs, from_logits=from_logits)[:, c]
             return tf.stop_gradient(tf.sqrt(tf.exp(logp))) * logp
 
+        return objective
+
+    objectives = [weighted(c) for c in range(num_classes(model))]
+    if method in ("auto", "factorized"):
+        from importance import _factorized
+
+        return _factorized.per_example_moment_sum(model, x, objectives, moment="square")
+    total: list[tf.Tensor] | None = None
+    for objective in objectives:
         with tf.control_dependencies(total or []):
             chained = tf.nest.map_structure(tf.identity, x)
-            sums = per_example_moment(model, chained, weighted, moment="square", method=method)
+            sums = per_example_moment(model, chained, objective, moment="square", method=method)
         total = sums if total is None else [t + s for t, s in zip(total, sums, strict=True)]
     return total
 
