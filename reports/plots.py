@@ -16,7 +16,8 @@ from reports.tables import LEVEL_ORDER
 def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pathlib.Path]:
     """Write ``loss-<task>[-<variant>].png`` per task into ``out_dir``; return the paths.
 
-    One panel per (aggregation level, scope, replacement); one line per measure: the mean loss
+    One row of panels per aggregation level, one column per (scope, replacement); one line per
+    measure: the mean loss
     over seeds, with a band from the lowest to the highest seed; the dashed line is ln K.
     """
     import matplotlib
@@ -28,32 +29,33 @@ def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pa
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for (task, variant), frame in points.groupby(["task", "variant"], sort=True):
-        panels = frame[["level", "scope", "replace"]].drop_duplicates()
-        panels = sorted(map(tuple, panels.to_numpy()), key=lambda p: (LEVEL_ORDER.get(p[0], 9), p[1:]))
+        levels = sorted(frame["level"].unique(), key=lambda v: LEVEL_ORDER.get(v, 9))
+        combos = sorted(map(tuple, frame[["scope", "replace"]].drop_duplicates().to_numpy()),
+                        key=lambda c: (c != ("global", "noise"), c))
         measures = sorted(frame["measure"].unique())
         colours = plt.get_cmap("tab10")
         styles = ("-", "--", ":", "-.")
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False,
-                                 sharey=True)
-        for ax, (level, scope, replace) in zip(axes[0], panels, strict=True):
-            panel = frame[(frame["level"] == level) & (frame["scope"] == scope) & (frame["replace"] == replace)]
-            for i, measure in enumerate(measures):
-                curve = panel[panel["measure"] == measure]
-                if curve.empty:
+        fig, axes = plt.subplots(len(levels), len(combos), figsize=(4.2 * len(combos), 3.2 * len(levels)),
+                                 squeeze=False, sharey=True)
+        for row, level in enumerate(levels):
+            for col, (scope, replace) in enumerate(combos):
+                ax = axes[row][col]
+                panel = frame[(frame["level"] == level) & (frame["scope"] == scope)
+                              & (frame["replace"] == replace)]
+                if panel.empty:
+                    ax.set_visible(False)
                     continue
-                stats = curve.groupby("threshold")["loss"].agg(["mean", "min", "max"])
-                colour = colours(i % 10)
-                ax.plot(stats.index, stats["mean"], label=measure, color=colour, linewidth=1.4,
-                        linestyle=styles[(i // 10) % len(styles)])
-                ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.18,
-                                linewidth=0)
-            chance = math.log(int(frame["num_classes"].iloc[0]))
-            ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
-            ax.set_title(f"{level} · {scope} · {replace}", fontsize=10)
-            ax.set_xlabel("fraction of weights replaced (least important first)")
-            ax.set_xlim(0, 1)
-        axes[0][0].set_ylabel("test loss")
-        handles, labels = axes[0][0].get_legend_handles_labels()
+                _draw_panel(ax, panel, measures, colours, styles)
+                ax.set_title(f"{level} · {scope} scope · {replace}", fontsize=10)
+                ax.axhline(math.log(int(frame["num_classes"].iloc[0])), color="grey", linestyle="--",
+                           linewidth=1)
+                ax.set_xlim(0, 1)
+                if row == len(levels) - 1:
+                    ax.set_xlabel("fraction of weights replaced (least important first)")
+                if col == 0:
+                    ax.set_ylabel("test loss")
+        handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat),
+                              key=lambda hl: len(hl[1]))
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                    frameon=False)
         name = f"{task} ({variant})" if variant else task
@@ -65,6 +67,19 @@ def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pa
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _draw_panel(ax, panel: pd.DataFrame, measures: list[str], colours, styles) -> None:
+    """One line per measure (mean loss over seeds) with a min–max band."""
+    for i, measure in enumerate(measures):
+        curve = panel[panel["measure"] == measure]
+        if curve.empty:
+            continue
+        stats = curve.groupby("threshold")["loss"].agg(["mean", "min", "max"])
+        colour = colours(i % 10)
+        ax.plot(stats.index, stats["mean"], label=measure, color=colour, linewidth=1.4,
+                linestyle=styles[(i // 10) % len(styles)])
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15, linewidth=0)
 
 
 def _slug(text: str) -> str:
