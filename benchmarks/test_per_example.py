@@ -177,6 +177,6 @@ def test_per_example(benchmark, request, state, device, model_name, measure, met
         assert bar <= MAX_RATIO, f"{bar:.2f}x the interleaved plain pass > {MAX_RATIO}"
         if loop is not None:
             assert loop / seconds >= MIN_SPEEDUP, f"only {loop / seconds:.1f}x faster than the loop"
-        # Exact labels run one objective per class in one graph; TensorFlow may run the classes
-        # concurrently, so the bar is per class evaluated, like the time bar.
-        assert memory_ratio / classes <= MAX_MEMORY_RATIO, f"{memory_ratio:.2f}x the plain memory"
+        # Exact labels evaluate the classes one after another (chained), so the whole peak, not a
+        # per-class share of it, is held to the bar.
+        assert memory_ratio <= MAX_MEMORY_RATIO, f"{memory_ratio:.2f}x the plain memory"

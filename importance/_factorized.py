@@ -98,17 +98,25 @@ def per_example_moment_sum(
         if calls[id(c.layer)] == 1 and all(id(v) in index for v in c.variables())
     ]
     results: list[tf.Tensor | None] = [None] * len(weights)
-    if usable:
-        for total in totals:
-            with tf.control_dependencies([r for r in results if r is not None]):
-                grads = tape.gradient(
-                    total, [c.z for c in usable], unconnected_gradients=tf.UnconnectedGradients.ZERO
-                )
-                for capture, grad in zip(usable, grads, strict=True):
-                    values = capture.moments(grad, moment)
-                    for variable, value in zip(capture.variables(), values, strict=True):
-                        k = index[id(variable)]
-                        results[k] = value if results[k] is None else results[k] + value
+    # 2-D Dense moments are linear in f(g): sum the objectives' f(g) (batch x units, small) and
+    # multiply once. Other layers' moments are formed per objective and summed.
+    summed_fg: dict[int, tf.Tensor] = {}
+    for total in totals if usable else []:
+        with tf.control_dependencies([r for r in results if r is not None] + list(summed_fg.values())):
+            grads = tape.gradient(
+                total, [c.z for c in usable], unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+            for u, (capture, grad) in enumerate(zip(usable, grads, strict=True)):
+                if capture.linear_in_fg():
+                    fg = _f(grad, moment)
+                    summed_fg[u] = fg if u not in summed_fg else summed_fg[u] + fg
+                    continue
+                for variable, value in zip(capture.variables(), capture.moments(grad, moment), strict=True):
+                    k = index[id(variable)]
+                    results[k] = value if results[k] is None else results[k] + value
+    for u, fg in summed_fg.items():
+        for variable, value in zip(usable[u].variables(), usable[u].moments_of_fg(fg, moment), strict=True):
+            results[index[id(variable)]] = value
     del tape
     missing = [k for k, r in enumerate(results) if r is None]
     for objective in objectives if missing else []:
@@ -152,12 +160,23 @@ class _Capture:
         bias = getattr(self.layer, "bias", None)
         return [self.layer.kernel] + ([bias] if bias is not None else [])
 
+    def linear_in_fg(self) -> bool:
+        """Whether the moments are linear in f(g) (a 2-D Dense layer): sums over objectives
+        can then be taken on f(g) first."""
+        return isinstance(self.layer, keras.layers.Dense) and self.a.shape.rank == 2
+
+    def moments_of_fg(self, fg: tf.Tensor, moment: str) -> list[tf.Tensor]:
+        """Moments of a 2-D Dense layer from f(g) (summed over objectives)."""
+        out = [tf.matmul(_f(self.a, moment), fg, transpose_a=True)]
+        if getattr(self.layer, "bias", None) is not None:
+            out.append(tf.reduce_sum(fg, axis=0))
+        return out
+
     def moments(self, g: tf.Tensor, moment: str) -> list[tf.Tensor]:
         layer, a = self.layer, self.a
-        if isinstance(layer, keras.layers.Dense) and a.shape.rank == 2:
-            kernel = tf.matmul(_f(a, moment), _f(g, moment), transpose_a=True)
-            bias_g = g
-        elif isinstance(layer, keras.layers.Dense):
+        if self.linear_in_fg():
+            return self.moments_of_fg(_f(g, moment), moment)
+        if isinstance(layer, keras.layers.Dense):
             positions = int(np.prod(a.shape[1:-1]))
             a = tf.reshape(a, [tf.shape(a)[0], positions, a.shape[-1]])
             g = tf.reshape(g, [tf.shape(g)[0], positions, g.shape[-1]])
