@@ -8,6 +8,9 @@ and the moments factorise: ``sum_i (a_i g_i^T)**2 = (a**2)^T (g**2)`` and
 gradient is a sum over positions and does not factorise; it is then formed per example, in chunks
 of the batch. Convolutions are handled the same way from per-example patches:
 ``G_i = P_i^T g_i`` with ``P_i`` the (positions x kernel) patch matrix of example ``i``.
+Their per-example kernel gradients come from one grouped filter gradient per layer (the batch
+folded into the groups), or, for one input channel, one matmul of the stacked shifted windows;
+the per-offset loop is kept for dilation, XLA and builds without grouped kernels.
 
 Supported (factorised): ``keras.layers.Dense`` (any input rank) and ``Conv1D`` / ``Conv2D``
 (``channels_last``, ``groups=1``, any strides, dilation, ``valid`` / ``same`` / ``causal``
