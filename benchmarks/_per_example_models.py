@@ -140,16 +140,23 @@ def _enable_cpu_stats() -> None:
         _CPU_STATS.append(True)
 
 
-def peak_memory(fn: Callable[[], Any], device: str) -> int:
-    """Peak bytes TensorFlow allocates during ``fn()`` beyond what was in use before it."""
+def peak_memory(fn: Callable[[], Any], device: str, *, repeats: int = 3) -> int:
+    """Peak bytes TensorFlow allocates during ``fn()`` beyond what was in use before it.
+
+    The median of ``repeats`` readings: on the CPU one reading of a small model's pass varies
+    by up to ~50% between calls (allocator reuse), which alone could cross a 2x bar.
+    """
     name = f"{device}:0"
     if device == "CPU":
         _enable_cpu_stats()
     fn()  # warm-up: tracing and caches
-    tf.config.experimental.reset_memory_stats(name)
-    before = tf.config.experimental.get_memory_info(name)["current"]
-    fn()
-    return int(tf.config.experimental.get_memory_info(name)["peak"] - before)
+    readings = []
+    for _ in range(repeats):
+        tf.config.experimental.reset_memory_stats(name)
+        before = tf.config.experimental.get_memory_info(name)["current"]
+        fn()
+        readings.append(tf.config.experimental.get_memory_info(name)["peak"] - before)
+    return int(np.median(readings))
 
 
 class Interleaved:
