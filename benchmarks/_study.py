@@ -55,15 +55,15 @@ def make_plan(*, full: bool, seeds: int | None = None, tasks: str | None = None)
     if full:
         plan = Plan(
             mode="full", seeds=tuple(range(5)), thresholds=tuple(round(0.05 * i, 2) for i in range(21)),
-            tasks=(("planted", None), ("digits", None), ("mnist5k", None), ("mnist5k", "cnn"),
-                   ("mnist", None), ("fashion_mnist", None), ("cifar10", None)),
+            tasks=(("planted", None), ("planted_noise", None), ("digits", None), ("mnist5k", None),
+                   ("mnist5k", "cnn"), ("mnist", None), ("fashion_mnist", None), ("cifar10", None)),
             combos=(("global", "noise"), ("layer", "noise"), ("global", "zero"), ("layer", "zero")),
             extra_combo_tasks=(), measure_examples=2000,
         )
     else:
         plan = Plan(
             mode="quick", seeds=(0, 1, 2), thresholds=tuple(round(0.1 * i, 1) for i in range(11)),
-            tasks=(("planted", None), ("digits", None), ("mnist5k", None)),
+            tasks=(("planted", None), ("planted_noise", None), ("digits", None), ("mnist5k", None)),
             combos=(("global", "noise"), ("layer", "noise"), ("global", "zero")),
             extra_combo_tasks=("planted",), measure_examples=512,
         )

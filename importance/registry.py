@@ -201,7 +201,7 @@ def validate_scores(scores: Any, model: Any, *, measure: str = "scores") -> list
             f"{len(weights)} trainable weights."
         )
     out = []
-    for score, weight in zip(scores, weights):
+    for score, weight in zip(scores, weights, strict=True):
         array = np.asarray(score, dtype=np.float64)
         expected = tuple(weight.shape)
         if array.shape != expected:
