@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# Stated tolerances of the properties (see docs/benchmarks.md).
+# Stated tolerances of the properties (see the README, "The scores").
 BASE_LOSS_RTOL = 1e-6  # p = 0 reproduces the untouched model's loss
 CHANCE_LOSS_ATOL = 0.05  # p = 1 with noise: |loss - ln K| <= 0.05 nats
 CHANCE_ACCURACY_ATOL = 0.10  # p = 1: accuracy <= majority-class share + 10 points
