@@ -7,11 +7,11 @@ pytest-benchmark group ``fisher per device``; the device and its name go into
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 
 import pytest
+from _devices import NO_GPU_REASON, device_name
 
 ROUNDS = 3
 PREFERRED_TASK = "mnist5k"
@@ -24,23 +24,6 @@ def _timing_task(plan) -> tuple[str, str | None]:
     return plan.tasks[-1]
 
 
-def _device_name(device: str) -> str:
-    import tensorflow as tf
-
-    if device == "GPU":
-        gpu = tf.config.list_physical_devices("GPU")[0]
-        details = tf.config.experimental.get_device_details(gpu)
-        return str(details.get("device_name") or gpu.name)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 @pytest.mark.parametrize("device", ["CPU", "GPU"])
 def test_fisher_per_device(benchmark, study, bench_records, device):
     import tensorflow as tf
@@ -48,7 +31,7 @@ def test_fisher_per_device(benchmark, study, bench_records, device):
     import importance as imp
 
     if device == "GPU" and not tf.config.list_physical_devices("GPU"):
-        pytest.skip("no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty)")
+        pytest.skip(NO_GPU_REASON)
     task, variant = _timing_task(study.plan)
     import tasks
 
@@ -56,7 +39,7 @@ def test_fisher_per_device(benchmark, study, bench_records, device):
     if reason:
         pytest.skip(f"task {task}: {reason}")
     run = study.run(task, variant, study.plan.seeds[0])
-    name = _device_name(device)
+    name = device_name(device)
     durations: list[float] = []
 
     def fisher() -> list:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import pytest
 import tensorflow as tf
+from _devices import NO_GPU_REASON, device_name
 from _per_example_models import (
     BATCH,
     MEASURES,
@@ -59,20 +60,6 @@ def state() -> dict:
     return {"built": {}, "seconds": {}, "memory": {}, "ref": {}}
 
 
-def _device_name(device: str) -> str:
-    if device == "GPU":
-        gpu = tf.config.list_physical_devices("GPU")[0]
-        return str(tf.config.experimental.get_device_details(gpu).get("device_name") or gpu.name)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "CPU"
-
-
 def _reference(state, key, model, measure, data):
     """Loop result on the first examples (what every method's error is measured against)."""
     if key not in state["ref"]:
@@ -88,7 +75,7 @@ def _reference(state, key, model, measure, data):
 )
 def test_per_example(benchmark, request, state, device, model_name, measure, method):
     if device == "GPU" and not tf.config.list_physical_devices("GPU"):
-        pytest.skip("no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty)")
+        pytest.skip(NO_GPU_REASON)
     full = request.config.getoption("--full", default=False)
     benchmark.group = "per-example"
     if model_name not in state["built"]:
@@ -153,7 +140,7 @@ def test_per_example(benchmark, request, state, device, model_name, measure, met
     benchmark.extra_info.update(
         group="per-example",
         device=device,
-        device_name=_device_name(device),
+        device_name=device_name(device),
         model=model_name,
         measure=measure,
         method=method,
