@@ -9,7 +9,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importance import _factorized
+from importance import _conv_moments, _factorized
 from importance.per_example import per_example_moment
 
 TOL = 1e-5
@@ -110,7 +110,7 @@ CONV2D = [
 )
 def test_conv2d_matches_loop(config, moment, channels, grouped, monkeypatch):
     """One input channel (all offsets in one matmul), grouped filter gradient, per offset."""
-    if grouped and channels > 1 and not _factorized._grouped_filter_grad_works():
+    if grouped and channels > 1 and not _conv_moments._grouped_filter_grad_works():
         pytest.skip("this TensorFlow build has no grouped filter gradient (TF_ENABLE_ONEDNN_OPTS=0?)")
     model = keras.Sequential(
         [keras.Input((7, 8, channels)), keras.layers.Conv2D(3, activation="relu", **config),
@@ -118,17 +118,17 @@ def test_conv2d_matches_loop(config, moment, channels, grouped, monkeypatch):
     )
     with pytest.MonkeyPatch.context() as patch:
         if not grouped:
-            patch.setattr(_factorized, "_GROUPED", [False])
+            patch.setattr(_conv_moments, "_GROUPED", [False])
         _check(model, tf.random.normal([BATCH, 7, 8, channels]), monkeypatch, moment=moment)
 
 
 def test_grouped_path_is_taken_for_several_channels(monkeypatch):
-    if not _factorized._grouped_filter_grad_works():
+    if not _conv_moments._grouped_filter_grad_works():
         pytest.skip("this TensorFlow build has no grouped filter gradient")
     calls = []
-    original = _factorized._grouped_kernel_moment
+    original = _conv_moments._grouped_kernel_moment
     monkeypatch.setattr(
-        _factorized, "_grouped_kernel_moment", lambda *a, **k: calls.append(1) or original(*a, **k)
+        _conv_moments, "_grouped_kernel_moment", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
     model = keras.Sequential([keras.Input((5, 5, 2)), keras.layers.Conv2D(3, 3), keras.layers.Flatten()])
     _factorized.per_example_moment(model, tf.random.normal([BATCH, 5, 5, 2]), _squared_norm)
@@ -244,7 +244,7 @@ def test_shared_layer_and_subclassed_model_fall_back():
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_inside_tf_function_with_unknown_batch_and_chunks(jit, monkeypatch):
-    monkeypatch.setattr(_factorized, "_CHUNK_ELEMENTS", 64)  # forces several chunks per layer
+    monkeypatch.setattr(_conv_moments, "_CHUNK_ELEMENTS", 64)  # forces several chunks per layer
     model = keras.Sequential(
         [keras.Input((3, 5, 2)), keras.layers.Conv2D(3, 2, padding="same", activation="relu"),
          keras.layers.Dense(4), keras.layers.Flatten(), keras.layers.Dense(CLASSES)]

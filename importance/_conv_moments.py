@@ -1,0 +1,196 @@
+"""Per-example kernel-gradient moments of Conv1D/Conv2D layers (used by :mod:`importance._factorized`).
+
+Example ``i``'s kernel gradient is ``sum over output positions of patch_i (x) g_i``; it does not
+factorise like a Dense layer's, so it is formed per example, a chunk of the batch at a time:
+
+* several input channels: one grouped filter gradient per chunk (the batch folded into the
+  groups of ``Conv2DBackpropFilter``), when this TensorFlow build supports grouped kernels and
+  the graph is not compiled by XLA;
+* one input channel: all kernel offsets in one matmul of the stacked shifted windows;
+* otherwise (dilation, XLA, builds without grouped kernels): one kernel offset at a time, so no
+  patch tensor is formed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+# Budget, in float32 elements, for the per-example tensors formed at once (patches and
+# per-example kernel gradients) when a layer's gradient does not factorise.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _f(t: tf.Tensor, moment: str) -> tf.Tensor:
+    """The moment of ``t``: ``t**2`` for ``"square"``, ``|t|`` for ``"abs"``."""
+    return tf.square(t) if moment == "square" else tf.abs(t)
+
+
+def _chunked(
+    block: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+    a: tf.Tensor,
+    g: tf.Tensor,
+    per_example: int,
+    shape: Any,
+) -> tf.Tensor:
+    """Sum of ``block(a[c], g[c])`` over chunks ``c`` of the batch, one chunk at a time.
+
+    Chunks run one after another (``parallel_iterations=1``) so that at most one chunk of
+    per-example tensors (``per_example`` float32 elements each) is alive; no (batch x
+    parameters) tensor of the model is formed.
+    """
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, per_example))
+    static_n = a.shape[0]
+    if static_n is not None and static_n <= chunk:
+        return block(a, g)
+    n = tf.shape(a)[0]
+    _, total = tf.while_loop(
+        lambda start, _: start < n,
+        lambda start, acc: (
+            start + chunk,
+            acc + block(a[start : start + chunk], g[start : start + chunk]),
+        ),
+        (tf.constant(0), tf.zeros(shape, a.dtype)),
+        parallel_iterations=1,
+    )
+    return total
+
+
+def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
+    """sum_i f(dL_i/dK) of a Conv1D/Conv2D kernel, one kernel offset at a time.
+
+    For kernel offset (p, q) the per-example gradient is S_i^T g_i, where S_i is the input
+    window shifted by (p, q) (strided like the convolution), so no patch tensor is formed.
+    """
+    sizes, strides, rates = list(layer.kernel_size), list(layer.strides), list(layer.dilation_rate)
+    padding = layer.padding
+    if layer.rank == 1:
+        a, g = a[:, None], g[:, None]
+        sizes, strides, rates = [1] + sizes, [1] + strides, [1] + rates
+    pads = [[0, 0]]
+    for axis in (1, 2):
+        k_eff = (sizes[axis - 1] - 1) * rates[axis - 1] + 1
+        n_in, n_out, s = int(a.shape[axis]), int(g.shape[axis]), strides[axis - 1]
+        if padding == "causal":  # Conv1D only: the layer pads (k - 1) * dilation on the left
+            pads.append([k_eff - 1, 0])
+        elif padding == "same":
+            total = max((n_out - 1) * s + k_eff - n_in, 0)
+            pads.append([total // 2, total - total // 2])
+        else:
+            pads.append([0, 0])
+    out_h, out_w = int(g.shape[1]), int(g.shape[2])
+    channels, filters = int(a.shape[-1]), int(g.shape[-1])
+    if channels > 1 and rates == [1, 1] and not _in_xla() and _grouped_filter_grad_works():
+        if padding == "same":  # TensorFlow's SAME pads as computed above: no padded copy
+            return _grouped_kernel_moment(layer, a, g, sizes, strides, "SAME", moment)
+        return _grouped_kernel_moment(layer, tf.pad(a, pads + [[0, 0]]), g, sizes, strides, "VALID", moment)
+    a = tf.pad(a, pads + [[0, 0]])
+
+    def windows(ac: tf.Tensor) -> list[tf.Tensor]:
+        """The input window of every kernel offset, (n, out_h * out_w, channels) each."""
+        out = []
+        for p in range(sizes[0]):
+            for q in range(sizes[1]):
+                top, left = p * rates[0], q * rates[1]
+                window = ac[
+                    :,
+                    top : top + (out_h - 1) * strides[0] + 1 : strides[0],
+                    left : left + (out_w - 1) * strides[1] + 1 : strides[1],
+                ]
+                out.append(tf.reshape(window, [tf.shape(ac)[0], out_h * out_w, channels]))
+        return out
+
+    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
+        gc = tf.reshape(gc, [tf.shape(gc)[0], out_h * out_w, filters])
+        if channels == 1:  # one input channel: all offsets in one matmul, (n, K, P) x (n, P, F)
+            stacked = tf.stack([w[..., 0] for w in windows(ac)], axis=1)
+            return tf.reduce_sum(_f(tf.matmul(stacked, gc), moment), axis=0)[:, None, :]
+        offsets = [
+            tf.reduce_sum(_f(tf.matmul(w, gc, transpose_a=True), moment), axis=0) for w in windows(ac)
+        ]
+        return tf.stack(offsets)
+
+    per_example = out_h * out_w * channels * (sizes[0] * sizes[1] if channels == 1 else 1)
+    per_example += out_h * out_w * filters + sizes[0] * sizes[1] * channels * filters
+    kernel = _chunked(block, a, g, per_example, [sizes[0] * sizes[1], channels, filters])
+    return tf.reshape(kernel, layer.kernel.shape)
+
+
+def _grouped_kernel_moment(
+    layer: Any,
+    a: tf.Tensor,
+    g: tf.Tensor,
+    sizes: list[int],
+    strides: list[int],
+    padding: str,
+    moment: str,
+) -> tf.Tensor:
+    """Per-example kernel gradients as one grouped filter gradient (batch folded into groups).
+
+    The inputs of a chunk of ``n`` examples become one image with ``n * C`` channels and the
+    output gradients one with ``n * F`` channels; the filter gradient of the grouped convolution
+    (``n`` groups) is then the ``n`` per-example kernel gradients side
+    by side.
+    """
+    height, width, channels = int(a.shape[1]), int(a.shape[2]), int(a.shape[3])
+    out_h, out_w, filters = int(g.shape[1]), int(g.shape[2]), int(g.shape[3])
+
+    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
+        n = tf.shape(ac)[0]
+        image = tf.transpose(tf.reshape(ac, [n, height * width, channels]), [1, 0, 2])
+        grads = tf.transpose(tf.reshape(gc, [n, out_h * out_w, filters]), [1, 0, 2])
+        per_example = tf.raw_ops.Conv2DBackpropFilter(
+            input=tf.reshape(image, [1, height, width, n * channels]),
+            filter_sizes=tf.stack([sizes[0], sizes[1], channels, n * filters]),
+            out_backprop=tf.reshape(grads, [1, out_h, out_w, n * filters]),
+            strides=[1, *strides, 1],
+            padding=padding,
+        )
+        per_example = tf.reshape(per_example, [sizes[0] * sizes[1] * channels, n, filters])
+        return tf.reduce_sum(_f(per_example, moment), axis=1)
+
+    per_example = height * width * channels + out_h * out_w * filters
+    per_example += 2 * sizes[0] * sizes[1] * channels * filters
+    kernel = _chunked(block, a, g, per_example, [sizes[0] * sizes[1] * channels, filters])
+    return tf.reshape(kernel, layer.kernel.shape)
+
+
+_GROUPED: list[bool] = []
+
+
+def _in_xla() -> bool:
+    """Whether the graph being built is compiled by XLA (which needs static group counts)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - private module moved: take the path XLA accepts
+        return True
+    if tf.executing_eagerly():
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+def _grouped_filter_grad_works() -> bool:
+    """Whether this TensorFlow build computes grouped filter gradients (probed once, eagerly).
+
+    oneDNN (TensorFlow's default CPU kernels on x86) and cuDNN do; TensorFlow's own CPU kernel
+    (``TF_ENABLE_ONEDNN_OPTS=0``) refuses grouped inputs, and the per-offset path is used.
+    """
+    if not _GROUPED:
+        with tf.init_scope():
+            x = np.arange(2 * 4 * 4 * 2, dtype=np.float32).reshape(1, 4, 4, 4) / 10.0
+            dy = np.ones((1, 2, 2, 6), np.float32)
+            try:
+                got = tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=[3, 3, 2, 6], out_backprop=dy, strides=[1, 1, 1, 1],
+                    padding="VALID",
+                ).numpy()
+            except (tf.errors.OpError, ValueError):
+                _GROUPED.append(False)
+            else:
+                # group 0 (channels 0-1, filters 0-2) sees input channels 0-1 only
+                expected = np.stack([x[0, p : p + 2, q : q + 2, :2].sum((0, 1)) for p in range(3) for q in range(3)])
+                _GROUPED.append(bool(np.allclose(got[..., 0].reshape(9, 2), expected, rtol=1e-5)))
+    return _GROUPED[0]
