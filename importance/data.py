@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from importance._checks import check_positive_int
+
 DEFAULT_BATCH_SIZE = 128
 
 
@@ -29,8 +31,7 @@ def as_dataset(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tf.data.Da
         ValueError: Empty data, mismatched lengths, or a bad batch size.
         TypeError: Data of a form this library does not understand.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received: {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     if isinstance(data, tf.data.Dataset):
         return data
     x, y = split_xy(data)
@@ -135,10 +136,7 @@ def iter_batches(
     Raises:
         ValueError: A bad ``max_examples``, or data with no examples.
     """
-    if max_examples is not None and (
-        isinstance(max_examples, bool) or not isinstance(max_examples, (int, np.integer)) or max_examples < 1
-    ):
-        raise ValueError(f"max_examples must be a positive integer or None. Received: {max_examples!r}")
+    check_positive_int("max_examples", max_examples, allow_none=True)
     if not isinstance(data, tf.data.Dataset) and max_examples is not None:
         x, y = split_xy(data)
         data = (x[:max_examples], y[:max_examples])
@@ -183,9 +181,9 @@ def _eval_batches(data: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
     """Batches for :func:`evaluate`. Arrays are sliced directly: creating a tf.data iterator
     costs more than evaluating a small model, and a threshold sweep evaluates many times."""
     if isinstance(data, tf.data.Dataset):
-        yield from as_dataset(data, batch_size=batch_size)
+        yield from iter_batches(data, batch_size=batch_size)  # also converts one-hot labels
         return
-    as_dataset((np.zeros((1, 1)), np.zeros(1)), batch_size=batch_size)  # validates batch_size
+    check_positive_int("batch_size", batch_size)
     x, y = split_xy(data)
     for start in range(0, y.shape[0], int(batch_size)):
         yield x[start : start + batch_size], y[start : start + batch_size]

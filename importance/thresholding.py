@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from importance._checks import check_positive_int, check_seed
 from importance.aggregation import layer_groups
-from importance.data import DEFAULT_BATCH_SIZE, as_dataset, evaluate, split_xy
+from importance.data import DEFAULT_BATCH_SIZE, evaluate, split_xy
 from importance.registry import validate_scores
 
 SCOPES = ("global", "layer")
@@ -62,7 +63,7 @@ def replacement_ranks(scores_flat: Any, *, seed: int = 0, groups: Any = None) ->
     group = np.zeros(n, np.int64) if groups is None else np.asarray(groups, np.int64).ravel()
     if group.size != n:
         raise ValueError(f"groups has {group.size} entries but scores has {n}.")
-    key = np.random.default_rng([_check_seed(seed), 0]).permutation(n)
+    key = np.random.default_rng([check_seed(seed), 0]).permutation(n)
     if n == 0:
         return np.zeros(0, np.int64)
     order = np.lexsort((key, scores, group))
@@ -137,7 +138,7 @@ def threshold_sweep(
         raise ValueError(f"scope must be one of {SCOPES}. Received: {scope!r}")
     if replace not in REPLACEMENTS:
         raise ValueError(f"replace must be one of {REPLACEMENTS}. Received: {replace!r}")
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     levels = _check_thresholds(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     _check_model(model)
     arrays = validate_scores(scores, model, measure="scores")
@@ -225,12 +226,6 @@ def _check_thresholds(thresholds: Any) -> list[float]:
     return levels
 
 
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer. Received: {seed!r}")
-    return int(seed)
-
-
 def _check_model(model: Any) -> None:
     if not getattr(model, "built", False):
         raise ValueError(
@@ -246,9 +241,9 @@ def _check_model(model: Any) -> None:
 def _check_data(data: Any, batch_size: int) -> Any:
     import tensorflow as tf
 
-    dataset = as_dataset(data, batch_size=batch_size)  # checks (x, y), emptiness, batch size
-    if isinstance(data, tf.data.Dataset) and int(data.cardinality()) == 0:
-        raise ValueError("data is empty: the dataset yields no batches.")
-    if not isinstance(data, tf.data.Dataset):
-        return split_xy(data)  # arrays: evaluate slices them, no tf.data iterator per threshold
-    return dataset
+    check_positive_int("batch_size", batch_size)
+    if isinstance(data, tf.data.Dataset):
+        if int(data.cardinality()) == 0:
+            raise ValueError("data is empty: the dataset yields no batches.")
+        return data
+    return split_xy(data)  # checks (x, y) and emptiness; evaluate slices the arrays

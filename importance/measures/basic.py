@@ -11,13 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from importance._checks import check_seed
 from importance.registry import register_measure
-
-
-def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer. Received: {seed!r}")
-    return int(seed)
 
 
 @register_measure("random")
@@ -36,7 +31,7 @@ def random(model: Any, data: Any = None, *, seed: int = 0) -> list[np.ndarray]:
     Returns:
         One float64 array per trainable weight.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     return [
         np.random.default_rng([seed, i]).random(tuple(w.shape))
         for i, w in enumerate(model.trainable_weights)

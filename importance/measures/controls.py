@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from importance._checks import check_seed
 from importance.aggregation import layer_groups
-from importance.measures.basic import _check_seed
 from importance.registry import compute_importance, get_measure, register_measure
 
 
@@ -44,7 +44,7 @@ def shuffled(model: Any, data: Any = None, *, base: str, seed: int = 0, **base_o
         KeyError: Unknown base measure.
         ValueError: A bad seed, or a base that is itself a shuffled control.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     spec = get_measure(base)
     if spec.fn is shuffled:
         raise ValueError(f"base must not be a shuffled control itself. Received: {base!r}")

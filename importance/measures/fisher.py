@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from importance._checks import check_seed
 from importance.data import (
     DEFAULT_BATCH_SIZE,
     iter_batches,
@@ -30,7 +31,6 @@ from importance.data import (
     num_classes,
     outputs_are_probabilities,
 )
-from importance.measures.basic import _check_seed
 from importance.per_example import METHODS, per_example_moment
 from importance.registry import register_measure
 
@@ -83,7 +83,7 @@ def fisher(
         ValueError: A bad option value (named in the message) or empty data.
     """
     _check_options(labels, method)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     from_logits = _resolve_from_logits(model, from_logits)
     step = _step(model, _fisher_sums, (labels, method, from_logits), method)
     totals: list[np.ndarray] | None = None
@@ -148,7 +148,7 @@ def sample_labels(
     Returns:
         int32 array of shape ``(N,)``.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     from_logits = _resolve_from_logits(model, from_logits)
     step = _step(model, _sampled_batch, (from_logits,), "vmap")  # compiled, as inside fisher
     drawn = [
