@@ -70,6 +70,7 @@ class _XdistRunDir:
 
 def _writer(config: pytest.Config) -> Any:
     from reports import RecordWriter
+    from reports.records import meta_record
 
     if not hasattr(config, "_bench_writer"):
         worker = _worker_id(config)
@@ -77,7 +78,7 @@ def _writer(config: pytest.Config) -> Any:
             config._bench_run_dir / f"records-{worker}.jsonl", worker=worker
         )
         if worker == "main":
-            config._bench_writer.write([{"kind": "meta", "run": _meta(config)}])
+            config._bench_writer.write([meta_record(run=_meta(config))])
     return config._bench_writer
 
 

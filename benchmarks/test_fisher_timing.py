@@ -13,6 +13,8 @@ import time
 import pytest
 from _devices import NO_GPU_REASON, device_name
 
+from reports.records import timing_record
+
 ROUNDS = 3
 PREFERRED_TASK = "mnist5k"
 
@@ -38,26 +40,26 @@ def test_fisher_per_device(benchmark, study, bench_records, device):
     reason = tasks.get_task(task).unavailable_reason()
     if reason:
         pytest.skip(f"task {task}: {reason}")
-    run = study.run(task, variant, study.plan.seeds[0])
+    subject = study.subject(task, variant, study.plan.seeds[0])
     name = device_name(device)
     durations: list[float] = []
 
     def fisher() -> list:
         start = time.perf_counter()
         with tf.device(f"/{device}:0"):
-            scores = imp.compute_importance("fisher", run.model, run.measure_data)
+            scores = imp.compute_importance("fisher", subject.model, subject.measure_data)
         durations.append(time.perf_counter() - start)
         return scores
 
     fisher()  # warm-up: traces the tf.function on this device
     durations.clear()
     benchmark.group = "fisher per device"
-    benchmark.extra_info.update(device=device, device_name=name, task=task, variant=run.variant,
-                                examples=int(len(run.measure_data[1])))
+    benchmark.extra_info.update(device=device, device_name=name, task=task, variant=subject.variant,
+                                examples=int(len(subject.measure_data[1])))
     benchmark.pedantic(fisher, rounds=ROUNDS, iterations=1, warmup_rounds=0)
     assert durations, "the Fisher computation did not run"
-    bench_records.write([{
-        "kind": "timing", "group": "fisher_device", "measure": "fisher", "task": task,
-        "variant": run.variant, "seed": run.seed, "device": device, "device_name": name,
-        "examples": int(len(run.measure_data[1])), "seconds": statistics.median(durations),
-    }])
+    bench_records.write([timing_record(
+        group="fisher_device", measure="fisher", task=task, variant=subject.variant, seed=subject.seed,
+        device=device, device_name=name, examples=int(len(subject.measure_data[1])),
+        seconds=statistics.median(durations),
+    )])

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from reports.records import LEVELS
+
 # Stated tolerances of the properties (see the README, "The scores").
 BASE_LOSS_RTOL = 1e-6  # p = 0 reproduces the untouched model's loss
 CHANCE_LOSS_ATOL = 0.05  # p = 1 with noise: |loss - ln K| <= 0.05 nats
@@ -44,11 +46,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if metafunc.function.__name__ == "test_compute_time":
             params += [pytest.param(m, task, variant, id=f"{m}-{label}", marks=marks) for m in measures]
         elif metafunc.function.__name__ == "test_case":
-            for level in _study.LEVELS:
-                for scope, replace in plan.combos_for(task):
+            for level in LEVELS:
+                for scope, replace in plan.treatments_for(task):
                     if level == "layer" and scope == "layer":
                         continue  # one score per layer ranked within the layer: ties only
-                    extra = "" if (scope, replace) == _study.DEFAULT_COMBO else f"-{scope}-{replace}"
+                    extra = "" if (scope, replace) == _study.DEFAULT_TREATMENT else f"-{scope}-{replace}"
                     params += [pytest.param(m, task, variant, level, scope, replace,
                                             id=f"{m}-{label}-{level}{extra}", marks=marks) for m in measures]
         elif metafunc.function.__name__ == "test_beats_random" and task == "planted":
@@ -79,54 +81,54 @@ def _task_marks(task: str, label: str, grouped: bool) -> list:
 def test_compute_time(benchmark, study, measure, task, variant):
     """Time one computation of the measure on the task (seed 0); keep its scores for the cases."""
     seed = study.plan.seeds[0]
-    run = study.run(task, variant, seed)
+    subject = study.subject(task, variant, seed)
     benchmark.group = f"compute: {_study.task_label(task, variant)}"
-    benchmark.extra_info.update(measure=measure, task=task, variant=run.variant, seed=seed,
-                                examples=int(len(run.measure_data[1])))
+    benchmark.extra_info.update(measure=measure, task=task, variant=subject.variant, seed=seed,
+                                examples=int(len(subject.measure_data[1])))
     try:
-        benchmark.pedantic(study.scores, args=(measure, run), kwargs={"fresh": True},
+        benchmark.pedantic(study.scores, args=(measure, subject), kwargs={"fresh": True},
                            rounds=1, iterations=1, warmup_rounds=0)
     except _study.MeasureFailed as error:
         pytest.fail(str(error), pytrace=False)
     from reports.scoring import robustness_score, safe_fraction
 
-    for level in _study.LEVELS:
-        curve = study.curve(measure, run, level, *_study.DEFAULT_COMBO).frame
+    for level in LEVELS:
+        curve = study.curve(measure, subject, level, *_study.DEFAULT_TREATMENT).frame
         benchmark.extra_info[f"robustness_score_{level}"] = robustness_score(
-            curve["threshold"], curve["loss"], num_classes=run.task.num_classes, base_loss=run.base_loss)
+            curve["threshold"], curve["loss"], num_classes=subject.task.num_classes, base_loss=subject.base_loss)
         benchmark.extra_info[f"safe_fraction_{level}"] = safe_fraction(
-            curve["threshold"], curve["accuracy"], base_accuracy=run.base_accuracy)
+            curve["threshold"], curve["accuracy"], base_accuracy=subject.base_accuracy)
 
 
 def test_case(study, bench_records, measure, task, variant, level, scope, replace):
     """Curves over seeds, recorded; then the threshold-robustness properties, for every seed."""
     curves = []
     for seed in study.plan.seeds:
-        run = study.run(task, variant, seed)
+        subject = study.subject(task, variant, seed)
         try:
-            curve = study.curve(measure, run, level, scope, replace)
+            curve = study.curve(measure, subject, level, scope, replace)
         except _study.MeasureFailed as error:
             pytest.fail(str(error), pytrace=False)
-        bench_records.write(_study.point_records(measure, run, level, scope, replace, curve))
-        curves.append((run, curve))
-    for index, (run, curve) in enumerate(curves):
-        _check_properties(study, measure, run, level, scope, replace, curve, rerun=index == 0)
+        bench_records.write(_study.point_records(measure, subject, level, scope, replace, curve))
+        curves.append((subject, curve))
+    for index, (subject, curve) in enumerate(curves):
+        _check_properties(study, measure, subject, level, scope, replace, curve, rerun=index == 0)
 
 
-def _check_properties(study, measure, run, level, scope, replace, curve, *, rerun: bool) -> None:
+def _check_properties(study, measure, subject, level, scope, replace, curve, *, rerun: bool) -> None:
     frame = curve.frame.set_index("threshold")
-    where = f"{measure} on {run.task.name} seed {run.seed} ({level}, {scope}, {replace})"
+    where = f"{measure} on {subject.task.name} seed {subject.seed} ({level}, {scope}, {replace})"
     thresholds = list(study.plan.thresholds)
     assert list(frame.index) == thresholds, where
     # p = 0: the untouched model's loss.
-    assert frame.loc[0.0, "loss"] == pytest.approx(run.base_loss, rel=BASE_LOSS_RTOL), where
-    assert frame.loc[0.0, "accuracy"] == run.base_accuracy, where
+    assert frame.loc[0.0, "loss"] == pytest.approx(subject.base_loss, rel=BASE_LOSS_RTOL), where
+    assert frame.loc[0.0, "accuracy"] == subject.base_accuracy, where
     # p = 1: at chance.
-    chance = _study.ln_k(run.task.num_classes)
+    chance = _study.ln_k(subject.task.num_classes)
     tolerance = CHANCE_LOSS_ATOL if replace == "noise" else ZERO_LOSS_ATOL
     assert abs(frame.loc[1.0, "loss"] - chance) <= tolerance, (
         f"{where}: loss at p=1 is {frame.loc[1.0, 'loss']:.4f}, ln K = {chance:.4f} (tolerance {tolerance})")
-    majority = _study.chance_accuracy(run.test_data[1])
+    majority = _study.chance_accuracy(subject.test_data[1])
     assert frame.loc[1.0, "accuracy"] <= majority + CHANCE_ACCURACY_ATOL, (
         f"{where}: accuracy at p=1 is {frame.loc[1.0, 'accuracy']:.3f}, majority class {majority:.3f}")
     # The replaced fraction is exact at every threshold, and the weights really were replaced.
@@ -139,31 +141,31 @@ def _check_properties(study, measure, run, level, scope, replace, curve, *, reru
         assert expected - slack <= changed <= expected, (
             f"{where}: at p={p} {changed} weights differ from the model, expected {expected}")
     # The model is bitwise unchanged after the case.
-    for weight, snapshot in zip(run.model.trainable_weights, run.snapshot, strict=True):
+    for weight, snapshot in zip(subject.model.trainable_weights, subject.snapshot, strict=True):
         assert np.array_equal(np.asarray(weight.numpy()), snapshot), f"{where}: {weight.path} changed"
     # Same seed, same curve (the sweep runs again for the case's first seed).
     if not rerun:
         return
-    again = study.curve(measure, run, level, scope, replace, fresh=True).frame
+    again = study.curve(measure, subject, level, scope, replace, fresh=True).frame
     pd.testing.assert_frame_equal(again, curve.frame, check_exact=True, obj=where)
 
 
 def test_beats_random(study, measure, task, variant, level):
-    """On the planted task an informed measure's score beats random's at every seed (paired)."""
-    from reports.scoring import robustness_score
+    """On the planted task an informed measure's robustness score beats random's at every seed (paired)."""
+    from reports.records import BASELINE
+    from reports.scoring import lift, robustness_score
 
-    lifts = []
+    scores: dict[str, list[float]] = {measure: [], BASELINE: []}
     for seed in study.plan.seeds:
-        run = study.run(task, variant, seed)
-        scores = {}
-        for name in (measure, "random"):
+        subject = study.subject(task, variant, seed)
+        for name in scores:
             try:
-                frame = study.curve(name, run, level, *_study.DEFAULT_COMBO).frame
+                frame = study.curve(name, subject, level, *_study.DEFAULT_TREATMENT).frame
             except _study.MeasureFailed as error:
                 pytest.fail(str(error), pytrace=False)
-            scores[name] = robustness_score(frame["threshold"], frame["loss"],
-                                            num_classes=run.task.num_classes, base_loss=run.base_loss)
-        lifts.append(scores["random"] - scores[measure])
+            scores[name].append(robustness_score(frame["threshold"], frame["loss"],
+                                                 num_classes=subject.task.num_classes, base_loss=subject.base_loss))
+    lifts = lift(scores[BASELINE], scores[measure]).tolist()
     assert all(lift > 0 for lift in lifts) and not math.isnan(sum(lifts)), (
         f"{measure} does not beat random on {task} at {level} level; lift per seed: "
         + ", ".join(f"{lift:+.4f}" for lift in lifts))

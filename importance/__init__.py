@@ -13,21 +13,23 @@ Public API::
     curve = imp.threshold_sweep(model, scores, (x, y), thresholds=[0, 0.5, 1])
 """
 
-from importance.aggregation import aggregate
-from importance.online import Recorder, Tracker, register_tracker, track
+from importance.aggregation import AggregationWarning, aggregate
+from importance.online import Recorder, Tracker
 from importance.registry import (
-    ImportanceError,
     PluginWarning,
     available_measures,
     compute_importance,
     get_measure,
     register_measure,
+    register_tracker,
+    track,
     unregister_measure,
-    validate_scores,
 )
+from importance.scores import ImportanceError, validate_scores
 from importance.thresholding import threshold_sweep
 
 __all__ = [
+    "AggregationWarning",
     "ImportanceError",
     "PluginWarning",
     "Recorder",

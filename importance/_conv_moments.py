@@ -19,17 +19,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from importance._moments import apply_moment
+
 # Budget, in float32 elements, for the per-example tensors formed at once (patches and
 # per-example kernel gradients) when a layer's gradient does not factorise.
 _CHUNK_ELEMENTS = 1 << 22
 
 
-def _f(t: tf.Tensor, moment: str) -> tf.Tensor:
-    """The moment of ``t``: ``t**2`` for ``"square"``, ``|t|`` for ``"abs"``."""
-    return tf.square(t) if moment == "square" else tf.abs(t)
-
-
-def _chunked(
+def chunked(
     block: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
     a: tf.Tensor,
     g: tf.Tensor,
@@ -59,7 +56,7 @@ def _chunked(
     return total
 
 
-def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
+def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
     """sum_i f(dL_i/dK) of a Conv1D/Conv2D kernel, one kernel offset at a time.
 
     For kernel offset (p, q) the per-example gradient is S_i^T g_i, where S_i is the input
@@ -107,15 +104,15 @@ def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> 
         gc = tf.reshape(gc, [tf.shape(gc)[0], out_h * out_w, filters])
         if channels == 1:  # one input channel: all offsets in one matmul, (n, K, P) x (n, P, F)
             stacked = tf.stack([w[..., 0] for w in windows(ac)], axis=1)
-            return tf.reduce_sum(_f(tf.matmul(stacked, gc), moment), axis=0)[:, None, :]
+            return tf.reduce_sum(apply_moment(tf.matmul(stacked, gc), moment), axis=0)[:, None, :]
         offsets = [
-            tf.reduce_sum(_f(tf.matmul(w, gc, transpose_a=True), moment), axis=0) for w in windows(ac)
+            tf.reduce_sum(apply_moment(tf.matmul(w, gc, transpose_a=True), moment), axis=0) for w in windows(ac)
         ]
         return tf.stack(offsets)
 
     per_example = out_h * out_w * channels * (sizes[0] * sizes[1] if channels == 1 else 1)
     per_example += out_h * out_w * filters + sizes[0] * sizes[1] * channels * filters
-    kernel = _chunked(block, a, g, per_example, [sizes[0] * sizes[1], channels, filters])
+    kernel = chunked(block, a, g, per_example, [sizes[0] * sizes[1], channels, filters])
     return tf.reshape(kernel, layer.kernel.shape)
 
 
@@ -150,11 +147,11 @@ def _grouped_kernel_moment(
             padding=padding,
         )
         per_example = tf.reshape(per_example, [sizes[0] * sizes[1] * channels, n, filters])
-        return tf.reduce_sum(_f(per_example, moment), axis=1)
+        return tf.reduce_sum(apply_moment(per_example, moment), axis=1)
 
     per_example = height * width * channels + out_h * out_w * filters
     per_example += 2 * sizes[0] * sizes[1] * channels * filters
-    kernel = _chunked(block, a, g, per_example, [sizes[0] * sizes[1] * channels, filters])
+    kernel = chunked(block, a, g, per_example, [sizes[0] * sizes[1] * channels, filters])
     return tf.reshape(kernel, layer.kernel.shape)
 
 

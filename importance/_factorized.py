@@ -31,10 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._conv_moments import _chunked, _conv_kernel_moment, _f
-
-Objective = Callable[[tf.Tensor], tf.Tensor]
-MOMENTS = ("square", "abs")
+from importance._conv_moments import chunked, conv_kernel_moment
+from importance._moments import Objective, apply_moment, check_moment
 
 
 def per_example_moment(
@@ -57,8 +55,6 @@ def per_example_moment(
     Raises:
         ValueError: Unknown moment.
     """
-    if moment not in MOMENTS:
-        raise ValueError(f"moment must be one of {MOMENTS}. Received: {moment!r}")
     if targets is not None:
         objective = _bind(objective, targets)
     return per_example_moment_sum(model, x, [objective], moment=moment)
@@ -83,8 +79,7 @@ def per_example_moment_sum(
     Returns:
         One float32 tensor per ``model.trainable_weights`` entry.
     """
-    if moment not in MOMENTS:
-        raise ValueError(f"moment must be one of {MOMENTS}. Received: {moment!r}")
+    check_moment(moment)
     weights = list(model.trainable_weights)
     index = {id(w): k for k, w in enumerate(weights)}
     captures: list[_Capture] = []
@@ -110,7 +105,7 @@ def per_example_moment_sum(
             )
             for u, (capture, grad) in enumerate(zip(usable, grads, strict=True)):
                 if capture.linear_in_fg():
-                    fg = _f(grad, moment)
+                    fg = apply_moment(grad, moment)
                     summed_fg[u] = fg if u not in summed_fg else summed_fg[u] + fg
                     continue
                 for variable, value in zip(capture.variables(), capture.moments(grad, moment), strict=True):
@@ -145,7 +140,7 @@ def _jacobian_moments(
         unconnected_gradients=tf.UnconnectedGradients.ZERO,
         experimental_use_pfor=True,
     )
-    return [tf.reduce_sum(_f(j, moment), axis=0) for j in jac]
+    return [tf.reduce_sum(apply_moment(j, moment), axis=0) for j in jac]
 
 
 class _Capture:
@@ -165,7 +160,7 @@ class _Capture:
 
     def moments_of_fg(self, fg: tf.Tensor, moment: str) -> list[tf.Tensor]:
         """Moments of a 2-D Dense layer from f(g) (summed over objectives)."""
-        out = [tf.matmul(_f(self.a, moment), fg, transpose_a=True)]
+        out = [tf.matmul(apply_moment(self.a, moment), fg, transpose_a=True)]
         if getattr(self.layer, "bias", None) is not None:
             out.append(tf.reduce_sum(fg, axis=0))
         return out
@@ -173,23 +168,23 @@ class _Capture:
     def moments(self, g: tf.Tensor, moment: str) -> list[tf.Tensor]:
         layer, a = self.layer, self.a
         if self.linear_in_fg():
-            return self.moments_of_fg(_f(g, moment), moment)
+            return self.moments_of_fg(apply_moment(g, moment), moment)
         if isinstance(layer, keras.layers.Dense):
             positions = int(np.prod(a.shape[1:-1]))
             a = tf.reshape(a, [tf.shape(a)[0], positions, a.shape[-1]])
             g = tf.reshape(g, [tf.shape(g)[0], positions, g.shape[-1]])
             per_example = int(a.shape[-1]) * (positions + int(g.shape[-1]))
-            kernel = _chunked(
-                lambda ac, gc: tf.reduce_sum(_f(tf.matmul(ac, gc, transpose_a=True), moment), 0),
+            kernel = chunked(
+                lambda ac, gc: tf.reduce_sum(apply_moment(tf.matmul(ac, gc, transpose_a=True), moment), 0),
                 a, g, per_example, layer.kernel.shape,
             )
             bias_g = tf.reduce_sum(g, axis=1)
         else:
-            kernel = _conv_kernel_moment(layer, a, g, moment)
+            kernel = conv_kernel_moment(layer, a, g, moment)
             bias_g = tf.reduce_sum(tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]]), axis=1)
         out = [kernel]
         if getattr(layer, "bias", None) is not None:
-            out.append(tf.reduce_sum(_f(bias_g, moment), axis=0))
+            out.append(tf.reduce_sum(apply_moment(bias_g, moment), axis=0))
         return out
 
 

@@ -34,7 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from importance.registry import validate_scores
+from importance.checks import check_choice
+from importance.layers import layer_groups, owning_layers
+from importance.scores import validate_scores
+
+__all__ = ["LEVELS", "REDUCERS", "AggregationWarning", "aggregate", "layer_groups", "owning_layers"]
 
 LEVELS = ("weight", "unit", "layer")
 REDUCERS: dict[str, np.ufunc | str] = {
@@ -78,10 +82,8 @@ def aggregate(
     Warns:
         AggregationWarning: At unit level, for each layer without a known unit structure.
     """
-    if level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS}. Received: {level!r}")
-    if not isinstance(reduce, str) or reduce not in REDUCERS:
-        raise ValueError(f"reduce must be one of {tuple(REDUCERS)}. Received: {reduce!r}")
+    check_choice("level", level, LEVELS)
+    check_choice("reduce", reduce, REDUCERS)
     arrays = validate_scores(scores, model, measure="scores")
     if level == "weight":
         return [a.copy() for a in arrays]
@@ -95,48 +97,6 @@ def aggregate(
         for i, value in zip(indices, pooled, strict=True):
             out[i] = value
     return out  # type: ignore[return-value]
-
-
-def owning_layers(model: Any) -> list[Any]:
-    """The innermost Keras layer holding each trainable weight, aligned with ``trainable_weights``.
-
-    Layers are walked recursively (nested models, layers inside custom layers); a variable is
-    attributed to the deepest layer whose ``trainable_weights`` contain it (by identity). A
-    variable no sublayer holds belongs to ``model`` itself.
-    """
-    owner: dict[int, Any] = {}
-    for layer in _walk(model):
-        for variable in layer.trainable_weights:
-            owner[id(variable)] = layer
-    return [owner.get(id(v), model) for v in model.trainable_weights]
-
-
-def layer_groups(model: Any) -> list[tuple[Any, list[int]]]:
-    """Trainable weights grouped by owning layer: ``[(layer, [weight indices]), ...]``.
-
-    Indices refer to ``model.trainable_weights``; groups are in order of their first weight.
-    """
-    groups: dict[int, tuple[Any, list[int]]] = {}
-    for index, layer in enumerate(owning_layers(model)):
-        groups.setdefault(id(layer), (layer, []))[1].append(index)
-    return list(groups.values())
-
-
-def _walk(layer: Any, seen: set[int] | None = None) -> list[Any]:
-    """``layer`` and all its sublayers, parents before children."""
-    seen = set() if seen is None else seen
-    if id(layer) in seen:
-        return []
-    seen.add(id(layer))
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is not None:
-        children = list(flatten(include_self=False, recursive=False))
-    else:
-        children = list(getattr(layer, "layers", []) or [])
-    order = [layer]
-    for child in children:
-        order.extend(_walk(child, seen))
-    return order
 
 
 def _unit_labels(layer: Any, variables: list[Any]) -> list[np.ndarray]:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from importance._checks import check_positive_int
+from importance.checks import check_positive_int
 
 DEFAULT_BATCH_SIZE = 128
 

@@ -2,11 +2,11 @@
 
 Online measures need what happens *during* training: the task-loss gradient and the weights before
 and after every optimiser step. A :class:`Recorder` holds one :class:`Tracker` per online measure
-and is fed in one of two ways:
+(each online measure names its tracker class when it is registered:
+``register_measure("si", online=True, tracker=SITracker)``) and is fed in one of two ways:
 
-* the project's trainer (:func:`tasks.trainer.train`) calls :meth:`Recorder.observe` in its
-  compiled step with the gradient of the task loss (never of a regulariser such as an EWC
-  penalty);
+* a training loop calls :meth:`Recorder.observe` in its step with the gradient of the task loss
+  (never of a regulariser such as an EWC penalty); ``tasks.trainer.train`` does;
 * plain ``model.fit``: :func:`track` patches the model's ``train_step`` so that every step also
   computes the task-loss gradient (one extra forward/backward pass per step, at the pre-step
   weights, with the model's *compiled* loss only: ``model.losses`` such as weight or activity
@@ -19,19 +19,20 @@ and is fed in one of two ways:
       scores = importance.compute_importance("si", model)
       recorder.stop()                                 # optional: restores train_step
 
-:func:`importance.compute_importance` finds the recorder of a model by itself.
+:func:`importance.compute_importance` finds the recorder of a model by itself and passes it to
+the measure as ``recorder=``. This module knows no measure names: :func:`importance.track`
+(in :mod:`importance.registry`) looks the trackers up and calls :func:`attach`.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-_TRACKERS: dict[str, type[Tracker]] = {}
 _RECORDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -73,59 +74,32 @@ def _is_variable_list(value: Any) -> bool:
     )
 
 
-def register_tracker(name: str) -> Callable[[type[Tracker]], type[Tracker]]:
-    """Register the :class:`Tracker` that records the trajectory of online measure ``name``.
-
-    The measure itself is registered with ``@register_measure(name, online=True)`` and receives
-    the :class:`Recorder` as ``trajectory``; ``trajectory.tracker(name)`` is this tracker.
-
-    Raises:
-        ValueError: If a tracker of that name exists.
-    """
-
-    def decorator(cls: type[Tracker]) -> type[Tracker]:
-        if name in _TRACKERS:
-            raise ValueError(f"A tracker named {name!r} is already registered.")
-        _TRACKERS[name] = cls
-        return cls
-
-    return decorator
-
-
-def available_trackers() -> list[str]:
-    """Sorted names of the registered trackers (one per online measure)."""
-    from importance.registry import available_measures
-
-    available_measures()  # loads the built-ins and plugins, which register their trackers
-    return sorted(_TRACKERS)
-
-
 class Recorder:
     """Holds the trackers of one model and counts the steps they have observed.
 
     Args:
         model: A built Keras model.
-        measures: Names of online measures to record; all registered ones when None.
+        trackers: Online measure name -> its :class:`Tracker` class (what
+            ``importance.track`` looks up in the registry). Measures that share a tracker class
+            share one tracker.
 
     Raises:
-        KeyError: A name that has no tracker; the message lists the available ones.
         ValueError: The model has not been built.
     """
 
-    def __init__(self, model: Any, measures: Iterable[str] | None = None):
+    def __init__(self, model: Any, trackers: Mapping[str, type[Tracker]]):
         if not getattr(model, "built", False):
             raise ValueError(
                 "The model must be built before tracking it (call it on a batch first)."
             )
-        available = available_trackers()  # also loads the built-in and plugin trackers
-        names = available if measures is None else list(measures)
-        unknown = [n for n in names if n not in _TRACKERS]
-        if unknown:
-            raise KeyError(f"No online tracker for {unknown}. Available: {', '.join(available)}")
         weights = list(model.trainable_weights)
         self.shapes = [tuple(w.shape) for w in weights]
-        self.model_ref = weakref.ref(model)
-        self.trackers: dict[str, Tracker] = {n: _TRACKERS[n](weights) for n in names}
+        shared: dict[type[Tracker], Tracker] = {}
+        self.trackers: dict[str, Tracker] = {}
+        for name, cls in trackers.items():
+            if cls not in shared:
+                shared[cls] = cls(weights)
+            self.trackers[name] = shared[cls]
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="recorded_steps")
         self._restore_train_step: Callable[[], None] | None = None
 
@@ -170,7 +144,7 @@ class Recorder:
             tf.zeros_like(b) if g is None else tf.cast(g, tf.float32)
             for g, b in zip(grads, before, strict=True)
         ]
-        for tracker in self.trackers.values():
+        for tracker in {id(t): t for t in self.trackers.values()}.values():  # shared ones once
             tracker.update(grads, before, after)
         self.steps.assign_add(1)
 
@@ -215,23 +189,15 @@ class Recorder:
             self._restore_train_step = None
 
 
-def track(model: Any, measures: Iterable[str] | None = None, *, patch_fit: bool = True) -> Recorder:
-    """Start recording the training trajectory of ``model`` for online measures.
+def attach(model: Any, recorder: Recorder, *, patch_fit: bool = True) -> Recorder:
+    """Make ``recorder`` the recorder of ``model`` (found later by :func:`recorder_for`).
 
-    Args:
-        model: A built Keras model.
-        measures: Online measure names; all registered ones when None.
-        patch_fit: Also record steps of ``model.fit`` by wrapping the model's ``train_step``
-            (the project's trainer feeds the recorder directly and does not need it). The
-            gradient fed to the trackers is that of the compiled loss alone; a model whose
-            training loss is not its compiled loss (an overridden ``compute_loss`` or
-            ``train_step`` with extra terms) should feed :meth:`Recorder.observe` itself.
+    A previous recorder of the model stops. With ``patch_fit`` the model's ``train_step`` is
+    wrapped so that ``model.fit`` feeds the recorder (see :func:`importance.track`).
 
     Returns:
-        The :class:`Recorder`, also registered for the model so that
-        :func:`importance.compute_importance` finds it.
+        ``recorder``.
     """
-    recorder = Recorder(model, measures)
     previous = _RECORDERS.get(model)
     if previous is not None:
         previous.stop()
@@ -246,7 +212,7 @@ def recorder_for(model: Any) -> Recorder | None:
     return _RECORDERS.get(model)
 
 
-def get_trajectory(model: Any, name: str) -> Recorder:
+def require_recorder(model: Any, name: str) -> Recorder:
     """The recorder of ``model``, checked to hold at least one step of measure ``name``.
 
     Raises:
@@ -255,9 +221,9 @@ def get_trajectory(model: Any, name: str) -> Recorder:
     recorder = _RECORDERS.get(model)
     how = (
         f"Measure {name!r} is online: it needs the training trajectory. Record one by calling "
-        "`recorder = importance.track(model)` before `model.fit(...)`, or train with the project's "
-        "trainer: `tasks.trainer.train(model, data, ..., recorder=importance.track(model, "
-        "patch_fit=False))`, or use `tasks.trained(name, track=True)`; then call "
+        "`recorder = importance.track(model)` before `model.fit(...)`, or, in your own training "
+        "loop, `recorder = importance.track(model, patch_fit=False)` and "
+        "`recorder.observe(task_grads, before, after)` at every step; then call "
         "compute_importance again."
     )
     if recorder is None:

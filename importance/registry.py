@@ -9,17 +9,43 @@ Third-party packages register measures by exposing a module in the entry-point g
 ``importance.measures``; importing that module applies the decorator. Plugins are loaded lazily,
 the first time the registry is read. A plugin that fails to import is reported by name with a
 warning and the rest of the registry keeps working.
+
+An *online* measure (SI, the seed trackers) is registered with the :class:`~importance.online.Tracker`
+class that records its trajectory (``register_measure("si", online=True, tracker=SITracker)``);
+:func:`track` starts recording a model's online measures, and :func:`compute_importance` passes
+the model's recorder to the measure as ``recorder=``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import inspect
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+
+from importance.online import Recorder, Tracker, attach, require_recorder
+from importance.scores import ImportanceError, validate_scores
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ImportanceError",
+    "MeasureSpec",
+    "PluginWarning",
+    "available_measures",
+    "compute_importance",
+    "failed_plugins",
+    "get_measure",
+    "load_plugins",
+    "register_measure",
+    "register_tracker",
+    "track",
+    "unregister_measure",
+    "validate_scores",
+]
 
 ENTRY_POINT_GROUP = "importance.measures"
 
@@ -32,10 +58,14 @@ class MeasureSpec:
         name: Registry name, e.g. ``"fisher"``.
         fn: The measure callable ``fn(model, data, **options)``.
         online: True when the measure needs a recorded training trajectory
-            (see :mod:`importance.online`); its ``fn`` then receives the recording
-            as the keyword ``trajectory``.
+            (see :mod:`importance.online`); its ``fn`` then receives the
+            :class:`~importance.online.Recorder` as the keyword ``recorder``.
         defaults: Default keyword options, merged under the caller's options.
         description: First line of the callable's docstring.
+        tracker: For an online measure, the :class:`~importance.online.Tracker` class that
+            records what it needs during training.
+        takes_seed: Whether ``fn`` has a ``seed`` parameter (read once from its signature), so
+            callers that vary seeds know whether to pass one.
     """
 
     name: str
@@ -43,6 +73,8 @@ class MeasureSpec:
     online: bool = False
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
+    tracker: type[Tracker] | None = None
+    takes_seed: bool = False
 
 
 _MEASURES: dict[str, MeasureSpec] = {}
@@ -51,14 +83,11 @@ _BUILTINS_LOADED = False
 _FAILED_PLUGINS: dict[str, str] = {}
 
 
-class ImportanceError(ValueError):
-    """A measure returned something that is not a valid importance for the model."""
-
-
 def register_measure(
     name: str | Callable[..., Any] | None = None,
     *,
     online: bool = False,
+    tracker: type[Tracker] | None = None,
     **defaults: Any,
 ) -> Any:
     """Register an importance measure under a name.
@@ -72,16 +101,21 @@ def register_measure(
     Args:
         name: Registry name, or the function itself when used bare.
         online: Whether the measure needs a recorded training trajectory.
+        tracker: For an online measure, the :class:`~importance.online.Tracker` subclass that
+            records it (several measures may share one class; a recorder then holds one
+            instance for them).
         **defaults: Default keyword options passed to the measure.
 
     Returns:
         The decorator, or the function itself when used bare.
 
     Raises:
-        ValueError: If the name is already registered or is not a valid string.
+        ValueError: If the name is already registered or is not a valid string, or a tracker
+            is given for a measure that is not online or is not a Tracker subclass.
     """
     if callable(name):
-        return register_measure(None, online=online, **defaults)(name)
+        return register_measure(None, online=online, tracker=tracker, **defaults)(name)
+    _check_tracker(tracker, online=online)
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         measure_name = fn.__name__ if name is None else name
@@ -99,10 +133,51 @@ def register_measure(
             online=online,
             defaults=dict(defaults),
             description=doc[0] if doc else "",
+            tracker=tracker,
+            takes_seed=_has_parameter(fn, "seed"),
         )
         return fn
 
     return decorator
+
+
+def register_tracker(name: str) -> Callable[[type[Tracker]], type[Tracker]]:
+    """Attach a :class:`~importance.online.Tracker` class to the registered online measure ``name``.
+
+    For a tracker written after its measure; otherwise pass ``tracker=`` to
+    :func:`register_measure`. The class is returned unchanged.
+
+    Raises:
+        KeyError: No measure has that name.
+        ValueError: The measure is not online, already has a tracker, or ``cls`` is not a
+            Tracker subclass.
+    """
+
+    def decorator(cls: type[Tracker]) -> type[Tracker]:
+        spec = get_measure(name)
+        _check_tracker(cls, online=spec.online)
+        if spec.tracker is not None:
+            raise ValueError(f"Measure {name!r} already has a tracker ({spec.tracker.__name__}).")
+        _MEASURES[name] = dataclasses.replace(spec, tracker=cls)
+        return cls
+
+    return decorator
+
+
+def _check_tracker(tracker: Any, *, online: bool) -> None:
+    if tracker is None:
+        return
+    if not online:
+        raise ValueError(f"tracker is only for online measures (online=True). Received: {tracker!r}")
+    if not (isinstance(tracker, type) and issubclass(tracker, Tracker)):
+        raise ValueError(f"tracker must be a subclass of importance.Tracker. Received: {tracker!r}")
+
+
+def _has_parameter(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
 
 
 def unregister_measure(name: str) -> None:
@@ -167,59 +242,40 @@ def compute_importance(name: str, model: Any, data: Any = None, **options: Any) 
     """
     spec = get_measure(name)
     kwargs = {**spec.defaults, **options}
-    if spec.online and "trajectory" not in kwargs:
-        from importance.online import get_trajectory
-
-        kwargs["trajectory"] = get_trajectory(model, name)
+    if spec.online and "recorder" not in kwargs:
+        kwargs["recorder"] = require_recorder(model, name)
     scores = spec.fn(model, data, **kwargs)
     return validate_scores(scores, model, measure=name)
 
 
-def validate_scores(scores: Any, model: Any, *, measure: str = "scores") -> list[np.ndarray]:
-    """Check that ``scores`` is one finite array per trainable weight, with matching shapes.
+def track(model: Any, measures: Iterable[str] | None = None, *, patch_fit: bool = True) -> Recorder:
+    """Start recording the training trajectory of ``model`` for online measures.
 
     Args:
-        scores: A sequence of array-likes (NumPy arrays, tensors, variables).
-        model: The model the scores belong to.
-        measure: Name used in error messages.
+        model: A built Keras model.
+        measures: Online measure names; all registered ones that have a tracker when None.
+        patch_fit: Also record steps of ``model.fit`` by wrapping the model's ``train_step``
+            (a training loop that calls :meth:`~importance.online.Recorder.observe` itself does
+            not need it). The gradient fed to the trackers is that of the compiled loss alone; a
+            model whose training loss is not its compiled loss (an overridden ``compute_loss``
+            or ``train_step`` with extra terms) should feed ``Recorder.observe`` itself.
 
     Returns:
-        The scores as float64 NumPy arrays.
+        The :class:`~importance.online.Recorder`, also attached to the model so that
+        :func:`compute_importance` finds it.
 
     Raises:
-        ImportanceError: Naming the measure and the offending weight.
+        KeyError: A name that is not an online measure with a tracker; the message lists them.
+        ValueError: The model has not been built.
     """
-    weights = list(model.trainable_weights)
-    if isinstance(scores, (np.ndarray, str, bytes)) or not isinstance(scores, Sequence):
-        raise ImportanceError(
-            f"Measure {measure!r} must return a list with one array per trainable weight "
-            f"({len(weights)} for this model). Received: {type(scores).__name__}"
-        )
-    if len(scores) != len(weights):
-        raise ImportanceError(
-            f"Measure {measure!r} returned {len(scores)} arrays but the model has "
-            f"{len(weights)} trainable weights."
-        )
-    out = []
-    for score, weight in zip(scores, weights, strict=True):
-        array = np.asarray(score, dtype=np.float64)
-        expected = tuple(weight.shape)
-        if array.shape != expected:
-            raise ImportanceError(
-                f"Measure {measure!r} returned shape {array.shape} for weight "
-                f"{_weight_name(weight)!r}, expected {expected}."
-            )
-        if not np.all(np.isfinite(array)):
-            bad = "NaN" if np.isnan(array).any() else "inf"
-            raise ImportanceError(
-                f"Measure {measure!r} returned {bad} values for weight {_weight_name(weight)!r}."
-            )
-        out.append(array)
-    return out
-
-
-def _weight_name(weight: Any) -> str:
-    return getattr(weight, "path", None) or getattr(weight, "name", "?")
+    _ensure_loaded()
+    recordable = sorted(n for n, s in _MEASURES.items() if s.tracker is not None)
+    names = recordable if measures is None else list(measures)
+    unknown = [n for n in names if n not in recordable]
+    if unknown:
+        raise KeyError(f"No online tracker for {unknown}. Available: {', '.join(recordable)}")
+    recorder = Recorder(model, {n: _MEASURES[n].tracker for n in names})
+    return attach(model, recorder, patch_fit=patch_fit)
 
 
 def _unknown_message(name: Any) -> str:

@@ -12,16 +12,16 @@ The ranking helpers (:func:`replacement_ranks`, :func:`replacement_counts`,
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from importance._checks import check_positive_int, check_seed
-from importance.aggregation import layer_groups
+from importance.checks import check_choice, check_positive_int, check_seed
 from importance.data import DEFAULT_BATCH_SIZE, evaluate, split_xy
-from importance.registry import validate_scores
+from importance.layers import layer_groups
+from importance.scores import validate_scores
 
 SCOPES = ("global", "layer")
 REPLACEMENTS = ("noise", "zero")
@@ -83,14 +83,30 @@ def replacement_mask(
     Exactly ``round(fraction * n_g)`` weights are marked in each group ``g`` (the whole array when
     ``groups`` is None), and every marked score is <= every unmarked score of its group.
     """
-    scores = np.asarray(scores_flat, dtype=np.float64).ravel()
-    group = (
-        np.zeros(scores.size, np.int64) if groups is None else np.asarray(groups, np.int64).ravel()
-    )
-    ranks = replacement_ranks(scores, seed=seed, groups=group)
-    ids, inverse, sizes = np.unique(group, return_inverse=True, return_counts=True)
-    counts = replacement_counts(fraction, sizes) if ids.size else np.zeros(0, np.int64)
-    return ranks < counts[inverse.ravel()] if scores.size else np.zeros(0, bool)
+    ranked = _Ranked.of(scores_flat, seed=seed, groups=groups)
+    return ranked.mask(fraction)[0]
+
+
+class _Ranked:
+    """Ranks within groups and the group sizes: what the masks of every threshold derive from."""
+
+    def __init__(self, ranks: np.ndarray, group: np.ndarray):
+        self.ranks = ranks
+        _, inverse, self.sizes = np.unique(group, return_inverse=True, return_counts=True)
+        self.inverse = inverse.ravel()
+
+    @classmethod
+    def of(cls, scores_flat: Any, *, seed: int, groups: Any) -> _Ranked:
+        scores = np.asarray(scores_flat, dtype=np.float64).ravel()
+        group = np.zeros(scores.size, np.int64) if groups is None else np.asarray(groups, np.int64).ravel()
+        return cls(replacement_ranks(scores, seed=seed, groups=group), group)
+
+    def mask(self, fraction: float) -> tuple[np.ndarray, int]:
+        """The replaced weights at ``fraction`` (boolean, flat) and how many they are."""
+        if self.ranks.size == 0:
+            return np.zeros(0, bool), 0
+        counts = replacement_counts(fraction, self.sizes)
+        return self.ranks < counts[self.inverse], int(counts.sum())
 
 
 def threshold_sweep(
@@ -103,6 +119,7 @@ def threshold_sweep(
     replace: str = "noise",
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    on_evaluate: Callable[[float, Any], None] | None = None,
 ) -> pd.DataFrame:
     """Loss and accuracy as the least important fraction of the trainable weights is replaced.
 
@@ -114,11 +131,15 @@ def threshold_sweep(
         thresholds: Fractions in [0, 1]; default ``0, 0.1, ..., 1.0``.
         scope: ``"global"`` ranks all trainable weights of the model together; ``"layer"``
             replaces the fraction within each Keras layer (the innermost layer holding the
-            weight, see :func:`importance.aggregation.owning_layers`).
+            weight, see :func:`importance.layers.owning_layers`).
         replace: ``"noise"``: N(0, (std(w) / 10)^2) with std(w) the standard deviation of the
             weight tensor, seeded; ``"zero"``: 0.
         seed: Seed of the tie-breaking order and of the noise.
         batch_size: Evaluation batch size for array data.
+        on_evaluate: Called as ``on_evaluate(threshold, model)`` at every threshold, just before
+            the model is evaluated, while the replaced weights are in place (e.g. to check which
+            weights differ, or to compute another metric on the thresholded model). The weights
+            are restored afterwards whatever it does; an exception it raises ends the sweep.
 
     Returns:
         A DataFrame with one row per threshold and columns ``threshold``, ``loss`` (mean
@@ -134,10 +155,8 @@ def threshold_sweep(
     even). The model's weights are restored bitwise after each threshold and when the sweep
     ends, also on an exception or KeyboardInterrupt.
     """
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}. Received: {scope!r}")
-    if replace not in REPLACEMENTS:
-        raise ValueError(f"replace must be one of {REPLACEMENTS}. Received: {replace!r}")
+    check_choice("scope", scope, SCOPES)
+    check_choice("replace", replace, REPLACEMENTS)
     seed = check_seed(seed)
     levels = _check_thresholds(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
     _check_model(model)
@@ -156,22 +175,21 @@ def threshold_sweep(
         for g, (_, indices) in enumerate(layer_groups(model)):
             for i in indices:
                 group[offsets[i] : offsets[i + 1]] = g
-    ranks = replacement_ranks(np.concatenate([a.ravel() for a in arrays]), seed=seed, groups=group)
-    _, inverse, group_sizes = np.unique(group, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
+    ranked = _Ranked.of(np.concatenate([a.ravel() for a in arrays]), seed=seed, groups=group)
     replacements = _replacement_values(originals, replace, seed)
 
     rows = []
     try:
         for p in levels:
-            counts = replacement_counts(p, group_sizes)
-            mask = ranks < counts[inverse]
+            mask, count = ranked.mask(p)
             touched = _assign(variables, originals, replacements, mask, offsets)
             try:
+                if on_evaluate is not None:
+                    on_evaluate(p, model)
                 loss, accuracy = evaluate(model, dataset, batch_size=batch_size)
             finally:
                 _restore(variables, originals, touched)
-            rows.append((p, loss, accuracy, int(counts.sum()) / total))
+            rows.append((p, loss, accuracy, count / total))
     finally:
         _restore(variables, originals, range(len(variables)))
     return pd.DataFrame(rows, columns=["threshold", "loss", "accuracy", "fraction_replaced"])

@@ -6,10 +6,10 @@ import math
 import os
 import pathlib
 import re
-import tempfile
 
 import pandas as pd
 
+from reports.records import DEFAULT_REPLACE, DEFAULT_SCOPE, atomic_path
 from reports.tables import LEVEL_ORDER
 
 
@@ -31,7 +31,7 @@ def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pa
     for (task, variant), frame in points.groupby(["task", "variant"], sort=True):
         levels = sorted(frame["level"].unique(), key=lambda v: LEVEL_ORDER.get(v, 9))
         combos = sorted(map(tuple, frame[["scope", "replace"]].drop_duplicates().to_numpy()),
-                        key=lambda c: (c != ("global", "noise"), c))
+                        key=lambda c: (c != (DEFAULT_SCOPE, DEFAULT_REPLACE), c))
         measures = sorted(frame["measure"].unique())
         colours = plt.get_cmap("tab10")
         styles = ("-", "--", ":", "-.")
@@ -63,7 +63,8 @@ def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pa
                      fontsize=11)
         fig.tight_layout()
         path = out_dir / f"loss-{_slug(task)}{'-' + _slug(variant) if variant else ''}.png"
-        _save_atomic(fig, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
     return written
@@ -85,13 +86,3 @@ def _draw_panel(ax, panel: pd.DataFrame, measures: list[str], colours, styles) -
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "task"
 
-
-def _save_atomic(fig, path: pathlib.Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise

@@ -11,6 +11,16 @@ One record per line, each a JSON object with a ``kind``:
   ``fisher_device`` for the Fisher-per-device group, or another benchmark group), ``measure,
   task, variant, seed, seconds`` and, where it applies, ``device, device_name, examples``.
 
+The schema is defined here once, for the writers and the readers: each kind is declared with
+:func:`record_kind` (its fields and the fields that identify a record), which returns the kind's
+builder (:func:`meta_record`, :func:`point_record`, :func:`failure_record`,
+:func:`timing_record`). A builder refuses a missing or unknown field, so a writer cannot drift from
+the reader. A new kind of result is one more ``record_kind(...)`` line here.
+
+The shared vocabulary of benchmarks and reports is defined here too: :data:`LEVELS` (in report
+order), :data:`DEFAULT_SCOPE` / :data:`DEFAULT_REPLACE` (the treatment every task runs) and
+:data:`BASELINE` (the measure lifts are measured against).
+
 Writers append and flush every finished case, so an interrupted run keeps what it finished.
 Under pytest-xdist each worker writes its own shard; :func:`read_records` merges shards (and
 drops exact repeats of the same key, the later record winning).
@@ -18,23 +28,116 @@ drops exact repeats of the same key, the later record winning).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import pathlib
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 SCHEMA = 1
-KINDS = ("meta", "point", "failure", "timing")
+
+# The shared vocabulary of benchmarks and reports.
+LEVELS = ("weight", "unit", "layer")  # report order; the same names as importance.aggregation.LEVELS
+DEFAULT_SCOPE = "global"
+DEFAULT_REPLACE = "noise"
+BASELINE = "random"
+
 CURVE_KEYS = ("measure", "task", "variant", "level", "scope", "replace", "seed")
 POINT_KEYS = (*CURVE_KEYS, "threshold")
-_IDENTITY = {
-    "point": POINT_KEYS,
-    "failure": ("measure", "task", "variant", "seed", "level"),
-    "timing": ("group", "measure", "task", "variant", "seed", "device", "worker"),
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordKind:
+    """One kind of record: its fields and the fields that identify one record of it.
+
+    Attributes:
+        name: The ``kind`` value.
+        required: Fields every record of this kind has.
+        optional: Fields it may have.
+        identity: Fields whose values identify a record (two records with the same identity are
+            the same result: the later one wins when files are merged). ``None`` keeps every
+            distinct record (run facts).
+    """
+
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    identity: tuple[str, ...] | None = None
+
+    def build(self, **fields: Any) -> dict[str, Any]:
+        """A record of this kind from its fields.
+
+        Raises:
+            ValueError: A required field is missing or a field is not part of the kind.
+        """
+        missing = [f for f in self.required if f not in fields]
+        unknown = sorted(set(fields) - set(self.required) - set(self.optional))
+        if missing or unknown:
+            raise ValueError(
+                f"a {self.name!r} record needs fields {list(self.required)} "
+                f"(optional: {list(self.optional)}). Missing: {missing}; unknown: {unknown}"
+            )
+        return {"kind": self.name, **fields}
+
+
+KINDS: dict[str, RecordKind] = {}
+
+
+def record_kind(
+    name: str, *, required: Sequence[str], optional: Sequence[str] = (),
+    identity: Sequence[str] | None = None,
+) -> Callable[..., dict[str, Any]]:
+    """Declare a record kind; returns its builder ``builder(**fields) -> dict``.
+
+    Raises:
+        ValueError: The kind exists already.
+    """
+    if name in KINDS:
+        raise ValueError(f"record kind {name!r} is already declared.")
+    kind = RecordKind(name, tuple(required), tuple(optional), None if identity is None else tuple(identity))
+    KINDS[name] = kind
+    return kind.build
+
+
+meta_record = record_kind("meta", required=("run",))
+point_record = record_kind(
+    "point",
+    required=(*POINT_KEYS, "loss", "accuracy", "fraction_replaced", "num_classes", "base_loss",
+              "base_accuracy"),
+    identity=POINT_KEYS,
+)
+failure_record = record_kind(
+    "failure",
+    required=("measure", "task", "variant", "seed", "level", "error"),
+    optional=("traceback",),
+    identity=("measure", "task", "variant", "seed", "level"),
+)
+timing_record = record_kind(
+    "timing",
+    required=("group", "measure", "task", "variant", "seed", "seconds"),
+    optional=("device", "device_name", "examples", "worker"),
+    identity=("group", "measure", "task", "variant", "seed", "device", "worker"),
+)
+
+
+def curve_point_records(curve: Any, **fields: Any) -> list[dict[str, Any]]:
+    """The point records of one thresholding curve: one per row of ``curve``.
+
+    Args:
+        curve: Rows with ``threshold, loss, accuracy, fraction_replaced`` (the frame of
+            ``importance.threshold_sweep``).
+        **fields: The curve's other point fields (measure, task, variant, level, scope,
+            replace, seed, num_classes, base_loss, base_accuracy).
+    """
+    return [
+        point_record(**fields, threshold=float(r.threshold), loss=float(r.loss),
+                     accuracy=float(r.accuracy), fraction_replaced=float(r.fraction_replaced))
+        for r in curve.itertuples(index=False)
+    ]
 
 
 class RecordWriter:
@@ -61,7 +164,7 @@ class RecordWriter:
         for record in records:
             record = dict(record)
             if record.get("kind") not in KINDS:
-                raise ValueError(f"record kind must be one of {KINDS}. Received: {record.get('kind')!r}")
+                raise ValueError(f"record kind must be one of {tuple(KINDS)}. Received: {record.get('kind')!r}")
             record.setdefault("schema", SCHEMA)
             if record["kind"] == "timing":
                 record.setdefault("worker", self.worker)
@@ -119,11 +222,12 @@ def read_records(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]
     metas: list[dict[str, Any]] = []
     for path in paths:
         for record in iter_records(path):
-            if record["kind"] == "meta":
+            identity = KINDS[record["kind"]].identity
+            if identity is None:
                 if record not in metas:
                     metas.append(record)
                 continue
-            key = (record["kind"], *(_key_part(record.get(k)) for k in _IDENTITY[record["kind"]]))
+            key = (record["kind"], *(_key_part(record.get(k)) for k in identity))
             merged[key] = record
     return metas + [merged[k] for k in sorted(merged, key=_sort_key)]
 
@@ -144,18 +248,30 @@ def write_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]
     return atomic_write_text(path, text)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> pathlib.Path:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
+    """A temporary path next to ``path`` that replaces ``path`` when the block succeeds.
+
+    Readers see the old file or the new one, never half of one; on an error the temporary
+    file is removed and ``path`` is untouched. Write the file to the yielded path (a writer
+    that takes a file name, e.g. ``savefig`` or ``np.savez``, works as is).
+    """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield pathlib.Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> pathlib.Path:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return pathlib.Path(path)

@@ -84,6 +84,21 @@ def safe_fraction(
     return safe
 
 
+def lift(baseline_scores: Sequence[float], scores: Sequence[float]) -> np.ndarray:
+    """Lift over the baseline per paired seed: the baseline's robustness score minus the measure's.
+
+    Positive means the measure finds the important weights better than the baseline (random).
+
+    Raises:
+        ValueError: The two score sequences differ in length.
+    """
+    a = np.asarray(baseline_scores, dtype=np.float64)
+    b = np.asarray(scores, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired scores differ in length: {a.size} and {b.size}.")
+    return a - b
+
+
 def mean_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided Student-t confidence interval of the mean.
 

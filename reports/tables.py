@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.records import CURVE_KEYS
+from reports.records import BASELINE, CURVE_KEYS, LEVELS
 from reports.scoring import (
     SIGNIFICANCE_LEVEL,
+    lift,
     mean_interval,
     paired_p_value,
     robustness_score,
@@ -22,8 +23,7 @@ from reports.scoring import (
 
 RESULT_COLUMNS = [*CURVE_KEYS, "threshold", "loss", "accuracy", "fraction_replaced"]
 SECTION_KEYS = ["task", "variant", "level", "scope", "replace"]
-LEVEL_ORDER = {"weight": 0, "unit": 1, "layer": 2}
-BASELINE = "random"
+LEVEL_ORDER = {level: i for i, level in enumerate(LEVELS)}
 
 
 def points_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -111,7 +111,7 @@ def _rank_section(curves: pd.DataFrame, section: dict, times: dict) -> pd.DataFr
         paired = base.reindex(scores.index).dropna()
         if measure != BASELINE and not paired.empty:
             mine = scores.loc[paired.index]
-            row["lift"] = float((paired - mine).mean())
+            row["lift"] = float(lift(paired.to_numpy(), mine.to_numpy()).mean())
             row["lift_p"] = paired_p_value(paired.to_numpy(), mine.to_numpy())
             row["significant"] = row["lift_p"] is not None and row["lift_p"] < SIGNIFICANCE_LEVEL
         row["seconds"] = times.get((measure, section["task"], section["variant"]), math.nan)

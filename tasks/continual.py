@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from importance.checks import check_positive_int
 from tasks import datasets, models
 from tasks.registry import Task, TrainingSettings
 
@@ -105,8 +106,7 @@ def permuted_mnist(num_tasks: int = 3, *, seed: int = 0, identity_first: bool = 
     Raises:
         ValueError: If ``num_tasks`` is not a positive integer.
     """
-    if isinstance(num_tasks, bool) or not isinstance(num_tasks, (int, np.integer)) or num_tasks < 1:
-        raise ValueError(f"num_tasks must be a positive integer. Received: {num_tasks!r}")
+    check_positive_int("num_tasks", num_tasks)
 
     def loader(perm: np.ndarray) -> Callable[[], tuple[Split, Split]]:
         def load() -> tuple[Split, Split]:

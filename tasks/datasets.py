@@ -14,6 +14,8 @@ import functools
 
 import numpy as np
 
+from importance.checks import is_integer
+
 SPLIT_SEED = 0
 
 
@@ -32,7 +34,7 @@ def stratified_split(
         ValueError: If ``test_size`` is not between 1 and ``len(y) - 1``.
     """
     n = len(y)
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, np.integer)) or not 0 < test_size < n:
+    if not is_integer(test_size) or not 0 < test_size < n:
         raise ValueError(f"test_size must be an integer in [1, {n - 1}]. Received: {test_size!r}")
     from sklearn.model_selection import train_test_split
 

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from importance.checks import check_choice, check_seed
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
 
 _TASKS: dict[str, Task] = {}
@@ -53,8 +55,7 @@ class TrainingSettings:
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}. Received: {self.optimizer!r}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as a plain dict (for cache keys and trainer keywords)."""
@@ -151,9 +152,7 @@ class Task:
 
     def build_model(self, seed: int = 0, variant: str | None = None) -> Any:
         """A new, built Keras model with logits output; same seed, same initial weights."""
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer. Received: {seed!r}")
-        return self._build(int(seed), self.resolve_variant(variant))
+        return self._build(check_seed(seed), self.resolve_variant(variant))
 
     def _splits(self) -> tuple[Any, Any]:
         with self._lock:

@@ -6,8 +6,7 @@ import dataclasses
 import os
 from typing import Any
 
-import numpy as np
-
+from importance.checks import check_seed
 from tasks import cache as _cache
 from tasks.registry import Task, get_task
 
@@ -65,14 +64,12 @@ def trained(
         ValueError: Unknown variant or a bad seed.
         tasks.DatasetUnavailable: The task's data is not on this machine.
     """
+    from importance import track as start_tracking
     from importance.data import evaluate
-    from importance.online import track as start_tracking
 
     task = name if isinstance(name, Task) else get_task(name)
     variant = task.resolve_variant(variant)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer. Received: {seed!r}")
-    seed = int(seed)
+    seed = check_seed(seed)
     reason = task.unavailable_reason()
     if reason is not None:
         from tasks.registry import DatasetUnavailable

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from importance.checks import check_choice, check_int, check_seed
 from importance.data import evaluate, split_xy
 from tasks.registry import OPTIMIZERS
 
@@ -30,8 +31,7 @@ def make_optimizer(name: str, *, learning_rate: float, weight_decay: float = 0.0
     Raises:
         ValueError: An unknown name, or weight decay with an optimiser other than ``adamw``.
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}. Received: {name!r}")
+    check_choice("optimizer", name, OPTIMIZERS)
     if weight_decay and name != "adamw":
         raise ValueError(f"weight_decay needs optimizer='adamw'. Received: optimizer={name!r}")
     lr = float(learning_rate)
@@ -88,9 +88,9 @@ def train(
     Raises:
         ValueError: A bad option, naming it and the received value.
     """
-    _check_int("epochs", epochs, minimum=0)
-    _check_int("batch_size", batch_size, minimum=1)
-    _check_int("seed", seed, minimum=None)
+    check_int("epochs", epochs, minimum=0)
+    check_int("batch_size", batch_size, minimum=1)
+    check_seed(seed)
     if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
         raise ValueError(f"learning_rate must be a positive number. Received: {learning_rate!r}")
     x, y = split_xy(train_data)
@@ -193,10 +193,3 @@ def _dense(grads: list[Any], weights: list[Any]) -> list[tf.Tensor]:
         for g, w in zip(grads, weights, strict=True)
     ]
 
-
-def _check_int(name: str, value: Any, *, minimum: int | None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-        minimum is not None and value < minimum
-    ):
-        bound = "an integer" if minimum is None else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {bound}. Received: {value!r}")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import importance as imp
-from importance.online import Recorder, recorder_for
+from importance.online import recorder_for
 
 ONLINE = ["momentum", "si", "sign_flip", "weight_change"]
 
@@ -173,7 +173,7 @@ def test_tracked_but_untrained_model_raises():
 
 def test_recorder_rejects_unbuilt_models_and_unknown_measures():
     with pytest.raises(ValueError, match="must be built"):
-        Recorder(keras.Sequential([keras.layers.Dense(2)]))
+        imp.track(keras.Sequential([keras.layers.Dense(2)]))
     with pytest.raises(KeyError, match=r"No online tracker for \['fisher'\]\. Available: momentum"):
         imp.track(_model(compile=False), measures=["fisher"])
 
@@ -211,7 +211,7 @@ def test_state_dict_round_trip_reproduces_scores(tracked_run):
         restored.load_state_dict({k: v for k, v in state.items() if k != "si/path/0"})
     wider = keras.Sequential([keras.Input((5,)), keras.layers.Dense(9), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match=r"has shape \(5, 8\), expected \(5, 9\)"):
-        Recorder(wider).load_state_dict(state)
+        imp.track(wider, patch_fit=False).load_state_dict(state)
 
 
 @pytest.mark.slow

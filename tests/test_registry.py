@@ -9,6 +9,7 @@ import uuid
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import importance as imp
 from importance import registry
@@ -25,7 +26,7 @@ def names():
 
     yield make
     for name in made:
-        if name in registry._MEASURES:
+        if name in imp.available_measures():
             imp.unregister_measure(name)
 
 
@@ -134,6 +135,57 @@ def test_validate_scores_returns_float64_copies(dense_model):
     scores = [w.numpy() for w in dense_model.trainable_weights]
     out = imp.validate_scores(scores, dense_model)
     assert all(o.dtype == np.float64 for o in out)
+
+
+# --- online measures carry their tracker; seeds are read once ---------------------------------
+
+
+class _CountSteps(imp.Tracker):
+    def __init__(self, weights):
+        super().__init__(weights)
+        self.count = self.zeros_like_weights("count")
+
+    def update(self, grads, before, after):
+        for c in self.count:
+            c.assign_add(tf.ones_like(c))
+
+
+def test_an_online_measure_registers_its_tracker_and_shares_it(names, dense_model):
+    first, second = names("steps"), names("steps_again")
+
+    def steps(model, data=None, *, recorder):
+        return [np.asarray(v.numpy(), np.float64) for v in recorder.tracker(first).count]
+
+    imp.register_measure(first, online=True, tracker=_CountSteps)(steps)
+    imp.register_measure(second, online=True, tracker=_CountSteps)(steps)
+    assert imp.get_measure(first).tracker is _CountSteps
+    recorder = imp.track(dense_model, measures=[first, second], patch_fit=False)
+    assert recorder.tracker(first) is recorder.tracker(second)  # one class, one instance
+    weights = [w.value for w in dense_model.trainable_weights]
+    for _ in range(3):
+        recorder.observe(weights, weights, weights)
+    assert all(np.all(s == 3) for s in imp.compute_importance(second, dense_model))
+
+
+def test_tracker_needs_an_online_measure_and_a_tracker_class(names):
+    with pytest.raises(ValueError, match="only for online measures"):
+        imp.register_measure(names("x"), tracker=_CountSteps)(_ones)
+    with pytest.raises(ValueError, match=r"subclass of importance\.Tracker\. Received: <class 'int'>"):
+        imp.register_measure(names("y"), online=True, tracker=int)(_ones)
+    late = names("late")
+    imp.register_measure(late, online=True)(_ones)
+    assert imp.register_tracker(late)(_CountSteps) is _CountSteps
+    assert imp.get_measure(late).tracker is _CountSteps
+    with pytest.raises(ValueError, match="already has a tracker"):
+        imp.register_tracker(late)(_CountSteps)
+
+
+def test_takes_seed_is_read_from_the_signature_once(names):
+    seeded, unseeded = names("seeded"), names("unseeded")
+    imp.register_measure(seeded)(lambda model, data=None, *, seed=0: _ones(model))
+    imp.register_measure(unseeded)(_ones)
+    assert imp.get_measure(seeded).takes_seed and not imp.get_measure(unseeded).takes_seed
+    assert imp.get_measure("random").takes_seed and not imp.get_measure("magnitude").takes_seed
 
 
 # --- plugins through the entry-point group ---------------------------------------------------

@@ -22,8 +22,8 @@ SHAPES = {"good": [0, 0.0, 0.1, 0.4, 1], "random": [0, 0.3, 0.6, 0.85, 1], "bad|
 
 
 def _synthetic(seeds=(0, 1, 2), levels=("weight", "unit")) -> list[dict]:
-    out = [{"kind": "meta", "run": {"date": "2025-01-01T00:00:00Z", "mode": "quick",
-                                   "tensorflow": "2.21.0", "keras": "3.15.1"}}]
+    out = [rec.meta_record(run={"date": "2025-01-01T00:00:00Z", "mode": "quick",
+                                "tensorflow": "2.21.0", "keras": "3.15.1"})]
     base_loss, base_acc = 0.2, 0.95
     for seed in seeds:
         for level in levels:
@@ -31,20 +31,20 @@ def _synthetic(seeds=(0, 1, 2), levels=("weight", "unit")) -> list[dict]:
                 jitter = 0.02 * (seed - 1) * (1.0 if measure == "random" else 0.5)
                 for p, inc in zip(THRESHOLDS, shape, strict=True):
                     inc = min(1.0, inc + (jitter if 0 < p < 1 else 0.0))
-                    out.append({
-                        "kind": "point", "measure": measure, "task": "toy", "variant": "",
-                        "level": level, "scope": "global", "replace": "noise", "seed": seed,
-                        "threshold": p, "loss": base_loss + inc * (LN10 - base_loss),
-                        "accuracy": base_acc - inc * 0.85, "fraction_replaced": p,
-                        "num_classes": 10, "base_loss": base_loss, "base_accuracy": base_acc,
-                    })
-        out.append({"kind": "timing", "group": "compute", "measure": "good", "task": "toy",
-                    "variant": "", "seed": seed, "seconds": 0.5 + seed})
-    out.append({"kind": "failure", "measure": "broken", "task": "toy", "variant": "", "seed": 0,
-                "level": None, "error": "RuntimeError: boom | bang"})
-    out.append({"kind": "timing", "group": "fisher_device", "measure": "fisher", "task": "toy",
-                "variant": "", "seed": 0, "seconds": 1.25, "device": "CPU",
-                "device_name": "Test CPU", "examples": 256})
+                    out.append(rec.point_record(
+                        measure=measure, task="toy", variant="", level=level, scope="global",
+                        replace="noise", seed=seed, threshold=p,
+                        loss=base_loss + inc * (LN10 - base_loss), accuracy=base_acc - inc * 0.85,
+                        fraction_replaced=p, num_classes=10, base_loss=base_loss,
+                        base_accuracy=base_acc,
+                    ))
+        out.append(rec.timing_record(group="compute", measure="good", task="toy", variant="",
+                                     seed=seed, seconds=0.5 + seed))
+    out.append(rec.failure_record(measure="broken", task="toy", variant="", seed=0, level=None,
+                                  error="RuntimeError: boom | bang"))
+    out.append(rec.timing_record(group="fisher_device", measure="fisher", task="toy", variant="",
+                                 seed=0, seconds=1.25, device="CPU", device_name="Test CPU",
+                                 examples=256))
     return out
 
 
@@ -124,6 +124,38 @@ def test_writer_rejects_unknown_kind_and_nan(tmp_path):
         writer.write([{"kind": "nope"}])
     with pytest.raises(ValueError, match="'loss'"):
         writer.write([{"kind": "point", "loss": float("nan")}])
+
+
+def test_builders_refuse_missing_and_unknown_fields():
+    with pytest.raises(ValueError, match=r"Missing: \['seconds'\]; unknown: \[\]"):
+        rec.timing_record(group="compute", measure="m", task="t", variant="", seed=0)
+    with pytest.raises(ValueError, match=r"unknown: \['colour'\]"):
+        rec.failure_record(measure="m", task="t", variant="", seed=0, level=None, error="e",
+                           colour="red")
+    with pytest.raises(ValueError, match="already declared"):
+        rec.record_kind("point", required=())
+
+
+def test_a_new_kind_is_written_read_and_merged_by_its_identity(tmp_path):
+    kind = "test_probe"
+    probe = rec.record_kind(kind, required=("name", "value"), identity=("name",))
+    try:
+        path = _write(tmp_path / "p.jsonl", [probe(name="a", value=1), probe(name="a", value=2),
+                                              probe(name="b", value=3)])
+        got = [(r["name"], r["value"]) for r in rec.read_records([path]) if r["kind"] == kind]
+        assert got == [("a", 2), ("b", 3)]
+    finally:
+        del rec.KINDS[kind]
+
+
+def test_vocabulary_matches_the_library():
+    from importance.aggregation import LEVELS
+    from importance.registry import available_measures
+    from importance.thresholding import REPLACEMENTS, SCOPES
+
+    assert rec.LEVELS == LEVELS
+    assert rec.DEFAULT_SCOPE in SCOPES and rec.DEFAULT_REPLACE in REPLACEMENTS
+    assert rec.BASELINE in available_measures()
 
 
 # --- leaderboard ------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_bad_settings_and_variants_are_named() -> None:
         TrainingSettings(epochs=1, batch_size=1, learning_rate=1.0, optimizer="adagrad")
     with pytest.raises(ValueError, match="no variant 'resnet'. Available: mlp, cnn"):
         tasks.get_task("mnist5k").build_model(0, variant="resnet")
-    with pytest.raises(ValueError, match="seed must be an integer. Received: 1.5"):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer. Received: 1.5"):
         tasks.get_task("digits").build_model(1.5)
 
 

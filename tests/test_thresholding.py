@@ -129,16 +129,14 @@ def _assert_bitwise(model, snapshot):
         assert v.numpy().tobytes() == before.tobytes(), v.path
 
 
-def _recording_evaluate(monkeypatch, model):
+def _recorder() -> tuple[list, object]:
+    """An ``on_evaluate`` hook that snapshots the thresholded model, and what it saw."""
     seen = []
-    real = th.evaluate
 
-    def recording(m, d, **kwargs):
-        seen.append(_snapshot(m))
-        return real(m, d, **kwargs)
+    def record(threshold, thresholded):
+        seen.append(_snapshot(thresholded))
 
-    monkeypatch.setattr(th, "evaluate", recording)
-    return seen
+    return seen, record
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
@@ -165,10 +163,12 @@ def test_default_thresholds_are_tenths(model, data):
     np.testing.assert_allclose(curve["fraction_replaced"], expected)
 
 
-def test_p1_zero_replaces_every_trainable_weight_and_no_other(model, data, monkeypatch):
+def test_p1_zero_replaces_every_trainable_weight_and_no_other(model, data):
     original = _snapshot(model)
-    seen = _recording_evaluate(monkeypatch, model)
-    curve = imp.threshold_sweep(model, _scores(model), data, thresholds=[1.0], replace="zero")
+    seen, record = _recorder()
+    curve = imp.threshold_sweep(
+        model, _scores(model), data, thresholds=[1.0], replace="zero", on_evaluate=record
+    )
     trainable = {id(v) for v in model.trainable_weights}
     for v, during, before in zip(model.weights, seen[0], original, strict=True):
         if id(v) in trainable:
@@ -181,13 +181,15 @@ def test_p1_zero_replaces_every_trainable_weight_and_no_other(model, data, monke
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
 @pytest.mark.parametrize("ties", [False, True])
-def test_sweep_replaces_exactly_the_ranked_set(model, data, monkeypatch, scope, ties):
+def test_sweep_replaces_exactly_the_ranked_set(model, data, scope, ties):
     original = _snapshot(model)
     n_trainable = len(model.trainable_weights)
-    seen = _recording_evaluate(monkeypatch, model)
+    seen, record = _recorder()
     scores = _scores(model, 5, ties)
     thresholds = [0.0, 0.25, 0.5, 0.9]
-    curve = imp.threshold_sweep(model, scores, data, thresholds=thresholds, scope=scope, seed=3)
+    curve = imp.threshold_sweep(
+        model, scores, data, thresholds=thresholds, scope=scope, seed=3, on_evaluate=record
+    )
     flat = np.concatenate([s.ravel() for s in scores])
     if scope == "global":
         groups = np.zeros(flat.size, np.int64)
@@ -204,11 +206,13 @@ def test_sweep_replaces_exactly_the_ranked_set(model, data, monkeypatch, scope, 
             assert expected[groups == g].sum() == round(p * (groups == g).sum())
 
 
-def test_noise_has_a_tenth_of_each_tensors_std(data, monkeypatch):
+def test_noise_has_a_tenth_of_each_tensors_std(data):
     model = keras.Sequential([keras.Input((6,)), layers.Dense(300, name="wide"), layers.Dense(3)])
     original = _snapshot(model)
-    seen = _recording_evaluate(monkeypatch, model)
-    imp.threshold_sweep(model, _scores(model), data, thresholds=[1.0], replace="noise", seed=7)
+    seen, record = _recorder()
+    imp.threshold_sweep(
+        model, _scores(model), data, thresholds=[1.0], replace="noise", seed=7, on_evaluate=record
+    )
     for before, during in zip(original, seen[0], strict=True):
         if before.size >= 900:
             ratio = during.std() / before.std()
@@ -244,22 +248,22 @@ def test_sweep_does_not_retrace(model, data):
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
 @pytest.mark.parametrize("fail_at", [0, 2])
-def test_weights_restored_when_evaluate_raises(model, data, monkeypatch, error, fail_at):
+def test_weights_restored_when_evaluation_raises(model, data, error, fail_at):
     before = _snapshot(model)
     calls = []
 
-    def failing(m, d, **kwargs):
+    def failing(threshold, m):
         calls.append(1)
         if len(calls) > fail_at:
             assert any(  # the model really was modified when the error struck
                 v.numpy().tobytes() != b.tobytes() for v, b in zip(m.weights, before, strict=True)
             )
             raise error
-        return 0.0, 0.0
 
-    monkeypatch.setattr(th, "evaluate", failing)
     with pytest.raises(type(error)):
-        imp.threshold_sweep(model, _scores(model), data, thresholds=[0.2, 0.4, 0.6, 0.8])
+        imp.threshold_sweep(
+            model, _scores(model), data, thresholds=[0.2, 0.4, 0.6, 0.8], on_evaluate=failing
+        )
     assert len(calls) == fail_at + 1
     _assert_bitwise(model, before)
 

@@ -157,7 +157,7 @@ def test_zero_epochs_leaves_weights() -> None:
         ({"batch_size": 0}, "batch_size must be an integer >= 1. Received: 0"),
         ({"learning_rate": 0.0}, "learning_rate must be a positive number. Received: 0.0"),
         ({"optimizer": "adagrad"}, "optimizer must be one of .* Received: 'adagrad'"),
-        ({"seed": 1.5}, "seed must be an integer. Received: 1.5"),
+        ({"seed": 1.5}, "seed must be a non-negative integer. Received: 1.5"),
         ({"weight_decay": 0.1}, "weight_decay needs optimizer='adamw'. Received: optimizer='adam'"),
     ],
 )

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from importance._checks import check_seed
+from importance.checks import check_seed
 from importance.registry import register_measure
 
 

@@ -9,13 +9,12 @@ initialisation.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
 
-from importance._checks import check_seed
-from importance.aggregation import layer_groups
+from importance.checks import check_seed
+from importance.layers import layer_groups
 from importance.registry import compute_importance, get_measure, register_measure
 
 
@@ -25,7 +24,7 @@ def shuffled(model: Any, data: Any = None, *, base: str, seed: int = 0, **base_o
     """Scores of measure ``base``, randomly permuted within each layer (seeded).
 
     All trainable weights of one Keras layer (e.g. a kernel and its bias; the innermost layer
-    holding them, see :func:`importance.aggregation.layer_groups`) are shuffled together, so the
+    holding them, see :func:`importance.layers.layer_groups`) are shuffled together, so the
     layer keeps exactly its multiset of scores. Reference: Frankle et al. 2021, "Pruning
     Neural Networks at Initialization: Why Are We Missing the Mark?" (ICLR), layer-wise shuffling.
 
@@ -48,7 +47,7 @@ def shuffled(model: Any, data: Any = None, *, base: str, seed: int = 0, **base_o
     spec = get_measure(base)
     if spec.fn is shuffled:
         raise ValueError(f"base must not be a shuffled control itself. Received: {base!r}")
-    if "seed" in inspect.signature(spec.fn).parameters and "seed" not in base_options:
+    if spec.takes_seed and "seed" not in base_options:
         base_options["seed"] = seed
     scores = compute_importance(base, model, data, **base_options)
     out = [None] * len(scores)

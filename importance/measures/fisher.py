@@ -16,27 +16,24 @@ variant so the leaderboard shows what it changes.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from importance._checks import check_seed
+from importance._batched import compiled, mean_over, seeded_batches
+from importance.checks import check_choice, check_seed
 from importance.data import (
     DEFAULT_BATCH_SIZE,
-    iter_batches,
     log_probabilities_from_outputs,
     num_classes,
     outputs_are_probabilities,
 )
-from importance.per_example import METHODS, per_example_moment
+from importance.per_example import check_method, per_example_moment, per_example_moment_sum
 from importance.registry import register_measure
 
 LABELS = ("exact", "sampled", "empirical")
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @register_measure("fisher_empirical", labels="empirical")
@@ -82,17 +79,18 @@ def fisher(
     Raises:
         ValueError: A bad option value (named in the message) or empty data.
     """
-    _check_options(labels, method)
+    check_choice("labels", labels, LABELS)
+    check_method(method)
     seed = check_seed(seed)
     from_logits = _resolve_from_logits(model, from_logits)
-    step = _step(model, _fisher_sums, (labels, method, from_logits), method)
-    totals: list[np.ndarray] | None = None
-    count = 0
-    for index, (x, y) in enumerate(iter_batches(data, batch_size=batch_size, max_examples=max_examples)):
-        sums = step(x, y, tf.constant([seed, index], tf.int64))
-        totals = _accumulate(totals, sums)
-        count += int(y.shape[0])
-    return [t / count for t in totals]
+
+    def batch_sums(model: Any, x: Any, y: Any, seed_pair: Any) -> list[tf.Tensor]:
+        return _fisher_sums(model, x, y, seed_pair, labels, method, from_logits)
+
+    return mean_over(
+        model, data, batch_sums, key=("fisher", labels, method, from_logits), per="example",
+        batch_size=batch_size, max_examples=max_examples, seed=seed, eager=method == "loop",
+    )
 
 
 @register_measure("fisher_batch")
@@ -123,13 +121,14 @@ def fisher_batch(
         One float64 array per trainable weight.
     """
     from_logits = _resolve_from_logits(model, from_logits)
-    step = _step(model, _batch_mean_sums, (from_logits,), "vmap")
-    totals: list[np.ndarray] | None = None
-    batches = 0
-    for x, y in iter_batches(data, batch_size=batch_size, max_examples=max_examples):
-        totals = _accumulate(totals, step(x, y, tf.constant([0, 0], tf.int64)))
-        batches += 1
-    return [t / batches for t in totals]
+
+    def batch_sums(model: Any, x: Any, y: Any) -> list[tf.Tensor]:
+        return _batch_mean_squares(model, x, y, from_logits)
+
+    return mean_over(
+        model, data, batch_sums, key=("fisher_batch", from_logits), per="batch",
+        batch_size=batch_size, max_examples=max_examples,
+    )
 
 
 def sample_labels(
@@ -150,19 +149,14 @@ def sample_labels(
     """
     seed = check_seed(seed)
     from_logits = _resolve_from_logits(model, from_logits)
-    step = _step(model, _sampled_batch, (from_logits,), "vmap")  # compiled, as inside fisher
-    drawn = [
-        step(x, y, tf.constant([seed, index], tf.int64))[0].numpy()
-        for index, (x, y) in enumerate(iter_batches(data, batch_size=batch_size, max_examples=max_examples))
-    ]
-    return np.concatenate(drawn).astype(np.int32)
 
+    def draw(model: Any, x: Any, y: Any, seed_pair: Any) -> tf.Tensor:
+        logp = log_probabilities_from_outputs(model(x, training=False), from_logits=from_logits)
+        return _draw(logp, _uniforms(x, seed_pair))
 
-def _check_options(labels: Any, method: Any) -> None:
-    if labels not in LABELS:
-        raise ValueError(f"labels must be one of {LABELS}. Received: {labels!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
+    step = compiled(model, draw, key=("sample_labels", from_logits))  # compiled, as inside fisher
+    batches = seeded_batches(data, seed=seed, batch_size=batch_size, max_examples=max_examples)
+    return np.concatenate([step(*batch).numpy() for batch in batches]).astype(np.int32)
 
 
 def _resolve_from_logits(model: Any, from_logits: bool | None) -> bool:
@@ -171,35 +165,6 @@ def _resolve_from_logits(model: Any, from_logits: bool | None) -> bool:
     if not isinstance(from_logits, bool):
         raise ValueError(f"from_logits must be True, False or None. Received: {from_logits!r}")
     return from_logits
-
-
-def _accumulate(totals: list[np.ndarray] | None, sums: list[Any]) -> list[np.ndarray]:
-    arrays = [np.asarray(s, dtype=np.float64) for s in sums]
-    return arrays if totals is None else [t + a for t, a in zip(totals, arrays, strict=True)]
-
-
-def _step(
-    model: Any, fn: Callable[..., list[tf.Tensor]], config: tuple[Any, ...], method: str
-) -> Callable[..., list[tf.Tensor]]:
-    """``(x, y, seed_pair) -> fn(model, x, y, seed_pair, *config)``, compiled and cached per model.
-
-    The ``loop`` method runs eagerly: it is the slow reference and loops in Python.
-    """
-    cache = _COMPILED.setdefault(model, {})
-    # A traced graph returns one result per weight it saw: retrace if the trainable set changes.
-    key = (fn, *config, tuple(id(w) for w in model.trainable_weights))
-    if key not in cache:
-        model_ref = weakref.ref(model)  # the cache must not keep the model alive
-
-        def batch_sums(x: Any, y: Any, seed_pair: Any) -> list[tf.Tensor]:
-            return fn(model_ref(), x, y, seed_pair, *config)
-
-        cache[key] = (
-            batch_sums
-            if method == "loop"
-            else tf.function(batch_sums, reduce_retracing=True, autograph=False)
-        )
-    return cache[key]
 
 
 def _uniforms(x: Any, seed_pair: Any) -> tf.Tensor:
@@ -216,12 +181,6 @@ def _draw(logp: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
     cdf = tf.cumsum(tf.exp(tf.stop_gradient(logp)), axis=-1)
     below = tf.cast(cdf < u[:, None] * cdf[:, -1:], tf.int32)  # unnormalised p: scale u
     return tf.minimum(tf.reduce_sum(below, axis=-1), tf.shape(logp)[-1] - 1)
-
-
-def _sampled_batch(model: Any, x: Any, y: Any, seed_pair: Any, from_logits: bool) -> list[tf.Tensor]:
-    del y
-    logp = log_probabilities_from_outputs(model(x, training=False), from_logits=from_logits)
-    return [_draw(logp, _uniforms(x, seed_pair))]
 
 
 def _fisher_sums(
@@ -266,22 +225,11 @@ def _exact_sums(model: Any, x: Any, method: str, from_logits: bool) -> list[tf.T
         return objective
 
     objectives = [weighted(c) for c in range(num_classes(model))]
-    if method in ("auto", "factorized"):
-        from importance import _factorized
-
-        return _factorized.per_example_moment_sum(model, x, objectives, moment="square")
-    total: list[tf.Tensor] | None = None
-    for objective in objectives:
-        with tf.control_dependencies(total or []):
-            chained = tf.nest.map_structure(tf.identity, x)
-            sums = per_example_moment(model, chained, objective, moment="square", method=method)
-        total = sums if total is None else [t + s for t, s in zip(total, sums, strict=True)]
-    return total
+    return per_example_moment_sum(model, x, objectives, moment="square", method=method)
 
 
-def _batch_mean_sums(model: Any, x: Any, y: Any, seed_pair: Any, from_logits: bool) -> list[tf.Tensor]:
+def _batch_mean_squares(model: Any, x: Any, y: Any, from_logits: bool) -> list[tf.Tensor]:
     """Square of the gradient of the batch-mean log-likelihood (true labels)."""
-    del seed_pair
     weights = model.trainable_weights
     with tf.GradientTape() as tape:
         logp = log_probabilities_from_outputs(model(x, training=False), from_logits=from_logits)

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from importance.data import DEFAULT_BATCH_SIZE, iter_batches
-from importance.measures.fisher import _accumulate, _step
-from importance.per_example import METHODS, per_example_moment
+from importance._batched import mean_over
+from importance.data import DEFAULT_BATCH_SIZE
+from importance.per_example import check_method, per_example_moment
 from importance.registry import register_measure
 
 
@@ -42,25 +42,20 @@ def mas(
     Raises:
         ValueError: A bad option value (named in the message) or empty data.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
-    step = _step(model, _mas_sums, (method,), method)
-    totals: list[np.ndarray] | None = None
-    count = 0
-    for x, y in iter_batches(data, batch_size=batch_size, max_examples=max_examples):
-        totals = _accumulate(totals, step(x, y, tf.constant([0, 0], tf.int64)))
-        count += int(y.shape[0])
-    return [t / count for t in totals]
+    check_method(method)
+
+    def batch_sums(model: Any, x: Any, y: Any) -> list[tf.Tensor]:
+        """Sums over the batch of |per-example gradient of ||f(x)||^2| (labels unused)."""
+        return per_example_moment(model, x, _squared_norm, moment="abs", method=method)
+
+    return mean_over(
+        model, data, batch_sums, key=("mas", method), per="example",
+        batch_size=batch_size, max_examples=max_examples, eager=method == "loop",
+    )
 
 
 def _squared_norm(outputs: tf.Tensor) -> tf.Tensor:
     """||f(x)||^2 per example, over all output axes."""
     axes = list(range(1, len(outputs.shape)))
     return tf.reduce_sum(tf.square(outputs), axis=axes)
-
-
-def _mas_sums(model: Any, x: Any, y: Any, seed_pair: Any, method: str) -> list[tf.Tensor]:
-    """Sums over the batch of |per-example gradient of ||f(x)||^2|."""
-    del y, seed_pair
-    return per_example_moment(model, x, _squared_norm, moment="abs", method=method)
 

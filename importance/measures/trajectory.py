@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from importance.online import Recorder, Tracker, register_tracker
+from importance.online import Recorder, Tracker
 from importance.registry import register_measure
 
 _ACC = tf.float64
@@ -37,7 +37,6 @@ def _steps(grads: Sequence[tf.Tensor], before: Sequence[tf.Tensor], after: Seque
         yield tf.cast(g, _ACC), b64, tf.cast(a, _ACC) - b64
 
 
-@register_tracker("si")
 class SITracker(Tracker):
     """State of Synaptic Intelligence: the path integral and the weights at the start.
 
@@ -64,7 +63,6 @@ class SITracker(Tracker):
         self.started[0].assign(True)
 
 
-@register_tracker("sign_flip")
 class SignFlipTracker(Tracker):
     """Counts, per weight, the steps at which the weight's sign changed.
 
@@ -87,7 +85,6 @@ class SignFlipTracker(Tracker):
             self.sign[i].assign(tf.where(new != 0, new, reference))
 
 
-@register_tracker("momentum")
 class MomentumTracker(Tracker):
     """Counts, per weight, the steps at which the update reversed direction.
 
@@ -109,7 +106,6 @@ class MomentumTracker(Tracker):
             self.direction[i].assign(tf.where(new != 0, new, self.direction[i]))
 
 
-@register_tracker("weight_change")
 class WeightChangeTracker(Tracker):
     """Accumulates, per weight, the path length ``sum_t |theta_{t+1} - theta_t|``.
 
@@ -130,9 +126,9 @@ def _values(variables: Sequence[tf.Variable]) -> list[np.ndarray]:
     return [np.asarray(v.numpy(), dtype=np.float64) for v in variables]
 
 
-@register_measure("si", online=True)
+@register_measure("si", online=True, tracker=SITracker)
 def si(
-    model: Any, data: Any = None, *, trajectory: Recorder, xi: float = DEFAULT_XI, clip: bool = True
+    model: Any, data: Any = None, *, recorder: Recorder, xi: float = DEFAULT_XI, clip: bool = True
 ) -> list[np.ndarray]:
     """Synaptic Intelligence: each weight's share of the task-loss decrease along training.
 
@@ -151,9 +147,9 @@ def si(
     raised the task loss overall) become 0; individual steps are never clipped.
 
     Args:
-        model: The trained model (unused; the trajectory holds everything).
+        model: The trained model (unused; the recorder holds everything).
         data: Unused.
-        trajectory: The :class:`~importance.online.Recorder` that observed training.
+        recorder: The :class:`~importance.online.Recorder` that observed training.
         xi: Damping ``xi >= 0`` added to the squared total displacement. Default ``1e-3``,
             as in the official code's split MNIST and split CIFAR runs (its permuted MNIST run
             used 0.1). With ``xi=0`` a weight that ends where it began gets 0.
@@ -167,7 +163,7 @@ def si(
     """
     if isinstance(xi, bool) or not isinstance(xi, (int, float, np.floating)) or not xi >= 0:
         raise ValueError(f"xi must be a number >= 0. Received: {xi!r}")
-    tracker = trajectory.tracker("si")
+    tracker = recorder.tracker("si")
     paths, starts, lasts = (_values(v) for v in (tracker.path, tracker.start, tracker.last))
     scores = []
     for path, start, last in zip(paths, starts, lasts, strict=True):
@@ -178,8 +174,8 @@ def si(
     return scores
 
 
-@register_measure("sign_flip", online=True)
-def sign_flip(model: Any, data: Any = None, *, trajectory: Recorder) -> list[np.ndarray]:
+@register_measure("sign_flip", online=True, tracker=SignFlipTracker)
+def sign_flip(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
     """Number of training steps at which each weight changed sign.
 
     A step counts when the weight after it has a nonzero sign opposite to the weight's last
@@ -195,16 +191,16 @@ def sign_flip(model: Any, data: Any = None, *, trajectory: Recorder) -> list[np.
     Args:
         model: The trained model (unused).
         data: Unused.
-        trajectory: The :class:`~importance.online.Recorder` that observed training.
+        recorder: The :class:`~importance.online.Recorder` that observed training.
 
     Returns:
         One float64 array per trainable weight, counts in ``[0, steps]``.
     """
-    return _values(trajectory.tracker("sign_flip").count)
+    return _values(recorder.tracker("sign_flip").count)
 
 
-@register_measure("momentum", online=True)
-def momentum(model: Any, data: Any = None, *, trajectory: Recorder) -> list[np.ndarray]:
+@register_measure("momentum", online=True, tracker=MomentumTracker)
+def momentum(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
     """Number of momentum reversals: steps at which a weight's update changed direction.
 
     With ``d_t = sign(theta_{t+1} - theta_t)``, a step counts when ``d_t`` is nonzero and
@@ -219,16 +215,16 @@ def momentum(model: Any, data: Any = None, *, trajectory: Recorder) -> list[np.n
     Args:
         model: The trained model (unused).
         data: Unused.
-        trajectory: The :class:`~importance.online.Recorder` that observed training.
+        recorder: The :class:`~importance.online.Recorder` that observed training.
 
     Returns:
         One float64 array per trainable weight, counts in ``[0, steps - 1]``.
     """
-    return _values(trajectory.tracker("momentum").count)
+    return _values(recorder.tracker("momentum").count)
 
 
-@register_measure("weight_change", online=True)
-def weight_change(model: Any, data: Any = None, *, trajectory: Recorder) -> list[np.ndarray]:
+@register_measure("weight_change", online=True, tracker=WeightChangeTracker)
+def weight_change(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
     """Path length of each weight: ``sum_t |theta_{t+1} - theta_t|`` over recorded steps.
 
     The sum of absolute step sizes, not the net displacement ``|theta_T - theta_0|``: a weight
@@ -241,9 +237,9 @@ def weight_change(model: Any, data: Any = None, *, trajectory: Recorder) -> list
     Args:
         model: The trained model (unused).
         data: Unused.
-        trajectory: The :class:`~importance.online.Recorder` that observed training.
+        recorder: The :class:`~importance.online.Recorder` that observed training.
 
     Returns:
         One float64 array per trainable weight, all ``>= 0``.
     """
-    return _values(trajectory.tracker("weight_change").length)
+    return _values(recorder.tracker("weight_change").length)

@@ -1,0 +1,64 @@
+"""The score contract: one finite float64 array per trainable weight, with that weight's shape.
+
+Every stage that receives importance scores (the registry after a measure ran, aggregation, the
+thresholding sweep) checks them with :func:`validate_scores`, which raises
+:class:`ImportanceError` naming the measure and the weight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+class ImportanceError(ValueError):
+    """A measure returned something that is not a valid importance for the model."""
+
+
+def validate_scores(scores: Any, model: Any, *, measure: str = "scores") -> list[np.ndarray]:
+    """Check that ``scores`` is one finite array per trainable weight, with matching shapes.
+
+    Args:
+        scores: A sequence of array-likes (NumPy arrays, tensors, variables).
+        model: The model the scores belong to.
+        measure: Name used in error messages.
+
+    Returns:
+        The scores as float64 NumPy arrays.
+
+    Raises:
+        ImportanceError: Naming the measure and the offending weight.
+    """
+    weights = list(model.trainable_weights)
+    if isinstance(scores, (np.ndarray, str, bytes)) or not isinstance(scores, Sequence):
+        raise ImportanceError(
+            f"Measure {measure!r} must return a list with one array per trainable weight "
+            f"({len(weights)} for this model). Received: {type(scores).__name__}"
+        )
+    if len(scores) != len(weights):
+        raise ImportanceError(
+            f"Measure {measure!r} returned {len(scores)} arrays but the model has "
+            f"{len(weights)} trainable weights."
+        )
+    out = []
+    for score, weight in zip(scores, weights, strict=True):
+        array = np.asarray(score, dtype=np.float64)
+        expected = tuple(weight.shape)
+        if array.shape != expected:
+            raise ImportanceError(
+                f"Measure {measure!r} returned shape {array.shape} for weight "
+                f"{_weight_name(weight)!r}, expected {expected}."
+            )
+        if not np.all(np.isfinite(array)):
+            bad = "NaN" if np.isnan(array).any() else "inf"
+            raise ImportanceError(
+                f"Measure {measure!r} returned {bad} values for weight {_weight_name(weight)!r}."
+            )
+        out.append(array)
+    return out
+
+
+def _weight_name(weight: Any) -> str:
+    return getattr(weight, "path", None) or getattr(weight, "name", "?")
