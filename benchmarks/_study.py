@@ -199,6 +199,7 @@ class Study:
             "kind": "timing", "group": "compute", "measure": measure, "task": run.task.name,
             "variant": run.variant, "seed": run.seed, "seconds": seconds,
             "examples": int(len(run.measure_data[1])),
+            **({"coverage": spec.fn.coverage} if getattr(spec.fn, "coverage", None) else {}),
         }])
         return scores
 
