@@ -23,7 +23,7 @@ import pandas as pd
 LEVELS = ("weight", "unit", "layer")
 DEFAULT_COMBO = ("global", "noise")
 # On `planted` these must beat `random` (paired over seeds); elsewhere rankings are only reported.
-INFORMED = ("magnitude", "mas", "si")
+INFORMED = ("magnitude", "mas", "si", "obd", "snip", "lamp", "synflow", "wanda", "hessian_diag")
 INFORMED_PREFIX = "fisher"
 # Levels where "beats random" is asserted. At layer level the planted MLP has two layers: two
 # possible orders, so random picks any measure's order at half the seeds (reported, not asserted).
