@@ -31,11 +31,15 @@ from importance.data import iter_batches
 BATCH = 128
 METHODS = ("plain", "loop", "vmap", "shortcut", "factorized")
 MEASURES = ("fisher_empirical", "fisher_sampled", "fisher_exact", "mas")
+# Optimal Brain Damage (1/2 F w^2 on the exact Fisher): timed against the plain pass only, with
+# its factorised Fisher checked against the loop like the others.
+OBD_METHODS = ("plain", "factorized")
+EXACT_LABELS = ("fisher_exact", "obd")  # one backward pass per class
 SIZES = {"mlp": 2048, "cnn": 1024}
 # Slow methods are timed on the first examples only and scaled up linearly (their cost is linear
 # in N by construction: one gradient per example, or one vmap per batch). Errors are measured
 # against the loop on its examples.
-LOOP_EXAMPLES = {"fisher_exact": 8}  # ten classes, ten gradients per example
+LOOP_EXAMPLES = {"fisher_exact": 8, "obd": 8}  # ten classes, ten gradients per example
 LOOP_EXAMPLES_DEFAULT = 32
 VMAP_EXAMPLES = BATCH
 
@@ -45,7 +49,7 @@ def timed_examples(measure: str, method: str, n: int) -> int:
     if method == "loop":
         return LOOP_EXAMPLES.get(measure, LOOP_EXAMPLES_DEFAULT)
     if method == "vmap":
-        return VMAP_EXAMPLES // 4 if measure == "fisher_exact" else VMAP_EXAMPLES
+        return VMAP_EXAMPLES // 4 if measure in EXACT_LABELS else VMAP_EXAMPLES
     return n
 
 
@@ -115,7 +119,10 @@ def runner(model: Any, measure: str, method: str) -> Callable[[Any], list[np.nda
     """``data -> scores`` for one method (scores are means over examples, as the measures give)."""
     if method in ("plain", "shortcut"):
         return lambda data: gradient_pass(model, data, measure, mode=method)
-    name, options = ("mas", {}) if measure == "mas" else ("fisher", {"labels": measure.split("_")[1]})
+    if measure in ("mas", "obd"):
+        name, options = measure, {}
+    else:
+        name, options = "fisher", {"labels": measure.split("_")[1]}
     options["method"] = method
     return lambda data: imp.compute_importance(name, model, data, batch_size=BATCH, **options)
 

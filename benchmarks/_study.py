@@ -28,7 +28,7 @@ from reports.records import (
 
 DEFAULT_TREATMENT = (DEFAULT_SCOPE, DEFAULT_REPLACE)
 # On `planted` these must beat `random` (paired over seeds); elsewhere rankings are only reported.
-INFORMED = ("magnitude", "mas", "si")
+INFORMED = ("magnitude", "mas", "si", "obd", "snip", "lamp", "synflow", "wanda", "hessian_diag")
 INFORMED_PREFIX = "fisher"
 # Levels where "beats random" is asserted. At layer level the planted MLP has two layers: two
 # possible orders, so random picks any measure's order at half the seeds (reported, not asserted).
@@ -193,9 +193,10 @@ class Study:
             )])
             return MeasureFailed(f"measure {measure!r} failed on {subject.task.name} seed {subject.seed}: {message}")
         seconds = time.perf_counter() - start
+        coverage = getattr(imp.get_measure(measure).fn, "coverage", None)
         self.writer.write([timing_record(
             group="compute", measure=measure, task=subject.task.name, variant=subject.variant, seed=subject.seed,
-            seconds=seconds, examples=int(len(subject.measure_data[1])),
+            seconds=seconds, examples=int(len(subject.measure_data[1])), **({"coverage": coverage} if coverage else {}),
         )])
         return scores
 

@@ -17,6 +17,10 @@ pass, the relative error against the loop (on those first examples), and the pea
 TensorFlow's allocator on one batch (see ``_per_example_models``). The factorised rows assert the
 issue's bars: at most 1.5x the plain pass (per class for exact labels), at least 20x faster than
 the loop, relative error at most 1e-5, peak memory at most 2x the plain pass.
+
+``obd`` rows (1/2 F w^2 on the exact Fisher) add ``plain`` and ``factorized`` only: the same bars,
+so obd costs at most 1.5x the plain pass per class (the exact Fisher takes one backward pass per
+class), checked against the loop of obd on its first examples.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import tensorflow as tf
 from _devices import NO_GPU_REASON, device_name
 from _per_example_models import (
     BATCH,
+    EXACT_LABELS,
     MEASURES,
     METHODS,
+    OBD_METHODS,
     Interleaved,
     build,
     manual_median,
@@ -52,6 +58,11 @@ CASES = [
     for model in ("mlp", "cnn")
     for measure in MEASURES
     for method in METHODS
+] + [
+    (device, model, "obd", method)
+    for device in ("CPU", "GPU")
+    for model in ("mlp", "cnn")
+    for method in OBD_METHODS
 ]
 
 
@@ -87,7 +98,7 @@ def test_per_example(benchmark, request, state, device, model_name, measure, met
     n_timed = timed_examples(measure, method, n)
     timed = subset(data, n_timed)
     fn = runner(model, measure, method)
-    exact = measure == "fisher_exact"
+    exact = measure in EXACT_LABELS
     rounds = 1 if slow else (ROUNDS_FULL if full else ROUNDS[model_name][exact])
 
     with tf.device(f"/{device}:0"):
@@ -159,6 +170,9 @@ def test_per_example(benchmark, request, state, device, model_name, measure, met
         memory_examples=memory_n,
         memory_method="TensorFlow allocator peak minus bytes in use before, one batch",
     )
+    fisher_seconds = state["seconds"].get((device, model_name, "fisher_exact", method))
+    if measure == "obd" and method == "factorized" and fisher_seconds:  # what 1/2 F w^2 adds to the exact Fisher it reuses
+        benchmark.extra_info["ratio_vs_fisher_exact"] = seconds / fisher_seconds
     if method == "factorized":
         assert error is not None and error <= MAX_ERROR, f"relative error {error:.2e} > {MAX_ERROR}"
         bar = ratio_interleaved / classes

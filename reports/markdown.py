@@ -100,6 +100,12 @@ def device_section(frame: pd.DataFrame) -> str:
     return table(headers, rows, align="llllrrr")
 
 
+def coverage_section(notes: dict[str, str]) -> str:
+    """One row per measure that scores some layer types by a stated fallback."""
+    return table(["measure", "where the criterion is undefined"],
+                 [[escape(m), escape(n)] for m, n in sorted(notes.items())], align="ll")
+
+
 def header(meta: dict[str, Any]) -> str:
     """Title, run facts and how to read the tables."""
     facts = [

@@ -119,7 +119,7 @@ failure_record = record_kind(
 timing_record = record_kind(
     "timing",
     required=("group", "measure", "task", "variant", "seed", "seconds"),
-    optional=("device", "device_name", "examples", "worker"),
+    optional=("device", "device_name", "examples", "worker", "coverage"),
     identity=("group", "measure", "task", "variant", "seed", "device", "worker"),
 )
 

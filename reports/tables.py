@@ -153,6 +153,14 @@ def overall_ranking(sections: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
     return table
 
 
+def coverage_notes(records: list[dict[str, Any]]) -> dict[str, str]:
+    """measure -> what it does where its criterion is undefined, for the measures that declare it
+    (the ``coverage`` field of their compute timing records: the measure function's ``coverage``
+    attribute, see ``benchmarks/_study.py``)."""
+    return {r["measure"]: str(r["coverage"]) for r in records
+            if r["kind"] == "timing" and r.get("group") == "compute" and r.get("coverage")}
+
+
 def device_timings(records: list[dict[str, Any]]) -> pd.DataFrame:
     """The Fisher-per-device table: task, measure, device, device name, examples, seconds."""
     rows = [r for r in records if r["kind"] == "timing" and r.get("group") == "fisher_device"]

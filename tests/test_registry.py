@@ -101,7 +101,8 @@ def test_available_measures_is_sorted_and_has_the_builtins():
     available = imp.available_measures()
     assert available == sorted(available)
     builtin = {"random", "magnitude", "uniform", "fisher", "fisher_sampled", "fisher_empirical",
-               "fisher_batch", "mas", "shuffled_magnitude", "shuffled_fisher"}
+               "fisher_batch", "mas", "shuffled_magnitude", "shuffled_fisher",
+               "obd", "snip", "grasp", "synflow", "lamp", "wanda", "hessian_diag"}
     assert builtin <= set(available)
     assert set(imp.available_measures(online=False)) >= builtin
 

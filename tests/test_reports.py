@@ -160,6 +160,15 @@ def test_vocabulary_matches_the_library():
 
 # --- leaderboard ------------------------------------------------------------------------------
 
+def test_leaderboard_prints_declared_coverage_notes():
+    records = _synthetic()
+    assert "## Measure coverage" not in reports.leaderboard_markdown(records)
+    records.append({"kind": "timing", "group": "compute", "measure": "bad|pipe", "task": "toy",
+                    "variant": "", "seed": 0, "seconds": 0.1, "coverage": "biases: |w| fallback"})
+    notes = reports.leaderboard_markdown(records).split("## Measure coverage")[1].split("##")[0]
+    assert "| bad\\|pipe | biases: \\|w\\| fallback |" in notes
+
+
 def test_leaderboard_ranks_escapes_and_marks_significance():
     text = reports.leaderboard_markdown(_synthetic())
     section = text.split("## toy · weight")[1].split("##")[0]

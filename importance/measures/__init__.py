@@ -1,3 +1,16 @@
-"""Built-in importance measures. Importing this package registers them all."""
+"""Built-in importance measures. Importing this package registers them all.
 
-from importance.measures import basic, controls, fisher, mas, trajectory  # noqa: F401
+The pruning criteria (obd, snip, grasp, hessian_diag in ``taylor``; lamp, synflow in
+``data_free``; wanda in ``activation``) sit next to the continual-learning measures.
+"""
+
+from importance.measures import (  # noqa: F401
+    activation,
+    basic,
+    controls,
+    data_free,
+    fisher,
+    mas,
+    taylor,
+    trajectory,
+)
