@@ -13,8 +13,20 @@ from importance.interpret.cam import (
     hires_cam_maps,
     resize_maps,
 )
+from importance.interpret.registry import (
+    available_saliency,
+    compute_saliency,
+    get_saliency,
+    register_saliency,
+    unregister_saliency,
+)
 
 __all__ = [
+    "available_saliency",
+    "compute_saliency",
+    "get_saliency",
+    "register_saliency",
+    "unregister_saliency",
     "CamPass",
     "cam_pass",
     "find_cam_layer",

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance.interpret.inputs import check_images, check_target
+from importance.interpret.registry import register_saliency
 
 CONV_TYPES = (
     keras.layers.Conv2D,
@@ -203,6 +204,7 @@ def hires_cam_maps(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(gradients * activations, axis=-1)
 
 
+@register_saliency
 def grad_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
     """Grad-CAM (Selvaraju et al. 2017) resized to the input: (N, H, W) float64.
 
@@ -214,9 +216,10 @@ def grad_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None)
     """
     cam = cam_pass(model, images, target, layer=layer)
     maps = grad_cam_maps(cam.activations, cam.gradients)
-    return resize_maps(maps, _spatial(images)).numpy().astype(np.float64)
+    return resize_maps(maps, spatial_size(images)).numpy().astype(np.float64)
 
 
+@register_saliency
 def hires_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
     """HiResCAM (Draelos & Carin 2020) resized to the input: (N, H, W) float64.
 
@@ -228,8 +231,8 @@ def hires_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None
     """
     cam = cam_pass(model, images, target, layer=layer)
     maps = hires_cam_maps(cam.activations, cam.gradients)
-    return resize_maps(maps, _spatial(images)).numpy().astype(np.float64)
+    return resize_maps(maps, spatial_size(images)).numpy().astype(np.float64)
 
 
-def _spatial(images: Any) -> tuple[int, int]:
+def spatial_size(images: Any) -> tuple[int, int]:
     return int(images.shape[1]), int(images.shape[2])

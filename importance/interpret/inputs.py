@@ -85,3 +85,9 @@ def check_target(
             f"target must be a class id in [0, {int(num_classes)}). Received: {int(bad)}"
         )
     return tf.constant(ids)
+
+
+def class_ids(model: Any, images: tf.Tensor, target: Any) -> np.ndarray:
+    """``target`` checked against the model's number of classes, as int32 ids (N,)."""
+    classes = int(model(images[:1], training=False).shape[-1])
+    return check_target(target, num_images=int(images.shape[0]), num_classes=classes).numpy()
