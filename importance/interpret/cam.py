@@ -172,7 +172,9 @@ def cam_pass(
                 f"layer {chosen.name!r} outputs shape {tuple(activations.shape)}; a CAM needs a "
                 f"(N, h, w, K) feature map."
             )
-        targets = check_target(target, num_images=int(images.shape[0]), outputs=outputs)
+        # A batch of unknown size (e.g. inside tasks.trainer.train's compiled loop) has no static N.
+        num_images = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
+        targets = check_target(target, num_images=num_images, outputs=outputs)
         scores = tf.gather(outputs, targets, axis=1, batch_dims=1)
     gradients = tape.gradient(scores, activations)
     return CamPass(activations, gradients, outputs)
