@@ -69,6 +69,9 @@ def leaderboard_markdown(records: list[dict[str, Any]]) -> str:
                   markdown.overall_section(tables.overall_ranking(sections))]
         for section, frame in sections:
             parts += [f"## {markdown.section_title(section)}", "", markdown.leaderboard_section(frame)]
+    from reports import cam_training
+
+    parts.append(cam_training.section(records))
     devices = tables.device_timings(records)
     parts += ["## Fisher computation per device", ""]
     if devices.empty:

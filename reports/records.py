@@ -10,6 +10,8 @@ One record per line, each a JSON object with a ``kind``:
 * ``timing``: one timed computation: ``group`` (``compute`` for a measure on a task,
   ``fisher_device`` for the Fisher-per-device group, or another benchmark group), ``measure,
   task, variant, seed, seconds`` and, where it applies, ``device, device_name, examples``.
+* ``cam_training``: one model of the CAM-guided training benchmark (see
+  :mod:`reports.cam_training`): ``task, seed, method, variant, weight`` and its accuracies.
 
 Writers append and flush every finished case, so an interrupted run keeps what it finished.
 Under pytest-xdist each worker writes its own shard; :func:`read_records` merges shards (and
@@ -27,13 +29,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 SCHEMA = 1
-KINDS = ("meta", "point", "failure", "timing")
+KINDS = ("meta", "point", "failure", "timing", "cam_training")
 CURVE_KEYS = ("measure", "task", "variant", "level", "scope", "replace", "seed")
 POINT_KEYS = (*CURVE_KEYS, "threshold")
 _IDENTITY = {
     "point": POINT_KEYS,
     "failure": ("measure", "task", "variant", "seed", "level"),
     "timing": ("group", "measure", "task", "variant", "seed", "device", "worker"),
+    "cam_training": ("task", "seed", "method", "variant", "weight", "width", "schedule"),
 }
 
 
