@@ -44,6 +44,19 @@ def mlp(
     return keras.Model(inputs, logits, name=name)
 
 
+def _conv_stack(h: keras.KerasTensor, filters: Sequence[int], *, seed: int, pool_last: bool) -> keras.KerasTensor:
+    """``conv_<i>`` (3x3, same padding, ReLU) per entry of ``filters``, each followed by a 2x2
+    max-pool ``pool_<i>`` (the last one only with ``pool_last``)."""
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv2D(
+            int(f), 3, padding="same", activation="relu", kernel_initializer=_init(seed, i),
+            name=f"conv_{i}",
+        )(h)
+        if pool_last or i < len(filters) - 1:
+            h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
+    return h
+
+
 def cnn(
     input_shape: Sequence[int],
     num_classes: int,
@@ -64,13 +77,7 @@ def cnn(
         name: Model name.
     """
     inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    h = inputs
-    for i, f in enumerate(filters):
-        h = keras.layers.Conv2D(
-            int(f), 3, padding="same", activation="relu", kernel_initializer=_init(seed, i),
-            name=f"conv_{i}",
-        )(h)
-        h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
+    h = _conv_stack(inputs, filters, seed=seed, pool_last=True)
     h = keras.layers.Flatten(name="flatten")(h)
     h = keras.layers.Dense(
         int(dense), activation="relu", kernel_initializer=_init(seed, len(filters)), name="dense"
@@ -102,14 +109,7 @@ def gap_cnn(
         name: Model name.
     """
     inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    h = inputs
-    for i, f in enumerate(filters):
-        h = keras.layers.Conv2D(
-            int(f), 3, padding="same", activation="relu", kernel_initializer=_init(seed, i),
-            name=f"conv_{i}",
-        )(h)
-        if i < len(filters) - 1:
-            h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
+    h = _conv_stack(inputs, filters, seed=seed, pool_last=False)
     h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
     logits = keras.layers.Dense(
         int(num_classes), kernel_initializer=_init(seed, len(filters)), name="logits"
