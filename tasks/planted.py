@@ -90,9 +90,7 @@ _load = _loader(NUISANCE_STD["planted"])
 
 
 def _build(seed: int, variant: str) -> Any:
-    return models.mlp(
-        (NUM_INPUTS,), len(SIGNAL_INPUTS), hidden=(HIDDEN,), seed=seed, name="planted_mlp"
-    )
+    return models.mlp((NUM_INPUTS,), len(SIGNAL_INPUTS), hidden=(HIDDEN,), seed=seed, name="planted_mlp")
 
 
 def known_importance(model: Any) -> list[np.ndarray]:
@@ -104,9 +102,7 @@ def known_importance(model: Any) -> list[np.ndarray]:
     truth = [np.full(tuple(w.shape), np.nan) for w in model.trainable_weights]
     first = truth[0]
     if first.shape != (NUM_INPUTS, HIDDEN):
-        raise ValueError(
-            f"Expected the planted MLP's first kernel (20, {HIDDEN}). Received: {first.shape}"
-        )
+        raise ValueError(f"Expected the planted MLP's first kernel (20, {HIDDEN}). Received: {first.shape}")
     first[list(SIGNAL_INPUTS), :] = 1.0
     first[list(NOISE_INPUTS), :] = 0.0
     return truth

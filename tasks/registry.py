@@ -98,9 +98,7 @@ class Task:
         info: dict[str, Any] | None = None,
     ):
         if not isinstance(name, str) or not name.strip() or "/" in name:
-            raise ValueError(
-                f"A task name must be a non-empty string without '/'. Received: {name!r}"
-            )
+            raise ValueError(f"A task name must be a non-empty string without '/'. Received: {name!r}")
         if not variants:
             raise ValueError(f"A task needs at least one variant. Received: {variants!r}")
         self.name = name

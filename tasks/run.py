@@ -82,11 +82,7 @@ def trained(
     model = task.build_model(seed, variant)
     recorder = start_tracking(model, patch_fit=False) if track else None
     key = _cache.cache_key(
-        task,
-        variant,
-        seed,
-        settings.as_dict(),
-        None if recorder is None else list(recorder.trackers),
+        task, variant, seed, settings.as_dict(), None if recorder is None else list(recorder.trackers)
     )
     path = _cache.entry_path(_cache.cache_dir(cache_dir), key) if cache else None
 
@@ -96,22 +92,10 @@ def trained(
 
     from tasks.trainer import train
 
-    history = train(
-        model,
-        task.train_data(),
-        seed=seed,
-        recorder=recorder,
-        verbose=verbose,
-        **settings.as_dict(),
-    )
+    history = train(model, task.train_data(), seed=seed, recorder=recorder, verbose=verbose, **settings.as_dict())
     history["test_loss"], history["test_accuracy"] = evaluate(model, task.test_data())
     if verbose:
-        print(
-            f"{task.name}/{variant} seed {seed}: test accuracy {history['test_accuracy']:.4f}",
-            flush=True,
-        )
+        print(f"{task.name}/{variant} seed {seed}: test accuracy {history['test_accuracy']:.4f}", flush=True)
     if path is not None:
         _cache.save(path, key, model, recorder, history)
-    return TrainedModel(
-        model, recorder, history, task, variant, seed, False, None if path is None else str(path)
-    )
+    return TrainedModel(model, recorder, history, task, variant, seed, False, None if path is None else str(path))

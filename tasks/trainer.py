@@ -124,9 +124,7 @@ def train(
             history[k].append(float(v))
         if verbose:
             shown = " - ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "epoch_seconds")
-            print(
-                f"epoch {epoch + 1}/{epochs} - {shown} - {logs['epoch_seconds']:.1f}s", flush=True
-            )
+            print(f"epoch {epoch + 1}/{epochs} - {shown} - {logs['epoch_seconds']:.1f}s", flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs)
     return history
@@ -197,10 +195,8 @@ def _dense(grads: list[Any], weights: list[Any]) -> list[tf.Tensor]:
 
 
 def _check_int(name: str, value: Any, *, minimum: int | None) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or (minimum is not None and value < minimum)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+        minimum is not None and value < minimum
     ):
         bound = "an integer" if minimum is None else f"an integer >= {minimum}"
         raise ValueError(f"{name} must be {bound}. Received: {value!r}")
