@@ -86,9 +86,7 @@ def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> 
     if channels > 1 and rates == [1, 1] and not _in_xla() and _grouped_filter_grad_works():
         if padding == "same":  # TensorFlow's SAME pads as computed above: no padded copy
             return _grouped_kernel_moment(layer, a, g, sizes, strides, "SAME", moment)
-        return _grouped_kernel_moment(
-            layer, tf.pad(a, pads + [[0, 0]]), g, sizes, strides, "VALID", moment
-        )
+        return _grouped_kernel_moment(layer, tf.pad(a, pads + [[0, 0]]), g, sizes, strides, "VALID", moment)
     a = tf.pad(a, pads + [[0, 0]])
 
     def windows(ac: tf.Tensor) -> list[tf.Tensor]:
@@ -111,8 +109,7 @@ def _conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> 
             stacked = tf.stack([w[..., 0] for w in windows(ac)], axis=1)
             return tf.reduce_sum(_f(tf.matmul(stacked, gc), moment), axis=0)[:, None, :]
         offsets = [
-            tf.reduce_sum(_f(tf.matmul(w, gc, transpose_a=True), moment), axis=0)
-            for w in windows(ac)
+            tf.reduce_sum(_f(tf.matmul(w, gc, transpose_a=True), moment), axis=0) for w in windows(ac)
         ]
         return tf.stack(offsets)
 
@@ -187,18 +184,13 @@ def _grouped_filter_grad_works() -> bool:
             dy = np.ones((1, 2, 2, 6), np.float32)
             try:
                 got = tf.raw_ops.Conv2DBackpropFilter(
-                    input=x,
-                    filter_sizes=[3, 3, 2, 6],
-                    out_backprop=dy,
-                    strides=[1, 1, 1, 1],
+                    input=x, filter_sizes=[3, 3, 2, 6], out_backprop=dy, strides=[1, 1, 1, 1],
                     padding="VALID",
                 ).numpy()
             except (tf.errors.OpError, ValueError):
                 _GROUPED.append(False)
             else:
                 # group 0 (channels 0-1, filters 0-2) sees input channels 0-1 only
-                expected = np.stack(
-                    [x[0, p : p + 2, q : q + 2, :2].sum((0, 1)) for p in range(3) for q in range(3)]
-                )
+                expected = np.stack([x[0, p : p + 2, q : q + 2, :2].sum((0, 1)) for p in range(3) for q in range(3)])
                 _GROUPED.append(bool(np.allclose(got[..., 0].reshape(9, 2), expected, rtol=1e-5)))
     return _GROUPED[0]

@@ -104,9 +104,7 @@ def per_example_moment_sum(
     # multiply once. Other layers' moments are formed per objective and summed.
     summed_fg: dict[int, tf.Tensor] = {}
     for total in totals if usable else []:
-        with tf.control_dependencies(
-            [r for r in results if r is not None] + list(summed_fg.values())
-        ):
+        with tf.control_dependencies([r for r in results if r is not None] + list(summed_fg.values())):
             grads = tape.gradient(
                 total, [c.z for c in usable], unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
@@ -115,15 +113,11 @@ def per_example_moment_sum(
                     fg = _f(grad, moment)
                     summed_fg[u] = fg if u not in summed_fg else summed_fg[u] + fg
                     continue
-                for variable, value in zip(
-                    capture.variables(), capture.moments(grad, moment), strict=True
-                ):
+                for variable, value in zip(capture.variables(), capture.moments(grad, moment), strict=True):
                     k = index[id(variable)]
                     results[k] = value if results[k] is None else results[k] + value
     for u, fg in summed_fg.items():
-        for variable, value in zip(
-            usable[u].variables(), usable[u].moments_of_fg(fg, moment), strict=True
-        ):
+        for variable, value in zip(usable[u].variables(), usable[u].moments_of_fg(fg, moment), strict=True):
             results[index[id(variable)]] = value
     del tape
     missing = [k for k, r in enumerate(results) if r is None]
@@ -187,10 +181,7 @@ class _Capture:
             per_example = int(a.shape[-1]) * (positions + int(g.shape[-1]))
             kernel = _chunked(
                 lambda ac, gc: tf.reduce_sum(_f(tf.matmul(ac, gc, transpose_a=True), moment), 0),
-                a,
-                g,
-                per_example,
-                layer.kernel.shape,
+                a, g, per_example, layer.kernel.shape,
             )
             bias_g = tf.reduce_sum(g, axis=1)
         else:
@@ -225,10 +216,8 @@ def _walkable(model: Any) -> bool:
 
     if isinstance(model, keras.Sequential):
         return type(model).call is keras.Sequential.call
-    return (
-        isinstance(model, Functional)
-        and type(model).call is Functional.call
-        and hasattr(model, "_run_through_graph")
+    return isinstance(model, Functional) and type(model).call is Functional.call and hasattr(
+        model, "_run_through_graph"
     )
 
 

@@ -61,9 +61,7 @@ def split_xy(data: Any) -> tuple[np.ndarray, np.ndarray]:
     if x.shape[0] == 0:
         raise ValueError("data is empty: x has 0 examples.")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"x and y differ in length: {x.shape[0]} examples but {y.shape[0]} labels."
-        )
+        raise ValueError(f"x and y differ in length: {x.shape[0]} examples but {y.shape[0]} labels.")
     if y.ndim == 2 and y.shape[1] > 1:
         y = np.argmax(y, axis=1)
     elif y.ndim == 2:
@@ -77,10 +75,8 @@ def split_xy(data: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def num_classes(model: Any) -> int:
     """Number of classes: the size of the model's last output axis."""
-    return (
-        int(model.outputs[0].shape[-1])
-        if getattr(model, "outputs", None)
-        else int(model.output_shape[-1])
+    return int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else int(
+        model.output_shape[-1]
     )
 
 
@@ -206,9 +202,7 @@ def _batch_sums_fn(model: Any) -> Any:
             logp = log_probabilities(model, x, from_logits=not probs)
             y = tf.cast(tf.reshape(y, [-1]), tf.int32)
             picked = tf.gather(logp, y, axis=1, batch_dims=1)
-            right = tf.reduce_sum(
-                tf.cast(tf.argmax(logp, axis=1, output_type=tf.int32) == y, tf.int32)
-            )
+            right = tf.reduce_sum(tf.cast(tf.argmax(logp, axis=1, output_type=tf.int32) == y, tf.int32))
             return -tf.reduce_sum(picked), right, tf.shape(y)[0]
 
         fn = tf.function(batch_sums, reduce_retracing=True)

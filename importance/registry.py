@@ -86,9 +86,7 @@ def register_measure(
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         measure_name = fn.__name__ if name is None else name
         if not isinstance(measure_name, str) or not measure_name.strip():
-            raise ValueError(
-                f"A measure name must be a non-empty string. Received: {measure_name!r}"
-            )
+            raise ValueError(f"A measure name must be a non-empty string. Received: {measure_name!r}")
         if measure_name in _MEASURES:
             raise ValueError(
                 f"A measure named {measure_name!r} is already registered "

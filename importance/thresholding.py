@@ -12,7 +12,7 @@ The ranking helpers (:func:`replacement_ranks`, :func:`replacement_counts`,
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,7 @@ def threshold_sweep(
     replace: str = "noise",
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    on_evaluate: Callable[[float, Any], None] | None = None,
 ) -> pd.DataFrame:
     """Loss and accuracy as the least important fraction of the trainable weights is replaced.
 
@@ -119,6 +120,10 @@ def threshold_sweep(
             weight tensor, seeded; ``"zero"``: 0.
         seed: Seed of the tie-breaking order and of the noise.
         batch_size: Evaluation batch size for array data.
+        on_evaluate: Called as ``on_evaluate(threshold, model)`` at every threshold, just before
+            the model is evaluated, while the replaced weights are in place (e.g. to check which
+            weights differ, or to compute another metric on the thresholded model). The weights
+            are restored afterwards whatever it does; an exception it raises ends the sweep.
 
     Returns:
         A DataFrame with one row per threshold and columns ``threshold``, ``loss`` (mean
@@ -168,6 +173,8 @@ def threshold_sweep(
             mask = ranks < counts[inverse]
             touched = _assign(variables, originals, replacements, mask, offsets)
             try:
+                if on_evaluate is not None:
+                    on_evaluate(p, model)
                 loss, accuracy = evaluate(model, dataset, batch_size=batch_size)
             finally:
                 _restore(variables, originals, touched)

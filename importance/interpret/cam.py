@@ -98,7 +98,7 @@ def find_cam_layer(model: keras.Model, layer: str | keras.layers.Layer | None = 
 
 
 @contextlib.contextmanager
-def _watch_output(layer: Any, tape: tf.GradientTape) -> Iterator[list[tf.Tensor]]:
+def watch_layer_output(layer: Any, tape: tf.GradientTape) -> Iterator[list[tf.Tensor]]:
     """While active, every call of ``layer`` appends its (watched) output to the yielded list.
 
     Replaces the layer's ``call`` on the instance and restores it whatever happens.
@@ -159,7 +159,7 @@ def cam_pass(
     images = check_images(images, model)
     chosen = find_cam_layer(model, layer)
     with tf.GradientTape() as tape:
-        with _watch_output(chosen, tape) as captured:
+        with watch_layer_output(chosen, tape) as captured:
             outputs = model(images, training=training)
         if len(captured) != 1:
             raise ValueError(

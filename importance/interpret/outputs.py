@@ -8,19 +8,20 @@ import numpy as np
 import tensorflow as tf
 
 
-def target_probabilities(
-    model: Any, images: Any, ids: np.ndarray, *, batch_size: int = 256
-) -> np.ndarray:
-    """Softmax probability of class ``ids[i]`` for each image, float64 (N,), in batches.
-
-    The project's models output logits; the softmax turns them into probabilities.
-    """
+def probabilities(model: Any, images: Any, *, batch_size: int = 256) -> np.ndarray:
+    """Softmax of the model's outputs (logits for the project's models), float64 (N, classes)."""
     out = []
     for start in range(0, int(images.shape[0]), batch_size):
         logits = model(images[start : start + batch_size], training=False)
         out.append(tf.nn.softmax(tf.cast(logits, tf.float64), axis=-1).numpy())
-    probabilities = np.concatenate(out)
-    return probabilities[np.arange(len(ids)), np.asarray(ids)]
+    return np.concatenate(out)
+
+
+def target_probabilities(
+    model: Any, images: Any, ids: np.ndarray, *, batch_size: int = 256
+) -> np.ndarray:
+    """Softmax probability of class ``ids[i]`` for each image, float64 (N,), in batches."""
+    return probabilities(model, images, batch_size=batch_size)[np.arange(len(ids)), np.asarray(ids)]
 
 
 def input_gradients(

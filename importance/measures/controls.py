@@ -21,9 +21,7 @@ from importance.registry import compute_importance, get_measure, register_measur
 
 @register_measure("shuffled_fisher", base="fisher")
 @register_measure("shuffled_magnitude", base="magnitude")
-def shuffled(
-    model: Any, data: Any = None, *, base: str, seed: int = 0, **base_options: Any
-) -> list[np.ndarray]:
+def shuffled(model: Any, data: Any = None, *, base: str, seed: int = 0, **base_options: Any) -> list[np.ndarray]:
     """Scores of measure ``base``, randomly permuted within each layer (seeded).
 
     All trainable weights of one Keras layer (e.g. a kernel and its bias; the innermost layer
@@ -63,3 +61,4 @@ def shuffled(
             out[i] = flat[offset : offset + size].reshape(scores[i].shape)
             offset += size
     return out
+

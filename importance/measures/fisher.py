@@ -88,9 +88,7 @@ def fisher(
     step = _step(model, _fisher_sums, (labels, method, from_logits), method)
     totals: list[np.ndarray] | None = None
     count = 0
-    for index, (x, y) in enumerate(
-        iter_batches(data, batch_size=batch_size, max_examples=max_examples)
-    ):
+    for index, (x, y) in enumerate(iter_batches(data, batch_size=batch_size, max_examples=max_examples)):
         sums = step(x, y, tf.constant([seed, index], tf.int64))
         totals = _accumulate(totals, sums)
         count += int(y.shape[0])
@@ -155,9 +153,7 @@ def sample_labels(
     step = _step(model, _sampled_batch, (from_logits,), "vmap")  # compiled, as inside fisher
     drawn = [
         step(x, y, tf.constant([seed, index], tf.int64))[0].numpy()
-        for index, (x, y) in enumerate(
-            iter_batches(data, batch_size=batch_size, max_examples=max_examples)
-        )
+        for index, (x, y) in enumerate(iter_batches(data, batch_size=batch_size, max_examples=max_examples))
     ]
     return np.concatenate(drawn).astype(np.int32)
 
@@ -222,9 +218,7 @@ def _draw(logp: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
     return tf.minimum(tf.reduce_sum(below, axis=-1), tf.shape(logp)[-1] - 1)
 
 
-def _sampled_batch(
-    model: Any, x: Any, y: Any, seed_pair: Any, from_logits: bool
-) -> list[tf.Tensor]:
+def _sampled_batch(model: Any, x: Any, y: Any, seed_pair: Any, from_logits: bool) -> list[tf.Tensor]:
     del y
     logp = log_probabilities_from_outputs(model(x, training=False), from_logits=from_logits)
     return [_draw(logp, _uniforms(x, seed_pair))]
@@ -245,11 +239,7 @@ def _fisher_sums(
             return tf.gather(logp, _draw(logp, u), axis=1, batch_dims=1)
 
         return per_example_moment(
-            model,
-            x,
-            sampled_log_likelihood,
-            moment="square",
-            method=method,
+            model, x, sampled_log_likelihood, moment="square", method=method,
             targets=_uniforms(x, seed_pair),
         )
 
@@ -289,9 +279,7 @@ def _exact_sums(model: Any, x: Any, method: str, from_logits: bool) -> list[tf.T
     return total
 
 
-def _batch_mean_sums(
-    model: Any, x: Any, y: Any, seed_pair: Any, from_logits: bool
-) -> list[tf.Tensor]:
+def _batch_mean_sums(model: Any, x: Any, y: Any, seed_pair: Any, from_logits: bool) -> list[tf.Tensor]:
     """Square of the gradient of the batch-mean log-likelihood (true labels)."""
     del seed_pair
     weights = model.trainable_weights
@@ -300,3 +288,4 @@ def _batch_mean_sums(
         mean_ll = tf.reduce_mean(tf.gather(logp, y, axis=1, batch_dims=1))
     grads = tape.gradient(mean_ll, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     return [tf.square(g) for g in grads]
+

@@ -63,3 +63,4 @@ def _mas_sums(model: Any, x: Any, y: Any, seed_pair: Any, method: str) -> list[t
     """Sums over the batch of |per-example gradient of ||f(x)||^2|."""
     del y, seed_pair
     return per_example_moment(model, x, _squared_norm, moment="abs", method=method)
+
