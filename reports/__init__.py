@@ -72,6 +72,9 @@ def leaderboard_markdown(records: list[dict[str, Any]]) -> str:
     notes = tables.coverage_notes(records)
     if notes:
         parts += ["## Measure coverage", "", markdown.coverage_section(notes)]
+    from reports import cam_training
+
+    parts.append(cam_training.section(records))
     devices = tables.device_timings(records)
     parts += ["## Fisher computation per device", ""]
     if devices.empty:

@@ -10,6 +10,8 @@ One record per line, each a JSON object with a ``kind``:
 * ``timing``: one timed computation: ``group`` (``compute`` for a measure on a task,
   ``fisher_device`` for the Fisher-per-device group, or another benchmark group), ``measure,
   task, variant, seed, seconds`` and, where it applies, ``device, device_name, examples``.
+* ``cam_training``: one model of the CAM-guided training benchmark (see
+  :mod:`reports.cam_training`): ``task, seed, method, variant, weight`` and its accuracies.
 
 The schema is defined here once, for the writers and the readers: each kind is declared with
 :func:`record_kind` (its fields and the fields that identify a record), which returns the kind's
@@ -121,6 +123,15 @@ timing_record = record_kind(
     required=("group", "measure", "task", "variant", "seed", "seconds"),
     optional=("device", "device_name", "examples", "worker", "coverage"),
     identity=("group", "measure", "task", "variant", "seed", "device", "worker"),
+)
+# One model of the CAM-guided training benchmark (benchmarks/test_cam_training.py); its
+# accuracies on each split (``<split>_average``, ``<split>_worst_group``) and CAM mass outside.
+CAM_SPLITS = ("test", "val", "val_balanced")
+cam_training_record = record_kind(
+    "cam_training",
+    required=("task", "seed", "mode", "method", "variant", "weight", "width", "schedule",
+              "mass_outside", *(f"{s}_{m}" for s in CAM_SPLITS for m in ("average", "worst_group"))),
+    identity=("task", "seed", "method", "variant", "weight", "width", "schedule"),
 )
 
 

@@ -10,7 +10,7 @@
 Continual-learning sequences (not in the registry): ``tasks.continual_sequence("split_mnist")``.
 """
 
-from tasks import builtin, keras_data, planted  # noqa: E402,F401,I001  (register the tasks)
+from tasks import builtin, keras_data, planted, planted_region, spurious  # noqa: E402,F401,I001  (register the tasks)
 from tasks.cache import CacheWarning  # noqa: E402
 from tasks.continual import available_sequences, continual_sequence  # noqa: E402
 from tasks.registry import (

@@ -44,6 +44,19 @@ def mlp(
     return keras.Model(inputs, logits, name=name)
 
 
+def _conv_stack(h: keras.KerasTensor, filters: Sequence[int], *, seed: int, pool_last: bool) -> keras.KerasTensor:
+    """``conv_<i>`` (3x3, same padding, ReLU) per entry of ``filters``, each followed by a 2x2
+    max-pool ``pool_<i>`` (the last one only with ``pool_last``)."""
+    for i, f in enumerate(filters):
+        h = keras.layers.Conv2D(
+            int(f), 3, padding="same", activation="relu", kernel_initializer=_init(seed, i),
+            name=f"conv_{i}",
+        )(h)
+        if pool_last or i < len(filters) - 1:
+            h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
+    return h
+
+
 def cnn(
     input_shape: Sequence[int],
     num_classes: int,
@@ -64,18 +77,41 @@ def cnn(
         name: Model name.
     """
     inputs = keras.Input(shape=tuple(input_shape), name="inputs")
-    h = inputs
-    for i, f in enumerate(filters):
-        h = keras.layers.Conv2D(
-            int(f), 3, padding="same", activation="relu", kernel_initializer=_init(seed, i),
-            name=f"conv_{i}",
-        )(h)
-        h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
+    h = _conv_stack(inputs, filters, seed=seed, pool_last=True)
     h = keras.layers.Flatten(name="flatten")(h)
     h = keras.layers.Dense(
         int(dense), activation="relu", kernel_initializer=_init(seed, len(filters)), name="dense"
     )(h)
     logits = keras.layers.Dense(
         int(num_classes), kernel_initializer=_init(seed, len(filters) + 1), name="logits"
+    )(h)
+    return keras.Model(inputs, logits, name=name)
+
+
+def gap_cnn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    filters: Sequence[int] = (16, 32, 32),
+    seed: int = 0,
+    name: str = "gap_cnn",
+) -> keras.Model:
+    """A CNN with a class-activation-map head: 3x3 convs (ReLU), 2x2 max-pool between them,
+    global average pooling and one Dense layer to the logits (Zhou et al. 2016, "Learning Deep
+    Features for Discriminative Localization"). The last conv layer (``conv_<last>``) is the CAM
+    layer: with GAP + Dense, its class activation map is exact.
+
+    Args:
+        input_shape: ``(height, width, channels)``.
+        num_classes: Output width.
+        filters: Output channels of each conv layer; a max-pool follows every conv but the last.
+        seed: Seed of the initial weights.
+        name: Model name.
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    h = _conv_stack(inputs, filters, seed=seed, pool_last=False)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    logits = keras.layers.Dense(
+        int(num_classes), kernel_initializer=_init(seed, len(filters)), name="logits"
     )(h)
     return keras.Model(inputs, logits, name=name)

@@ -2,7 +2,10 @@
 
 Each step computes the task loss (sparse categorical cross-entropy from logits) and, when given,
 a regulariser ``penalty(model)`` (e.g. an EWC penalty) plus the model's own regularisation
-losses. The optimiser applies the sum of their gradients, but an attached
+losses. A penalty that needs the batch (e.g. a class-activation-map penalty) sets the attribute
+``receives_batch = True`` and is called as ``penalty(model, x, y, epoch)`` instead: the batch's
+inputs and int32 labels and the 0-based epoch as an int32 scalar tensor. The optimiser applies
+the sum of their gradients, but an attached
 :class:`importance.online.Recorder` observes only the *task-loss* gradient, with the weights
 before and after the step, as SI requires (Zenke et al. 2017).
 
@@ -75,7 +78,9 @@ def train(
         recorder: An :class:`importance.online.Recorder` fed ``(task_grads, before, after)``
             after every step.
         penalty: ``penalty(model) -> scalar`` added to the loss; its gradient is applied but never
-            shown to ``recorder``.
+            shown to ``recorder``. With ``penalty.receives_batch`` true it is called as
+            ``penalty(model, x, y, epoch)`` (batch inputs, int32 labels, 0-based epoch as an
+            int32 scalar tensor), e.g. :class:`importance.cam_penalty.CamPenalty`.
         verbose: Print one progress line per epoch.
         validation_data: ``(x, y)`` evaluated after every epoch (``val_loss``, ``val_accuracy``).
         weight_decay: Decoupled weight decay (``optimizer="adamw"`` only).
@@ -114,7 +119,7 @@ def train(
     for epoch in range(int(epochs)):
         start = time.perf_counter()
         order = tf.constant(rng.permutation(n).astype(np.int32))
-        total_loss, total_correct = run_epoch(x_all, y_all, order)
+        total_loss, total_correct = run_epoch(x_all, y_all, order, tf.constant(epoch, tf.int32))
         total_loss, total_correct = float(total_loss), int(total_correct)
         logs = {"loss": total_loss / n, "accuracy": total_correct / n}
         if validation_data is not None:
@@ -138,10 +143,12 @@ def _make_epoch(
     penalty: Any,
     shape: tuple[int, ...],
     batch_size: int,
-) -> Callable[[tf.Tensor, tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
+) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
     """One compiled epoch over ``x[order]`` in batches; returns (sum of task losses, correct)."""
 
-    def step(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    batch_penalty = bool(getattr(penalty, "receives_batch", False))
+
+    def step(x: tf.Tensor, y: tf.Tensor, epoch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         before = [tf.identity(w.value) for w in weights] if recorder is not None else None
         with tf.GradientTape(persistent=True) as tape:
             logits = model(x, training=True)
@@ -149,7 +156,8 @@ def _make_epoch(
             task_loss = tf.reduce_mean(per_example)
             extra = [tf.cast(loss, tf.float32) for loss in model.losses]
             if penalty is not None:
-                extra.append(tf.cast(penalty(model), tf.float32))
+                value = penalty(model, x, y, epoch) if batch_penalty else penalty(model)
+                extra.append(tf.cast(value, tf.float32))
         task_grads = _dense(tape.gradient(task_loss, weights), weights)
         grads = task_grads
         if extra:
@@ -169,16 +177,19 @@ def _make_epoch(
         tf.TensorSpec([None, *shape], tf.float32),
         tf.TensorSpec([None], tf.int32),
         tf.TensorSpec([None], tf.int32),
+        tf.TensorSpec([], tf.int32),
     ]
 
     @tf.function(input_signature=signature)
-    def run_epoch(x: tf.Tensor, y: tf.Tensor, order: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def run_epoch(
+        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, epoch: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         n = tf.shape(order)[0]
         total_loss = tf.constant(0.0, tf.float32)
         total_correct = tf.constant(0, tf.int32)
         for begin in tf.range(0, n, batch_size):
             index = order[begin : begin + batch_size]
-            loss_sum, correct = step(tf.gather(x, index), tf.gather(y, index))
+            loss_sum, correct = step(tf.gather(x, index), tf.gather(y, index), epoch)
             total_loss += loss_sum
             total_correct += correct
         return total_loss, total_correct

@@ -1,0 +1,200 @@
+"""CAM-guided training: a radial penalty on class activation maps, computed inside the training step.
+
+The ``lint`` project ("Interpretability Tools as Feedback Loops", J. Setpal,
+github.com/jinensetpal/lint) adds to the cross-entropy a loss on the class activation map (CAM;
+Zhou et al. 2016) of the last convolutional layer, weighted by an *inverted Gaussian* that is 0
+at the image centre and grows outward: most targets are centred, so activation far from the
+centre is taken to be the background. Its paper states the objective as
+
+    L = L_CE + sum_{i, j, k} [(1 - exp(-j^2 - k^2)) * relu(h_i^{j,k})]^2
+
+with ``h_i`` the map of example ``i``; its code also has a variant on the *difference* between
+the two class maps. Both are here (:class:`CamPenalty`, ``variant="true_class"`` or
+``"difference"``), with the penalty weight and an epoch schedule (the original trained with
+cross-entropy only, then with the CAM loss, then with cross-entropy again).
+
+The maps come from the CAM code of :mod:`importance.interpret` (the CAM layer it finds and the
+layer's activations ``A`` and class-score gradients ``dS/dA``, differentiable): the map of a
+score ``S`` is ``sum_k dS/dA_k * A_k`` (HiResCAM, Draelos & Carin 2020), which for a
+GAP + Dense head equals the CAM of Zhou et al. divided by the number of map positions. The
+penalty's gradient therefore contains second derivatives (through ``dS/dA``).
+
+Deviations from the original, named:
+
+* The width of the Gaussian is an option (``width``: its standard deviation as a fraction of the
+  map's side); the original fixed it per experiment (``0.01`` to ``0.3`` of the image side over
+  its history). The weight is ``1 - exp(-r^2 / (2 width^2))`` on the CAM grid, in [0, 1).
+* Means over examples and map positions instead of the paper's sums (only the scale of
+  ``weight`` changes).
+* ``difference``: the true class's map minus the mean of the other classes' maps (for two
+  classes, the original's ``map_0 - map_1`` up to sign), absolute value, normalised by its L2
+  norm over the map per example; the original's ``F.normalize`` normalised along one spatial
+  axis. The radial weight is squared, as in that code.
+* Cross-entropy stays on while the penalty is on; the original's middle phase switched the
+  cross-entropy weight to 0. Its clamp of the CAM loss to 10x the cross-entropy is not kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+VARIANTS = ("true_class", "difference")
+
+
+def radial_weight(shape: Sequence[int], *, width: float = 0.25) -> np.ndarray:
+    """The inverted Gaussian ``1 - exp(-r^2 / (2 sigma^2))`` on an ``(h, w)`` grid.
+
+    ``r`` is the distance of a cell's centre from the grid's centre, in cells;
+    ``sigma = width * max(h, w)``. The weight is 0 exactly at the centre (a cell exists there
+    when both sides are odd), grows with the distance and stays below 1.
+
+    Raises:
+        ValueError: ``shape`` not two positive integers, or ``width`` not > 0.
+    """
+    if (len(tuple(shape)) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape)):
+        raise ValueError(f"shape must be two positive integers (h, w). Received: {shape!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ValueError(f"width must be a number > 0. Received: {width!r}")
+    h, w = (int(s) for s in shape)
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
+    r2 = (rows - (h - 1) / 2) ** 2 + (cols - (w - 1) / 2) ** 2
+    sigma = float(width) * max(h, w)
+    return 1.0 - np.exp(-r2 / (2 * sigma**2))
+
+
+def phases(*, before: int, during: int) -> list[int]:
+    """The original's schedule as epochs: cross-entropy only for ``before`` epochs, then the
+    penalty for ``during`` epochs, then cross-entropy only again (until training ends)."""
+    for name, value in (("before", before), ("during", during)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0. Received: {value!r}")
+    return list(range(int(before), int(before) + int(during)))
+
+
+def _check_schedule(schedule: Any) -> tuple[int, ...] | None:
+    if schedule is None:
+        return None
+    ok = isinstance(schedule, (list, tuple, range)) and all(
+        isinstance(e, (int, np.integer)) and not isinstance(e, bool) and e >= 0 for e in schedule
+    )
+    if not ok:
+        raise ValueError(
+            "schedule must be None (every epoch) or a list of epoch numbers (integers >= 0, "
+            f"0-based), e.g. phases(before=2, during=6). Received: {schedule!r}"
+        )
+    return tuple(sorted({int(e) for e in schedule}))
+
+
+class CamPenalty:
+    """The radial CAM penalty as a :func:`tasks.trainer.train` penalty (``receives_batch``).
+
+    Args:
+        model: The CNN to train; its CAM layer is found (or checked) now.
+        weight: Multiplier of the penalty (>= 0; 0 adds nothing).
+        variant: ``"true_class"``: mean of ``(radial * relu(map of the true class))^2``;
+            ``"difference"``: mean of ``radial^2 * |D| / ||D||_2`` with ``D`` the true class's
+            map minus the mean of the other classes' maps.
+        width: Standard deviation of the Gaussian as a fraction of the map's side.
+        schedule: Epochs (0-based) in which the penalty is on; None: every epoch. See
+            :func:`phases` for the original's off-on-off schedule.
+        layer: The CAM layer (name or layer); found by the CAM code when None.
+
+    Raises:
+        ValueError: A negative weight, an unknown variant, a bad width or schedule, or a model
+            whose CAM layer cannot be found.
+    """
+
+    receives_batch = True
+
+    def __init__(self, model: Any, *, weight: float, variant: str = "true_class",
+                 width: float = 0.25, schedule: Sequence[int] | None = None, layer: Any = None):
+        from importance.interpret import find_cam_layer
+
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise ValueError(f"weight must be a number >= 0. Received: {weight!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}. Received: {variant!r}")
+        self.weight = float(weight)
+        self.variant = variant
+        self.width = float(width)
+        self.schedule = _check_schedule(schedule)
+        self.layer = find_cam_layer(model, layer)
+        h, w = (int(d) for d in self.layer.output.shape[1:3])
+        self.radial = radial_weight((h, w), width=width)
+
+    def __repr__(self) -> str:
+        return (f"CamPenalty(weight={self.weight:g}, variant={self.variant!r}, width={self.width:g}, "
+                f"schedule={list(self.schedule) if self.schedule is not None else None}, "
+                f"layer={self.layer.name!r})")
+
+    def active(self, epoch: Any) -> Any:
+        """Whether the penalty is on in ``epoch`` (a bool tensor)."""
+        if self.schedule is None:
+            return tf.constant(True)
+        if not self.schedule:
+            return tf.constant(False)
+        return tf.reduce_any(tf.equal(tf.cast(epoch, tf.int32), tf.constant(self.schedule, tf.int32)))
+
+    def __call__(self, model: Any, x: Any, y: Any, epoch: Any = 0) -> tf.Tensor:
+        """The weighted penalty on the batch ``(x, y)`` in ``epoch`` (0 when switched off)."""
+        if self.weight == 0:
+            return tf.constant(0.0)
+        return tf.cond(self.active(epoch), lambda: self.weight * self.value(model, x, y),
+                       lambda: tf.constant(0.0))
+
+    def value(self, model: Any, x: Any, y: Any) -> tf.Tensor:
+        """The unweighted penalty on ``(x, y)``, whatever the schedule (float32 scalar)."""
+        maps = self.maps(model, x, y)
+        radial = tf.constant(self.radial, maps.dtype)
+        if self.variant == "true_class":
+            value = tf.reduce_mean(tf.square(radial * tf.nn.relu(maps)))
+        else:
+            size = tf.sqrt(tf.reduce_sum(tf.square(maps), axis=[1, 2], keepdims=True))
+            value = tf.reduce_mean(tf.square(radial) * tf.abs(maps) / (size + 1e-12))
+        return tf.cast(value, tf.float32)
+
+    def maps(self, model: Any, x: Any, y: Any) -> tf.Tensor:
+        """``(N, h, w)`` HiResCAM maps on the CAM grid, differentiable: the true class's
+        (``true_class``), or the true class's minus the mean of the other classes'
+        (``difference``; one pass per class)."""
+        from importance.interpret import cam_pass, hires_cam_maps
+
+        y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        if self.variant == "true_class":
+            own = cam_pass(model, x, y, layer=self.layer, training=True)
+            return hires_cam_maps(own.activations, own.gradients)
+        k = int(model.outputs[0].shape[-1])
+        difference = 0.0
+        for c in range(k):
+            other = cam_pass(model, x, tf.fill(tf.shape(y), c), layer=self.layer, training=True)
+            maps = hires_cam_maps(other.activations, other.gradients)
+            is_true = tf.cast(tf.equal(y, c), maps.dtype)[:, None, None]
+            difference += (is_true - (1.0 - is_true) / max(k - 1, 1)) * maps
+        return difference
+
+
+def cam_mass_outside(model: Any, x: Any, y: Any, *, centre_mask: np.ndarray, layer: Any = None,
+                     batch_size: int = 256) -> float:
+    """Mean share of the class-evidence map's absolute mass that lies outside the centre.
+
+    The map is the true class's HiResCAM minus the mean of the other classes' (the
+    ``difference`` map of :class:`CamPenalty`; for a GAP + Dense head its mean is the logit margin
+    up to the biases), on the CAM grid. ``centre_mask`` is an ``(H, W)`` boolean mask of the input
+    (the object region); a map cell counts as outside by the share of its area outside the mask.
+    Examples whose map is exactly 0 are skipped; NaN when all are.
+    """
+    maps_of = CamPenalty(model, weight=0.0, variant="difference", layer=layer)
+    h, w = maps_of.radial.shape
+    mask = tf.constant(np.asarray(centre_mask, np.float32)[None, ..., None])
+    outside = 1.0 - tf.image.resize(mask, (h, w), method="area")[0, ..., 0]
+    shares = []
+    for i in range(0, len(y), batch_size):
+        size = tf.abs(maps_of.maps(model, x[i:i + batch_size], y[i:i + batch_size]))
+        total = tf.reduce_sum(size, axis=[1, 2]).numpy()
+        out = tf.reduce_sum(size * tf.cast(outside, size.dtype), axis=[1, 2]).numpy()
+        shares += list(out[total > 0] / total[total > 0])
+    return float(np.mean(shares)) if shares else float("nan")

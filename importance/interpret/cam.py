@@ -1,0 +1,240 @@
+"""Class activation maps: the layer search and a differentiable core for Grad-CAM and HiResCAM.
+
+:func:`cam_pass` runs the model once and returns a convolution's activations ``A`` (N, h, w, K),
+the gradients ``dy_c/dA`` of each example's target-class score and the model's outputs. It is
+built on :class:`tf.GradientTape` with no NumPy in the path, so it can run inside a training step:
+an outer tape differentiates the maps made from it (:func:`grad_cam_maps`, :func:`hires_cam_maps`)
+with respect to the model's weights.
+
+The class score ``y_c`` is the model's output column ``c``; for the project's models (logits out)
+that is the pre-softmax score the papers use.
+
+References:
+    Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+    Localization". Draelos & Carin 2020, "Use HiResCAM instead of Grad-CAM for faithful
+    explanations of convolutional neural networks".
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from importance.interpret.inputs import check_images, check_target
+from importance.interpret.registry import register_saliency
+
+CONV_TYPES = (
+    keras.layers.Conv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.Conv2DTranspose,
+)
+
+
+class CamPass(NamedTuple):
+    """One forward pass seen by a CAM: everything is a ``tf.Tensor``.
+
+    Attributes:
+        activations: The layer's output ``A``, shape (N, h, w, K).
+        gradients: ``d y_c / d A`` for each example's target class ``c``, same shape.
+        outputs: The model's outputs, shape (N, classes), from the same forward pass.
+    """
+
+    activations: tf.Tensor
+    gradients: tf.Tensor
+    outputs: tf.Tensor
+
+
+def _sublayers(model: Any) -> Iterator[Any]:
+    """Every layer of ``model`` in order, descending into nested models (depth first)."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _sublayers(layer)
+
+
+def find_cam_layer(model: keras.Model, layer: str | keras.layers.Layer | None = None) -> Any:
+    """The layer a CAM explains: the named one, or the last 2-D convolution of the model.
+
+    Searches Sequential, functional and nested Keras 3 models (a model used as a layer is searched
+    inside). "Last" means last in the order of ``model.layers``, depth first.
+
+    Args:
+        model: A Keras model.
+        layer: A layer name, a layer object of the model, or None for the last convolution.
+
+    Returns:
+        The layer object.
+
+    Raises:
+        ValueError: ``model`` has no 2-D convolution (the message names the model), or no layer
+            has the given name (the message lists the layer names).
+    """
+    layers = list(_sublayers(model))
+    if layer is None:
+        convs = [candidate for candidate in layers if isinstance(candidate, CONV_TYPES)]
+        if not convs:
+            raise ValueError(
+                f"Model {model.name!r} has no 2-D convolution layer, so a class activation map "
+                f"has no layer to explain. Pass layer=<name of a layer with (N, h, w, K) output>."
+            )
+        return convs[-1]
+    if isinstance(layer, keras.layers.Layer):
+        if not any(candidate is layer for candidate in layers):
+            raise ValueError(f"layer {layer.name!r} is not a layer of model {model.name!r}.")
+        return layer
+    for candidate in layers:
+        if candidate.name == layer:
+            return candidate
+    raise ValueError(
+        f"Unknown layer {layer!r} in model {model.name!r}. "
+        f"Available: {', '.join(candidate.name for candidate in layers)}"
+    )
+
+
+@contextlib.contextmanager
+def watch_layer_output(layer: Any, tape: tf.GradientTape) -> Iterator[list[tf.Tensor]]:
+    """While active, every call of ``layer`` appends its (watched) output to the yielded list.
+
+    Replaces the layer's ``call`` on the instance and restores it whatever happens.
+    """
+    captured: list[tf.Tensor] = []
+    original = layer.call
+    had_own = "call" in vars(layer)
+
+    def watched_call(*args: Any, **kwargs: Any) -> Any:
+        output = original(*args, **kwargs)
+        tape.watch(output)
+        captured.append(output)
+        return output
+
+    object.__setattr__(layer, "call", watched_call)
+    try:
+        yield captured
+    finally:
+        if had_own:
+            object.__setattr__(layer, "call", original)
+        else:
+            object.__delattr__(layer, "call")
+
+
+def cam_pass(
+    model: keras.Model,
+    images: Any,
+    target: Any,
+    *,
+    layer: str | keras.layers.Layer | None = None,
+    training: bool = False,
+) -> CamPass:
+    """Activations of a layer and the target-class score's gradients w.r.t. them, in one pass.
+
+    Signature: ``cam_pass(model, images, target, *, layer=None, training=False) -> CamPass``.
+
+    Differentiable: no NumPy between the weights and the result, so inside an outer
+    ``tf.GradientTape`` (e.g. a training step) the returned tensors, and maps made from them with
+    :func:`grad_cam_maps` / :func:`hires_cam_maps`, can be differentiated w.r.t.
+    ``model.trainable_weights``. ``CamPass.outputs`` comes from the same forward pass, so a
+    training step can compute its loss from it without a second pass.
+
+    Args:
+        model: A Keras model with outputs (N, classes).
+        images: (N, H, W, C) images (array or tensor).
+        target: One class id for all images, or one per image (N,).
+        layer: The layer to explain (name or object); default the last 2-D convolution
+            (:func:`find_cam_layer`).
+        training: Passed to the model call (True inside a training step).
+
+    Returns:
+        ``CamPass(activations, gradients, outputs)``.
+
+    Raises:
+        ValueError: Bad images, a target outside the classes, no convolution / unknown layer, a
+            layer whose output is not (N, h, w, K), or a layer called more than once per pass.
+    """
+    images = check_images(images, model)
+    chosen = find_cam_layer(model, layer)
+    with tf.GradientTape() as tape:
+        with watch_layer_output(chosen, tape) as captured:
+            outputs = model(images, training=training)
+        if len(captured) != 1:
+            raise ValueError(
+                f"layer {chosen.name!r} was called {len(captured)} times in one pass of model "
+                f"{model.name!r}; a CAM needs a layer called exactly once."
+            )
+        activations = captured[0]
+        if activations.shape.rank != 4:
+            raise ValueError(
+                f"layer {chosen.name!r} outputs shape {tuple(activations.shape)}; a CAM needs a "
+                f"(N, h, w, K) feature map."
+            )
+        # A batch of unknown size (e.g. inside tasks.trainer.train's compiled loop) has no static N.
+        num_images = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
+        targets = check_target(target, num_images=num_images, outputs=outputs)
+        scores = tf.gather(outputs, targets, axis=1, batch_dims=1)
+    gradients = tape.gradient(scores, activations)
+    return CamPass(activations, gradients, outputs)
+
+
+def resize_maps(maps: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    """(N, h, w) maps resized bilinearly to ``size`` = (H, W); unchanged when already that size."""
+    if tuple(maps.shape[1:3]) == tuple(size):
+        return maps
+    return tf.image.resize(maps[..., None], size, method="bilinear")[..., 0]
+
+
+def grad_cam_maps(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """Grad-CAM from a :class:`CamPass`: ``relu(sum_k alpha_k A_k)``, (N, h, w), differentiable.
+
+    ``alpha_k`` is the spatial mean of ``d y_c / d A_k`` (Selvaraju et al. 2017, eq. 1-2). The sum
+    starts from zero.
+    """
+    alpha = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(alpha * activations, axis=-1))
+
+
+def hires_cam_maps(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+    """HiResCAM from a :class:`CamPass`: ``sum_k (d y_c / d A_k) * A_k``, (N, h, w), differentiable.
+
+    Draelos & Carin 2020, eq. 4. No ReLU: negative evidence stays visible (the paper's definition;
+    apply ``tf.nn.relu`` for a positive-only map).
+    """
+    return tf.reduce_sum(gradients * activations, axis=-1)
+
+
+@register_saliency
+def grad_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017) resized to the input: (N, H, W) float64.
+
+    Args:
+        model: A Keras model with outputs (N, classes).
+        images: (N, H, W, C) images.
+        target: One class id, or one per image.
+        layer: Layer name or object; default the last 2-D convolution.
+    """
+    cam = cam_pass(model, images, target, layer=layer)
+    maps = grad_cam_maps(cam.activations, cam.gradients)
+    return resize_maps(maps, spatial_size(images)).numpy().astype(np.float64)
+
+
+@register_saliency
+def hires_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
+    """HiResCAM (Draelos & Carin 2020) resized to the input: (N, H, W) float64.
+
+    Args:
+        model: A Keras model with outputs (N, classes).
+        images: (N, H, W, C) images.
+        target: One class id, or one per image.
+        layer: Layer name or object; default the last 2-D convolution.
+    """
+    cam = cam_pass(model, images, target, layer=layer)
+    maps = hires_cam_maps(cam.activations, cam.gradients)
+    return resize_maps(maps, spatial_size(images)).numpy().astype(np.float64)
+
+
+def spatial_size(images: Any) -> tuple[int, int]:
+    return int(images.shape[1]), int(images.shape[2])

@@ -1,0 +1,105 @@
+"""Grad-CAM++, LayerCAM and Score-CAM, built on the CAM core (:func:`cam.cam_pass`).
+
+References:
+    Chattopadhay et al. 2018, "Grad-CAM++: Generalized Gradient-based Visual Explanations for
+    Deep Convolutional Networks". Jiang et al. 2021, "LayerCAM: Exploring Hierarchical Class
+    Activation Maps for Localization". Wang et al. 2020, "Score-CAM: Score-Weighted Visual
+    Explanations for Convolutional Neural Networks".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from importance._checks import check_positive_int
+from importance.interpret.cam import cam_pass, resize_maps, spatial_size
+from importance.interpret.inputs import check_target
+from importance.interpret.outputs import target_probabilities
+from importance.interpret.registry import register_saliency
+
+
+def _finish(maps: tf.Tensor, images: Any) -> np.ndarray:
+    return resize_maps(maps, spatial_size(images)).numpy().astype(np.float64)
+
+
+@register_saliency
+def grad_cam_plus_plus(
+    model: keras.Model, images: Any, *, target: Any, layer: Any = None
+) -> np.ndarray:
+    """Grad-CAM++ (Chattopadhay et al. 2018): pixel-weighted positive gradients, (N, H, W).
+
+    With ``g = dS_c/dA`` (S_c the class score), eq. 19 of the paper for an exponential output
+    ``Y = exp(S_c)`` of a piecewise-linear network gives
+    ``alpha_k_ij = g^2 / (2 g^2 + sum_ab A_k_ab g^3)`` (0 where the denominator is 0) and
+    ``w_k = sum_ij alpha_k_ij relu(g_ij)``; the map is ``relu(sum_k w_k A_k)`` resized to the
+    input. Deviation: the positive per-image factor ``exp(S_c)`` of ``dY/dA`` is dropped (it
+    scales each image's map and changes no ranking), as the reference implementations do.
+
+    Args:
+        model: A Keras classifier.
+        images: (N, H, W, C) images.
+        target: One class id, or one per image.
+        layer: Layer name or object; default the last 2-D convolution.
+    """
+    cam = cam_pass(model, images, target, layer=layer)
+    a, g = cam.activations, cam.gradients
+    g2 = g * g
+    denominator = 2.0 * g2 + tf.reduce_sum(a, axis=(1, 2), keepdims=True) * g2 * g
+    alpha = tf.math.divide_no_nan(g2, denominator)
+    weights = tf.reduce_sum(alpha * tf.nn.relu(g), axis=(1, 2), keepdims=True)
+    return _finish(tf.nn.relu(tf.reduce_sum(weights * a, axis=-1)), images)
+
+
+@register_saliency
+def layer_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
+    """LayerCAM (Jiang et al. 2021, eq. 5-6): ``relu(sum_k relu(dS_c/dA_k) * A_k)``, (N, H, W).
+
+    Args:
+        model: A Keras classifier.
+        images: (N, H, W, C) images.
+        target: One class id, or one per image.
+        layer: Layer name or object; default the last 2-D convolution.
+    """
+    cam = cam_pass(model, images, target, layer=layer)
+    maps = tf.nn.relu(tf.reduce_sum(tf.nn.relu(cam.gradients) * cam.activations, axis=-1))
+    return _finish(maps, images)
+
+
+@register_saliency
+def score_cam(
+    model: keras.Model, images: Any, *, target: Any, layer: Any = None, batch_size: int = 256
+) -> np.ndarray:
+    """Score-CAM (Wang et al. 2020): channels weighted by the score of the input they mask.
+
+    Each channel ``A_k`` is upsampled to the input and min-max normalised per image to
+    ``H_k`` in [0, 1] (a constant channel gives ``H_k = 0``). Its weight is the increase of
+    confidence ``C_k = p_c(X * H_k) - p_c(X_b)`` (Definition 2 of the paper, ``p`` the softmax
+    of the model's outputs, ``X_b`` the all-zero baseline image). The map is
+    ``relu(sum_k C_k * upsampled A_k)``. Costs one forward pass per image and channel.
+
+    Args:
+        model: A Keras classifier with logits output.
+        images: (N, H, W, C) images.
+        target: One class id, or one per image.
+        layer: Layer name or object; default the last 2-D convolution.
+        batch_size: Masked images per forward pass.
+    """
+    batch_size = check_positive_int("batch_size", batch_size)
+    cam = cam_pass(model, images, target, layer=layer)
+    images = tf.cast(images, cam.activations.dtype)
+    ids = check_target(target, num_images=int(images.shape[0]), outputs=cam.outputs).numpy()
+    up = tf.image.resize(cam.activations, spatial_size(images), method="bilinear")  # (N, H, W, K)
+    low = tf.reduce_min(up, axis=(1, 2), keepdims=True)
+    high = tf.reduce_max(up, axis=(1, 2), keepdims=True)
+    masks = tf.math.divide_no_nan(up - low, high - low)
+    baseline = target_probabilities(model, tf.zeros_like(images), ids, batch_size=batch_size)
+    weights = np.empty((len(ids), int(up.shape[-1])))
+    for k in range(weights.shape[1]):
+        masked = images * masks[..., k : k + 1]
+        weights[:, k] = target_probabilities(model, masked, ids, batch_size=batch_size) - baseline
+    maps = tf.nn.relu(tf.einsum("nhwk,nk->nhw", up, tf.constant(weights, up.dtype)))
+    return maps.numpy().astype(np.float64)

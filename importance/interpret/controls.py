@@ -1,0 +1,57 @@
+"""Control maps that look at no model: ``random_map`` (seeded) and ``centre_prior``.
+
+A method that does not beat ``random_map`` on the faithfulness curves explains nothing; one that
+does not beat ``centre_prior`` may only have learnt that objects sit in the middle.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from importance._checks import check_seed
+from importance.interpret.inputs import check_images, class_ids
+from importance.interpret.registry import register_saliency
+
+
+@register_saliency
+def random_map(model: keras.Model, images: Any, *, target: Any, seed: int = 0) -> np.ndarray:
+    """Uniform random values in [0, 1), seeded: the chance baseline of the faithfulness curves.
+
+    Args:
+        model: Only used to check ``images`` and ``target``.
+        images: (N, H, W, C) images.
+        target: One class id, or one per image (checked, not used).
+        seed: Seed of the values.
+    """
+    images = check_images(images, model)
+    class_ids(model, images, target)
+    return np.random.default_rng(check_seed(seed)).random(tuple(images.shape[:3]))
+
+
+@register_saliency
+def centre_prior(
+    model: keras.Model, images: Any, *, target: Any, width: float = 0.25
+) -> np.ndarray:
+    """A Gaussian bump at the image centre, the same for every image: the centre-bias control.
+
+    ``exp(-(dy^2 / (2 (width H)^2) + dx^2 / (2 (width W)^2)))`` with ``dy, dx`` the distances from
+    the centre in pixels.
+
+    Args:
+        model: Only used to check ``images`` and ``target``.
+        images: (N, H, W, C) images.
+        target: One class id, or one per image (checked, not used).
+        width: Standard deviation as a fraction of the image's height and width (> 0).
+    """
+    if not (isinstance(width, (int, float)) and width > 0):
+        raise ValueError(f"width must be a positive number. Received: {width!r}")
+    images = check_images(images, model)
+    class_ids(model, images, target)
+    n, height, width_px = (int(d) for d in images.shape[:3])
+    dy = (np.arange(height) - (height - 1) / 2) / (width * height)
+    dx = (np.arange(width_px) - (width_px - 1) / 2) / (width * width_px)
+    bump = np.exp(-(dy[:, None] ** 2 + dx[None, :] ** 2) / 2)
+    return np.broadcast_to(bump, (n, height, width_px)).copy()

@@ -1,0 +1,73 @@
+"""The saliency-method registry: ``fn(model, images, *, target, **options) -> maps (N, H, W)``.
+
+Registered like the measures::
+
+    from importance.interpret import register_saliency, compute_saliency
+
+    @register_saliency("my_map")                 # also bare: @register_saliency
+    def my_map(model, images, *, target, **options): ...   # -> (N, H, W)
+
+    available_saliency()                         # sorted names, built-ins and plugins
+    maps = compute_saliency("grad_cam", model, images, target=labels)
+
+Plugins register through the entry-point group ``importance.saliency`` (a module applying the
+decorator); one that fails to import is reported by name with a warning. Orientation: a higher
+value means a more important pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from importance.plugin_registry import Entry, Registry
+
+ENTRY_POINT_GROUP = "importance.saliency"
+SALIENCY = Registry(
+    "saliency method", group=ENTRY_POINT_GROUP, builtins="importance.interpret.methods"
+)
+
+register_saliency = SALIENCY.register
+unregister_saliency = SALIENCY.unregister
+
+
+def available_saliency() -> list[str]:
+    """Sorted names of the registered saliency methods."""
+    return SALIENCY.names()
+
+
+def get_saliency(name: str) -> Entry:
+    """The registry entry of a saliency method. Raises KeyError listing the available ones."""
+    return SALIENCY.get(name)
+
+
+def compute_saliency(
+    name: str, model: Any, images: Any, *, target: Any, **options: Any
+) -> np.ndarray:
+    """Run a registered saliency method and check its maps.
+
+    Args:
+        name: Registry name.
+        model: A Keras classifier (outputs (N, classes)).
+        images: (N, H, W, C) images.
+        target: The class to explain: one id, or one per image.
+        **options: The method's keyword options, over its registered defaults.
+
+    Returns:
+        float64 maps (N, H, W).
+
+    Raises:
+        KeyError: Unknown method.
+        ValueError: The method returned another shape or non-finite values (naming it).
+    """
+    entry = get_saliency(name)
+    maps = np.asarray(entry.fn(model, images, target=target, **{**entry.defaults, **options}))
+    expected = tuple(np.shape(images)[:3])
+    if maps.shape != expected:
+        raise ValueError(
+            f"Saliency method {name!r} returned shape {maps.shape}, expected {expected}."
+        )
+    if not np.all(np.isfinite(maps)):
+        raise ValueError(f"Saliency method {name!r} returned non-finite values.")
+    return maps.astype(np.float64)
