@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from importance.registry import validate_scores
+from importance.validation import check_model
 
 LEVELS = ("weight", "unit", "layer")
 REDUCERS: dict[str, np.ufunc | str] = {
@@ -72,7 +73,8 @@ def aggregate(
         group holds the group's pooled score.
 
     Raises:
-        ValueError: Unknown ``level`` or ``reduce``.
+        ValueError: Unknown ``level`` or ``reduce``; an unbuilt model or one without trainable
+            weights.
         importance.ImportanceError: Scores that do not match the model.
 
     Warns:
@@ -82,6 +84,7 @@ def aggregate(
         raise ValueError(f"level must be one of {LEVELS}. Received: {level!r}")
     if not isinstance(reduce, str) or reduce not in REDUCERS:
         raise ValueError(f"reduce must be one of {tuple(REDUCERS)}. Received: {reduce!r}")
+    check_model(model)
     arrays = validate_scores(scores, model, measure="scores")
     if level == "weight":
         return [a.copy() for a in arrays]

@@ -29,10 +29,10 @@ from importance.data import (
     iter_batches,
     log_probabilities_from_outputs,
     num_classes,
-    outputs_are_probabilities,
 )
 from importance.per_example import METHODS, per_example_moment
 from importance.registry import register_measure
+from importance.validation import resolve_from_logits
 
 LABELS = ("exact", "sampled", "empirical")
 
@@ -73,7 +73,8 @@ def fisher(
             stateless seed ``(seed, b)``, see :func:`sample_labels`.
         batch_size: Examples per batch when ``data`` is arrays.
         method: Per-example gradient method of :func:`importance.per_example.per_example_moment`.
-        from_logits: Whether the model outputs logits; detected from its last layer when None.
+        from_logits: Whether the model outputs logits; decided from its outputs on
+            ``data`` when None (see :func:`importance.validation.output_kind`).
         max_examples: Use only the first ``max_examples`` examples; all when None.
 
     Returns:
@@ -84,7 +85,7 @@ def fisher(
     """
     _check_options(labels, method)
     seed = check_seed(seed)
-    from_logits = _resolve_from_logits(model, from_logits)
+    from_logits = resolve_from_logits(model, data, from_logits=from_logits)
     step = _step(model, _fisher_sums, (labels, method, from_logits), method)
     totals: list[np.ndarray] | None = None
     count = 0
@@ -116,13 +117,14 @@ def fisher_batch(
         model: A built Keras classifier (logits or softmax outputs).
         data: ``(x, y)`` with integer or one-hot labels, or a batched ``tf.data.Dataset``.
         batch_size: Examples per minibatch when ``data`` is arrays.
-        from_logits: Whether the model outputs logits; detected from its last layer when None.
+        from_logits: Whether the model outputs logits; decided from its outputs on
+            ``data`` when None (see :func:`importance.validation.output_kind`).
         max_examples: Use only the first ``max_examples`` examples; all when None.
 
     Returns:
         One float64 array per trainable weight.
     """
-    from_logits = _resolve_from_logits(model, from_logits)
+    from_logits = resolve_from_logits(model, data, from_logits=from_logits)
     step = _step(model, _batch_mean_sums, (from_logits,), "vmap")
     totals: list[np.ndarray] | None = None
     batches = 0
@@ -149,7 +151,7 @@ def sample_labels(
         int32 array of shape ``(N,)``.
     """
     seed = check_seed(seed)
-    from_logits = _resolve_from_logits(model, from_logits)
+    from_logits = resolve_from_logits(model, data, from_logits=from_logits)
     step = _step(model, _sampled_batch, (from_logits,), "vmap")  # compiled, as inside fisher
     drawn = [
         step(x, y, tf.constant([seed, index], tf.int64))[0].numpy()
@@ -163,14 +165,6 @@ def _check_options(labels: Any, method: Any) -> None:
         raise ValueError(f"labels must be one of {LABELS}. Received: {labels!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}. Received: {method!r}")
-
-
-def _resolve_from_logits(model: Any, from_logits: bool | None) -> bool:
-    if from_logits is None:
-        return not outputs_are_probabilities(model)
-    if not isinstance(from_logits, bool):
-        raise ValueError(f"from_logits must be True, False or None. Received: {from_logits!r}")
-    return from_logits
 
 
 def _accumulate(totals: list[np.ndarray] | None, sums: list[Any]) -> list[np.ndarray]:
