@@ -52,8 +52,11 @@ def as_dataset(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tf.data.Da
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(int(batch_size)).with_options(options)
 
 
-def split_xy(data: Any) -> tuple[np.ndarray, np.ndarray]:
+def split_xy(data: Any, *, classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Check ``(x, y)`` data and return it as NumPy arrays, labels as int32 of shape ``(N,)``.
+
+    Labels must be integer class ids >= 0 (below ``classes`` when given), see
+    :func:`importance.validation.check_labels`.
 
     Raises:
         ValueError: Empty data, mismatched lengths or labels of an unexpected shape.
@@ -80,7 +83,7 @@ def split_xy(data: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"labels must have shape (N,) or (N, K). Received shape {y.shape}")
     if x.dtype == np.float64:
         x = x.astype(np.float32)
-    return x, check_labels(y)
+    return x, check_labels(y, classes=classes)
 
 
 def num_classes(model: Any) -> int:

@@ -148,11 +148,18 @@ def check_labels(
     y = np.asarray(y)
     if y.dtype.kind == "b" or y.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be integer class ids. Received dtype {y.dtype}")
+    problems = []  # (mask, what was expected), the first offending example is reported
     if y.dtype.kind == "f":
-        _first_bad(y, ~np.isfinite(y) | (y != np.round(y)), name, start, "integer class ids")
-    _first_bad(y, y < 0, name, start, "class ids >= 0")
+        problems.append((~np.isfinite(y) | (y != np.round(y)), "integer class ids"))
+    problems.append((y < 0, "class ids >= 0"))
     if classes is not None:
-        _first_bad(y, y >= classes, name, start, f"class ids in [0, {classes}) for this model")
+        problems.append((y >= classes, f"class ids in [0, {classes}) for this model"))
+    firsts = [(int(np.argmax(mask)), expected) for mask, expected in problems if mask.any()]
+    if firsts:
+        index, expected = min(firsts)
+        raise ValueError(
+            f"{name} must be {expected}. Received {y[index].item()!r} for example {start + index}."
+        )
     return y.astype(np.int32)
 
 
@@ -244,14 +251,15 @@ def check_data(
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
         check_one_hot_width(data[1], classes)
-    x, y = split_xy(data)
+    x, y = split_xy(data, classes=classes)
     if max_examples is not None:
         x, y = x[:max_examples], y[:max_examples]
     check_input_width(x.shape, model, name=name)
     check_inputs(x, name=name)
     if model is not None:
         output_kind(model, x)  # decided on the data it is given; also learns K when not symbolic
-        check_labels(y, classes=num_classes(model))
+        if classes is None:
+            check_labels(y, classes=num_classes(model))
     return x, y
 
 
@@ -370,14 +378,6 @@ def _check_width(classes: int, name: str) -> None:
             f"{name} has {classes} output unit; only classifiers with at least 2 classes are "
             "supported with data (regression models are not; data-free measures such as "
             "'magnitude' accept them)."
-        )
-
-
-def _first_bad(y: np.ndarray, bad: np.ndarray, name: str, start: int, expected: str) -> None:
-    if bad.any():
-        index = int(np.argmax(bad))
-        raise ValueError(
-            f"{name} must be {expected}. Received {y[index]!r} for example {start + index}."
         )
 
 
