@@ -8,6 +8,9 @@ and hypothesis properties for label ranges, NaN placements and threshold lists.
 
 from __future__ import annotations
 
+import json
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -16,7 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import importance as imp
+import reports
+import reports.tables
 from importance.data import evaluate, iter_batches
+from reports.__main__ import main as reports_main
 from tasks.trainer import train
 
 PROPERTY = settings(max_examples=25, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
@@ -312,3 +318,102 @@ def test_threshold_lists(thresholds):
     else:
         with pytest.raises(ValueError, match="threshold"):
             imp.threshold_sweep(model, _ones(model), data, thresholds=thresholds)
+
+
+# --- reports never blend or drop silently ---
+
+
+GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _curve_records(seeds=(0, 1), *, mode="quick", thresholds=GRID):
+    """A run's meta and the points of two measures' curves (loss rising from 0.2 to ln 10)."""
+    out = [{"kind": "meta", "run": {"mode": mode, "thresholds": list(thresholds)}}]
+    for seed in seeds:
+        for measure, power in (("good", 3.0), ("random", 1.0)):
+            for p in GRID:
+                rise = p**power + (0.02 * seed if 0 < p < 1 else 0.0)
+                out.append({
+                    "kind": "point", "measure": measure, "task": "toy", "variant": "",
+                    "level": "weight", "scope": "global", "replace": "noise", "seed": seed,
+                    "threshold": p, "loss": 0.2 + rise * (np.log(10) - 0.2),
+                    "accuracy": 0.95 - 0.85 * rise, "fraction_replaced": p, "num_classes": 10,
+                    "base_loss": 0.2, "base_accuracy": 0.95,
+                })
+    return out
+
+
+def _run_file(path, *, mode="quick", thresholds=GRID, schema=None, extra=()):
+    records = _curve_records(mode=mode, thresholds=thresholds)
+    if schema is not None:
+        for record in records:
+            record["schema"] = schema
+    lines = [json.dumps(r) for r in records] + list(extra)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "second, match",
+    [
+        ({"mode": "full"}, r"different mode: 'quick' in .*a\.jsonl; 'full' in .*b\.jsonl"),
+        ({"thresholds": (0.0, 0.5, 1.0)}, r"different thresholds"),
+        ({"schema": 2}, r"different record format: 1 in .*a\.jsonl; 2 in .*b\.jsonl"),
+    ],
+)
+def test_reports_refuse_to_blend_runs(tmp_path, capsys, second, match):
+    a = _run_file(tmp_path / "a.jsonl")
+    b = _run_file(tmp_path / "b.jsonl", **second)
+    with pytest.raises(reports.MixedRunsError, match=match):
+        reports.read_records([a, b])
+    assert reports_main([str(a), str(b), "--out", str(tmp_path / "out"), "--no-plots"]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+    merged = reports.read_records([a, b], allow_mixed=True)
+    assert len([r for r in merged if r["kind"] == "meta"]) == 2
+    assert reports_main([str(a), str(b), "--out", str(tmp_path / "out"), "--no-plots", "--allow-mixed"]) == 0
+
+
+BAD_LINES = [
+    ('{"kind": "point", "measure": "good", "task": "toy", "variant": "", "level": "weight", '
+     '"scope": "global", "replace": "noise", "seed": 5, "threshold": 0.5, "loss": NaN, '
+     '"accuracy": 0.5, "num_classes": 10}', r"non-finite loss=nan"),
+    ('{"kind": "point", "measure": "good", "task": "toy", "seed": 6, "threshold": 0.5, '
+     '"loss": 1.0, "accuracy": 0.5, "num_classes": 10}', r"missing field\(s\) variant, level, scope, replace"),
+    ('{"kind": "mystery"}', r"not a result record \(kind 'mystery'\)"),
+    ('{"kind": "point", "measure": "go', r"torn last line"),
+]
+
+
+@pytest.mark.parametrize("line, reason", BAD_LINES, ids=["nan", "missing", "unknown", "torn"])
+def test_reports_name_every_skipped_line(tmp_path, capsys, line, reason):
+    path = _run_file(tmp_path / "a.jsonl", extra=[line])
+    number = len(path.read_text().splitlines())
+    records = reports.read_records([path])
+    (note,) = reports.skipped_lines(records)
+    assert re.fullmatch(rf"{re.escape(str(path))}:{number}: .*{reason}.*", note)
+    assert reports_main([str(path), "--out", str(tmp_path / "out"), "--no-plots"]) == 0
+    assert re.search(rf"skipped .*a\.jsonl:{number}: .*{reason}", capsys.readouterr().err)
+    header = (tmp_path / "out" / "leaderboard.md").read_text().split("## ")[0]
+    assert "**skipped records**: 1" in header and f"a.jsonl:{number}" in header
+
+
+def test_a_nan_point_keeps_the_rest_of_its_curve(tmp_path):
+    records = _curve_records(seeds=(0, 1, 2))
+    clean = reports.tables.curves_frame(reports.tables.points_frame(records))
+    target = next(r for r in records if r["kind"] == "point" and r["threshold"] == 0.25)
+    lines = [json.dumps(r) for r in records]
+    lines[records.index(target)] = json.dumps({**target, "loss": float("nan")})
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    read = reports.read_records([path])
+    curves = reports.tables.curves_frame(reports.tables.points_frame(read))
+    assert curves["score"].notna().all() and len(curves) == len(clean)
+    assert len(reports.skipped_lines(read)) == 1
+
+
+def test_undecodable_file_is_named(tmp_path):
+    path = tmp_path / "binary.jsonl"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    with pytest.raises(ValueError, match=r"binary\.jsonl is not a UTF-8 JSON-lines result file"):
+        reports.read_records([path])
