@@ -163,9 +163,10 @@ def check_labels(
     return y.astype(np.int32)
 
 
-def check_one_hot_width(y: Any, classes: int | None, *, name: str = "labels") -> None:
-    """One-hot labels must have one column per class of the model."""
-    width = np.shape(y)[-1] if np.ndim(y) == 2 else None
+def check_one_hot_width(shape: Any, classes: int | None, *, name: str = "labels") -> None:
+    """One-hot labels (of ``shape``, batch first) must have one column per class of the model."""
+    shape = tuple(shape)
+    width = shape[-1] if len(shape) == 2 else None
     if classes is not None and width not in (None, 1) and width != classes:
         raise ValueError(
             f"{name} are one-hot with {width} columns but the model has {classes} classes."
@@ -208,6 +209,8 @@ def check_dataset(
             "call .batch(batch_size) on it first."
         )
     check_input_width(x_shape, model, name=name)
+    if model is not None and y_shape.rank == 2:
+        check_one_hot_width(y_shape, num_classes(model))
 
 
 def check_input_width(shape: Any, model: Any, *, name: str = "data") -> None:
@@ -250,7 +253,7 @@ def check_data(
         check_dataset(data, model=model, max_examples=max_examples, name=name)
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        check_one_hot_width(data[1], classes)
+        check_one_hot_width(np.shape(data[1]), classes)
     x, y = split_xy(data, classes=classes)
     if max_examples is not None:
         x, y = x[:max_examples], y[:max_examples]
@@ -307,6 +310,11 @@ def output_kind(model: Any, x: Any, *, from_logits: bool | None = None) -> str:
             raise ValueError(f"from_logits must be True, False or None. Received: {from_logits!r}")
         return "logits" if from_logits else "probabilities"
     probed = _KINDS.get(model)
+    if probed is None and x is None:
+        raise ValueError(
+            "x is required to decide whether the model outputs logits or probabilities "
+            "(pass a batch of inputs, or from_logits=True/False)."
+        )
     if probed is None:
         outputs = model(x[:PROBE_EXAMPLES], training=False)
         if isinstance(outputs, (list, tuple, dict)):

@@ -80,6 +80,9 @@ DATA_CASES = [
     ("NaN input", lambda d: _with(d, x=_nan_at(d, 5)), r"data.*non-finite.*example 5"),
     ("inf input", lambda d: _with(d, x=np.where(np.arange(32)[:, None] == 9, np.inf, d[0]).astype(np.float32)),
      r"data.*non-finite.*example 9"),
+    ("one-hot width", lambda d: _with(d, y=np.eye(4)[d[1]]), r"labels are one-hot with 4 columns.*3 classes"),
+    ("one-hot width in a dataset", lambda d: tf.data.Dataset.from_tensor_slices(_with(d, y=np.eye(4)[d[1]])).batch(8),
+     r"labels are one-hot with 4 columns.*3 classes"),
     ("wrong input width", lambda d: _with(d, x=d[0][:, :5]), r"data.*shape \(32, 5\).*expects"),
     ("infinite dataset", lambda d: tf.data.Dataset.from_tensor_slices(d).batch(8).repeat(), r"data.*infinite.*max_examples"),
     ("unbatched dataset", lambda d: tf.data.Dataset.from_tensor_slices(d), r"data.*unbatched.*\.batch"),
@@ -197,6 +200,11 @@ def test_explicit_from_logits_wins(build_dense, dense_data):
     logp = outputs - np.log(np.exp(outputs).sum(axis=1, keepdims=True))
     loss, _ = evaluate(model, dense_data, from_logits=True)
     assert loss == pytest.approx(-np.mean(logp[np.arange(len(y)), y]), rel=1e-5)
+
+
+def test_output_kind_needs_data_for_an_unseen_model(build_dense):
+    with pytest.raises(ValueError, match=r"x is required.*from_logits"):
+        imp.data.outputs_are_probabilities(build_dense(seed=7))
 
 
 def test_train_refuses_a_probability_model(build_dense, dense_data):
