@@ -37,6 +37,7 @@ import numpy as np
 from importance.checks import check_choice
 from importance.layers import layer_groups, owning_layers
 from importance.scores import validate_scores
+from importance.validation import check_model
 
 __all__ = ["LEVELS", "REDUCERS", "AggregationWarning", "aggregate", "layer_groups", "owning_layers"]
 
@@ -76,7 +77,8 @@ def aggregate(
         group holds the group's pooled score.
 
     Raises:
-        ValueError: Unknown ``level`` or ``reduce``.
+        ValueError: Unknown ``level`` or ``reduce``; an unbuilt model or one without trainable
+            weights.
         importance.ImportanceError: Scores that do not match the model.
 
     Warns:
@@ -84,6 +86,7 @@ def aggregate(
     """
     check_choice("level", level, LEVELS)
     check_choice("reduce", reduce, REDUCERS)
+    check_model(model)
     arrays = validate_scores(scores, model, measure="scores")
     if level == "weight":
         return [a.copy() for a in arrays]

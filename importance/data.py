@@ -15,6 +15,16 @@ import numpy as np
 import tensorflow as tf
 
 from importance.checks import check_positive_int
+from importance.validation import (
+    check_batch,
+    check_data,
+    check_dataset,
+    check_inputs,
+    check_labels,
+    labels_for,
+    output_kind,
+    resolve_from_logits,
+)
 
 DEFAULT_BATCH_SIZE = 128
 
@@ -42,8 +52,11 @@ def as_dataset(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tf.data.Da
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(int(batch_size)).with_options(options)
 
 
-def split_xy(data: Any) -> tuple[np.ndarray, np.ndarray]:
+def split_xy(data: Any, *, classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Check ``(x, y)`` data and return it as NumPy arrays, labels as int32 of shape ``(N,)``.
+
+    Labels must be integer class ids >= 0 (below ``classes`` when given), see
+    :func:`importance.validation.check_labels`.
 
     Raises:
         ValueError: Empty data, mismatched lengths or labels of an unexpected shape.
@@ -70,7 +83,7 @@ def split_xy(data: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"labels must have shape (N,) or (N, K). Received shape {y.shape}")
     if x.dtype == np.float64:
         x = x.astype(np.float32)
-    return x, y.astype(np.int32)
+    return x, check_labels(y, classes=classes)
 
 
 def num_classes(model: Any) -> int:
@@ -80,15 +93,16 @@ def num_classes(model: Any) -> int:
     )
 
 
-def outputs_are_probabilities(model: Any) -> bool:
-    """Whether the model ends in a softmax (outputs probabilities rather than logits)."""
-    last = model.layers[-1] if getattr(model, "layers", None) else None
-    if last is None:
-        return False
-    if type(last).__name__ == "Softmax":
-        return True
-    activation = getattr(last, "activation", None)
-    return getattr(activation, "__name__", "") == "softmax"
+def outputs_are_probabilities(model: Any, x: Any = None) -> bool:
+    """Whether the model outputs probabilities rather than logits.
+
+    Decided by :func:`importance.validation.output_kind` from the model's outputs on ``x``
+    (rows in [0, 1] summing to 1), once per model; ``x`` may be omitted once decided.
+
+    Raises:
+        ValueError: ``x`` omitted for a model not yet seen.
+    """
+    return output_kind(model, x) == "probabilities"
 
 
 def log_probabilities(
@@ -100,11 +114,11 @@ def log_probabilities(
         model: A Keras classifier.
         x: A batch of inputs.
         training: Passed to the model call.
-        from_logits: Whether the model outputs logits; detected from the last layer when None.
+        from_logits: Whether the model outputs logits; decided from its outputs on ``x`` when
+            None (see :func:`importance.validation.output_kind`).
     """
+    from_logits = output_kind(model, x, from_logits=from_logits) == "logits"
     outputs = model(x, training=training)
-    if from_logits is None:
-        from_logits = not outputs_are_probabilities(model)
     return log_probabilities_from_outputs(outputs, from_logits=from_logits)
 
 
@@ -134,17 +148,25 @@ def iter_batches(
         max_examples: Stop after this many examples (the first ones); all when None.
 
     Raises:
-        ValueError: A bad ``max_examples``, or data with no examples.
+        ValueError: A bad ``max_examples``, data with no examples, a non-finite input or a bad
+            label (naming the example), an infinite dataset without ``max_examples``, an
+            unbatched dataset (see :mod:`importance.validation`).
     """
     check_positive_int("max_examples", max_examples, allow_none=True)
-    if not isinstance(data, tf.data.Dataset) and max_examples is not None:
+    is_dataset = isinstance(data, tf.data.Dataset)
+    if is_dataset:
+        check_dataset(data, max_examples=max_examples)
+    else:
         x, y = split_xy(data)
-        data = (x[:max_examples], y[:max_examples])
+        data = (x[:max_examples], y[:max_examples]) if max_examples is not None else (x, y)
+        check_inputs(data[0])
     count = 0
     for x, y in as_dataset(data, batch_size=batch_size):
         y = tf.convert_to_tensor(y)
         if y.shape.rank == 2 and y.shape[-1] != 1:
             y = tf.argmax(y, axis=-1)
+        if is_dataset:
+            y = tf.constant(check_batch(x, tf.reshape(y, [-1]).numpy(), start=count))
         y = tf.cast(tf.reshape(y, [-1]), tf.int32)
         if max_examples is not None and count + int(y.shape[0]) > max_examples:
             keep = max_examples - count
@@ -157,21 +179,37 @@ def iter_batches(
         raise ValueError("data is empty: the dataset yielded no examples.")
 
 
-def evaluate(model: Any, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[float, float]:
+def evaluate(
+    model: Any, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, from_logits: bool | None = None
+) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of a classifier over ``data``.
+
+    Args:
+        model: A built single-output Keras classifier.
+        data: ``(x, y)`` arrays or a batched, finite ``tf.data.Dataset``.
+        batch_size: Batch size for array data.
+        from_logits: Whether the model outputs logits; decided from its outputs on ``data`` when
+            None (see :func:`importance.validation.output_kind`).
 
     Returns:
         ``(loss, accuracy)`` as Python floats, averaged over examples.
+
+    Raises:
+        ValueError: Bad data, labels or model (see :mod:`importance.validation`).
     """
+    check_positive_int("batch_size", batch_size)
+    data = check_data(data, model=model)
     total_loss = 0.0
     correct = 0
     count = 0
+    from_logits = resolve_from_logits(model, data, from_logits=from_logits)
     batch_sums = _batch_sums_fn(model)
-    for x, y in _eval_batches(data, batch_size):
-        loss_sum, right, size = batch_sums(x, y)
-        total_loss += float(loss_sum)
-        correct += int(right)
-        count += int(size)
+    with labels_for(model):
+        for x, y in _eval_batches(data, batch_size):
+            loss_sum, right, size = batch_sums(x, y, from_logits)
+            total_loss += float(loss_sum)
+            correct += int(right)
+            count += int(size)
     if count == 0:
         raise ValueError("data is empty: the dataset yielded no examples.")
     return total_loss / count, correct / count
@@ -183,8 +221,7 @@ def _eval_batches(data: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
     if isinstance(data, tf.data.Dataset):
         yield from iter_batches(data, batch_size=batch_size)  # also converts one-hot labels
         return
-    check_positive_int("batch_size", batch_size)
-    x, y = split_xy(data)
+    x, y = data  # checked by evaluate
     for start in range(0, y.shape[0], int(batch_size)):
         yield x[start : start + batch_size], y[start : start + batch_size]
 
@@ -193,13 +230,13 @@ _EVAL_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _batch_sums_fn(model: Any) -> Any:
-    """A tf.function ``(x, y) -> (summed loss, correct count, batch size)``, cached per model."""
+    """A tf.function ``(x, y, from_logits) -> (summed loss, correct count, batch size)``, cached
+    per model (``from_logits`` a Python bool)."""
     fn = _EVAL_FNS.get(model)
     if fn is None:
-        probs = outputs_are_probabilities(model)
 
-        def batch_sums(x: Any, y: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-            logp = log_probabilities(model, x, from_logits=not probs)
+        def batch_sums(x: Any, y: Any, from_logits: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+            logp = log_probabilities(model, x, from_logits=from_logits)
             y = tf.cast(tf.reshape(y, [-1]), tf.int32)
             picked = tf.gather(logp, y, axis=1, batch_dims=1)
             right = tf.reduce_sum(tf.cast(tf.argmax(logp, axis=1, output_type=tf.int32) == y, tf.int32))

@@ -29,6 +29,7 @@ import numpy as np
 
 from importance.online import Recorder, Tracker, attach, require_recorder
 from importance.scores import ImportanceError, validate_scores
+from importance.validation import check_data, check_model, labels_for
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -112,12 +113,18 @@ def register_measure(
     Raises:
         ValueError: If the name is already registered or is not a valid string, or a tracker
             is given for a measure that is not online or is not a Tracker subclass.
+        TypeError: If what is registered is not callable.
     """
     if callable(name):
         return register_measure(None, online=online, tracker=tracker, **defaults)(name)
     _check_tracker(tracker, online=online)
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(fn):
+            raise TypeError(
+                f"register_measure({name!r}) needs a callable fn(model, data, **options). "
+                f"Received: {fn!r} of type {type(fn).__name__}"
+            )
         measure_name = fn.__name__ if name is None else name
         if not isinstance(measure_name, str) or not measure_name.strip():
             raise ValueError(f"A measure name must be a non-empty string. Received: {measure_name!r}")
@@ -226,9 +233,11 @@ def compute_importance(name: str, model: Any, data: Any = None, **options: Any) 
 
     Args:
         name: Registry name of the measure.
-        model: A built Keras model.
+        model: A built Keras model (a single-output classifier when ``data`` is given).
         data: What the measure needs, usually ``(x, y)`` arrays or a batched ``tf.data.Dataset``
-            (see :func:`importance.data.as_dataset`). Online measures ignore it.
+            (see :func:`importance.data.as_dataset`). Online measures ignore it. Checked here,
+            before the measure runs (:func:`importance.validation.check_data`): a NaN input or a
+            label outside the model's classes is reported as bad data, never as a bad measure.
         **options: Keyword options for the measure, over the registered defaults.
 
     Returns:
@@ -236,15 +245,20 @@ def compute_importance(name: str, model: Any, data: Any = None, **options: Any) 
 
     Raises:
         KeyError: Unknown measure.
+        ValueError: A model or data the library cannot judge (see :mod:`importance.validation`).
         ImportanceError: The measure returned the wrong number of arrays, a wrong shape,
             or non-finite values; the message names the measure and the weight.
         RuntimeError: An online measure with no recorded trajectory for this model.
     """
     spec = get_measure(name)
     kwargs = {**spec.defaults, **options}
+    check_model(model)
+    if data is not None:
+        data = check_data(data, model=model, max_examples=kwargs.get("max_examples"))
     if spec.online and "recorder" not in kwargs:
         kwargs["recorder"] = require_recorder(model, name)
-    scores = spec.fn(model, data, **kwargs)
+    with labels_for(model):
+        scores = spec.fn(model, data, **kwargs)
     return validate_scores(scores, model, measure=name)
 
 

@@ -44,7 +44,7 @@ def validate_scores(scores: Any, model: Any, *, measure: str = "scores") -> list
         )
     out = []
     for score, weight in zip(scores, weights, strict=True):
-        array = np.asarray(score, dtype=np.float64)
+        array = check_scores_array(score, measure=measure, weight=_weight_name(weight))
         expected = tuple(weight.shape)
         if array.shape != expected:
             raise ImportanceError(
@@ -58,6 +58,31 @@ def validate_scores(scores: Any, model: Any, *, measure: str = "scores") -> list
             )
         out.append(array)
     return out
+
+
+def check_scores_array(value: Any, *, measure: str, weight: str) -> np.ndarray:
+    """One score array of a measure as real float64; rejects strings, complex numbers, objects.
+
+    Framework tensors (anything with ``.numpy()`` or ``__array__``) are converted through NumPy.
+
+    Raises:
+        ImportanceError: Naming the measure and the weight.
+    """
+    try:
+        if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+            value = value.numpy()
+        array = np.asarray(value)
+    except Exception as error:  # ragged lists, tensors on another device, ...
+        raise ImportanceError(
+            f"Measure {measure!r} returned a {type(value).__name__} for weight {weight!r} that "
+            f"is not convertible to a NumPy array: {error}"
+        ) from error
+    if array.dtype.kind not in "biuf":
+        raise ImportanceError(
+            f"Measure {measure!r} returned {array.dtype} values for weight {weight!r}; "
+            "expected real numbers."
+        )
+    return array.astype(np.float64)
 
 
 def _weight_name(weight: Any) -> str:

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from importance.checks import check_choice, check_positive_int, check_seed
-from importance.data import DEFAULT_BATCH_SIZE, evaluate, split_xy
+from importance.data import DEFAULT_BATCH_SIZE, evaluate
 from importance.layers import layer_groups
 from importance.scores import validate_scores
+from importance.validation import check_data, resolve_from_logits
 
 SCOPES = ("global", "layer")
 REPLACEMENTS = ("noise", "zero")
@@ -120,6 +121,7 @@ def threshold_sweep(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_evaluate: Callable[[float, Any], None] | None = None,
+    from_logits: bool | None = None,
 ) -> pd.DataFrame:
     """Loss and accuracy as the least important fraction of the trainable weights is replaced.
 
@@ -140,6 +142,9 @@ def threshold_sweep(
             the model is evaluated, while the replaced weights are in place (e.g. to check which
             weights differ, or to compute another metric on the thresholded model). The weights
             are restored afterwards whatever it does; an exception it raises ends the sweep.
+        from_logits: Whether the model outputs logits; decided once from its outputs on
+            ``data`` when None, before any weight is replaced (see
+            :func:`importance.validation.output_kind`).
 
     Returns:
         A DataFrame with one row per threshold and columns ``threshold``, ``loss`` (mean
@@ -147,7 +152,9 @@ def threshold_sweep(
 
     Raises:
         ValueError: A threshold outside [0, 1], unknown ``scope``/``replace``, a model that is
-            not built or has no trainable weights, empty data, a bad seed.
+            not built, has no trainable weights or is not a single-output classifier, bad data
+            (non-finite inputs, labels outside the classes, an infinite or unbatched dataset,
+            see :mod:`importance.validation`), a bad seed.
         importance.ImportanceError: Scores that do not match the model.
 
     The ranking and the noise are drawn once per sweep: the weights replaced at a threshold are
@@ -159,9 +166,10 @@ def threshold_sweep(
     check_choice("replace", replace, REPLACEMENTS)
     seed = check_seed(seed)
     levels = _check_thresholds(DEFAULT_THRESHOLDS if thresholds is None else thresholds)
-    _check_model(model)
+    check_positive_int("batch_size", batch_size)
+    dataset = check_data(data, model=model)
     arrays = validate_scores(scores, model, measure="scores")
-    dataset = _check_data(data, batch_size)
+    from_logits = resolve_from_logits(model, dataset, from_logits=from_logits)
 
     variables = list(model.trainable_weights)
     originals = [np.array(v.numpy(), copy=True) for v in variables]
@@ -186,7 +194,9 @@ def threshold_sweep(
             try:
                 if on_evaluate is not None:
                     on_evaluate(p, model)
-                loss, accuracy = evaluate(model, dataset, batch_size=batch_size)
+                loss, accuracy = evaluate(
+                    model, dataset, batch_size=batch_size, from_logits=from_logits
+                )
             finally:
                 _restore(variables, originals, touched)
             rows.append((p, loss, accuracy, count / total))
@@ -242,26 +252,3 @@ def _check_thresholds(thresholds: Any) -> list[float]:
     if not levels:
         raise ValueError("thresholds must not be empty. Received: []")
     return levels
-
-
-def _check_model(model: Any) -> None:
-    if not getattr(model, "built", False):
-        raise ValueError(
-            f"model must be built before thresholding (call it on a batch or give it an Input). "
-            f"Received an unbuilt {type(model).__name__} {getattr(model, 'name', '')!r}."
-        )
-    if not model.trainable_weights:
-        raise ValueError(
-            f"model {getattr(model, 'name', '')!r} has no trainable weights to threshold."
-        )
-
-
-def _check_data(data: Any, batch_size: int) -> Any:
-    import tensorflow as tf
-
-    check_positive_int("batch_size", batch_size)
-    if isinstance(data, tf.data.Dataset):
-        if int(data.cardinality()) == 0:
-            raise ValueError("data is empty: the dataset yields no batches.")
-        return data
-    return split_xy(data)  # checks (x, y) and emptiness; evaluate slices the arrays

@@ -18,14 +18,25 @@ import os
 import pathlib
 from typing import Any
 
-from reports.records import RecordWriter, atomic_write_text, read_records, write_records
+from reports.records import (
+    RESULT_KINDS,
+    SKIPPED,
+    MixedRunsError,
+    RecordWriter,
+    atomic_write_text,
+    read_records,
+    write_records,
+)
 
 __all__ = [
+    "RESULT_KINDS",
+    "MixedRunsError",
     "RecordWriter",
     "atomic_write_text",
     "leaderboard_markdown",
     "merge_meta",
     "read_records",
+    "skipped_lines",
     "write_records",
     "write_reports",
 ]
@@ -51,7 +62,13 @@ def merge_meta(records: list[dict[str, Any]]) -> dict[str, Any]:
     merged["seeds"] = sorted({int(r["seed"]) for r in points})
     merged["thresholds"] = sorted({float(r["threshold"]) for r in points})
     merged["tasks"] = sorted({r["task"] + (f" ({r['variant']})" if r.get("variant") else "") for r in points})
+    merged["skipped"] = skipped_lines(records)
     return merged
+
+
+def skipped_lines(records: list[dict[str, Any]]) -> list[str]:
+    """``file:line: reason`` for every line the reader skipped (see :func:`reports.records.iter_records`)."""
+    return [f"{r['file']}:{r['line']}: {r['reason']}" for r in records if r["kind"] == SKIPPED]
 
 
 def leaderboard_markdown(records: list[dict[str, Any]]) -> str:

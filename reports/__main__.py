@@ -26,12 +26,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--merged", type=pathlib.Path, default=None,
                         help="also write the merged records to this JSON-lines file")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="merge files of different runs (mode, threshold grid, record format); "
+                        "refused by default")
     args = parser.parse_args(argv)
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         parser.error(f"result file not found: {', '.join(missing)}")
-    records = reports.read_records(args.files)
-    if not any(r["kind"] in ("point", "failure", "cam_training") for r in records):
+    try:
+        records = reports.read_records(args.files, allow_mixed=args.allow_mixed)
+    except ValueError as error:  # MixedRunsError, undecodable file: the message names the file
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for line in reports.skipped_lines(records):
+        print(f"skipped {line}", file=sys.stderr)
+    if not any(r["kind"] in reports.RESULT_KINDS for r in records):
         print(f"no benchmark case in {len(args.files)} file(s); nothing written", file=sys.stderr)
         return 1
     if args.merged is not None:

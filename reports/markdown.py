@@ -120,6 +120,7 @@ def header(meta: dict[str, Any]) -> str:
     ]
     lines = ["# importance-bench leaderboard", ""]
     lines += [f"- **{k}**: {v if k == 'command' else escape(v)}" for k, v in facts if v]
+    lines += skipped_note(meta.get("skipped") or [])
     lines += [
         "",
         "How to read: each measure ranks the trainable weights; the least important fraction p is "
@@ -133,6 +134,15 @@ def header(meta: dict[str, Any]) -> str:
         "measure on the task.",
     ]
     return "\n".join(lines)
+
+
+def skipped_note(lines: Sequence[str]) -> list[str]:
+    """Header lines listing every result line the reader skipped (nothing dropped silently)."""
+    if not lines:
+        return []
+    return [f"- **skipped records**: {len(lines)} (not in the tables below)"] + [
+        f"  - {escape(line)}" for line in lines
+    ]
 
 
 def _join(value: Any) -> str | None:

@@ -25,7 +25,10 @@ order), :data:`DEFAULT_SCOPE` / :data:`DEFAULT_REPLACE` (the treatment every tas
 
 Writers append and flush every finished case, so an interrupted run keeps what it finished.
 Under pytest-xdist each worker writes its own shard; :func:`read_records` merges shards (and
-drops exact repeats of the same key, the later record winning).
+drops exact repeats of the same key, the later record winning). It refuses files of different
+runs (mode, threshold grid, record format) unless ``allow_mixed``, and every line it cannot use
+(torn, unknown kind, missing field, non-finite number) becomes a ``skipped`` note with file and
+line, shown in the terminal and the leaderboard header; nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ DEFAULT_SCOPE = "global"
 DEFAULT_REPLACE = "noise"
 BASELINE = "random"
 
+# Kinds whose presence means a benchmark case finished (a run with none writes no leaderboard).
+RESULT_KINDS = ("point", "failure", "cam_training")
 CURVE_KEYS = ("measure", "task", "variant", "level", "scope", "replace", "seed")
 POINT_KEYS = (*CURVE_KEYS, "threshold")
 
@@ -200,39 +205,95 @@ def _clean(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def iter_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """Records of one JSON-lines file. A torn last line (a run killed mid-write) is skipped.
+class MixedRunsError(ValueError):
+    """Result files from different runs (mode, threshold grid or record format) would blend."""
+
+
+SKIPPED = "skipped"  # in-memory note of a line the reader could not use (kept in merged files)
+FINITE_FIELDS = ("threshold", "loss", "accuracy", "fraction_replaced", "base_loss",
+                 "base_accuracy", "seconds")
+
+
+def iter_records(
+    path: str | os.PathLike[str], *, skipped: list[dict[str, Any]] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Records of one JSON-lines file.
+
+    Lines that cannot be used are skipped and described in ``skipped`` (one ``{"kind":
+    "skipped", "file", "line", "reason"}`` note each, see :func:`skip_reason`): a torn last line
+    (a run killed mid-write), a record of unknown kind, a record missing a field or with a
+    non-finite number.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: A line other than the last is not valid JSON (names file and line).
+        ValueError: The file is not UTF-8 text, or a line other than the last is not valid JSON
+            (names file and line).
     """
     path = pathlib.Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a UTF-8 JSON-lines result file: {error}") from None
+    notes = [] if skipped is None else skipped
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            if number == len(lines):
-                return
-            raise ValueError(f"{path}:{number} is not a JSON record: {error}") from None
-        if isinstance(record, dict) and record.get("kind") in KINDS:
+            if number != len(lines):
+                raise ValueError(f"{path}:{number} is not a JSON record: {error}") from None
+            record, reason = None, "torn last line (a writer killed mid-write?)"
+        else:
+            reason = skip_reason(record)
+        if reason is None and record.get("kind") == SKIPPED:
+            notes.append(record)  # a note carried over from a merged file
+        elif reason is None:
             yield record
+        else:
+            notes.append({"kind": SKIPPED, "file": str(path), "line": number, "reason": reason})
 
 
-def read_records(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+def skip_reason(record: Any) -> str | None:
+    """Why a decoded line cannot be used as a record, or None when it can."""
+    if not isinstance(record, dict) or record.get("kind") not in (*KINDS, SKIPPED):
+        kind = record.get("kind") if isinstance(record, dict) else type(record).__name__
+        return f"not a result record (kind {kind!r})"
+    required = KINDS[record["kind"]].required if record["kind"] in KINDS else ()
+    missing = [k for k in required if k not in record or (k in FINITE_FIELDS and record[k] is None)]
+    if missing:
+        return f"{record['kind']} record missing field(s) {', '.join(missing)}"
+    bad = [k for k in FINITE_FIELDS if isinstance(record.get(k), float) and not math.isfinite(record[k])]
+    if bad:
+        return f"{record['kind']} record with non-finite {', '.join(f'{k}={record[k]}' for k in bad)}"
+    return None
+
+
+def read_records(
+    paths: Sequence[str | os.PathLike[str]], *, allow_mixed: bool = False
+) -> list[dict[str, Any]]:
     """Read and merge result files (shards of one run, or several runs).
 
     Records with the same identity (e.g. the same curve point) are kept once, the later
     file winning, so that a merged file given together with its own shards changes nothing.
-    Meta records are all kept (the report merges them).
+    Meta records are all kept (the report merges them); so are the ``skipped`` notes of lines
+    that could not be used (see :func:`iter_records`), for the leaderboard's header.
+
+    Args:
+        paths: The result files.
+        allow_mixed: Merge files of different runs (mode, threshold grid, record format)
+            anyway; without it they are refused.
+
+    Raises:
+        MixedRunsError: The files come from runs that differ (see :func:`check_same_run`).
     """
     merged: dict[tuple, dict[str, Any]] = {}
     metas: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    origins: list[tuple[str, dict[str, Any]]] = []
     for path in paths:
-        for record in iter_records(path):
+        for record in iter_records(path, skipped=skipped):
+            origins.append((str(path), record))
             identity = KINDS[record["kind"]].identity
             if identity is None:
                 if record not in metas:
@@ -240,7 +301,42 @@ def read_records(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]
                 continue
             key = (record["kind"], *(_key_part(record.get(k)) for k in identity))
             merged[key] = record
-    return metas + [merged[k] for k in sorted(merged, key=_sort_key)]
+    if not allow_mixed:
+        check_same_run(origins)
+    notes = [dict(t) for t in dict.fromkeys(tuple(sorted(n.items())) for n in skipped)]
+    return metas + notes + [merged[k] for k in sorted(merged, key=_sort_key)]
+
+
+def check_same_run(origins: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse records that differ in mode, threshold grid or record format version.
+
+    Args:
+        origins: ``(file, record)`` pairs.
+
+    Raises:
+        MixedRunsError: Naming the differing values and a file holding each.
+    """
+    facts: dict[str, dict[Any, str]] = {"mode": {}, "thresholds": {}, "record format": {}}
+    for path, record in origins:
+        facts["record format"].setdefault(record.get("schema", SCHEMA), path)
+        if record["kind"] == "meta":
+            run = record.get("run", {})
+            if run.get("mode") is not None:
+                facts["mode"].setdefault(run["mode"], path)
+            if run.get("thresholds") is not None:
+                facts["thresholds"].setdefault(tuple(float(t) for t in run["thresholds"]), path)
+    for name, seen in facts.items():
+        if len(seen) > 1:
+            found = "; ".join(f"{_short(value)} in {path}" for value, path in seen.items())
+            raise MixedRunsError(
+                f"result files come from runs with different {name}: {found}. Report them "
+                "separately, or merge them anyway with allow_mixed=True (--allow-mixed)."
+            )
+
+
+def _short(value: Any) -> str:
+    text = repr(list(value)) if isinstance(value, tuple) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _key_part(value: Any) -> Any:

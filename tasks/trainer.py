@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from importance.checks import check_choice, check_int, check_seed
-from importance.data import evaluate, split_xy
+from importance.data import evaluate
+from importance.validation import check_data, output_kind
 from tasks.registry import OPTIMIZERS
 
 
@@ -91,17 +92,28 @@ def train(
         ``val_loss`` / ``val_accuracy`` with validation data, and ``epoch_seconds``.
 
     Raises:
-        ValueError: A bad option, naming it and the received value.
+        ValueError: A bad option, naming it and the received value; bad ``train_data`` or a
+            model that is not a logits classifier (see :mod:`importance.validation`).
     """
     check_int("epochs", epochs, minimum=0)
     check_int("batch_size", batch_size, minimum=1)
     check_seed(seed)
     if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
         raise ValueError(f"learning_rate must be a positive number. Received: {learning_rate!r}")
-    x, y = split_xy(train_data)
-    x = np.asarray(x, dtype=np.float32)
     if not getattr(model, "built", False):
         raise ValueError("The model must be built before training (call it on a batch first).")
+    if isinstance(train_data, tf.data.Dataset):
+        raise TypeError(
+            "train_data must be (x, y) arrays (the trainer shuffles them itself). "
+            "Received a tf.data.Dataset."
+        )
+    x, y = check_data(train_data, model=model, name="train_data")
+    x = np.asarray(x, dtype=np.float32)
+    if output_kind(model, x) != "logits":
+        raise ValueError(
+            "train needs a model outputting logits (its loss is cross-entropy from logits); "
+            "this model outputs probabilities. Drop its final softmax."
+        )
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(seed))

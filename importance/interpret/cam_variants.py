@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._checks import check_positive_int
+from importance.checks import check_positive_int
 from importance.interpret.cam import cam_pass, resize_maps, spatial_size
 from importance.interpret.inputs import check_target
 from importance.interpret.outputs import target_probabilities

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from importance._checks import check_seed
+from importance.checks import check_seed
 from importance.interpret.inputs import check_images, class_ids
 from importance.interpret.registry import register_saliency
 

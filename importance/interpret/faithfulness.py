@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from importance._checks import check_positive_int, check_seed
+from importance.checks import check_positive_int, check_seed
 from importance.interpret.baselines import baseline_images, check_baseline
 from importance.interpret.inputs import check_images, class_ids
 from importance.interpret.outputs import probabilities

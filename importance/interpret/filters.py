@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._checks import check_positive_int, check_seed
+from importance.checks import check_positive_int, check_seed
 from importance.interpret.cam import CONV_TYPES, find_cam_layer, watch_layer_output
 from importance.interpret.inputs import model_input_shape
 

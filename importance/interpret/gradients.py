@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._checks import check_positive_int, check_seed
+from importance.checks import check_positive_int, check_seed
 from importance.interpret.inputs import check_images, class_ids
 from importance.interpret.outputs import input_gradients
 from importance.interpret.registry import register_saliency

@@ -28,10 +28,10 @@ from importance.data import (
     DEFAULT_BATCH_SIZE,
     log_probabilities_from_outputs,
     num_classes,
-    outputs_are_probabilities,
 )
 from importance.per_example import check_method, per_example_moment, per_example_moment_sum
 from importance.registry import register_measure
+from importance.validation import resolve_from_logits
 
 LABELS = ("exact", "sampled", "empirical")
 
@@ -70,7 +70,8 @@ def fisher(
             stateless seed ``(seed, b)``, see :func:`sample_labels`.
         batch_size: Examples per batch when ``data`` is arrays.
         method: Per-example gradient method of :func:`importance.per_example.per_example_moment`.
-        from_logits: Whether the model outputs logits; detected from its last layer when None.
+        from_logits: Whether the model outputs logits; decided from its outputs on
+            ``data`` when None (see :func:`importance.validation.output_kind`).
         max_examples: Use only the first ``max_examples`` examples; all when None.
 
     Returns:
@@ -82,7 +83,7 @@ def fisher(
     check_choice("labels", labels, LABELS)
     check_method(method)
     seed = check_seed(seed)
-    from_logits = _resolve_from_logits(model, from_logits)
+    from_logits = resolve_from_logits(model, data, from_logits=from_logits)
 
     def batch_sums(model: Any, x: Any, y: Any, seed_pair: Any) -> list[tf.Tensor]:
         return _fisher_sums(model, x, y, seed_pair, labels, method, from_logits)
@@ -114,13 +115,14 @@ def fisher_batch(
         model: A built Keras classifier (logits or softmax outputs).
         data: ``(x, y)`` with integer or one-hot labels, or a batched ``tf.data.Dataset``.
         batch_size: Examples per minibatch when ``data`` is arrays.
-        from_logits: Whether the model outputs logits; detected from its last layer when None.
+        from_logits: Whether the model outputs logits; decided from its outputs on
+            ``data`` when None (see :func:`importance.validation.output_kind`).
         max_examples: Use only the first ``max_examples`` examples; all when None.
 
     Returns:
         One float64 array per trainable weight.
     """
-    from_logits = _resolve_from_logits(model, from_logits)
+    from_logits = resolve_from_logits(model, data, from_logits=from_logits)
 
     def batch_sums(model: Any, x: Any, y: Any) -> list[tf.Tensor]:
         return _batch_mean_squares(model, x, y, from_logits)
@@ -148,7 +150,7 @@ def sample_labels(
         int32 array of shape ``(N,)``.
     """
     seed = check_seed(seed)
-    from_logits = _resolve_from_logits(model, from_logits)
+    from_logits = resolve_from_logits(model, data, from_logits=from_logits)
 
     def draw(model: Any, x: Any, y: Any, seed_pair: Any) -> tf.Tensor:
         logp = log_probabilities_from_outputs(model(x, training=False), from_logits=from_logits)
@@ -157,14 +159,6 @@ def sample_labels(
     step = compiled(model, draw, key=("sample_labels", from_logits))  # compiled, as inside fisher
     batches = seeded_batches(data, seed=seed, batch_size=batch_size, max_examples=max_examples)
     return np.concatenate([step(*batch).numpy() for batch in batches]).astype(np.int32)
-
-
-def _resolve_from_logits(model: Any, from_logits: bool | None) -> bool:
-    if from_logits is None:
-        return not outputs_are_probabilities(model)
-    if not isinstance(from_logits, bool):
-        raise ValueError(f"from_logits must be True, False or None. Received: {from_logits!r}")
-    return from_logits
 
 
 def _uniforms(x: Any, seed_pair: Any) -> tf.Tensor:

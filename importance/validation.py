@@ -1,0 +1,380 @@
+"""Checks at the library's edges: data, labels, models and what a model outputs.
+
+Every public entry point (:func:`importance.compute_importance`, :func:`importance.aggregate`,
+:func:`importance.threshold_sweep`, the :mod:`importance.data` helpers, the tasks' trainer) runs
+these checks once, before any measure or evaluation runs, so that bad input is reported as bad
+input and never turns into a plausible-looking number. Each message names the argument, the bad
+value and what was expected.
+
+What is checked:
+
+* **model**: built, with trainable weights, one output. Wherever data is given, the model must be
+  a classifier with at least two classes (one output unit, i.e. a regression model, is refused
+  with a message saying so; data-free measures such as ``magnitude`` accept any built model). A
+  multi-output model is refused: name its head with ``keras.Model(model.inputs,
+  model.outputs[i])``.
+* **inputs**: finite (the first non-finite example is named by its index), the width the model
+  expects, a *batched* ``tf.data.Dataset``, and a dataset that ends (``.repeat()`` without
+  ``max_examples`` is refused rather than read forever).
+* **labels**: integer class ids (integer-valued floats are accepted) in ``[0, K)`` with ``K`` the
+  model's number of classes, or one-hot rows of width ``K``.
+
+**Logits or probabilities** is decided here and only here (:func:`output_kind`): an explicit
+``from_logits=`` wins; otherwise the model is run once on (at most) the first batch of the data
+it is given, and its outputs are *probabilities* when every value is in [0, 1] and every row sums
+to 1 within ``PROBABILITY_TOLERANCE``, else *logits*. The decision is kept for the model's
+lifetime (a model's output layer does not change), so later calls cost nothing. The layer type is
+not consulted, so a ``Lambda`` softmax or a functional ``keras.ops.softmax`` ending is recognised.
+A model with per-class sigmoid outputs (rows not summing to 1) is read as logits: pass
+``from_logits=`` to say otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from importance.checks import check_positive_int
+
+PROBABILITY_TOLERANCE = 1e-3
+PROBE_EXAMPLES = 256
+
+_KINDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (kind, classes)
+_CLASSES: contextvars.ContextVar[int | None] = contextvars.ContextVar("classes", default=None)
+
+
+def check_model(model: Any, *, name: str = "model") -> None:
+    """Check that ``model`` is a built Keras model with trainable weights.
+
+    Raises:
+        TypeError: Not a Keras model.
+        ValueError: An unbuilt model, or one without trainable weights.
+    """
+    label = f"{type(model).__name__} {getattr(model, 'name', '')!r}"
+    if not hasattr(model, "trainable_weights"):
+        raise TypeError(f"{name} must be a Keras model. Received: {type(model).__name__}")
+    if not getattr(model, "built", False):
+        raise ValueError(
+            f"{name} must be built (call it on a batch or give it an Input). "
+            f"Received an unbuilt {label}."
+        )
+    if not model.trainable_weights:
+        raise ValueError(
+            f"{name} {getattr(model, 'name', '')!r} has no trainable weights to score or "
+            "threshold; expected a model with at least one trainable weight."
+        )
+
+
+def num_classes(model: Any) -> int | None:
+    """Width of the model's (single) output; None for a model without symbolic outputs that
+    :func:`output_kind` has not run yet."""
+    outputs = _symbolic_outputs(model)
+    if not outputs or outputs[0].shape[-1] is None:
+        probed = _KINDS.get(model)
+        return probed[1] if probed else None
+    return int(outputs[0].shape[-1])
+
+
+def check_classifier(model: Any, *, name: str = "model") -> int | None:
+    """Check that ``model`` is a single-output classifier; return its number of classes.
+
+    Returns:
+        The number of classes, or None for a model without symbolic outputs (a subclassed
+        model), whose output is checked on the data by :func:`output_kind`.
+
+    Raises:
+        ValueError: As :func:`check_model`, a multi-output model, or one with fewer than two
+            output units.
+    """
+    check_model(model, name=name)
+    outputs = _symbolic_outputs(model)
+    if outputs is not None and len(outputs) != 1:
+        raise ValueError(
+            f"{name} has {len(outputs)} outputs; only single-output models are supported. "
+            "Name the head to study: keras.Model(model.inputs, model.outputs[i])."
+        )
+    classes = num_classes(model)
+    if classes is not None:
+        _check_width(classes, name)
+    return classes
+
+
+def check_inputs(x: Any, *, start: int = 0, name: str = "data") -> None:
+    """Check that every input is finite; the message names the first offending example.
+
+    Args:
+        x: A batch of inputs, first axis the examples.
+        start: Index of ``x[0]`` in the whole data (for the message).
+        name: Argument name for the message.
+
+    Raises:
+        ValueError: A NaN or infinite input.
+    """
+    x = np.asarray(x)
+    if x.dtype.kind not in "fc" or x.size == 0:
+        return
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    row = int(np.argmin(finite.reshape(x.shape[0], -1).all(axis=1)))
+    bad = x[row][~finite[row]].ravel()[0]
+    raise ValueError(
+        f"{name} has a non-finite input ({bad}) in example {start + row}; "
+        "expected finite numbers."
+    )
+
+
+def check_labels(
+    y: Any, *, classes: int | None = None, start: int = 0, name: str = "labels"
+) -> np.ndarray:
+    """Check class labels and return them as int32 of shape ``(N,)``.
+
+    Args:
+        y: Integer class ids of shape ``(N,)`` (integer-valued floats accepted).
+        classes: The model's number of classes; labels must be below it when given.
+        start: Index of ``y[0]`` in the whole data (for the message).
+        name: Argument name for the message.
+
+    Raises:
+        TypeError: Labels that are not numbers.
+        ValueError: Non-integer, negative or too large labels, naming the first one.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind == "b" or y.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be integer class ids. Received dtype {y.dtype}")
+    problems = []  # (mask, what was expected), the first offending example is reported
+    if y.dtype.kind == "f":
+        problems.append((~np.isfinite(y) | (y != np.round(y)), "integer class ids"))
+    problems.append((y < 0, "class ids >= 0"))
+    if classes is not None:
+        problems.append((y >= classes, f"class ids in [0, {classes}) for this model"))
+    firsts = [(int(np.argmax(mask)), expected) for mask, expected in problems if mask.any()]
+    if firsts:
+        index, expected = min(firsts)
+        raise ValueError(
+            f"{name} must be {expected}. Received {y[index].item()!r} for example {start + index}."
+        )
+    return y.astype(np.int32)
+
+
+def check_one_hot_width(shape: Any, classes: int | None, *, name: str = "labels") -> None:
+    """One-hot labels (of ``shape``, batch first) must have one column per class of the model."""
+    shape = tuple(shape)
+    width = shape[-1] if len(shape) == 2 else None
+    if classes is not None and width not in (None, 1) and width != classes:
+        raise ValueError(
+            f"{name} are one-hot with {width} columns but the model has {classes} classes."
+        )
+
+
+def check_dataset(
+    dataset: tf.data.Dataset, *, model: Any = None, max_examples: int | None = None,
+    name: str = "data",
+) -> None:
+    """Check a ``tf.data.Dataset`` before reading it: it ends, yields ``(x, y)`` batches of the
+    model's input width.
+
+    Raises:
+        ValueError: An infinite dataset without ``max_examples``, an empty or unbatched
+            dataset, or inputs of the wrong width.
+        TypeError: Elements that are not ``(x, y)`` pairs.
+    """
+    cardinality = int(dataset.cardinality())
+    if cardinality == tf.data.INFINITE_CARDINALITY and max_examples is None:
+        raise ValueError(
+            f"{name} is an infinite tf.data.Dataset (e.g. from .repeat()); pass max_examples=N "
+            "or data.take(N) so that reading it ends."
+        )
+    if cardinality == 0:
+        raise ValueError(f"{name} is empty: the dataset yields no batches.")
+    spec = dataset.element_spec
+    if not isinstance(spec, (tuple, list)) or len(spec) != 2:
+        raise TypeError(
+            f"{name} must yield (x, y) pairs. Received elements of spec {spec!r}"
+        )
+    x_shape, y_shape = spec[0].shape, spec[1].shape
+    expected = _input_shape(model)
+    unbatched = y_shape.rank == 0 or (
+        expected is not None and x_shape.rank == len(expected) - 1
+    )
+    if unbatched:
+        raise ValueError(
+            f"{name} is an unbatched tf.data.Dataset (elements of shape {x_shape}); "
+            "call .batch(batch_size) on it first."
+        )
+    check_input_width(x_shape, model, name=name)
+    if model is not None and y_shape.rank == 2:
+        check_one_hot_width(y_shape, num_classes(model))
+
+
+def check_input_width(shape: Any, model: Any, *, name: str = "data") -> None:
+    """Inputs of ``shape`` (batch first) must match the model's declared input shape."""
+    expected = _input_shape(model)
+    if expected is None:
+        return
+    got = tuple(shape)
+    fits = len(got) == len(expected) and all(
+        e is None or g is None or int(g) == int(e) for g, e in zip(got[1:], expected[1:], strict=True)
+    )
+    if not fits:
+        raise ValueError(
+            f"{name} has inputs of shape {got} but the model expects {tuple(expected)}."
+        )
+
+
+def check_data(
+    data: Any, *, model: Any = None, max_examples: int | None = None, name: str = "data"
+) -> Any:
+    """Check ``data`` (and ``model``, when given) at an entry point; return the data.
+
+    Arrays are checked whole, vectorised, and returned as a checked ``(x, y)`` pair (the first
+    ``max_examples``): finite inputs, integer labels in the model's class range, input width. A
+    dataset is checked from its spec here and batch by batch as it is read
+    (:func:`check_batch`, inside :func:`importance.data.iter_batches`).
+
+    Args:
+        data: ``(x, y)`` arrays or a batched ``tf.data.Dataset``.
+        model: The classifier the data is for (checked with :func:`check_classifier`; its
+            outputs kind is decided on the data's first examples, see :func:`output_kind`).
+        max_examples: The caller's cap on examples (an infinite dataset needs one).
+        name: Argument name for messages.
+    """
+    from importance.data import split_xy  # importance.data imports this module
+
+    check_positive_int("max_examples", max_examples, allow_none=True)
+    classes = check_classifier(model) if model is not None else None
+    if isinstance(data, tf.data.Dataset):
+        check_dataset(data, model=model, max_examples=max_examples, name=name)
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        check_one_hot_width(np.shape(data[1]), classes)
+    x, y = split_xy(data, classes=classes)
+    if max_examples is not None:
+        x, y = x[:max_examples], y[:max_examples]
+    check_input_width(x.shape, model, name=name)
+    check_inputs(x, name=name)
+    if model is not None:
+        output_kind(model, x)  # decided on the data it is given; also learns K when not symbolic
+        if classes is None:
+            check_labels(y, classes=num_classes(model))
+    return x, y
+
+
+@contextlib.contextmanager
+def labels_for(model: Any) -> Iterator[None]:
+    """Within the block, :func:`check_batch` also checks labels against ``model``'s classes.
+
+    Entry points wrap a measure's call in it, so that a dataset's labels are checked batch by
+    batch as the measure reads them, without the measure passing the model along.
+    """
+    token = _CLASSES.set(num_classes(model))
+    try:
+        yield
+    finally:
+        _CLASSES.reset(token)
+
+
+def check_batch(x: Any, y: Any, *, start: int, name: str = "data") -> np.ndarray:
+    """Check one batch read from a dataset: finite inputs, labels (see :func:`labels_for`).
+
+    Args:
+        x: The batch's inputs.
+        y: The batch's labels as int class ids (already converted from one-hot).
+        start: Index of the batch's first example in the dataset (for the message).
+
+    Returns:
+        The labels as int32.
+    """
+    check_inputs(x, start=start, name=name)
+    return check_labels(y, classes=_CLASSES.get(), start=start)
+
+
+def output_kind(model: Any, x: Any, *, from_logits: bool | None = None) -> str:
+    """``"logits"`` or ``"probabilities"``: what the classifier ``model`` outputs.
+
+    The one place that decides (see the module docstring for the rule). An explicit
+    ``from_logits`` wins; otherwise the first call per model runs it once on ``x[:256]``.
+
+    Raises:
+        ValueError: A bad ``from_logits``; outputs that are not one ``(batch, K)`` tensor with
+            ``K >= 2``, or not finite.
+    """
+    if from_logits is not None:
+        if not isinstance(from_logits, bool):
+            raise ValueError(f"from_logits must be True, False or None. Received: {from_logits!r}")
+        return "logits" if from_logits else "probabilities"
+    probed = _KINDS.get(model)
+    if probed is None and x is None:
+        raise ValueError(
+            "x is required to decide whether the model outputs logits or probabilities "
+            "(pass a batch of inputs, or from_logits=True/False)."
+        )
+    if probed is None:
+        outputs = model(x[:PROBE_EXAMPLES], training=False)
+        if isinstance(outputs, (list, tuple, dict)):
+            raise ValueError(
+                f"model returns {len(outputs)} outputs; only single-output models are supported."
+            )
+        values = np.asarray(outputs, dtype=np.float64)
+        if values.ndim != 2:
+            raise ValueError(
+                f"model outputs have shape {values.shape}; expected (batch, classes)."
+            )
+        _check_width(values.shape[1], "model")
+        if not np.isfinite(values).all():
+            raise ValueError("model outputs non-finite values on finite inputs; check its weights.")
+        kind = "probabilities" if _are_probabilities(values) else "logits"
+        probed = _KINDS[model] = (kind, values.shape[1])
+    return probed[0]
+
+
+def resolve_from_logits(model: Any, data: Any, *, from_logits: bool | None = None) -> bool:
+    """``from_logits`` for ``model`` on ``data`` (see :func:`output_kind`), probing its first batch."""
+    if from_logits is None and model not in _KINDS:
+        from importance.data import iter_batches
+
+        x, _ = next(iter(iter_batches(data, max_examples=PROBE_EXAMPLES)))
+        return output_kind(model, x) == "logits"
+    return output_kind(model, None, from_logits=from_logits) == "logits"
+
+
+def _are_probabilities(values: np.ndarray) -> bool:
+    tol = PROBABILITY_TOLERANCE
+    return bool(
+        values.min() >= -tol
+        and values.max() <= 1 + tol
+        and np.allclose(values.sum(axis=1), 1.0, rtol=0, atol=tol)
+    )
+
+
+def _check_width(classes: int, name: str) -> None:
+    if classes < 2:
+        raise ValueError(
+            f"{name} has {classes} output unit; only classifiers with at least 2 classes are "
+            "supported with data (regression models are not; data-free measures such as "
+            "'magnitude' accept them)."
+        )
+
+
+def _symbolic_outputs(model: Any) -> list[Any] | None:
+    try:
+        outputs = getattr(model, "outputs", None)
+    except (AttributeError, ValueError):
+        return None
+    return list(outputs) if outputs else None
+
+
+def _input_shape(model: Any) -> tuple | None:
+    try:
+        inputs = getattr(model, "inputs", None)
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or len(inputs) != 1:
+        return None
+    return tuple(inputs[0].shape)
