@@ -56,7 +56,7 @@ def merge_meta(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def leaderboard_markdown(records: list[dict[str, Any]]) -> str:
     """The whole leaderboard: header, overall ranking, one ranked table per section, timings."""
-    from reports import markdown, tables
+    from reports import markdown, saliency, tables
 
     points = tables.points_frame(records)
     curves = tables.curves_frame(points)
@@ -69,6 +69,7 @@ def leaderboard_markdown(records: list[dict[str, Any]]) -> str:
                   markdown.overall_section(tables.overall_ranking(sections))]
         for section, frame in sections:
             parts += [f"## {markdown.section_title(section)}", "", markdown.leaderboard_section(frame)]
+    parts += saliency.sections(records)
     devices = tables.device_timings(records)
     parts += ["## Fisher computation per device", ""]
     if devices.empty:
@@ -106,4 +107,7 @@ def write_reports(
         points = tables.points_frame(records)
         if not points.empty:
             paths["plots"] = plotting.plot_tasks(points, out_dir / "plots")
+        from reports import saliency
+
+        paths["plots"] += saliency.plot_curves(records, out_dir / "plots")
     return paths

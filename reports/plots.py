@@ -63,7 +63,7 @@ def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pa
                      fontsize=11)
         fig.tight_layout()
         path = out_dir / f"loss-{_slug(task)}{'-' + _slug(variant) if variant else ''}.png"
-        _save_atomic(fig, path)
+        save_figure(fig, path)
         plt.close(fig)
         written.append(path)
     return written
@@ -86,7 +86,8 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "task"
 
 
-def _save_atomic(fig, path: pathlib.Path) -> None:
+def save_figure(fig, path: pathlib.Path) -> None:
+    """Save ``fig`` as PNG at ``path`` atomically (temp file in the same directory, then rename)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)
     try:

@@ -11,6 +11,13 @@ One record per line, each a JSON object with a ``kind``:
   ``fisher_device`` for the Fisher-per-device group, or another benchmark group), ``measure,
   task, variant, seed, seconds`` and, where it applies, ``device, device_name, examples``.
 
+* ``saliency``: the faithfulness of one saliency method on one task and seed (see
+  :mod:`reports.saliency`): ``method, task, variant, seed, images``, the per-image deletion and
+  insertion areas (lists), the mean curves (``fraction`` and the probability/accuracy lists),
+  ``seconds_per_image`` and, on a planted task, ``mass_inside``.
+* ``explanation``: one threshold of an explanation-under-thresholding sweep: ``measure, task,
+  variant, seed, threshold, explanation_kept, loss, accuracy, method``.
+
 Writers append and flush every finished case, so an interrupted run keeps what it finished.
 Under pytest-xdist each worker writes its own shard; :func:`read_records` merges shards (and
 drops exact repeats of the same key, the later record winning).
@@ -27,13 +34,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 SCHEMA = 1
-KINDS = ("meta", "point", "failure", "timing")
+KINDS = ("meta", "point", "failure", "timing", "saliency", "explanation")
 CURVE_KEYS = ("measure", "task", "variant", "level", "scope", "replace", "seed")
 POINT_KEYS = (*CURVE_KEYS, "threshold")
 _IDENTITY = {
     "point": POINT_KEYS,
     "failure": ("measure", "task", "variant", "seed", "level"),
     "timing": ("group", "measure", "task", "variant", "seed", "device", "worker"),
+    "saliency": ("method", "task", "variant", "seed"),
+    "explanation": ("measure", "task", "variant", "seed", "threshold"),
 }
 
 
