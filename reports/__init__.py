@@ -73,7 +73,7 @@ def skipped_lines(records: list[dict[str, Any]]) -> list[str]:
 
 def leaderboard_markdown(records: list[dict[str, Any]]) -> str:
     """The whole leaderboard: header, overall ranking, one ranked table per section, timings."""
-    from reports import markdown, tables
+    from reports import markdown, saliency, tables
 
     points = tables.points_frame(records)
     curves = tables.curves_frame(points)
@@ -92,6 +92,7 @@ def leaderboard_markdown(records: list[dict[str, Any]]) -> str:
     from reports import cam_training
 
     parts.append(cam_training.section(records))
+    parts += saliency.sections(records)
     devices = tables.device_timings(records)
     parts += ["## Fisher computation per device", ""]
     if devices.empty:
@@ -129,4 +130,7 @@ def write_reports(
         points = tables.points_frame(records)
         if not points.empty:
             paths["plots"] = plotting.plot_tasks(points, out_dir / "plots")
+        from reports import saliency
+
+        paths["plots"] += saliency.plot_curves(records, out_dir / "plots")
     return paths

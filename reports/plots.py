@@ -63,8 +63,7 @@ def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pa
                      fontsize=11)
         fig.tight_layout()
         path = out_dir / f"loss-{_slug(task)}{'-' + _slug(variant) if variant else ''}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        save_figure(fig, path)
         plt.close(fig)
         written.append(path)
     return written
@@ -86,3 +85,9 @@ def _draw_panel(ax, panel: pd.DataFrame, measures: list[str], colours, styles) -
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "task"
 
+
+
+def save_figure(fig, path: pathlib.Path) -> None:
+    """Save ``fig`` as PNG at ``path`` atomically (see :func:`reports.records.atomic_path`)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")

@@ -23,6 +23,13 @@ The shared vocabulary of benchmarks and reports is defined here too: :data:`LEVE
 order), :data:`DEFAULT_SCOPE` / :data:`DEFAULT_REPLACE` (the treatment every task runs) and
 :data:`BASELINE` (the measure lifts are measured against).
 
+* ``saliency``: the faithfulness of one saliency method on one task and seed (see
+  :mod:`reports.saliency`): ``method, task, variant, seed, images``, the per-image deletion and
+  insertion areas (lists), the mean curves (``fraction`` and the probability/accuracy lists),
+  ``seconds_per_image`` and, on a planted task, ``mass_inside``.
+* ``explanation``: one threshold of an explanation-under-thresholding sweep: ``measure, task,
+  variant, seed, threshold, explanation_kept, loss, accuracy, method``.
+
 Writers append and flush every finished case, so an interrupted run keeps what it finished.
 Under pytest-xdist each worker writes its own shard; :func:`read_records` merges shards (and
 drops exact repeats of the same key, the later record winning). It refuses files of different
@@ -52,7 +59,7 @@ DEFAULT_REPLACE = "noise"
 BASELINE = "random"
 
 # Kinds whose presence means a benchmark case finished (a run with none writes no leaderboard).
-RESULT_KINDS = ("point", "failure", "cam_training")
+RESULT_KINDS = ("point", "failure", "cam_training", "saliency", "explanation")
 CURVE_KEYS = ("measure", "task", "variant", "level", "scope", "replace", "seed")
 POINT_KEYS = (*CURVE_KEYS, "threshold")
 
@@ -154,6 +161,24 @@ def curve_point_records(curve: Any, **fields: Any) -> list[dict[str, Any]]:
                      accuracy=float(r.accuracy), fraction_replaced=float(r.fraction_replaced))
         for r in curve.itertuples(index=False)
     ]
+# The faithfulness of one saliency method on one task and seed (benchmarks/test_saliency.py):
+# per-image deletion/insertion areas (lists) and the mean curves (lists over ``fraction``).
+FAITHFULNESS_CURVES = ("fraction", "deletion_probability", "deletion_accuracy",
+                       "insertion_probability", "insertion_accuracy")
+saliency_record = record_kind(
+    "saliency",
+    required=("method", "task", "variant", "seed", "images", "seconds_per_image", "deletion_area",
+              "insertion_area", *FAITHFULNESS_CURVES),
+    optional=("mass_inside",),
+    identity=("method", "task", "variant", "seed"),
+)
+# One threshold of an explanation-under-thresholding sweep (Grad-CAM kept, rank correlation).
+explanation_record = record_kind(
+    "explanation",
+    required=("measure", "task", "variant", "seed", "method", "threshold", "explanation_kept",
+              "loss", "accuracy"),
+    identity=("measure", "task", "variant", "seed", "threshold"),
+)
 
 
 class RecordWriter:

@@ -5,6 +5,7 @@ The CAM core (:mod:`importance.interpret.cam`) is differentiable and usable insi
 
 from importance.interpret.cam import (
     CamPass,
+    cam_map,
     cam_pass,
     find_cam_layer,
     grad_cam,
@@ -28,6 +29,7 @@ __all__ = [
     "register_saliency",
     "unregister_saliency",
     "CamPass",
+    "cam_map",
     "cam_pass",
     "find_cam_layer",
     "grad_cam",

@@ -206,35 +206,42 @@ def hires_cam_maps(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(gradients * activations, axis=-1)
 
 
-@register_saliency
-def grad_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
-    """Grad-CAM (Selvaraju et al. 2017) resized to the input: (N, H, W) float64.
+def cam_map(
+    combine: Any, model: keras.Model, images: Any, *, target: Any, layer: Any = None
+) -> np.ndarray:
+    """A CAM resized to the input, (N, H, W) float64: ``combine(activations, gradients)`` of one
+    :func:`cam_pass` (e.g. :func:`grad_cam_maps`), bilinearly resized to the images' size.
 
     Args:
+        combine: ``combine(activations, gradients) -> (N, h, w)`` tensor.
         model: A Keras model with outputs (N, classes).
         images: (N, H, W, C) images.
         target: One class id, or one per image.
         layer: Layer name or object; default the last 2-D convolution.
     """
     cam = cam_pass(model, images, target, layer=layer)
-    maps = grad_cam_maps(cam.activations, cam.gradients)
+    maps = combine(cam.activations, cam.gradients)
     return resize_maps(maps, spatial_size(images)).numpy().astype(np.float64)
+
+
+@register_saliency
+def grad_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017) resized to the input: (N, H, W) float64.
+
+    Arguments as :func:`cam_map` (``layer``: default the last 2-D convolution).
+    """
+    return cam_map(grad_cam_maps, model, images, target=target, layer=layer)
 
 
 @register_saliency
 def hires_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
     """HiResCAM (Draelos & Carin 2020) resized to the input: (N, H, W) float64.
 
-    Args:
-        model: A Keras model with outputs (N, classes).
-        images: (N, H, W, C) images.
-        target: One class id, or one per image.
-        layer: Layer name or object; default the last 2-D convolution.
+    Arguments as :func:`cam_map` (``layer``: default the last 2-D convolution).
     """
-    cam = cam_pass(model, images, target, layer=layer)
-    maps = hires_cam_maps(cam.activations, cam.gradients)
-    return resize_maps(maps, spatial_size(images)).numpy().astype(np.float64)
+    return cam_map(hires_cam_maps, model, images, target=target, layer=layer)
 
 
 def spatial_size(images: Any) -> tuple[int, int]:
+    """(H, W) of (N, H, W, C) images."""
     return int(images.shape[1]), int(images.shape[2])

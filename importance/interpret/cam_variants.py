@@ -16,14 +16,24 @@ import numpy as np
 import tensorflow as tf
 
 from importance.checks import check_positive_int
-from importance.interpret.cam import cam_pass, resize_maps, spatial_size
+from importance.interpret.cam import cam_map, cam_pass, spatial_size
 from importance.interpret.inputs import check_target
 from importance.interpret.outputs import target_probabilities
 from importance.interpret.registry import register_saliency
 
 
-def _finish(maps: tf.Tensor, images: Any) -> np.ndarray:
-    return resize_maps(maps, spatial_size(images)).numpy().astype(np.float64)
+def grad_cam_plus_plus_maps(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    """Grad-CAM++ of activations ``a`` and gradients ``g`` (N, h, w, K) -> (N, h, w)."""
+    g2 = g * g
+    denominator = 2.0 * g2 + tf.reduce_sum(a, axis=(1, 2), keepdims=True) * g2 * g
+    alpha = tf.math.divide_no_nan(g2, denominator)
+    weights = tf.reduce_sum(alpha * tf.nn.relu(g), axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(weights * a, axis=-1))
+
+
+def layer_cam_maps(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    """LayerCAM of activations ``a`` and gradients ``g`` (N, h, w, K) -> (N, h, w)."""
+    return tf.nn.relu(tf.reduce_sum(tf.nn.relu(g) * a, axis=-1))
 
 
 @register_saliency
@@ -39,34 +49,18 @@ def grad_cam_plus_plus(
     input. Deviation: the positive per-image factor ``exp(S_c)`` of ``dY/dA`` is dropped (it
     scales each image's map and changes no ranking), as the reference implementations do.
 
-    Args:
-        model: A Keras classifier.
-        images: (N, H, W, C) images.
-        target: One class id, or one per image.
-        layer: Layer name or object; default the last 2-D convolution.
+    Arguments as :func:`importance.interpret.cam.cam_map`.
     """
-    cam = cam_pass(model, images, target, layer=layer)
-    a, g = cam.activations, cam.gradients
-    g2 = g * g
-    denominator = 2.0 * g2 + tf.reduce_sum(a, axis=(1, 2), keepdims=True) * g2 * g
-    alpha = tf.math.divide_no_nan(g2, denominator)
-    weights = tf.reduce_sum(alpha * tf.nn.relu(g), axis=(1, 2), keepdims=True)
-    return _finish(tf.nn.relu(tf.reduce_sum(weights * a, axis=-1)), images)
+    return cam_map(grad_cam_plus_plus_maps, model, images, target=target, layer=layer)
 
 
 @register_saliency
 def layer_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
     """LayerCAM (Jiang et al. 2021, eq. 5-6): ``relu(sum_k relu(dS_c/dA_k) * A_k)``, (N, H, W).
 
-    Args:
-        model: A Keras classifier.
-        images: (N, H, W, C) images.
-        target: One class id, or one per image.
-        layer: Layer name or object; default the last 2-D convolution.
+    Arguments as :func:`importance.interpret.cam.cam_map`.
     """
-    cam = cam_pass(model, images, target, layer=layer)
-    maps = tf.nn.relu(tf.reduce_sum(tf.nn.relu(cam.gradients) * cam.activations, axis=-1))
-    return _finish(maps, images)
+    return cam_map(layer_cam_maps, model, images, target=target, layer=layer)
 
 
 @register_saliency

@@ -1,0 +1,195 @@
+"""Saliency benchmark: faithfulness of every saliency method x task over seeds, and explanations
+kept under thresholding for the weight measures.
+
+Ids read ``<method>-<task>``; ``-k saliency`` selects this file's cases. Two groups:
+
+* ``test_saliency``: pytest-benchmark times one method's maps on the task's test images (per
+  seed), then the deletion / insertion curves (Petsiuk et al. 2018) are recorded as ``saliency``
+  records. On ``planted_region`` each informed method must beat ``random_map`` on deletion area
+  (mean over seeds); elsewhere rankings are reported.
+* ``test_explanation_kept``: per weight measure, the ``mnist5k`` CNN thresholded at p in {0.3,
+  0.5, 0.7} (threshold_sweep's rules, global scope, noise), Grad-CAM correlated with the untouched
+  model's (``explanation`` records).
+
+Quick mode (default): planted_region seeds 0-1 and mnist5k.cnn seed 0, 32 test images, an
+11-point deletion grid, every method but ``score_cam`` and ``smoothgrad`` (one forward pass per
+channel / 25 gradient passes per image; run with ``--full``), explanation kept for ``magnitude``
+and ``random`` only (the quick weight study has no mnist5k CNN whose scores it could share).
+``--full``: seeds 0-2 (or ``--bench-seeds``), 128 images, a 21-point grid, every method and
+every registered measure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import time
+
+import _study
+import numpy as np
+import pytest
+
+from reports.records import explanation_record, saliency_record
+
+TASKS = (("planted_region", None), ("mnist5k", "cnn"))
+ASSERT_BEATS_RANDOM = {"planted_region": ("grad_cam", "occlusion", "integrated_gradients")}
+CONTROLS = ("random_map", "centre_prior")
+
+
+@dataclasses.dataclass(frozen=True)
+class SaliencyPlan:
+    seeds: dict[str, tuple[int, ...]]
+    tasks: tuple[tuple[str, str | None], ...]
+    images: int
+    steps: int
+    skip: tuple[str, ...]
+    kept_measures: tuple[str, ...] | None  # None: every registered measure
+    overlay_methods: tuple[str, ...] = (
+        "grad_cam",
+        "hires_cam",
+        "occlusion",
+        "integrated_gradients",
+    )
+
+
+def saliency_plan(config: pytest.Config) -> SaliencyPlan:
+    full = config.getoption("--full", default=False)
+    seeds_option = config.getoption("--bench-seeds", default=None)
+    tasks_option = config.getoption("--bench-tasks", default=None)
+    chosen = TASKS
+    if tasks_option:
+        named = {tuple(item.strip().partition(".")[::2]) for item in tasks_option.split(",")}
+        chosen = tuple((t, v) for t, v in TASKS if (t, v or "") in named)
+    if seeds_option:
+        seeds = dict.fromkeys((t for t, _ in TASKS), tuple(range(seeds_option)))
+    elif full:
+        seeds = dict.fromkeys((t for t, _ in TASKS), (0, 1, 2))
+    else:
+        seeds = {"planted_region": (0, 1), "mnist5k": (0,)}
+    if full:
+        return SaliencyPlan(seeds, chosen, images=128, steps=20, skip=(), kept_measures=None)
+    return SaliencyPlan(seeds, chosen, images=32, steps=10, skip=("score_cam", "smoothgrad"),
+                        kept_measures=("magnitude", "random"))  # fmt: skip
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    import importance as imp
+    from importance.interpret import available_saliency
+
+    plan = saliency_plan(metafunc.config)
+    grouped = metafunc.config.pluginmanager.hasplugin("xdist")
+    params = []
+    for task, variant in plan.tasks:
+        label = _study.task_label(task, variant)
+        marks = [pytest.mark.xdist_group(label)] if grouped else []
+        if metafunc.function.__name__ == "test_saliency":
+            methods = [m for m in available_saliency() if m not in plan.skip]
+            params += [
+                pytest.param(m, task, variant, id=f"{m}-{label}", marks=marks) for m in methods
+            ]
+        elif metafunc.function.__name__ == "test_explanation_kept" and task == "mnist5k":
+            measures = plan.kept_measures or tuple(imp.available_measures())
+            params += [
+                pytest.param(m, task, variant, id=f"{m}-{label}", marks=marks) for m in measures
+            ]
+    names = {
+        "test_saliency": "method,task,variant",
+        "test_explanation_kept": "measure,task,variant",
+    }
+    metafunc.parametrize(names[metafunc.function.__name__], params)
+
+
+def _images(run, plan: SaliencyPlan):
+    x, y = run.test_data
+    return np.asarray(x[: plan.images]), np.asarray(y[: plan.images])
+
+
+def _report_dir(config: pytest.Config) -> pathlib.Path:
+    option = config.getoption("--bench-report-dir", default=None)
+    return pathlib.Path(option).resolve() if option else config.rootpath / "reports"
+
+
+def test_saliency(benchmark, study, bench_records, pytestconfig, method, task, variant):
+    """Time the method's maps, record their deletion / insertion curves for every seed."""
+    from importance.interpret import compute_saliency
+    from importance.interpret.faithfulness import deletion_insertion
+
+    plan = saliency_plan(pytestconfig)
+    benchmark.group = f"saliency: {_study.task_label(task, variant)}"
+    lifts = []
+    for index, seed in enumerate(plan.seeds[task]):
+        run = study.subject(task, variant, seed)
+        x, y = _images(run, plan)
+        options = {"seed": seed} if method in ("random_map", "smoothgrad") else {}
+        start = time.perf_counter()
+        if index == 0:
+            maps = benchmark.pedantic(compute_saliency, args=(method, run.model, x),
+                                      kwargs={"target": y, **options}, rounds=1, iterations=1)  # fmt: skip
+        else:
+            maps = compute_saliency(method, run.model, x, target=y, **options)
+        seconds = time.perf_counter() - start
+        curves = deletion_insertion(run.model, x, maps, target=y, steps=plan.steps, seed=seed)
+        fields = {
+            "method": method, "task": task, "variant": run.variant, "seed": seed,
+            "images": len(y), "seconds_per_image": seconds / len(y),
+            "deletion_area": curves.deletion_area.tolist(), "insertion_area": curves.insertion_area.tolist(),
+            **{column: curves.curves[column].tolist() for column in curves.curves.columns},
+        }  # fmt: skip
+        if task == "planted_region":
+            from tasks.planted_region import region_mask
+
+            mass = np.abs(maps)
+            fields["mass_inside"] = float(
+                ((mass * region_mask()).sum((1, 2)) / mass.sum((1, 2))).mean()
+            )
+        bench_records.write([saliency_record(**fields)])
+        if method in ASSERT_BEATS_RANDOM.get(task, ()):
+            chance = compute_saliency("random_map", run.model, x, target=y, seed=seed)
+            random_area = deletion_insertion(
+                run.model, x, chance, target=y, steps=plan.steps, seed=seed
+            )
+            lifts.append(random_area.deletion_area.mean() - curves.deletion_area.mean())
+        if method == "grad_cam" and index == 0:
+            _overlay(pytestconfig, plan, run, x, y, task, variant)
+    benchmark.extra_info.update(
+        method=method, task=task, images=plan.images, seeds=list(plan.seeds[task])
+    )
+    if lifts:
+        assert np.mean(lifts) > 0, f"{method} does not beat random_map on {task}: lifts {lifts}"
+
+
+def _overlay(config, plan, run, x, y, task, variant) -> None:
+    """The overlay grid of the first seed: 6 images, the plan's overlay methods side by side."""
+    from importance.interpret import compute_saliency
+    from reports.saliency import plot_overlay_grid
+
+    maps = {m: compute_saliency(m, run.model, x[:6], target=y[:6]) for m in plan.overlay_methods}
+    label = f"{task}.{run.variant}"  # as the report names it (the variant is always shown)
+    plot_overlay_grid(x[:6], maps, _report_dir(config) / "plots" / f"saliency-overlay-{label}.png",
+                      title=f"{label}, seed {run.seed}: true class explained")  # fmt: skip
+
+
+def test_explanation_kept(study, bench_records, pytestconfig, measure, task, variant):
+    """Grad-CAM of the thresholded CNN vs the untouched one, per weight measure (recorded)."""
+    from importance.interpret.under_thresholding import explanation_kept
+
+    plan = saliency_plan(pytestconfig)
+    for seed in plan.seeds[task]:
+        run = study.subject(task, variant, seed)
+        try:
+            scores = study.scores(measure, run)
+        except _study.MeasureFailed as error:
+            pytest.fail(str(error), pytrace=False)
+        x, y = _images(run, plan)
+        frame = explanation_kept(run.model, scores, x, y, thresholds=(0.3, 0.5, 0.7), seed=seed)
+        bench_records.write([
+            explanation_record(
+                measure=measure, task=task, variant=run.variant, seed=seed, method="grad_cam",
+                threshold=float(row.threshold), explanation_kept=float(row.explanation_kept),
+                loss=float(row.loss), accuracy=float(row.accuracy))
+            for row in frame.itertuples()
+        ])  # fmt: skip
+        for weight, snapshot in zip(run.model.trainable_weights, run.snapshot, strict=True):
+            assert np.array_equal(weight.numpy(), snapshot), (
+                f"{measure}: {weight.path} not restored"
+            )
