@@ -426,3 +426,15 @@ def test_undecodable_file_is_named(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     with pytest.raises(ValueError, match=r"binary\.jsonl is not a UTF-8 JSON-lines result file"):
         reports.read_records([path])
+
+
+@PROPERTY
+@given(shape=st.lists(st.integers(1, 7), min_size=1, max_size=3).filter(lambda s: s != [6]))
+def test_inputs_of_another_shape_are_named(shape):
+    model = _shared_model()
+    data = (np.zeros((3, *shape), np.float32), np.zeros(3, np.int32))
+    before = _snapshot(model)
+    for call in (ENTRY_POINTS["fisher"], ENTRY_POINTS["threshold_sweep"]):
+        with pytest.raises(ValueError, match=rf"data has inputs of shape \(3, {', '.join(map(str, shape))},?\) but the model expects \(None, 6\)"):
+            call(model, data)
+    _assert_unchanged(model, before)
