@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"result file not found: {', '.join(missing)}")
     records = reports.read_records(args.files)
-    if not any(r["kind"] in ("point", "failure") for r in records):
+    if not any(r["kind"] in ("point", "failure", "consolidation") for r in records):
         print(f"no benchmark case in {len(args.files)} file(s); nothing written", file=sys.stderr)
         return 1
     if args.merged is not None:

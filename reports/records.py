@@ -7,6 +7,10 @@ One record per line, each a JSON object with a ``kind``:
   replace, seed, threshold, loss, accuracy, fraction_replaced`` plus ``num_classes``,
   ``base_loss`` and ``base_accuracy`` (the untouched model on the same data).
 * ``failure``: a measure that raised on a task: ``measure, task, variant, seed, level, error``.
+* ``consolidation``: one strategy (and measure) on one continual-learning scenario and seed, at
+  the lambda chosen on validation data: ``scenario, sequence, heads, strategy, measure, mode,
+  seed, lam, grid, val_acc, acc, bwt, forgetting, R, curve, tasks, seconds`` (``curve``: rows
+  ``[epoch, trained task, evaluated task, test accuracy]``), or ``error`` for a failed measure.
 * ``timing``: one timed computation: ``group`` (``compute`` for a measure on a task,
   ``fisher_device`` for the Fisher-per-device group, or another benchmark group), ``measure,
   task, variant, seed, seconds`` and, where it applies, ``device, device_name, examples``.
@@ -27,13 +31,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 SCHEMA = 1
-KINDS = ("meta", "point", "failure", "timing")
+KINDS = ("meta", "point", "failure", "timing", "consolidation")
 CURVE_KEYS = ("measure", "task", "variant", "level", "scope", "replace", "seed")
 POINT_KEYS = (*CURVE_KEYS, "threshold")
 _IDENTITY = {
     "point": POINT_KEYS,
     "failure": ("measure", "task", "variant", "seed", "level"),
     "timing": ("group", "measure", "task", "variant", "seed", "device", "worker"),
+    "consolidation": ("scenario", "strategy", "measure", "mode", "seed"),
 }
 
 
