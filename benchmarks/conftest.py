@@ -130,7 +130,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run_dir: pathlib.Path = config._bench_run_dir
     shards = sorted(run_dir.glob("records-*.jsonl"))
     records = reports.read_records(shards) if shards else []
-    if not any(r["kind"] in ("point", "failure") for r in records):
+    if not any(r["kind"] in ("point", "failure", "consolidation") for r in records):
         config._bench_summary = f"no benchmark case finished; shards (if any) in {run_dir}"
         return
     out = _report_dir(config)
