@@ -26,10 +26,10 @@ class Scenario:
     sequence: str
     heads: str
     options: tuple[tuple[str, Any], ...] = ()
-    max_train: int = 1200
+    max_train: int = 1000
     max_test: int = 500
-    epochs: int = 4
-    hidden: tuple[int, ...] = (256,)
+    epochs: int = 3
+    hidden: tuple[int, ...] = (128,)
 
 
 QUICK_SCENARIOS = (Scenario("evenodd", "split_evenodd", "shared"),)
