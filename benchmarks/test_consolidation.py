@@ -27,14 +27,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if name not in ("test_consolidation", "test_same_seed_same_numbers"):
         return
     mode = metafunc.config._bench_plan.mode
+    # Under xdist every consolidation case goes to one worker, which trains each first task once.
+    marks = [pytest.mark.xdist_group("consolidation")] if metafunc.config.pluginmanager.hasplugin("xdist") else []
     params = []
     for scenario in _consolidation.scenarios(mode):
         if name == "test_same_seed_same_numbers":
-            params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}") for m in ("fisher", "si")
-                       if scenario.name == "evenodd"]
+            params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}", marks=marks)
+                       for m in ("fisher", "si") if scenario.name == "evenodd"]
             continue
-        params += [pytest.param(scenario, s, None, id=f"{s}-{scenario.name}") for s in _consolidation.REFERENCES]
-        params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}") for m in imp.available_measures()]
+        params += [pytest.param(scenario, s, None, id=f"{s}-{scenario.name}", marks=marks)
+                   for s in _consolidation.REFERENCES]
+        params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}", marks=marks)
+                   for m in imp.available_measures()]
     metafunc.parametrize("scenario,strategy,measure", params)
 
 
