@@ -18,7 +18,11 @@ layers shared) or one head for all tasks (``heads="shared"``: one model). Only t
 
 **State after an error or Ctrl-C.** If training a task raises or is interrupted, every weight of
 the network (base and all heads) and the history are restored to what they were before that
-task began; the tasks finished before it are kept, and the exception propagates.
+task began; the tasks finished before it are kept, and the exception propagates. If computing
+an importance between two tasks raises, nothing has changed yet: the learner stays at the end of
+the last finished task and the strategy keeps the anchors it had.
+:func:`tasks.lambda_search.search_lambda` puts the learner back at its starting point whatever
+happens.
 """
 
 from __future__ import annotations
