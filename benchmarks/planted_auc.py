@@ -29,7 +29,7 @@ def first_kernel_aucs() -> dict[tuple[str, str], list[float]]:
             run = tasks.trained(name, seed=seed, track=True)
             truth = planted.known_importance(run.model)[0]
             for measure in imp.available_measures():
-                options = {"trajectory": run.recorder} if imp.get_measure(measure).online else {}
+                options = {"recorder": run.recorder} if imp.get_measure(measure).online else {}
                 scores = imp.compute_importance(measure, run.model, (x[:EXAMPLES], y[:EXAMPLES]), **options)
                 aucs.setdefault((measure, name), []).append(roc_auc_score(truth.ravel(), scores[0].ravel()))
     return aucs

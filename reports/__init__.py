@@ -78,12 +78,15 @@ def leaderboard_markdown(records: list[dict[str, Any]]) -> str:
     points = tables.points_frame(records)
     curves = tables.curves_frame(points)
     sections = tables.section_tables(curves, records)
+    from reports import consolidation
+
     parts = [markdown.header(merge_meta(records))]
+    overall = tables.overall_ranking(sections)
+    parts += [consolidation.both_axes(overall, records), consolidation.markdown_section(records)]
     if not sections:
-        parts.append("No finished benchmark case in these result files.")
+        parts.append("No finished thresholding case in these result files.")
     else:
-        parts += ["## Overall ranking (mean rank across tasks)", "",
-                  markdown.overall_section(tables.overall_ranking(sections))]
+        parts += ["## Overall ranking (mean rank across tasks)", "", markdown.overall_section(overall)]
         for section, frame in sections:
             parts += [f"## {markdown.section_title(section)}", "", markdown.leaderboard_section(frame)]
     notes = tables.coverage_notes(records)
@@ -124,8 +127,8 @@ def write_reports(
         "plots": [],
     }
     if plots:
+        from reports import consolidation, tables
         from reports import plots as plotting
-        from reports import tables
 
         points = tables.points_frame(records)
         if not points.empty:
@@ -133,4 +136,5 @@ def write_reports(
         from reports import saliency
 
         paths["plots"] += saliency.plot_curves(records, out_dir / "plots")
+        paths["plots"] += consolidation.write_plots(records, out_dir / "plots")
     return paths

@@ -91,3 +91,37 @@ def save_figure(fig, path: pathlib.Path) -> None:
     """Save ``fig`` as PNG at ``path`` atomically (see :func:`reports.records.atomic_path`)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+
+
+def plot_task_accuracy(histories: dict[str, pd.DataFrame], path: str | os.PathLike[str]) -> pathlib.Path:
+    """The original project's continual-learning plot: each task's test accuracy over epochs.
+
+    One panel per entry of ``histories`` (label -> tidy history of
+    :class:`tasks.sequential.SequentialLearner`, optionally with a ``seed`` column: the line is
+    the mean over seeds); dashed vertical lines mark the task boundaries. Written atomically.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.2), squeeze=False, sharey=True)
+    for ax, (label, history) in zip(axes[0], histories.items(), strict=True):
+        test = history[history["split"] == "test"]
+        for task, rows in test.groupby("evaluated", sort=False):
+            mean = rows.groupby("epoch")["accuracy"].mean()
+            ax.plot(mean.index, mean.to_numpy(), marker=".", label=str(task))
+        ends = test.groupby("trained", sort=False)["epoch"].max().sort_values().to_numpy()[:-1]
+        for end in ends:
+            ax.axvline(end, color="grey", linestyle="--", linewidth=1)
+        ax.set_title(str(label), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][-1].legend(fontsize=8, frameon=False, loc="lower left")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path

@@ -7,6 +7,10 @@ One record per line, each a JSON object with a ``kind``:
   replace, seed, threshold, loss, accuracy, fraction_replaced`` plus ``num_classes``,
   ``base_loss`` and ``base_accuracy`` (the untouched model on the same data).
 * ``failure``: a measure that raised on a task: ``measure, task, variant, seed, level, error``.
+* ``consolidation``: one strategy (and measure) on one continual-learning scenario and seed, at
+  the lambda chosen on validation data: ``scenario, sequence, heads, strategy, measure, mode,
+  seed, lam, grid, val_acc, acc, bwt, forgetting, R, curve, tasks, seconds`` (``curve``: rows
+  ``[epoch, trained task, evaluated task, test accuracy]``), or ``error`` for a failed measure.
 * ``timing``: one timed computation: ``group`` (``compute`` for a measure on a task,
   ``fisher_device`` for the Fisher-per-device group, or another benchmark group), ``measure,
   task, variant, seed, seconds`` and, where it applies, ``device, device_name, examples``.
@@ -59,7 +63,8 @@ DEFAULT_REPLACE = "noise"
 BASELINE = "random"
 
 # Kinds whose presence means a benchmark case finished (a run with none writes no leaderboard).
-RESULT_KINDS = ("point", "failure", "cam_training", "saliency", "explanation")
+RESULT_KINDS = ("point", "failure", "cam_training", "saliency", "explanation",
+                "consolidation")
 CURVE_KEYS = ("measure", "task", "variant", "level", "scope", "replace", "seed")
 POINT_KEYS = (*CURVE_KEYS, "threshold")
 
@@ -178,6 +183,16 @@ explanation_record = record_kind(
     required=("measure", "task", "variant", "seed", "method", "threshold", "explanation_kept",
               "loss", "accuracy"),
     identity=("measure", "task", "variant", "seed", "threshold"),
+)
+# One strategy (and measure) on one continual-learning scenario and seed, at the lambda chosen
+# on validation data (benchmarks/test_consolidation.py); a failed measure has ``error`` instead.
+CONSOLIDATION_OUTCOME = ("acc", "bwt", "forgetting", "lam", "grid", "val_acc", "R", "curve", "seconds",
+                         "tasks")
+consolidation_record = record_kind(
+    "consolidation",
+    required=("scenario", "sequence", "heads", "strategy", "measure", "mode", "seed"),
+    optional=(*CONSOLIDATION_OUTCOME, "error"),
+    identity=("scenario", "strategy", "measure", "mode", "seed"),
 )
 
 

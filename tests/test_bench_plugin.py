@@ -23,7 +23,7 @@ import textwrap
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SELECT = "(plugin or random-) and not beats and not global-zero and not layer-noise"
+SELECT = "(plugin or random-) and not beats and not global-zero and not layer-noise and not consolidation"
 
 PLUGIN = '''
 import numpy as np

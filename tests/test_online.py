@@ -14,7 +14,15 @@ import pytest
 import importance as imp
 from importance.online import recorder_for
 
-ONLINE = ["momentum", "si", "sign_flip", "weight_change"]
+ONLINE = [
+    "momentum",
+    "momentum_reversals",
+    "si",
+    "sign_flip",
+    "sign_flip_count",
+    "weight_change",
+    "weight_path_length",
+]
 
 
 def _data(n=48):
@@ -103,7 +111,7 @@ def test_track_retraces_a_compiled_model_and_stop_restores_train_step():
 @pytest.mark.slow
 def test_track_works_before_compile():
     model = _model(compile=False)
-    recorder = imp.track(model, measures=["weight_change"])
+    recorder = imp.track(model, measures=["weight_path_length"])
     model.compile(
         optimizer=keras.optimizers.SGD(0.1),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -111,7 +119,7 @@ def test_track_works_before_compile():
     history = _fit(model, epochs=1)
     assert recorder.num_steps == 3
     assert np.isfinite(history.history["loss"][0])
-    assert all(s.sum() > 0 for s in imp.compute_importance("weight_change", model))
+    assert all(s.sum() > 0 for s in imp.compute_importance("weight_path_length", model))
 
 
 _XLA_SCRIPT = """
@@ -235,4 +243,4 @@ def test_observe_checks_lengths_and_treats_missing_gradients_as_zero():
     si, _ = imp.compute_importance("si", model, clip=False)
     np.testing.assert_allclose(si, np.full((2, 1), 1 / 1.001))
     np.testing.assert_allclose(imp.compute_importance("si", model)[1], [0.0])
-    np.testing.assert_allclose(imp.compute_importance("weight_change", model)[1], [1.0])
+    np.testing.assert_allclose(imp.compute_importance("weight_change", model)[1], [0.5])

@@ -1,4 +1,9 @@
-"""The seed trackers (sign_flip, momentum, weight_change) against hand-simulated trajectories."""
+"""The seed trackers against hand-simulated trajectories.
+
+The raw statistics (sign_flip_count, momentum_reversals, weight_path_length) are checked against
+hand counts and an independent loop; the registered importances sign_flip, momentum and
+weight_change are 1 / (1 + statistic), the original project's orientation.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import tensorflow as tf
 import importance as imp
 
 TRACKERS = ["sign_flip", "momentum", "weight_change"]
+RAW = {"sign_flip": "sign_flip_count", "momentum": "momentum_reversals", "weight_change": "weight_path_length"}
+MEASURES = TRACKERS + list(RAW.values())
 
 # Five weights (the kernel of Dense(5) on one input), five values each = four steps.
 SEQUENCES = np.array(
@@ -73,16 +80,32 @@ def test_trackers_count_a_hand_made_trajectory(compiled):
     bias_seq = np.cumsum(rng.integers(-2, 3, size=(30, 5)) * 0.5, axis=0).astype(np.float32)
     kernel_seq = np.concatenate([SEQUENCES] + [SEQUENCES[-1:]] * 25)  # then 25 still steps
     model = _model()
-    recorder = imp.track(model, measures=TRACKERS, patch_fit=False)
+    recorder = imp.track(model, measures=MEASURES, patch_fit=False)
     _feed(recorder, kernel_seq, bias_seq, compiled=compiled)
     assert recorder.num_steps == 29
 
     expected_bias = _reference(bias_seq)
     assert expected_bias["sign_flip"].sum() > 0 and expected_bias["momentum"].sum() > 0
     for name in TRACKERS:
-        kernel, bias = imp.compute_importance(name, model)
+        kernel, bias = imp.compute_importance(RAW[name], model)
         np.testing.assert_allclose(kernel[0], EXPECTED[name], rtol=1e-6, atol=1e-7, err_msg=name)
         np.testing.assert_allclose(bias, expected_bias[name], rtol=1e-12, err_msg=name)
+        kernel, bias = imp.compute_importance(name, model)  # the original's 1 / (1 + x)
+        inverse = 1.0 / (1.0 + np.asarray(EXPECTED[name]))
+        np.testing.assert_allclose(kernel[0], inverse, rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(bias, 1.0 / (1.0 + expected_bias[name]), rtol=1e-12)
+
+
+def test_a_weight_that_moves_more_is_less_important():
+    model = _model()
+    recorder = imp.track(model, measures=MEASURES, patch_fit=False)
+    _feed(recorder, SEQUENCES, SEQUENCES, compiled=False)
+    for name, raw in RAW.items():
+        importance = imp.compute_importance(name, model)[1]
+        statistic = imp.compute_importance(raw, model)[1]
+        assert importance[3] == 1.0  # weight 3 never moves: the most important
+        order = np.argsort(statistic, kind="stable")
+        assert np.all(np.diff(importance[order]) <= 0), name  # opposite ranking to the raw count
 
 
 def test_reference_agrees_with_the_hand_counts():
@@ -93,12 +116,14 @@ def test_reference_agrees_with_the_hand_counts():
 
 def test_weight_change_is_a_path_length_not_a_net_displacement():
     model = _model()
-    recorder = imp.track(model, measures=["weight_change"], patch_fit=False)
+    recorder = imp.track(model, measures=["weight_change", "weight_path_length"], patch_fit=False)
     there_and_back = np.array([[0.0] * 5, [1.0] * 5, [0.0] * 5], np.float32)
     _feed(recorder, there_and_back, there_and_back, compiled=False)
-    kernel, bias = imp.compute_importance("weight_change", model)
+    kernel, bias = imp.compute_importance("weight_path_length", model)
     np.testing.assert_array_equal(kernel, np.full((1, 5), 2.0))
     np.testing.assert_array_equal(bias, np.full(5, 2.0))
+    kernel, bias = imp.compute_importance("weight_change", model)
+    np.testing.assert_array_equal(kernel, np.full((1, 5), 1 / 3))
 
 
 class _WeightLog(keras.callbacks.Callback):
@@ -123,7 +148,7 @@ def test_trackers_match_weights_logged_after_every_batch_of_model_fit():
         optimizer=keras.optimizers.SGD(0.5, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    recorder = imp.track(model, measures=TRACKERS)
+    recorder = imp.track(model, measures=list(RAW.values()))
     log = _WeightLog()
     model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[log])
     assert recorder.num_steps == len(log.seq) - 1 == 12
@@ -133,7 +158,7 @@ def test_trackers_match_weights_logged_after_every_batch_of_model_fit():
         seq = np.stack([step[i].reshape(-1) for step in log.seq])
         expected = _reference(seq)
         for name in TRACKERS:
-            got = imp.compute_importance(name, model)[i].reshape(-1)
+            got = imp.compute_importance(RAW[name], model)[i].reshape(-1)
             np.testing.assert_allclose(got, expected[name], rtol=1e-12, err_msg=f"{name}[{i}]")
             totals[name] += expected[name].sum()
     assert totals["sign_flip"] > 0 and totals["momentum"] > 0  # the run exercises the counts

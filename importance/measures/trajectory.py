@@ -6,6 +6,13 @@ around the step) and a measure registered with ``online=True`` that turns the tr
 one score array per trainable weight. Record a trajectory with :func:`importance.track` before
 ``model.fit`` or with the project's trainer; see :mod:`importance.online`.
 
+Orientation of the seed trackers: ``sign_flip``, ``momentum`` and ``weight_change`` follow the
+original project's ``EWC_Method``, ``omega = 1 / (1 + x)`` of the statistic ``x`` (sign changes,
+update reversals, path length), so a weight that flips or moves a lot is *less* important. The
+raw statistics are registered under their own names, ``sign_flip_count``,
+``momentum_reversals`` and ``weight_path_length`` (higher = more unstable); ranked as
+importances they state the opposite hypothesis.
+
 All counts and sums are accumulated in float64 from the float32 step values, so a difference
 ``after - before`` of two float32 numbers is exact and path lengths telescope exactly.
 """
@@ -174,15 +181,22 @@ def si(
     return scores
 
 
-@register_measure("sign_flip", online=True, tracker=SignFlipTracker)
-def sign_flip(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
-    """Number of training steps at which each weight changed sign.
+def _inverse(statistic: list[np.ndarray]) -> list[np.ndarray]:
+    """The original project's orientation: ``omega = 1 / (1 + x)`` of a statistic ``x >= 0``."""
+    return [1.0 / (1.0 + x) for x in statistic]
+
+
+@register_measure("sign_flip_count", online=True, tracker=SignFlipTracker)
+def sign_flip_count(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
+    """Number of training steps at which each weight changed sign (raw statistic, high = unstable).
 
     A step counts when the weight after it has a nonzero sign opposite to the weight's last
     nonzero sign (the sign before the step, or before that if the weight sat exactly at 0). So
     ``0.5 -> -0.1`` counts once, ``0.5 -> 0 -> -0.1`` counts once (at the second step), and a
     weight starting at exactly 0 (a fresh bias) does not count its first move. The count is
-    stored as a float.
+    stored as a float. This is the statistic ``x`` of :func:`sign_flip`, whose importance is
+    ``1 / (1 + x)``; ranked as an importance, the raw count says "a weight that flips often is
+    important", the opposite of the original project's hypothesis.
 
     Reference: the seed trackers of the original project; sign changes of weights during
     training as a proxy of (un)importance are also studied by Zhou et al. (2019), "Deconstructing
@@ -196,17 +210,39 @@ def sign_flip(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.nd
     Returns:
         One float64 array per trainable weight, counts in ``[0, steps]``.
     """
-    return _values(recorder.tracker("sign_flip").count)
+    return _values(recorder.tracker("sign_flip_count").count)
 
 
-@register_measure("momentum", online=True, tracker=MomentumTracker)
-def momentum(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
-    """Number of momentum reversals: steps at which a weight's update changed direction.
+@register_measure("sign_flip", online=True, tracker=SignFlipTracker)
+def sign_flip(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
+    """Sign stability: ``omega = 1 / (1 + c)`` with ``c`` the weight's number of sign changes.
+
+    The original project's ``EWC_Method`` sign-flipping importance: a weight that flips sign
+    often during training is *less* important (omega near 0), one that never flips gets 1.
+    ``c`` is :func:`sign_flip_count` (registered as ``"sign_flip_count"``).
+
+    Reference: the seed trackers of the original project (``omega = 1 / (1 + count)``).
+
+    Args:
+        model: The trained model (unused).
+        data: Unused.
+        recorder: The :class:`~importance.online.Recorder` that observed training.
+
+    Returns:
+        One float64 array per trainable weight, values in ``(0, 1]``.
+    """
+    return _inverse(_values(recorder.tracker("sign_flip").count))
+
+
+@register_measure("momentum_reversals", online=True, tracker=MomentumTracker)
+def momentum_reversals(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
+    """Number of momentum reversals: steps at which a weight's update changed direction (raw).
 
     With ``d_t = sign(theta_{t+1} - theta_t)``, a step counts when ``d_t`` is nonzero and
     opposite to the last nonzero ``d_s`` (``s < t``); steps that leave the weight unchanged
     are skipped, neither counting nor resetting the direction. So updates ``+, -, +`` count 2,
-    ``+, 0, -`` counts 1 and the first nonzero update never counts.
+    ``+, 0, -`` counts 1 and the first nonzero update never counts. This is the statistic of
+    :func:`momentum`, whose importance is ``1 / (1 + x)``.
 
     Reference: the seed trackers of the original project (momentum reversals as oscillation
     around a minimum); cf. the sign-agreement heuristics of Jacobs (1988), "Increased rates of
@@ -220,15 +256,37 @@ def momentum(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.nda
     Returns:
         One float64 array per trainable weight, counts in ``[0, steps - 1]``.
     """
-    return _values(recorder.tracker("momentum").count)
+    return _values(recorder.tracker("momentum_reversals").count)
 
 
-@register_measure("weight_change", online=True, tracker=WeightChangeTracker)
-def weight_change(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
-    """Path length of each weight: ``sum_t |theta_{t+1} - theta_t|`` over recorded steps.
+@register_measure("momentum", online=True, tracker=MomentumTracker)
+def momentum(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
+    """Update stability: ``omega = 1 / (1 + r)`` with ``r`` the weight's momentum reversals.
+
+    The original project's ``EWC_Method`` momentum importance: a weight whose update keeps
+    reversing direction (oscillating) is *less* important. ``r`` is :func:`momentum_reversals`
+    (registered as ``"momentum_reversals"``).
+
+    Reference: the seed trackers of the original project (``omega = 1 / (1 + count)``).
+
+    Args:
+        model: The trained model (unused).
+        data: Unused.
+        recorder: The :class:`~importance.online.Recorder` that observed training.
+
+    Returns:
+        One float64 array per trainable weight, values in ``(0, 1]``.
+    """
+    return _inverse(_values(recorder.tracker("momentum").count))
+
+
+@register_measure("weight_path_length", online=True, tracker=WeightChangeTracker)
+def weight_path_length(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
+    """Path length of each weight: ``sum_t |theta_{t+1} - theta_t|`` over recorded steps (raw).
 
     The sum of absolute step sizes, not the net displacement ``|theta_T - theta_0|``: a weight
-    that oscillates travels far even if it ends where it began.
+    that oscillates travels far even if it ends where it began. This is the statistic of
+    :func:`weight_change`, whose importance is ``1 / (1 + x)``.
 
     Reference: the seed trackers of the original project; the path integral of weight motion is
     the building block of Zenke, Poole & Ganguli (2017), "Continual Learning Through Synaptic
@@ -242,4 +300,26 @@ def weight_change(model: Any, data: Any = None, *, recorder: Recorder) -> list[n
     Returns:
         One float64 array per trainable weight, all ``>= 0``.
     """
-    return _values(recorder.tracker("weight_change").length)
+    return _values(recorder.tracker("weight_path_length").length)
+
+
+@register_measure("weight_change", online=True, tracker=WeightChangeTracker)
+def weight_change(model: Any, data: Any = None, *, recorder: Recorder) -> list[np.ndarray]:
+    """Weight stillness: ``omega = 1 / (1 + L)`` with ``L`` the weight's path length.
+
+    The original project's ``EWC_Method`` weight-change importance: a weight that moved a lot
+    during training is *less* important. ``L = sum_t |theta_{t+1} - theta_t|`` is the path length
+    (:func:`weight_path_length`, registered as ``"weight_path_length"``), not the signed sum of
+    the steps (the net displacement): oscillation counts as movement.
+
+    Reference: the seed trackers of the original project (``omega = 1 / (1 + change)``).
+
+    Args:
+        model: The trained model (unused).
+        data: Unused.
+        recorder: The :class:`~importance.online.Recorder` that observed training.
+
+    Returns:
+        One float64 array per trainable weight, values in ``(0, 1]``.
+    """
+    return _inverse(_values(recorder.tracker("weight_change").length))

@@ -1,0 +1,137 @@
+"""The consolidation study: scenarios, lambda grids and a per-process memo of finished runs.
+
+Per scenario and seed the first task is trained once (with every online tracker recording) and
+shared by every strategy, measure and lambda; each measure's importance of that task is computed
+once and reused across the lambda grid. Lambda is chosen per strategy, measure and seed by the
+validation ACC (validation carved from the training data; ties go to the smaller lambda); the
+test accuracy matrix of that lambda is what the leaderboard reports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+
+from reports.records import consolidation_record
+
+REFERENCES = ("naive", "l2", "joint")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """One continual-learning benchmark scenario."""
+
+    name: str
+    sequence: str
+    heads: str
+    options: tuple[tuple[str, Any], ...] = ()
+    max_train: int = 1000
+    max_test: int = 500
+    epochs: int = 3
+    hidden: tuple[int, ...] = (128,)
+
+
+QUICK_SCENARIOS = (Scenario("evenodd", "split_evenodd", "shared"),)
+FULL_SCENARIOS = QUICK_SCENARIOS + (
+    Scenario("splitmnist-task", "split_mnist", "per_task", max_train=400, max_test=300),
+    Scenario("splitmnist-domain", "split_mnist", "shared", max_train=400, max_test=300),
+    Scenario("permuted", "permuted_mnist", "shared", options=(("num_tasks", 3),), max_train=800),
+)
+QUICK_GRID = (0.1, 0.3, 1.0)
+FULL_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
+
+
+def scenarios(mode: str) -> tuple[Scenario, ...]:
+    return FULL_SCENARIOS if mode == "full" else QUICK_SCENARIOS
+
+
+class MeasureFailed(Exception):
+    """A measure raised while computing the importance of a task."""
+
+
+class Study:
+    """Memo of first tasks, importances and outcomes for this process."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.grid = FULL_GRID if mode == "full" else QUICK_GRID
+        self._first: dict[tuple, tuple] = {}
+        self._omega: dict[tuple, Any] = {}
+        self._outcomes: dict[tuple, Any] = {}
+
+    def first(self, scenario: Scenario, seed: int) -> tuple[Any, dict, Any]:
+        """(learner, state after task 0, recorder of task 0), trained once per scenario and seed."""
+        key = (scenario.name, seed)
+        if key not in self._first:
+            import importance
+            from tasks.continual import continual_sequence
+            from tasks.sequential import SequentialLearner, prepare_sequence
+
+            data = prepare_sequence(continual_sequence(scenario.sequence, **dict(scenario.options)),
+                                    max_train=scenario.max_train, max_test=scenario.max_test, heads=scenario.heads)
+            learner = SequentialLearner(data, heads=scenario.heads, hidden=scenario.hidden, seed=seed,
+                                        epochs=scenario.epochs)
+            recorder = importance.track(learner.model(0), patch_fit=False)
+            learner.train_task(0, recorder=recorder)
+            self._first[key] = (learner, learner.state(), recorder)
+        return self._first[key]
+
+    def omega(self, scenario: Scenario, seed: int, strategy: str, measure: str | None) -> list[np.ndarray]:
+        """The normalised importance of task 0 (cached; a failure is cached and raised again)."""
+        from importance.consolidation import Consolidator
+
+        key = (scenario.name, seed, strategy, measure)
+        if key not in self._omega:
+            learner, state, recorder = self.first(scenario, seed)
+            learner.set_state(state)
+            try:
+                consolidator = Consolidator(strategy, measure=measure)
+                self._omega[key] = consolidator.importance(learner.model(0), learner.penalised(0),
+                                                           data=learner.measure_data(0), recorder=recorder)
+            except Exception as error:  # noqa: BLE001 - any measure error is reported, the run goes on
+                self._omega[key] = MeasureFailed(f"{measure or strategy}: {type(error).__name__}: {error}")
+        if isinstance(self._omega[key], MeasureFailed):
+            raise self._omega[key]
+        return self._omega[key]
+
+    def outcome(self, scenario: Scenario, seed: int, strategy: str, measure: str | None = None,
+                *, grid: tuple[float, ...] | None = None) -> Any:
+        """The :class:`tasks.lambda_search.LambdaSearch` of one strategy (and measure), cached."""
+        from importance.consolidation import PENALISED_STRATEGIES
+        from tasks.lambda_search import search_lambda
+
+        key = (scenario.name, seed, strategy, measure, grid)
+        if key not in self._outcomes:
+            penalised = strategy in PENALISED_STRATEGIES
+            omega = {0: self.omega(scenario, seed, strategy, measure)} if penalised else None
+            learner, state, recorder = self.first(scenario, seed)
+            learner.set_state(state)
+            started = time.perf_counter()
+            try:
+                search = search_lambda(learner, strategy, grid=grid or self.grid, measure=measure,
+                                       omega=omega, recorder=recorder)
+            except Exception as error:  # noqa: BLE001 - an online measure may fail on later tasks
+                raise MeasureFailed(f"{measure or strategy}: {type(error).__name__}: {error}") from error
+            search.seconds = time.perf_counter() - started
+            self._outcomes[key] = search
+        return self._outcomes[key]
+
+
+def record(scenario: Scenario, seed: int, strategy: str, measure: str | None, outcome: Any,
+           *, mode: str = "separate", error: str | None = None) -> dict[str, Any]:
+    """The ``consolidation`` result record of one outcome (or of a failure, with ``error``)."""
+    from importance.continual_metrics import summary
+
+    base = {"scenario": scenario.name, "sequence": scenario.sequence,
+            "heads": scenario.heads, "strategy": strategy, "measure": measure or strategy, "mode": mode,
+            "seed": int(seed)}
+    if outcome is None:
+        return consolidation_record(**base, error=error or "failed")
+    history = outcome.history[outcome.history["split"] == "test"]
+    curve = [[int(r.epoch), str(r.trained), str(r.evaluated), float(r.accuracy)] for r in history.itertuples()]
+    return consolidation_record(**base, **summary(outcome.R), **{"lam": outcome.lam, "grid": list(outcome.grid),
+            "val_acc": outcome.val_acc, "R": outcome.R.tolist(), "curve": curve, "seconds": getattr(outcome, "seconds", None),
+            "tasks": list(dict.fromkeys(history["evaluated"]))})

@@ -1,0 +1,102 @@
+"""The consolidation cases: every registered measure as EWC importance x scenario, over seeds.
+
+Ids read ``<strategy>-<measure>-<scenario>`` for EWC (``-k ewc-fisher-evenodd``) and
+``<strategy>-<scenario>`` for the references naive, L2 and joint (``-k l2-evenodd``). A case runs
+every seed of the plan: per seed, the lambda of the grid with the best validation ACC, and its
+test accuracy matrix, recorded as a ``consolidation`` record. A measure that raises is recorded
+as failed (the case fails, the run goes on). Quick mode: the even/odd split with one shared
+head; ``--full`` adds 5-task split MNIST (task heads, and one shared head) and permuted MNIST.
+
+* ``test_consolidation``: one strategy (and measure) on one scenario over seeds.
+* ``test_fisher_beats_naive_and_l2``: EWC with ``fisher`` ends with a higher ACC than naive and
+  than L2 (each at its own chosen lambda) on the even/odd split, paired over seeds.
+* ``test_same_seed_same_numbers``: a fresh re-run of seed 0 gives bitwise the same R matrix.
+"""
+
+from __future__ import annotations
+
+import _consolidation
+import numpy as np
+import pytest
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    import importance as imp
+
+    name = metafunc.function.__name__
+    if name not in ("test_consolidation", "test_same_seed_same_numbers"):
+        return
+    mode = metafunc.config._bench_plan.mode
+    # Under xdist every consolidation case goes to one worker, which trains each first task once.
+    marks = [pytest.mark.xdist_group("consolidation")] if metafunc.config.pluginmanager.hasplugin("xdist") else []
+    params = []
+    for scenario in _consolidation.scenarios(mode):
+        if name == "test_same_seed_same_numbers":
+            params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}", marks=marks)
+                       for m in ("fisher", "si") if scenario.name == "evenodd"]
+            continue
+        params += [pytest.param(scenario, s, None, id=f"{s}-{scenario.name}", marks=marks)
+                   for s in _consolidation.REFERENCES]
+        params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}", marks=marks)
+                   for m in imp.available_measures()]
+    metafunc.parametrize("scenario,strategy,measure", params)
+
+
+@pytest.fixture(scope="session")
+def consolidation(pytestconfig: pytest.Config) -> _consolidation.Study:
+    if not hasattr(pytestconfig, "_bench_consolidation"):
+        pytestconfig._bench_consolidation = _consolidation.Study(pytestconfig._bench_plan.mode)
+    return pytestconfig._bench_consolidation
+
+
+def _outcome(consolidation, bench_records, scenario, seed, strategy, measure):
+    try:
+        outcome = consolidation.outcome(scenario, seed, strategy, measure)
+    except _consolidation.MeasureFailed as error:
+        bench_records.write([_consolidation.record(scenario, seed, strategy, measure, None, error=str(error))])
+        pytest.fail(str(error), pytrace=False)
+    return outcome
+
+
+def test_consolidation(consolidation, bench_records, bench_plan, scenario, strategy, measure):
+    """Per seed: the chosen lambda's accuracy matrix, recorded; then its sanity properties."""
+    if strategy == "joint" and scenario.heads != "shared":
+        pytest.skip("joint training needs one shared head")
+    for seed in bench_plan.seeds:
+        outcome = _outcome(consolidation, bench_records, scenario, seed, strategy, measure)
+        bench_records.write([_consolidation.record(scenario, seed, strategy, measure, outcome)])
+        tasks = outcome.R.shape[1]
+        assert outcome.R.shape == (tasks, tasks) and tasks >= 2
+        assert np.all((outcome.R >= 0) & (outcome.R <= 1))
+        assert outcome.lam in outcome.grid
+        assert max(outcome.val_acc) == outcome.val_acc[outcome.grid.index(outcome.lam)]
+        # The shared first task is the same for every strategy: same R[0, :].
+        naive = consolidation.outcome(scenario, seed, "naive")
+        np.testing.assert_array_equal(outcome.R[0], naive.R[0])
+
+
+def test_fisher_beats_naive_and_l2(consolidation, bench_records, bench_plan):
+    """Even/odd split, one shared head: EWC(fisher) ends with a higher ACC than naive and than L2
+    (each at its own chosen lambda), paired over seeds: the mean of the per-seed ACC differences
+    is positive."""
+    scenario = _consolidation.QUICK_SCENARIOS[0]
+    lifts = {"naive": [], "l2": []}
+    for seed in bench_plan.seeds:
+        fisher = _outcome(consolidation, bench_records, scenario, seed, "ewc", "fisher")
+        acc = float(fisher.R[-1].mean())
+        for reference in lifts:
+            other = consolidation.outcome(scenario, seed, reference)
+            lifts[reference].append(acc - float(other.R[-1].mean()))
+    for reference, values in lifts.items():
+        assert np.mean(values) > 0, (
+            f"EWC(fisher) does not beat {reference} on the even/odd split; ACC lift per seed: "
+            + ", ".join(f"{v:+.3f}" for v in values))
+
+
+def test_same_seed_same_numbers(consolidation, bench_plan, scenario, strategy, measure):
+    """A fresh study (first task trained again) at the same seed and lambda gives bitwise the same R."""
+    seed = bench_plan.seeds[0]
+    kept = consolidation.outcome(scenario, seed, strategy, measure)
+    again = _consolidation.Study(bench_plan.mode).outcome(scenario, seed, strategy, measure, grid=(kept.lam,))
+    np.testing.assert_array_equal(again.R, kept.R)
+    assert again.history.equals(kept.history)

@@ -1,0 +1,59 @@
+"""The consolidation leaderboard from synthetic records: ranking, lift over naive, failures, plots."""
+
+from __future__ import annotations
+
+import pytest
+
+import reports
+from reports import consolidation
+from reports.scoring import mean_interval
+
+ACC = {  # per method, per seed (0, 1, 2)
+    "naive": [0.60, 0.62, 0.64],
+    "l2": [0.78, 0.80, 0.79],
+    "joint": [0.90, 0.91, 0.92],
+    "fisher": [0.83, 0.84, 0.82],
+    "magnitude": [0.70, 0.75, 0.71],
+}
+
+
+def _records():
+    out = [{"kind": "meta", "run": {"mode": "quick"}}]
+    for method, accs in ACC.items():
+        strategy, measure = ("ewc", method) if method in ("fisher", "magnitude") else (method, method)
+        for seed, acc in enumerate(accs):
+            curve = [[e, "a" if e <= 2 else "b", task, acc] for e in range(5) for task in ("a", "b")]
+            out.append({"kind": "consolidation", "scenario": "evenodd", "strategy": strategy, "measure": measure,
+                        "mode": "separate", "seed": seed, "acc": acc, "bwt": -0.1 * seed, "forgetting": 0.1 * seed,
+                        "lam": 0.1 * (seed + 1) if strategy in ("l2", "ewc") else 0.0, "curve": curve,
+                        "R": [[0.9, 0.1], [acc, acc]]})
+    out.append({"kind": "consolidation", "scenario": "evenodd", "strategy": "ewc", "measure": "broken",
+                "mode": "separate", "seed": 0, "error": "broken: ValueError: no"})
+    return out
+
+
+def test_table_ranks_by_acc_with_interval_lift_and_failures():
+    [(scenario, table)] = consolidation.scenario_tables(_records())
+    assert scenario == "evenodd"
+    assert list(table["method"]) == ["joint", "EWC(fisher)", "L2", "EWC(magnitude)", "naive", "EWC(broken)"]
+    fisher = table.set_index("method").loc["EWC(fisher)"]
+    mean, low, high = mean_interval(ACC["fisher"])
+    assert (fisher["acc"], fisher["low"], fisher["high"]) == pytest.approx((mean, low, high))
+    lift = sum(f - n for f, n in zip(ACC["fisher"], ACC["naive"], strict=True)) / 3
+    assert fisher["lift"] == pytest.approx(lift)
+    assert fisher["lams"] == pytest.approx([0.1, 0.2, 0.3])
+    assert fisher["bwt"] == pytest.approx(-0.1) and fisher["forgetting"] == pytest.approx(0.1)
+    broken = table.set_index("method").loc["EWC(broken)"]
+    assert broken["seeds"] == 0 and "ValueError" in broken["error"]
+
+
+def test_markdown_has_both_axes_and_the_consolidation_section(tmp_path):
+    text = reports.leaderboard_markdown(_records())
+    assert "## Overall: both axes" in text and "## Consolidation" in text
+    assert "| 2 | EWC(fisher) | 0.830 |" in text
+    assert "failed: broken: ValueError: no" in text
+    ranks = consolidation.consolidation_ranks(consolidation.scenario_tables(_records()))
+    assert ranks.to_dict() == {"fisher": 1.0, "magnitude": 2.0}
+    paths = consolidation.write_plots(_records(), tmp_path)
+    assert [p.name for p in paths] == ["consolidation-evenodd.png"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
