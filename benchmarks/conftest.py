@@ -24,6 +24,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+import _progress  # noqa: E402
 import _study  # noqa: E402
 
 _RUN_DIR_KEY = "importance_bench_run_dir"
@@ -53,6 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "") == "load":
             config.option.dist = "loadgroup"
     config._bench_plan = plan  # type: ignore[attr-defined]
+    _progress.register(config)
     config._bench_run_dir = run_dir  # type: ignore[attr-defined]
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(_XdistRunDir(run_dir), "importance-bench-xdist")

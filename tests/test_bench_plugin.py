@@ -8,7 +8,11 @@ small slice (planted task, 2 seeds): serially and with ``-n 2``. Checked:
 * the plugin measures appear in the leaderboard, ranked, with the name escaped; the raising one is
   reported as failed and the session still writes its leaderboard;
 * the xdist run gives the same results and the same leaderboard (timings and date aside);
-* ``python -m reports`` on the xdist run's shard files rebuilds the same leaderboard.
+* ``python -m reports`` on the xdist run's shard files rebuilds the same leaderboard;
+* the same slice split into shards with pytest-split (``--splits 2 --group i``, one process per
+  shard, as on two machines), merged with ``python -m reports``, equals the serial run;
+* progress lines (group, elapsed, estimate) show under ``-q``, serially and under xdist, and the
+  serial run, which trains the models, shows the training lines of ``tasks.trained``.
 """
 
 from __future__ import annotations
@@ -74,7 +78,8 @@ def _site(tmp: pathlib.Path) -> pathlib.Path:
 def _run(tmp: pathlib.Path, site: pathlib.Path, name: str, *extra: str) -> tuple[subprocess.CompletedProcess, pathlib.Path]:
     out = tmp / name
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-           "IMPORTANCE_BENCH_CACHE": str(tmp / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+           "IMPORTANCE_BENCH_CACHE": str(tmp / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "IMPORTANCE_BENCH_PROGRESS_SECONDS": "0"}
     command = [sys.executable, "-m", "pytest", "benchmarks", "-p", "bench_conftest_plugin",
                "-p", "no:cacheprovider", "--bench-tasks", "planted", "--bench-seeds", "2",
                "--bench-report-dir", str(out), "-k", SELECT, "-q", *extra]
@@ -94,6 +99,13 @@ def runs(bench_env):
     serial = _run(tmp, site, "serial")  # also fills the task cache the later runs share
     parallel = _run(tmp, site, "xdist", "-n", "2")
     return serial, parallel
+
+
+@pytest.fixture(scope="module")
+def shards(bench_env, runs):
+    tmp, site = bench_env  # after `runs`: the task cache is filled
+    return [_run(tmp, site, f"shard-{group}", "--splits", "2", "--group", str(group), "-p", "no:xdist")
+            for group in (1, 2)]
 
 
 def _section(text: str, title: str) -> str:
@@ -158,3 +170,35 @@ def test_interrupted_run_keeps_a_leaderboard_of_finished_cases(runs, bench_env):
     assert "| 1 | random |" in section
     assert "zz_interrupt" not in section  # it never finished a case
     assert (out / "results.csv").read_text().count("random,planted") == 11
+
+
+@pytest.mark.slow
+def test_shards_merged_equal_the_serial_run(runs, shards, tmp_path):
+    (serial, serial_out), _ = runs
+    for result, _ in shards:
+        assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    counts = [int(re.search(r"(\d+) passed", result.stdout).group(1)) for result, _ in shards]
+    assert all(counts), counts  # both shards ran cases
+    assert sum(counts) == int(re.search(r"(\d+) passed", serial.stdout).group(1))
+    merged = tmp_path / "merged"
+    done = subprocess.run([sys.executable, "-m", "reports", *(str(out / "results.jsonl") for _, out in shards),
+                           "--out", str(merged), "--no-plots"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (merged / "results.csv").read_text() == (serial_out / "results.csv").read_text()
+    assert _stable(merged / "leaderboard.md") == _stable(serial_out / "leaderboard.md")
+
+
+@pytest.mark.slow
+def test_progress_lines_show_under_quiet_serial_and_xdist(runs):
+    (serial, _), (parallel, _) = runs
+    for result in (serial, parallel):
+        total = sum(int(n) for n in re.findall(r"(\d+) (?:passed|failed|skipped)", result.stdout.splitlines()[-1]))
+        lines = re.findall(r"^progress (\d+)/(\d+) \(\d+%\) \| (\S+) elapsed, ~(\S+) left \| (.+)$",
+                           result.stdout, flags=re.M)
+        assert lines, result.stdout[-3000:]
+        assert [int(done) for done, *_ in lines] == list(range(1, total + 1))  # interval 0: every test
+        assert {int(of) for _, of, *_ in lines} == {total}
+        assert lines[-1][3] == "0s"
+        assert any(group.startswith("test_case random-planted: done") for *_, group in lines)
+    assert re.search(r"^training planted/mlp seed 1: epoch \d+/\d+, \d+s elapsed, ~\d+s left$",
+                     serial.stdout, flags=re.M), serial.stdout[-3000:]
