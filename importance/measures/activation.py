@@ -1,4 +1,8 @@
-"""Activation-aware pruning criterion: ``wanda`` (weights and activations)."""
+"""Activation-aware pruning criterion: ``wanda`` (weights and activations).
+
+The input features' sums of squares are accumulated over the batches by the library's shared
+batch loop, :func:`importance._batched.sum_over` (one step compiled per model).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from importance._batched import sum_over
 from importance.data import DEFAULT_BATCH_SIZE
-from importance.measures.batch_sums import sum_over_batches
 from importance.registry import register_measure
 
 
@@ -52,28 +56,14 @@ def wanda(
     """
     weights = model.trainable_weights
     scores = [np.abs(np.asarray(w.numpy(), np.float64)) for w in weights]
-    layers = [layer for layer in model.layers if _covered(layer)]
+    layers, _ = _layer_inputs(model)  # raises here, before the loop, for unreadable models
     if not layers:
         return scores
-    try:
-        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-        probe = keras.Model(inputs, [layer.input for layer in layers])
-    except Exception as error:  # noqa: BLE001 - subclassed or otherwise unreadable model
-        raise ValueError(
-            f"wanda needs a Sequential or functional model whose layer inputs can be read. "
-            f"Received: {type(model).__name__} ({error})"
-        ) from error
-
-    def step(x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
-        del y
-        inputs = probe(x, training=False)
-        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        sums = []
-        for layer, features in zip(layers, inputs, strict=True):
-            sums += _feature_square_sums(layer, tf.cast(features, tf.float64))
-        return sums
-
-    sums, _ = sum_over_batches(data, step, batch_size=batch_size, max_examples=max_examples)
+    # Sums over every token, not means: ||X_j||_2 is the square root of the sum of squares.
+    sums, _ = sum_over(
+        model, data, _batch_square_sums, key=("wanda",), batch_size=batch_size,
+        max_examples=max_examples,
+    )
     index = {id(w): i for i, w in enumerate(weights)}
     for k, layer in enumerate(layers):
         squares, tokens = sums[2 * k], sums[2 * k + 1]
@@ -93,6 +83,33 @@ wanda.coverage = (
     "Dense and Conv2D kernels: |W| * input-feature norm; biases: |b| * sqrt(tokens); "
     "other weights (normalisation, embeddings, other convolutions): |w|"
 )
+
+
+def _layer_inputs(model: Any) -> tuple[list[Any], Any]:
+    """The covered layers of ``model`` and a model returning their inputs (None if no layer)."""
+    layers = [layer for layer in model.layers if _covered(layer)]
+    if not layers:
+        return layers, None
+    try:
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        return layers, keras.Model(inputs, [layer.input for layer in layers])
+    except Exception as error:  # noqa: BLE001 - subclassed or otherwise unreadable model
+        raise ValueError(
+            f"wanda needs a Sequential or functional model whose layer inputs can be read. "
+            f"Received: {type(model).__name__} ({error})"
+        ) from error
+
+
+def _batch_square_sums(model: Any, x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
+    """Per covered layer, its input features' sums of squares and its token count, one batch."""
+    del y
+    layers, probe = _layer_inputs(model)  # built once, when the step is traced
+    inputs = probe(x, training=False)
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    sums = []
+    for layer, features in zip(layers, inputs, strict=True):
+        sums += _feature_square_sums(layer, tf.cast(features, tf.float64))
+    return sums
 
 
 def _covered(layer: Any) -> bool:

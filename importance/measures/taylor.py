@@ -13,7 +13,10 @@ covered: the formulas need only the loss's derivatives, which exist for any weig
 depends on (a weight it does not reach scores 0).
 
 Gradients and Hessian-vector products (double backpropagation, ``tf.GradientTape`` twice) are
-summed over batches by :func:`importance.measures.batch_sums.sum_over_batches`.
+summed over batches by the library's shared batch loop, :func:`importance._batched.sum_over`: one
+step compiled per model and configuration, the per-call vectors (grasp's gradient, Hutchinson's
+probes) passed to it as arguments. Logits or probabilities is decided by
+:func:`importance.validation.resolve_from_logits`.
 """
 
 from __future__ import annotations
@@ -23,14 +26,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from importance._batched import mean_over, sum_over
 from importance.checks import check_positive_int, check_seed
-from importance.data import (
-    DEFAULT_BATCH_SIZE,
-    log_probabilities_from_outputs,
-    outputs_are_probabilities,
-)
-from importance.measures.batch_sums import sum_over_batches
+from importance.data import DEFAULT_BATCH_SIZE, log_probabilities_from_outputs
 from importance.registry import compute_importance, register_measure
+from importance.validation import resolve_from_logits
 
 ZERO = tf.UnconnectedGradients.ZERO
 
@@ -108,15 +108,16 @@ def grasp(
         tf.constant(g, dtype=w.dtype)
         for g, w in zip(_mean_gradient(model, data, batch_size, max_examples), weights, strict=True)
     ]
-    from_logits = not outputs_are_probabilities(model)
+    from_logits = resolve_from_logits(model, data)
 
-    def step(x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
-        return hessian_vector_product(model, x, y, gradient, from_logits=from_logits)
+    def batch_sums(model: Any, x: tf.Tensor, y: tf.Tensor, g: list[tf.Tensor]) -> list[tf.Tensor]:
+        return hessian_vector_product(model, x, y, g, from_logits=from_logits)
 
-    sums, count = sum_over_batches(data, step, batch_size=batch_size, max_examples=max_examples)
-    return [
-        np.asarray(w.numpy(), np.float64) * hg / count for w, hg in zip(weights, sums, strict=True)
-    ]
+    mean_hg = mean_over(
+        model, data, batch_sums, key=("grasp", from_logits), extra=(gradient,),
+        batch_size=batch_size, max_examples=max_examples,
+    )
+    return [np.asarray(w.numpy(), np.float64) * hg for w, hg in zip(weights, mean_hg, strict=True)]
 
 
 @register_measure("obd")
@@ -232,18 +233,22 @@ def hutchinson_diagonal(
         )
         for i, w in enumerate(weights)
     ]
-    from_logits = not outputs_are_probabilities(model)
+    from_logits = resolve_from_logits(model, data)
 
-    def step(x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
-        def probe_product(z: list[tf.Tensor]) -> list[tf.Tensor]:
-            hz = hessian_vector_product(model, x, y, z, from_logits=from_logits)
-            return [zi * h for zi, h in zip(z, hz, strict=True)]
+    def batch_sums(model: Any, x: tf.Tensor, y: tf.Tensor, z: list[tf.Tensor]) -> list[tf.Tensor]:
+        def probe_product(zs: list[tf.Tensor]) -> list[tf.Tensor]:
+            hz = hessian_vector_product(model, x, y, zs, from_logits=from_logits)
+            return [zi * h for zi, h in zip(zs, hz, strict=True)]
 
         # One Hessian-vector product traced once, run for every probe (a graph loop).
-        products = tf.map_fn(probe_product, probes, fn_output_signature=[w.dtype for w in weights])
+        dtypes = [w.dtype for w in model.trainable_weights]
+        products = tf.map_fn(probe_product, z, fn_output_signature=dtypes)
         return [tf.reduce_sum(p, axis=0) for p in products]
 
-    sums, count = sum_over_batches(data, step, batch_size=batch_size, max_examples=max_examples)
+    sums, count = sum_over(
+        model, data, batch_sums, key=("hutchinson", from_logits), extra=(probes,),
+        batch_size=batch_size, max_examples=max_examples,
+    )
     return [s / (count * samples) for s in sums]
 
 
@@ -272,13 +277,14 @@ def _mean_gradient(
     model: Any, data: Any, batch_size: int, max_examples: int | None
 ) -> list[np.ndarray]:
     """dL/dw with L the mean cross-entropy over the data."""
-    weights = model.trainable_weights
-    from_logits = not outputs_are_probabilities(model)
+    from_logits = resolve_from_logits(model, data)
 
-    def step(x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
+    def batch_sums(model: Any, x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
         with tf.GradientTape() as tape:
             loss = loss_sum(model, x, y, from_logits=from_logits)
-        return tape.gradient(loss, weights, unconnected_gradients=ZERO)
+        return tape.gradient(loss, model.trainable_weights, unconnected_gradients=ZERO)
 
-    sums, count = sum_over_batches(data, step, batch_size=batch_size, max_examples=max_examples)
-    return [s / count for s in sums]
+    return mean_over(
+        model, data, batch_sums, key=("loss_gradient", from_logits),
+        batch_size=batch_size, max_examples=max_examples,
+    )
