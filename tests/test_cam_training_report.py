@@ -6,16 +6,17 @@ import pytest
 
 import reports
 from reports import cam_training
+from reports.records import cam_training_record
 from reports.scoring import mean_interval
 
 
 def _record(seed: int, weight: float, *, val: float, oracle: float, test_avg: float, test_worst: float) -> dict:
-    return {"kind": "cam_training", "task": "spurious_mnist", "seed": seed,
+    return cam_training_record(task="spurious_mnist", seed=seed, mode="quick", **{
             "method": "cam" if weight else "plain", "variant": "difference" if weight else None,
             "weight": weight, "width": 0.25 if weight else None, "schedule": [2, 3] if weight else None,
             "val_average": val, "val_worst_group": 0.0, "val_balanced_average": 0.5,
             "val_balanced_worst_group": oracle, "test_average": test_avg,
-            "test_worst_group": test_worst, "mass_outside": 0.5 - weight / 100}
+            "test_worst_group": test_worst, "mass_outside": 0.5 - weight / 100})
 
 
 def _records() -> list[dict]:

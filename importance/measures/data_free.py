@@ -114,7 +114,9 @@ def _float64_copy(model: Any) -> Any:
             f"with inputs {inputs!r}"
         )
     last = model.layers[-1]
-    softmax_out = outputs_are_probabilities(model)
+    # Decided like everywhere else, from the outputs (here on a ones input: data-free measure).
+    probe = np.ones((2, *tuple(inputs[0].shape)[1:]), dtype=np.float32)
+    softmax_out = outputs_are_probabilities(model, probe)
 
     def clone_layer(layer: Any) -> Any:
         config = {**layer.get_config(), "dtype": "float64"}
