@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance import _embedding_moments, _norm_moments, _scoped_vmap, _sequence_moments
+from importance import _depthwise_moments, _embedding_moments, _norm_moments, _scoped_vmap, _sequence_moments
 from importance._conv_moments import _chunked, _conv_kernel_moment, _f
 
 Objective = Callable[[tf.Tensor], tf.Tensor]
@@ -231,6 +231,11 @@ def _group_moments(group: list[_Capture], grads: list[list[tf.Tensor]], moment: 
         return _norm_moments.moments(layer, *firsts, moment)
     if kind == "embedding":
         return _embedding_moments.moments(layer, *firsts, moment)
+    if kind == "depthwise" and len(group) == 1:
+        return _depthwise_moments.moments(layer, group[0].a, group[0].z, grads[0], moment)
+    if kind == "depthwise":  # shared: only z (g_u already holds the path through z)
+        calls = [(c.inputs, lambda ts, c=c: c.forward(ts)[-1:]) for c in group]
+        return _scoped_vmap.moments(group[0].variables(), calls, [g[-1:] for g in grads], moment)
     calls = [(c.inputs, c.forward) for c in group]
     return _scoped_vmap.moments(group[0].variables(), calls, grads, moment)
 
@@ -243,6 +248,8 @@ def _kind(layer: Any) -> str | None:
         return "norm"
     if _embedding_moments.supported(layer):
         return "embedding"
+    if _depthwise_moments.supported(layer):
+        return "depthwise"
     if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
         return None
     if getattr(layer, "compute_dtype", None) != "float32" or not getattr(layer, "trainable", False):
@@ -317,7 +324,7 @@ class _Walker:
 
     def call(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
         kind = _kind(layer) if len(args) == 1 else None
-        if kind in ("dense", "conv", "einsum"):
+        if kind in ("dense", "conv", "einsum", "depthwise"):
             return self._capture(layer, args[0], kind)
         if _walkable(layer):
             return self._walk(layer, args[0] if len(args) == 1 else list(args))
@@ -335,10 +342,14 @@ class _Walker:
 
     def _capture(self, layer: Any, a: Any, kind: str) -> tf.Tensor:
         a = tf.convert_to_tensor(a)
-        z = _pre_activation(layer, a)
+        if kind == "depthwise":
+            forward = lambda ts: _depthwise_moments.forward(layer, ts[0])  # noqa: E731
+            z = _depthwise_moments.forward(layer, a, watch=self.tape.watch)
+        else:
+            forward, z = None, [_pre_activation(layer, a)]
         self.tape.watch(z)
-        self.captures.append(_Capture(layer, a, z, kind=kind))
-        return layer.activation(z) if layer.activation is not None else z
+        self.captures.append(_Capture(layer, a, z, kind=kind, forward=forward))
+        return layer.activation(z[-1]) if layer.activation is not None else z[-1]
 
     def _capture_outputs(self, layer: Any, kind: str, args: Any, kwargs: Any) -> Any:
         structure = (args, kwargs)

@@ -129,6 +129,13 @@ def test_shared_dense_sums_calls_before_the_moment(monkeypatch):
     _check(model, tf.random.normal([BATCH, 5], seed=3), monkeypatch)
 
 
+def test_shared_separable_conv_is_vectorised_over_its_calls(monkeypatch):
+    shared = keras.layers.SeparableConv2D(2, 2, padding="same", activation="tanh")
+    inputs = keras.Input((4, 4, 2))
+    model = _randomise(keras.Model(inputs, _head(shared(shared(inputs)))))
+    _check(model, tf.random.normal([BATCH, 4, 4, 2], seed=3), monkeypatch, vmapped=1)
+
+
 @pytest.mark.parametrize("moment", ["square", "abs"])
 def test_attention_and_transformer_encoder(moment, monkeypatch):
     tokens = keras.Input((6,), dtype="int32")
@@ -166,15 +173,35 @@ def test_channels_first_conv_closed_form(layers, monkeypatch):
 @pytest.mark.parametrize(
     ("shape", "layer"),
     [
-        ((5, 5, 2), keras.layers.DepthwiseConv2D(2, depth_multiplier=2)),
-        ((5, 5, 2), keras.layers.SeparableConv2D(3, 2)),
         ((5, 5, 4), keras.layers.Conv2D(4, 2, groups=2)),
         ((4, 4, 4, 1), keras.layers.Conv3D(2, 2)),
         ((4, 4, 2), keras.layers.Conv2DTranspose(2, 2, strides=2)),
         ((2, 3), keras.layers.LSTM(3, return_sequences=True)),  # pfor of an RNN traces slowly
     ],
-    ids=["depthwise", "separable", "groups", "conv3d", "transpose", "lstm"],
+    ids=["groups", "conv3d", "transpose", "lstm"],
 )
 def test_layers_without_closed_form_are_vectorised_on_their_own(shape, layer, monkeypatch):
     model = keras.Sequential([keras.Input(shape), layer, keras.layers.Flatten(), keras.layers.Dense(CLASSES)])
     _check(model, tf.random.normal([BATCH, *shape], seed=5), monkeypatch, vmapped=1)
+
+
+@settings(deadline=None, max_examples=5, derandomize=True)
+@given(
+    size=st.integers(3, 6),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    multiplier=st.integers(1, 2),
+    padding=st.sampled_from(["valid", "same"]),
+    separable=st.booleans(),
+)
+def test_depthwise_and_separable_random_shapes(size, kernel, stride, multiplier, padding, separable):
+    options = {"strides": stride, "padding": padding, "depth_multiplier": multiplier, "activation": "tanh"}
+    layer = keras.layers.SeparableConv2D(3, kernel, **options) if separable else keras.layers.DepthwiseConv2D(kernel, **options)
+    model = _randomise(keras.Sequential([keras.Input((size, size, 2)), layer, keras.layers.Flatten(),
+                                         keras.layers.Dense(CLASSES)]), seed=size)
+    x = tf.random.normal([BATCH, size, size, 2], seed=6)
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    for moment in ("square", "abs"):
+        got = _factorized.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
+        ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
+        assert _rel_err(got, ref) <= TOL
