@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance import _depthwise_moments, _embedding_moments, _norm_moments, _scoped_vmap, _sequence_moments
-from importance._conv_moments import _chunked, _conv_kernel_moment, _f
+from importance._conv_moments import _chunked, _conv_kernel_moment, _f, conv3d_kernel_moment, conv3d_usable
 
 Objective = Callable[[tf.Tensor], tf.Tensor]
 MOMENTS = ("square", "abs")
@@ -205,7 +205,8 @@ class _Capture:
             if layer.data_format == "channels_first":  # kernel moments in channels_last layout
                 order = [0, *range(2, a.shape.rank), 1]
                 a, g = tf.transpose(a, order), tf.transpose(g, order)
-            kernel = _conv_kernel_moment(layer, a, g, moment)
+            conv3d = isinstance(layer, keras.layers.Conv3D)
+            kernel = (conv3d_kernel_moment if conv3d else _conv_kernel_moment)(layer, a, g, moment)
         out = [kernel]
         if getattr(layer, "bias", None) is not None:
             out.append(tf.reduce_sum(_f(bias_g, moment), axis=0))
@@ -256,11 +257,12 @@ def _kind(layer: Any) -> str | None:
         return None
     if isinstance(layer, keras.layers.Dense):
         return "dense" if type(layer).call is keras.layers.Dense.call else None
-    for cls in (keras.layers.Conv1D, keras.layers.Conv2D):
+    for cls in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D):
         if isinstance(layer, cls) and (
             type(layer).call is cls.call
             and type(layer).convolution_op is cls.convolution_op
             and layer.groups == 1
+            and (cls is not keras.layers.Conv3D or (layer.data_format == "channels_last" and conv3d_usable(layer)))
         ):
             return "conv"
     return None
