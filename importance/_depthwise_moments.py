@@ -94,11 +94,12 @@ def moments(
     else:
         g_u, g = grads
         out[id(layer.depthwise_kernel)] = _depthwise_kernel_moment(layer, layer.depthwise_kernel, a, g_u, moment)
-        u, gz = (tf.reshape(t, [tf.shape(t)[0], -1, t.shape[-1]]) for t in (watched[0], g))
+        positions = int(np.prod(g.shape[1:-1]))
+        u, gz = (tf.reshape(t, [tf.shape(t)[0], positions, t.shape[-1]]) for t in (watched[0], g))
         shape = layer.pointwise_kernel.shape
         pointwise = chunked_sum(
             lambda chunk: tf.reduce_sum(_f(tf.matmul(chunk[0], chunk[1], transpose_a=True), moment), 0),
-            [u, gz], int(u.shape[1]) * (int(u.shape[2]) + int(gz.shape[2])), shape[2:],
+            [u, gz], positions * (int(u.shape[2]) + int(gz.shape[2])), shape[2:],
         )
         out[id(layer.pointwise_kernel)] = tf.reshape(pointwise, shape)
     if layer.bias is not None:
