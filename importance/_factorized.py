@@ -12,12 +12,17 @@ Their per-example kernel gradients come from one grouped filter gradient per lay
 folded into the groups), or, for one input channel, one matmul of the stacked shifted windows;
 the per-offset loop is kept for dilation, XLA and builds without grouped kernels.
 
-Supported (factorised): ``keras.layers.Dense`` (any input rank) and ``Conv1D`` / ``Conv2D``
-(``channels_last``, ``groups=1``, any strides, dilation, ``valid`` / ``same`` / ``causal``
-padding), float32, without LoRA or quantisation, each called once per forward pass, inside
-Sequential and functional models (nested ones too). Every other trainable weight (BatchNorm,
-Embedding, custom layers, shared layers, subclassed models) falls back to per-example gradients
-from ``GradientTape.jacobian`` with ``pfor`` (vectorised) for those weights only.
+Closed forms: ``Dense`` (any input rank), ``Conv1D`` / ``Conv2D`` (``groups=1``, any strides,
+dilation, ``valid`` / ``same`` / ``causal`` padding, ``channels_last`` or ``channels_first``) and
+``Conv3D`` (here and :mod:`importance._conv_moments`), normalisation layers
+(:mod:`importance._norm_moments`), ``Embedding`` (:mod:`importance._embedding_moments`),
+``EinsumDense`` and so MultiHeadAttention's projections (:mod:`importance._sequence_moments`),
+``DepthwiseConv2D`` / ``SeparableConv2D`` (:mod:`importance._depthwise_moments`), each float32
+without LoRA or quantisation, inside Sequential and functional models (nested ones too); a
+layer called several times sums its per-example gradients over the calls before the moment.
+Every other layer with trainable weights (recurrent, custom, subclassed models) is vectorised
+over examples on its own (:mod:`importance._scoped_vmap`); the whole-batch Jacobian is left
+only for attention inside a layer that is neither walkable nor covered by closed forms.
 
 Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020.
 """
