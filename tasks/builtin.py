@@ -28,7 +28,7 @@ MNIST5K = register_task(
         training=TrainingSettings(epochs=10, batch_size=128, learning_rate=2e-3),
         variant_training={
             "cnn": TrainingSettings(epochs=8, batch_size=64, learning_rate=2e-3),
-            "resnet_bn": TrainingSettings(epochs=8, batch_size=64, learning_rate=3e-3),
+            "resnet_bn": TrainingSettings(epochs=10, batch_size=64, learning_rate=2e-3),
         },
     )
 )

@@ -107,7 +107,7 @@ def resnet_bn(
     def conv_bn(h: keras.KerasTensor, label: str) -> keras.KerasTensor:
         h = keras.layers.Conv2D(int(filters), 3, padding="same", use_bias=False,
                                 kernel_initializer=_init(seed, next(index)), name=f"conv_{label}")(h)
-        return keras.layers.BatchNormalization(name=f"bn_{label}")(h)
+        return keras.layers.BatchNormalization(momentum=0.9, name=f"bn_{label}")(h)
 
     inputs = keras.Input(shape=tuple(input_shape), name="inputs")
     h = keras.layers.Activation("relu", name="relu_stem")(conv_bn(inputs, "stem"))
