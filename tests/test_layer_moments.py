@@ -223,3 +223,11 @@ def test_conv3d_random_shapes(size, kernel, stride, channels, padding):
     got = _factorized.per_example_moment(model, x, _log_likelihood, targets=y)
     ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
     assert _rel_err(got, ref) <= TOL
+
+
+def test_task_resnet_bn_takes_closed_forms_only(monkeypatch):
+    """The mnist5k.resnet_bn architecture (tiny): convs and BatchNorms, no vmap, no jacobian."""
+    from tasks import models
+
+    model = _randomise(models.resnet_bn((6, 6, 1), CLASSES, filters=2, blocks=1, seed=0))
+    _check(model, tf.random.normal([BATCH, 6, 6, 1], seed=8), monkeypatch)
