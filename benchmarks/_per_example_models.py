@@ -109,7 +109,7 @@ def gradient_pass(model: Any, data: Any, measure: str, *, mode: str) -> list[np.
         step = steps[(measure, mode)] = tf.function(run, reduce_retracing=True, autograph=False)
     totals, batches = None, 0
     for x, y in iter_batches(data, batch_size=BATCH):
-        values = [np.asarray(g, np.float64) for g in step(x, y)]
+        values = [np.asarray(tf.convert_to_tensor(g), np.float64) for g in step(x, y)]  # Embedding: IndexedSlices
         totals = values if totals is None else [t + v for t, v in zip(totals, values, strict=True)]
         batches += 1
     return [t / batches for t in totals] if mode == "shortcut" else totals

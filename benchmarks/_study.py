@@ -61,7 +61,7 @@ def make_plan(*, full: bool, seeds: int | None = None, tasks: str | None = None)
         plan = Plan(
             mode="full", seeds=tuple(range(5)), thresholds=tuple(round(0.05 * i, 2) for i in range(21)),
             tasks=(("planted", None), ("planted_noise", None), ("digits", None), ("mnist5k", None),
-                   ("mnist5k", "cnn"), ("mnist", None), ("fashion_mnist", None), ("cifar10", None)),
+                   ("mnist5k", "cnn"), ("mnist5k", "resnet_bn"), ("mnist", None), ("fashion_mnist", None), ("cifar10", None)),
             treatments=(("global", "noise"), ("layer", "noise"), ("global", "zero"), ("layer", "zero")),
             extra_treatment_tasks=(), measure_examples=2000,
         )

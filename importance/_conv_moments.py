@@ -191,3 +191,47 @@ def _grouped_filter_grad_works() -> bool:
                 expected = np.stack([x[0, p : p + 2, q : q + 2, :2].sum((0, 1)) for p in range(3) for q in range(3)])
                 _GROUPED.append(bool(np.allclose(got[..., 0].reshape(9, 2), expected, rtol=1e-5)))
     return _GROUPED[0]
+
+
+def conv3d_usable(layer: Any) -> bool:
+    """Whether :func:`conv3d_kernel_moment` applies: grouped filter gradients available, not
+    under XLA, no dilation (else the engine vectorises the layer on its own)."""
+    return list(layer.dilation_rate) == [1, 1, 1] and not _in_xla() and _grouped_filter_grad_works()
+
+
+def conv3d_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
+    """sum_i f(dL_i/dK) of a channels_last Conv3D kernel, one depth offset at a time.
+
+    For depth offset ``p`` the per-example gradient is a 2-D filter gradient summed over the
+    output depth positions: the depth positions become the batch of ``Conv2DBackpropFilter``
+    (which sums over its batch) and the examples are folded into the groups, as in
+    :func:`_grouped_kernel_moment`.
+    """
+    (kd, kh, kw), (sd, sh, sw) = layer.kernel_size, layer.strides
+    depth, height, width, channels = (int(d) for d in a.shape[1:])
+    out_d, out_h, out_w, filters = (int(d) for d in g.shape[1:])
+    if layer.padding == "same":
+        total = max((out_d - 1) * sd + kd - depth, 0)
+        a = tf.pad(a, [[0, 0], [total // 2, total - total // 2], [0, 0], [0, 0], [0, 0]])
+
+    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
+        n = tf.shape(ac)[0]
+        grads = tf.reshape(tf.transpose(gc, [1, 2, 3, 0, 4]), [out_d, out_h, out_w, n * filters])
+        offsets = []
+        for p in range(kd):
+            window = ac[:, p : p + (out_d - 1) * sd + 1 : sd]
+            image = tf.reshape(tf.transpose(window, [1, 2, 3, 0, 4]), [out_d, height, width, n * channels])
+            per_example = tf.raw_ops.Conv2DBackpropFilter(
+                input=image,
+                filter_sizes=tf.stack([kh, kw, channels, n * filters]),
+                out_backprop=grads,
+                strides=[1, sh, sw, 1],
+                padding=layer.padding.upper(),
+            )
+            per_example = tf.reshape(per_example, [kh * kw * channels, n, filters])
+            offsets.append(tf.reduce_sum(apply_moment(per_example, moment), axis=1))
+        return tf.stack(offsets)
+
+    per_example = out_d * (height * width * channels + out_h * out_w * filters) + 2 * int(np.prod(layer.kernel.shape))
+    kernel = chunked(block, a, g, per_example, [kd, kh * kw * channels, filters])
+    return tf.reshape(kernel, layer.kernel.shape)

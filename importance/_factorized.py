@@ -12,12 +12,17 @@ Their per-example kernel gradients come from one grouped filter gradient per lay
 folded into the groups), or, for one input channel, one matmul of the stacked shifted windows;
 the per-offset loop is kept for dilation, XLA and builds without grouped kernels.
 
-Supported (factorised): ``keras.layers.Dense`` (any input rank) and ``Conv1D`` / ``Conv2D``
-(``channels_last``, ``groups=1``, any strides, dilation, ``valid`` / ``same`` / ``causal``
-padding), float32, without LoRA or quantisation, each called once per forward pass, inside
-Sequential and functional models (nested ones too). Every other trainable weight (BatchNorm,
-Embedding, custom layers, shared layers, subclassed models) falls back to per-example gradients
-from ``GradientTape.jacobian`` with ``pfor`` (vectorised) for those weights only.
+Closed forms: ``Dense`` (any input rank), ``Conv1D`` / ``Conv2D`` (``groups=1``, any strides,
+dilation, ``valid`` / ``same`` / ``causal`` padding, ``channels_last`` or ``channels_first``) and
+``Conv3D`` (here and :mod:`importance._conv_moments`), normalisation layers
+(:mod:`importance._norm_moments`), ``Embedding`` (:mod:`importance._embedding_moments`),
+``EinsumDense`` and so MultiHeadAttention's projections (:mod:`importance._sequence_moments`),
+``DepthwiseConv2D`` / ``SeparableConv2D`` (:mod:`importance._depthwise_moments`), each float32
+without LoRA or quantisation, inside Sequential and functional models (nested ones too); a
+layer called several times sums its per-example gradients over the calls before the moment.
+Every other layer with trainable weights (recurrent, custom, subclassed models) is vectorised
+over examples on its own (:mod:`importance._scoped_vmap`); the whole-batch Jacobian is left
+only for attention inside a layer that is neither walkable nor covered by closed forms.
 
 Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020.
 """
@@ -31,7 +36,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._conv_moments import chunked, conv_kernel_moment
+from importance import (
+    _depthwise_moments,
+    _embedding_moments,
+    _norm_moments,
+    _scoped_vmap,
+    _sequence_moments,
+)
+from importance._conv_moments import (
+    chunked,
+    conv3d_kernel_moment,
+    conv3d_usable,
+    conv_kernel_moment,
+)
 from importance._moments import Objective, apply_moment, check_moment
 
 
@@ -86,33 +103,35 @@ def per_example_moment_sum(
     with tf.GradientTape(watch_accessed_variables=False, persistent=len(objectives) > 1) as tape:
         outputs = _Walker(tape, captures).call(model, x)
         totals = [tf.reduce_sum(objective(outputs)) for objective in objectives] if captures else []
-    calls: dict[int, int] = {}
+    groups: dict[int, list[_Capture]] = {}
     for capture in captures:
-        calls[id(capture.layer)] = calls.get(id(capture.layer), 0) + 1
-    usable = [
-        c
-        for c in captures
-        if calls[id(c.layer)] == 1 and all(id(v) in index for v in c.variables())
-    ]
+        if all(id(v) in index for v in capture.variables()):
+            groups.setdefault(id(capture.layer), []).append(capture)
+    usable = list(groups.values())
     results: list[tf.Tensor | None] = [None] * len(weights)
     # 2-D Dense moments are linear in f(g): sum the objectives' f(g) (batch x units, small) and
     # multiply once. Other layers' moments are formed per objective and summed.
     summed_fg: dict[int, tf.Tensor] = {}
     for total in totals if usable else []:
         with tf.control_dependencies([r for r in results if r is not None] + list(summed_fg.values())):
-            grads = tape.gradient(
-                total, [c.z for c in usable], unconnected_gradients=tf.UnconnectedGradients.ZERO
+            flat = tape.gradient(
+                total, [z for group in usable for c in group for z in c.z],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
             )
-            for u, (capture, grad) in enumerate(zip(usable, grads, strict=True)):
-                if capture.linear_in_fg():
-                    fg = apply_moment(grad, moment)
+            for u, group in enumerate(usable):
+                grads = []
+                for c in group:
+                    grads.append(flat[: len(c.z)])
+                    flat = flat[len(c.z) :]
+                if len(group) == 1 and group[0].linear_in_fg():
+                    fg = apply_moment(grads[0][0], moment)
                     summed_fg[u] = fg if u not in summed_fg else summed_fg[u] + fg
                     continue
-                for variable, value in zip(capture.variables(), capture.moments(grad, moment), strict=True):
+                for variable, value in zip(group[0].variables(), _group_moments(group, grads, moment), strict=True):
                     k = index[id(variable)]
                     results[k] = value if results[k] is None else results[k] + value
     for u, fg in summed_fg.items():
-        for variable, value in zip(usable[u].variables(), usable[u].moments_of_fg(fg, moment), strict=True):
+        for variable, value in zip(usable[u][0].variables(), usable[u][0].moments_of_fg(fg, moment), strict=True):
             results[index[id(variable)]] = value
     del tape
     missing = [k for k, r in enumerate(results) if r is None]
@@ -144,19 +163,29 @@ def _jacobian_moments(
 
 
 class _Capture:
-    """One call of a supported layer: its input ``a`` and pre-activation output ``z``."""
+    """One call of a layer with trainable weights, as the walker ran it.
 
-    def __init__(self, layer: Any, a: tf.Tensor, z: tf.Tensor) -> None:
-        self.layer, self.a, self.z = layer, a, z
+    ``kind``: ``dense`` / ``conv`` / ``einsum`` (``z`` is the pre-activation), ``norm`` /
+    ``embedding`` / ``vmap`` (``z`` are the layer's outputs). ``inputs`` are the call's tensors
+    and ``forward`` recomputes ``z`` from them (for the per-layer vectorised path).
+    """
+
+    def __init__(self, layer: Any, a: Any, z: Any, *, kind: str = "dense", inputs: Any = None, forward: Any = None) -> None:
+        self.layer, self.a, self.kind = layer, a, kind
+        self.z = z if isinstance(z, list) else [z]
+        self.inputs = [a] if inputs is None else inputs
+        self.forward = forward or (lambda ts: [_pre_activation(layer, ts[0])])
 
     def variables(self) -> list[Any]:
+        if self.kind not in ("dense", "conv"):
+            return list(self.layer.trainable_weights)
         bias = getattr(self.layer, "bias", None)
         return [self.layer.kernel] + ([bias] if bias is not None else [])
 
     def linear_in_fg(self) -> bool:
         """Whether the moments are linear in f(g) (a 2-D Dense layer): sums over objectives
         can then be taken on f(g) first."""
-        return isinstance(self.layer, keras.layers.Dense) and self.a.shape.rank == 2
+        return self.kind == "dense" and self.a.shape.rank == 2
 
     def moments_of_fg(self, fg: tf.Tensor, moment: str) -> list[tf.Tensor]:
         """Moments of a 2-D Dense layer from f(g) (summed over objectives)."""
@@ -169,7 +198,7 @@ class _Capture:
         layer, a = self.layer, self.a
         if self.linear_in_fg():
             return self.moments_of_fg(apply_moment(g, moment), moment)
-        if isinstance(layer, keras.layers.Dense):
+        if self.kind == "dense":
             positions = int(np.prod(a.shape[1:-1]))
             a = tf.reshape(a, [tf.shape(a)[0], positions, a.shape[-1]])
             g = tf.reshape(g, [tf.shape(g)[0], positions, g.shape[-1]])
@@ -180,30 +209,113 @@ class _Capture:
             )
             bias_g = tf.reduce_sum(g, axis=1)
         else:
-            kernel = conv_kernel_moment(layer, a, g, moment)
-            bias_g = tf.reduce_sum(tf.reshape(g, [tf.shape(g)[0], -1, g.shape[-1]]), axis=1)
+            # keras.ops.add adds a bias along the last axis whenever its size matches, also for
+            # channels_first outputs (Keras 3.x): the bias gradient follows what the model did.
+            bias_axis = g.shape.rank - 1 if g.shape[-1] == layer.filters else 1
+            bias_g = tf.reduce_sum(g, axis=[ax for ax in range(1, g.shape.rank) if ax != bias_axis])
+            if layer.data_format == "channels_first":  # kernel moments in channels_last layout
+                order = [0, *range(2, a.shape.rank), 1]
+                a, g = tf.transpose(a, order), tf.transpose(g, order)
+            conv3d = isinstance(layer, keras.layers.Conv3D)
+            kernel = (conv3d_kernel_moment if conv3d else conv_kernel_moment)(layer, a, g, moment)
         out = [kernel]
         if getattr(layer, "bias", None) is not None:
             out.append(tf.reduce_sum(apply_moment(bias_g, moment), axis=0))
         return out
 
 
-def _supported(layer: Any) -> bool:
+def _group_moments(group: list[_Capture], grads: list[list[tf.Tensor]], moment: str) -> list[tf.Tensor]:
+    """Moments of one layer's weights from all its calls (a shared layer's per-example
+    gradients are summed over its calls before the moment)."""
+    layer, kind = group[0].layer, group[0].kind
+    if kind in ("dense", "conv") and len(group) == 1:
+        return group[0].moments(grads[0][0], moment)
+    if kind == "dense":  # shared: the calls become positions of one sequence
+        def positions(t: tf.Tensor) -> tf.Tensor:
+            return tf.reshape(t, [tf.shape(t)[0], -1, t.shape[-1]])
+
+        a = tf.concat([positions(c.a) for c in group], axis=1)
+        return _Capture(layer, a, []).moments(tf.concat([positions(g[0]) for g in grads], axis=1), moment)
+    firsts = [c.a for c in group], [g[0] for g in grads]
+    if kind == "einsum":
+        return _sequence_moments.moments(layer, *firsts, moment)
+    if kind == "norm":
+        return _norm_moments.moments(layer, *firsts, moment)
+    if kind == "embedding":
+        return _embedding_moments.moments(layer, *firsts, moment)
+    if kind == "depthwise" and len(group) == 1:
+        return _depthwise_moments.moments(layer, group[0].a, group[0].z, grads[0], moment)
+    if kind == "depthwise":  # shared: only z (g_u already holds the path through z)
+        calls = [(c.inputs, lambda ts, c=c: c.forward(ts)[-1:]) for c in group]
+        return _scoped_vmap.moments(group[0].variables(), calls, [g[-1:] for g in grads], moment)
+    calls = [(c.inputs, c.forward) for c in group]
+    return _scoped_vmap.moments(group[0].variables(), calls, grads, moment)
+
+
+def _kind(layer: Any) -> str | None:
+    """The closed form a layer's weights take, or None."""
+    if _sequence_moments.supported(layer):
+        return "einsum"
+    if _norm_moments.supported(layer):
+        return "norm"
+    if _embedding_moments.supported(layer):
+        return "embedding"
+    if _depthwise_moments.supported(layer):
+        return "depthwise"
     if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
-        return False
-    if layer.compute_dtype != "float32" or not layer.trainable:
-        return False
+        return None
+    if getattr(layer, "compute_dtype", None) != "float32" or not getattr(layer, "trainable", False):
+        return None
     if isinstance(layer, keras.layers.Dense):
-        return type(layer).call is keras.layers.Dense.call
-    for cls in (keras.layers.Conv1D, keras.layers.Conv2D):
-        if isinstance(layer, cls):
-            return (
-                type(layer).call is cls.call
-                and type(layer).convolution_op is cls.convolution_op
-                and layer.data_format == "channels_last"
-                and layer.groups == 1
-            )
-    return False
+        return "dense" if type(layer).call is keras.layers.Dense.call else None
+    for cls in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D):
+        if isinstance(layer, cls) and (
+            type(layer).call is cls.call
+            and type(layer).convolution_op is cls.convolution_op
+            and layer.groups == 1
+            and (cls is not keras.layers.Conv3D or (layer.data_format == "channels_last" and conv3d_usable(layer)))
+        ):
+            return "conv"
+    return None
+
+
+def _pre_activation(layer: Any, a: tf.Tensor) -> tf.Tensor:
+    """A Dense / Conv / EinsumDense layer's output before its activation."""
+    if isinstance(layer, keras.layers.EinsumDense):
+        return _sequence_moments.pre_activation(layer, a)
+    if isinstance(layer, keras.layers.Dense):
+        z = keras.ops.matmul(a, layer.kernel)
+        return z + layer.bias if layer.bias is not None else z
+    padded, padding, channels_last = a, layer.padding, layer.data_format == "channels_last"
+    if padding == "causal":
+        left = (layer.kernel_size[0] - 1) * layer.dilation_rate[0]
+        space = [[left, 0]]
+        padded = tf.pad(a, [[0, 0]] + (space + [[0, 0]] if channels_last else [[0, 0]] + space))
+        padding = "valid"
+    z = keras.ops.conv(
+        padded,
+        layer.kernel,
+        strides=list(layer.strides),
+        padding=padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+    if layer.bias is None:
+        return z
+    # As the layer does (keras.ops.add, whose bias-add shortcut the bias gradient must follow).
+    shape = (1,) * (layer.rank + 1) + (layer.filters,) if channels_last else (1, layer.filters) + (1,) * layer.rank
+    return keras.ops.add(z, keras.ops.reshape(layer.bias, shape))
+
+
+def _interceptable(layer: Any) -> list[Any]:
+    """Sub-layers with a closed form that own all of ``layer``'s trainable weights (e.g. the
+    projections of MultiHeadAttention); empty when some weight has none, or for RNNs (their cell
+    runs inside a loop)."""
+    if isinstance(layer, keras.layers.RNN) or not hasattr(layer, "_flatten_layers"):
+        return []
+    subs = [s for s in layer._flatten_layers(include_self=False) if _kind(s) is not None]
+    covered = {id(w) for s in subs for w in s.trainable_weights}
+    return subs if all(id(w) in covered for w in layer.trainable_weights) else []
 
 
 def _walkable(model: Any) -> bool:
@@ -217,43 +329,73 @@ def _walkable(model: Any) -> bool:
 
 
 class _Walker:
-    """Runs a model's forward pass layer by layer, capturing (a, z) of supported layers."""
+    """Runs a model's forward pass layer by layer, capturing every call of a layer with
+    trainable weights (see ``_Capture``)."""
 
     def __init__(self, tape: tf.GradientTape, captures: list[_Capture]) -> None:
         self.tape, self.captures = tape, captures
 
     def call(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
-        if _supported(layer) and len(args) == 1:
-            return self._capture(layer, args[0])
+        kind = _kind(layer) if len(args) == 1 else None
+        if kind in ("dense", "conv", "einsum", "depthwise"):
+            return self._capture(layer, args[0], kind)
         if _walkable(layer):
             return self._walk(layer, args[0] if len(args) == 1 else list(args))
         kwargs.pop("training", None)
         if getattr(layer, "_call_has_training_arg", False):
             kwargs["training"] = False
-        return layer(*args, **kwargs)
+        if kind is None and not getattr(layer, "trainable_weights", None):
+            return layer(*args, **kwargs)
+        subs = [] if kind else _interceptable(layer)
+        if subs:
+            return self._intercept(layer, subs, args, kwargs)
+        if kind is None and _scoped_vmap.attention_layers(layer):
+            return layer(*args, **kwargs)  # vmap would crash: these weights take the jacobian
+        return self._capture_outputs(layer, kind or "vmap", args, kwargs)
 
-    def _capture(self, layer: Any, a: Any) -> tf.Tensor:
+    def _capture(self, layer: Any, a: Any, kind: str) -> tf.Tensor:
         a = tf.convert_to_tensor(a)
-        if isinstance(layer, keras.layers.Dense):
-            z = keras.ops.matmul(a, layer.kernel)
+        if kind == "depthwise":
+            forward = lambda ts: _depthwise_moments.forward(layer, ts[0])  # noqa: E731
+            z = _depthwise_moments.forward(layer, a, watch=self.tape.watch)
         else:
-            padded, padding = a, layer.padding
-            if padding == "causal":
-                left = (layer.kernel_size[0] - 1) * layer.dilation_rate[0]
-                padded, padding = tf.pad(a, [[0, 0], [left, 0], [0, 0]]), "valid"
-            z = keras.ops.conv(
-                padded,
-                layer.kernel,
-                strides=list(layer.strides),
-                padding=padding,
-                dilation_rate=layer.dilation_rate,
-                data_format="channels_last",
-            )
-        if layer.bias is not None:
-            z = z + layer.bias
+            forward, z = None, [_pre_activation(layer, a)]
         self.tape.watch(z)
-        self.captures.append(_Capture(layer, a, z))
-        return layer.activation(z) if layer.activation is not None else z
+        self.captures.append(_Capture(layer, a, z, kind=kind, forward=forward))
+        return layer.activation(z[-1]) if layer.activation is not None else z[-1]
+
+    def _capture_outputs(self, layer: Any, kind: str, args: Any, kwargs: Any) -> Any:
+        structure = (args, kwargs)
+        leaves = tf.nest.flatten(structure)
+        where = [k for k, leaf in enumerate(leaves) if tf.is_tensor(leaf) or isinstance(leaf, np.ndarray)]
+        inputs = [tf.convert_to_tensor(leaves[k]) for k in where]
+
+        def forward(tensors: list[tf.Tensor]) -> list[tf.Tensor]:
+            new = list(leaves)
+            for k, t in zip(where, tensors, strict=True):
+                new[k] = t
+            call_args, call_kwargs = tf.nest.pack_sequence_as(structure, new)
+            return [t for t in tf.nest.flatten(run(*call_args, **call_kwargs)) if t.dtype.is_floating]
+
+        # Inside ``_intercept`` the layer's own ``call`` is routed here: run the class's.
+        run = (lambda *a, **k: type(layer).call(layer, *a, **k)) if "call" in vars(layer) else layer
+        outputs = run(*args, **kwargs)
+        z = [t for t in tf.nest.flatten(outputs) if t.dtype.is_floating]
+        self.tape.watch(z)
+        self.captures.append(_Capture(layer, inputs[0] if inputs else None, z, kind=kind, inputs=inputs, forward=forward))
+        return outputs
+
+    def _intercept(self, layer: Any, subs: list[Any], args: Any, kwargs: Any) -> Any:
+        """Runs ``layer`` with its sub-layers' calls routed through the walker (restored after)."""
+        patched = []
+        try:
+            for sub in subs:
+                object.__setattr__(sub, "call", lambda inputs, *rest, _sub=sub, **kw: self.call(_sub, inputs))
+                patched.append(sub)
+            return layer(*args, **kwargs)
+        finally:
+            for sub in patched:
+                sub.__dict__.pop("call", None)
 
     def _walk(self, model: Any, x: Any) -> Any:
         if isinstance(model, keras.Sequential):

@@ -9,8 +9,13 @@ Methods:
     ``loop``: one backward pass per example. Slow; the reference the others are checked against.
     ``vmap``: ``tf.vectorized_map`` over examples of the per-example gradient.
     ``factorized``: one backward pass per batch, moments from layer inputs and output gradients
-        (see :mod:`importance._factorized`); other layers fall back to ``vmap``.
+        (see :mod:`importance._factorized`); layers without a closed form are vectorised over
+        examples on their own (their weights only).
     ``auto``: ``factorized`` when available, else ``vmap``.
+
+``vmap`` refuses models with attention layers: vectorising Keras ``MultiHeadAttention`` over
+examples kills the process inside TensorFlow on oneDNN CPU builds (TF 2.21), so it raises a
+``ValueError`` up front; ``auto`` and ``factorized`` handle attention without vectorising it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from importance import _factorized
+from importance import _factorized, _scoped_vmap
 from importance._moments import MOMENTS, Objective, apply_moment, check_moment
 from importance.checks import check_choice
 
@@ -63,7 +68,7 @@ def per_example_moment(
         One float32 tensor per ``model.trainable_weights`` entry (sums, not means).
 
     Raises:
-        ValueError: Unknown moment or method.
+        ValueError: Unknown moment or method, or ``method="vmap"`` on a model with attention.
     """
     check_moment(moment)
     check_method(method)
@@ -71,6 +76,13 @@ def per_example_moment(
         return _factorized.per_example_moment(model, x, objective, moment=moment, targets=targets)
     if method == "loop":
         return _loop(model, x, objective, moment, targets)
+    attention = _scoped_vmap.attention_layers(model)
+    if attention:
+        raise ValueError(
+            f"method='vmap' cannot vectorise attention layers (tf.vectorized_map over "
+            f"{type(attention[0]).__name__} {attention[0].name!r} crashes TensorFlow's oneDNN CPU "
+            "kernels). Received: method='vmap'. Use method='auto' (or 'factorized', or 'loop')."
+        )
     return _vmap(model, x, objective, moment, targets)
 
 

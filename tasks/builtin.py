@@ -1,4 +1,4 @@
-"""Built-in offline tasks on real images: ``mnist5k`` (MLP and CNN variants) and ``digits``."""
+"""Built-in offline tasks on real images: ``mnist5k`` (MLP, CNN and ResNet-BN variants) and ``digits``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from tasks.registry import Task, TrainingSettings, register_task
 def _build_mnist(seed: int, variant: str, *, num_classes: int = 10) -> Any:
     if variant == "cnn":
         return models.cnn((28, 28, 1), num_classes, seed=seed, name="mnist_cnn")
+    if variant == "resnet_bn":
+        return models.resnet_bn((28, 28, 1), num_classes, seed=seed, name="mnist_resnet_bn")
     return models.mlp((28, 28, 1), num_classes, hidden=(256, 128), seed=seed, name="mnist_mlp")
 
 
@@ -22,9 +24,12 @@ MNIST5K = register_task(
         input_shape=(28, 28, 1),
         load=datasets.mnist5k,
         build=_build_mnist,
-        variants=("mlp", "cnn"),
+        variants=("mlp", "cnn", "resnet_bn"),
         training=TrainingSettings(epochs=10, batch_size=128, learning_rate=2e-3),
-        variant_training={"cnn": TrainingSettings(epochs=8, batch_size=64, learning_rate=2e-3)},
+        variant_training={
+            "cnn": TrainingSettings(epochs=8, batch_size=64, learning_rate=2e-3),
+            "resnet_bn": TrainingSettings(epochs=10, batch_size=64, learning_rate=2e-3),
+        },
     )
 )
 

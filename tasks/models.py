@@ -115,3 +115,42 @@ def gap_cnn(
         int(num_classes), kernel_initializer=_init(seed, len(filters)), name="logits"
     )(h)
     return keras.Model(inputs, logits, name=name)
+
+
+def resnet_bn(
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    filters: int = 16,
+    blocks: int = 2,
+    seed: int = 0,
+    name: str = "resnet_bn",
+) -> keras.Model:
+    """A small ResNet with BatchNormalization (He et al., CVPR 2016): a 3x3 conv stem, ``blocks``
+    residual blocks (conv-BN-ReLU-conv-BN, identity shortcut, ReLU), 2x2 max-pool, global average
+    pooling, logits. Convolutions have no bias (BatchNorm's beta takes its place).
+
+    Args:
+        input_shape: ``(height, width, channels)``.
+        num_classes: Output width.
+        filters: Channels of every convolution.
+        blocks: Number of residual blocks.
+        seed: Seed of the initial weights.
+        name: Model name.
+    """
+    index = iter(range(2 * blocks + 2))
+
+    def conv_bn(h: keras.KerasTensor, label: str) -> keras.KerasTensor:
+        h = keras.layers.Conv2D(int(filters), 3, padding="same", use_bias=False,
+                                kernel_initializer=_init(seed, next(index)), name=f"conv_{label}")(h)
+        return keras.layers.BatchNormalization(momentum=0.9, name=f"bn_{label}")(h)
+
+    inputs = keras.Input(shape=tuple(input_shape), name="inputs")
+    h = keras.layers.Activation("relu", name="relu_stem")(conv_bn(inputs, "stem"))
+    for b in range(int(blocks)):
+        r = keras.layers.Activation("relu", name=f"relu_{b}a")(conv_bn(h, f"{b}a"))
+        h = keras.layers.Add(name=f"add_{b}")([h, conv_bn(r, f"{b}b")])
+        h = keras.layers.Activation("relu", name=f"relu_{b}b")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.MaxPooling2D(2, name="maxpool")(h))
+    logits = keras.layers.Dense(int(num_classes), kernel_initializer=_init(seed, next(index)), name="logits")(h)
+    return keras.Model(inputs, logits, name=name)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importance import _conv_moments, _factorized
+from importance import _conv_moments, _factorized, _scoped_vmap
 from importance.per_example import per_example_moment
 
 TOL = 1e-5
@@ -187,7 +187,7 @@ def test_functional_with_branches_and_nested_sequential(monkeypatch):
 
 
 class _Scale(keras.layers.Layer):
-    """A custom layer with a trainable weight: not supported, so it falls back."""
+    """A custom layer with a trainable weight: no closed form, so it is vectorised on its own."""
 
     def build(self, input_shape):
         self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones")
@@ -204,20 +204,25 @@ def test_unsupported_layers_fall_back(moment, monkeypatch):
     )
     model.layers[1].moving_mean.assign(tf.random.normal([6]))
     calls = []
-    original = _factorized._jacobian_moments
+    original = _scoped_vmap.moments
 
-    def counting(model_, x, objective, variables, moment_):
+    def counting(variables, calls_, grads, moment_):
         calls.append([v.path for v in variables])
-        return original(model_, x, objective, variables, moment_)
+        return original(variables, calls_, grads, moment_)
 
-    monkeypatch.setattr(_factorized, "_jacobian_moments", counting)
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole-batch jacobian ran")
+
+    monkeypatch.setattr(_scoped_vmap, "moments", counting)
+    monkeypatch.setattr(_factorized, "_jacobian_moments", refuse)
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
     x = tf.random.normal([BATCH, 7])
     got = _factorized.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
+    monkeypatch.undo()
     ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
     assert _rel_err(got, ref) <= TOL
-    # Only the BatchNorm and custom weights went through the fallback.
-    assert len(calls) == 1 and len(calls[0]) == 3
+    # BatchNorm has a closed form; only the custom layer's weight is vectorised, on its own.
+    assert len(calls) == 1 and len(calls[0]) == 1 and "scale" in calls[0][0]
 
 
 def test_shared_layer_and_subclassed_model_fall_back():

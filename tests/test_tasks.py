@@ -137,7 +137,7 @@ def test_models_are_seeded_logit_classifiers(name: str) -> None:
             np.testing.assert_array_equal(wa, wb)
         assert any(not np.array_equal(wa, wc) for wa, wc in zip(a.get_weights(), c.get_weights(), strict=True))
         assert task.training_settings(variant).epochs >= 1
-    assert tasks.get_task("mnist5k").variants == ("mlp", "cnn")
+    assert tasks.get_task("mnist5k").variants == ("mlp", "cnn", "resnet_bn")
 
 
 def test_planted_truth_masks() -> None:

@@ -1,0 +1,119 @@
+"""Per-example moments of models beyond Dense/Conv: ResNet-BN, MobileNet-style, channels_first
+CNN, text Embedding, transformer encoder, LSTM, Conv3D (``_per_example_layer_models``).
+
+pytest-benchmark group ``per-example-layers``, a sibling of ``per-example``. For each model and
+measure (Fisher with empirical labels, MAS), CPU, batch 128, generated data, random weights:
+
+* ``plain``: one gradient pass of the summed objective (the floor);
+* ``vmap``: ``method="vmap"`` (whole model vectorised over examples); on the transformer it must
+  raise a ValueError (it would crash TensorFlow), which the row checks;
+* ``factorized``: ``method="factorized"``, the engine (``auto`` takes it).
+
+Each row's ``extra_info``: time over N examples, ratio to a plain pass interleaved with the
+method's rounds, relative error against the per-example loop on the first examples, peak memory
+(TensorFlow allocator, one batch) over the plain pass's. The ``factorized`` rows assert issue
+14's bars: error <= 1e-5; <= 1.5x the interleaved plain pass and <= 2x its peak memory, except
+recurrent models: <= 4x and never slower than ``vmap``. Quick mode runs ``fisher_empirical``
+``plain`` and ``factorized`` on the models that trace fast (about 35 s); ``--full`` adds the
+ResNet-BN and the LSTM (vectorising the LSTM traces for ~35 s per method), MAS and the ``vmap``
+rows.
+"""
+
+from __future__ import annotations
+
+import pytest
+from _per_example_layer_models import MODELS, RECURRENT, build
+from _per_example_models import (
+    BATCH,
+    Interleaved,
+    manual_median,
+    peak_memory,
+    rel_error,
+    runner,
+    subset,
+)
+
+N = 256
+LOOP_EXAMPLES = 4
+ROUNDS = 3
+ROUNDS_FULL = 7
+MAX_RATIO, MAX_RATIO_RECURRENT = 1.5, 4.0
+MAX_ERROR = 1e-5
+MAX_MEMORY_RATIO = 2.0
+MEASURES = ("fisher_empirical", "mas")
+METHODS = ("plain", "vmap", "factorized")
+CASES = [(model, measure, method) for model in MODELS for measure in MEASURES for method in METHODS]
+
+
+QUICK_MODELS = ("mobilenet", "cnn_channels_first", "text", "transformer", "conv3d")
+
+
+def _quick(model: str, measure: str, method: str) -> bool:
+    return model in QUICK_MODELS and measure == "fisher_empirical" and method != "vmap"
+
+
+@pytest.fixture(scope="module")
+def state() -> dict:
+    return {"built": {}, "seconds": {}, "memory": {}, "ref": {}}
+
+
+@pytest.mark.parametrize(("model_name", "measure", "method"), CASES, ids=["-".join(c) for c in CASES])
+def test_per_example_layers(benchmark, request, state, model_name, measure, method):
+    full = request.config.getoption("--full", default=False)
+    if not full and not _quick(model_name, measure, method):
+        pytest.skip("--full only")
+    benchmark.group = "per-example-layers"
+    if model_name not in state["built"]:
+        state["built"][model_name] = build(model_name, N)
+    model, data = state["built"][model_name]
+    key = (model_name, measure)
+    fn = runner(model, measure, method)
+    if method == "vmap" and model_name == "transformer":
+        with pytest.raises(ValueError, match="method='vmap'"):
+            fn(subset(data, 2))
+        benchmark.extra_info.update(group="per-example-layers", model=model_name, measure=measure,
+                                    method=method, refused=True)
+        benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+        return
+    timed = data if method != "vmap" else subset(data, BATCH)
+    rounds = ROUNDS_FULL if full else ROUNDS
+    fn(timed)  # warm-up: tracing
+    plain_fn = runner(model, measure, "plain")
+    interleaved = Interleaved(lambda: plain_fn(data))
+
+    def setup() -> tuple:
+        interleaved()
+        return (timed,), {}
+
+    benchmark.pedantic(fn, setup=setup, rounds=rounds, iterations=1)
+    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
+    median = stats.median if stats is not None else manual_median(lambda: fn(timed), rounds)
+    seconds = median * N / len(timed[0])
+    state["seconds"][key + (method,)] = seconds
+    ratio = seconds / interleaved.median()
+    peak = state["memory"][key + (method,)] = peak_memory(lambda: fn(subset(data, BATCH)), "CPU")
+    if key + ("plain",) not in state["memory"]:
+        state["memory"][key + ("plain",)] = peak_memory(lambda: plain_fn(subset(data, BATCH)), "CPU")
+    memory_ratio = peak / max(state["memory"][key + ("plain",)], 1)
+    error = None
+    if method != "plain":
+        if key not in state["ref"]:
+            state["ref"][key] = runner(model, measure, "loop")(subset(data, LOOP_EXAMPLES))
+        error = rel_error(fn(subset(data, LOOP_EXAMPLES)), state["ref"][key])
+    vmap = state["seconds"].get(key + ("vmap",))
+    benchmark.extra_info.update(
+        group="per-example-layers", device="CPU", model=model_name, measure=measure, method=method,
+        examples=N, timed_examples=len(timed[0]), batch=BATCH, rounds=rounds, seconds=seconds,
+        ratio_vs_plain_interleaved=ratio, rel_error_vs_loop=error, error_examples=LOOP_EXAMPLES,
+        peak_bytes=peak, memory_vs_plain=memory_ratio,
+        vmap_over_method=None if vmap is None or method == "vmap" else vmap / seconds,
+    )
+    if method != "factorized":
+        return
+    assert error <= MAX_ERROR, f"relative error {error:.2e} > {MAX_ERROR}"
+    if model_name in RECURRENT:
+        assert ratio <= MAX_RATIO_RECURRENT, f"{ratio:.2f}x the interleaved plain pass > {MAX_RATIO_RECURRENT}"
+        assert vmap is None or seconds <= vmap, f"slower than vmap ({seconds:.3f} s > {vmap:.3f} s)"
+        return
+    assert ratio <= MAX_RATIO, f"{ratio:.2f}x the interleaved plain pass > {MAX_RATIO}"
+    assert memory_ratio <= MAX_MEMORY_RATIO, f"{memory_ratio:.2f}x the plain memory > {MAX_MEMORY_RATIO}"

@@ -1,0 +1,104 @@
+"""Per-example gradient moments of DepthwiseConv2D and SeparableConv2D (channels_last).
+
+A depthwise convolution convolves each input channel with its own ``depth_multiplier``
+filters. Example ``i``'s depthwise kernel gradient is therefore the filter gradient of a
+depthwise convolution whose channels are example ``i``'s: folding the batch into the channels
+(``n * C`` input channels, ``n * C * M`` output-gradient channels), one
+``DepthwiseConv2dNativeBackpropFilter`` gives all ``n`` per-example kernels side by side. The
+op exists on every TensorFlow CPU/GPU build (no grouped-convolution support needed).
+
+A separable convolution is a depthwise convolution ``u = depthwise(a)`` followed by a 1x1
+(pointwise) convolution ``z = u K_p + b``. The engine computes ``u`` itself and watches it, so
+the one backward pass gives ``d objective / d u`` too: the depthwise kernel's moments come from
+``(a, g_u)`` as above, the pointwise kernel's from ``(u, g_z)`` as a Dense layer over positions
+(``sum_positions u_i^T g_i`` per example, chunked).
+
+Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020;
+Chollet, "Xception: Deep learning with depthwise separable convolutions", CVPR 2017.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from importance._moments import apply_moment
+from importance._sequence_moments import chunked_sum
+
+
+def supported(layer: Any) -> bool:
+    """A plain float32, channels_last, 2-D depthwise or separable convolution."""
+    for cls in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D):
+        if type(layer) is cls:
+            return layer.data_format == "channels_last" and layer.compute_dtype == "float32" and layer.trainable
+    return False
+
+
+def _bias(layer: Any, z: tf.Tensor) -> tf.Tensor:
+    return z if layer.bias is None else keras.ops.add(z, keras.ops.reshape(layer.bias, (1, 1, 1, -1)))
+
+
+def forward(layer: Any, a: tf.Tensor, watch: Any = None) -> list[tf.Tensor]:
+    """The tensors the engine watches: ``[z]`` (depthwise) or ``[u, z]`` (separable), ``z``
+    before the activation; ``watch(u)`` is called before ``z`` is computed from ``u``."""
+    depthwise = layer.kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.depthwise_kernel
+    u = keras.ops.depthwise_conv(
+        a, depthwise, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate
+    )
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return [_bias(layer, u)]
+    if watch is not None:
+        watch(u)
+    return [u, _bias(layer, keras.ops.conv(u, layer.pointwise_kernel, strides=1, padding="valid"))]
+
+
+def _depthwise_kernel_moment(layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
+    kh, kw, channels, multiplier = (int(d) for d in kernel.shape)
+    height, width = int(a.shape[1]), int(a.shape[2])
+    out_h, out_w = int(g.shape[1]), int(g.shape[2])
+
+    def block(chunk: list[tf.Tensor]) -> tf.Tensor:
+        ac, gc = chunk
+        n = tf.shape(ac)[0]
+        image = tf.reshape(tf.transpose(ac, [1, 2, 0, 3]), [1, height, width, n * channels])
+        grads = tf.reshape(tf.transpose(gc, [1, 2, 0, 3]), [1, out_h, out_w, n * channels * multiplier])
+        per_example = tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+            input=image,
+            filter_sizes=tf.stack([kh, kw, n * channels, multiplier]),
+            out_backprop=grads,
+            strides=[1, *layer.strides, 1],
+            padding=layer.padding.upper(),
+            dilations=[1, *layer.dilation_rate, 1],
+        )
+        return tf.reduce_sum(apply_moment(tf.reshape(per_example, [kh, kw, n, channels, multiplier]), moment), axis=2)
+
+    per_example = height * width * channels + out_h * out_w * channels * multiplier + 2 * int(np.prod(kernel.shape))
+    return chunked_sum(block, [a, g], per_example, kernel.shape)
+
+
+def moments(
+    layer: Any, a: tf.Tensor, watched: list[tf.Tensor], grads: list[tf.Tensor], moment: str
+) -> list[tf.Tensor]:
+    """Moments of ``layer.trainable_weights`` (in that order) from the input ``a``, the watched
+    tensors of :func:`forward` and their gradients."""
+    out = {}
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        (g,) = grads
+        out[id(layer.kernel)] = _depthwise_kernel_moment(layer, layer.kernel, a, g, moment)
+    else:
+        g_u, g = grads
+        out[id(layer.depthwise_kernel)] = _depthwise_kernel_moment(layer, layer.depthwise_kernel, a, g_u, moment)
+        positions = int(np.prod(g.shape[1:-1]))
+        u, gz = (tf.reshape(t, [tf.shape(t)[0], positions, t.shape[-1]]) for t in (watched[0], g))
+        shape = layer.pointwise_kernel.shape
+        pointwise = chunked_sum(
+            lambda chunk: tf.reduce_sum(apply_moment(tf.matmul(chunk[0], chunk[1], transpose_a=True), moment), 0),
+            [u, gz], positions * (int(u.shape[2]) + int(gz.shape[2])), shape[2:],
+        )
+        out[id(layer.pointwise_kernel)] = tf.reshape(pointwise, shape)
+    if layer.bias is not None:
+        out[id(layer.bias)] = tf.reduce_sum(apply_moment(tf.reduce_sum(g, axis=[1, 2]), moment), axis=0)
+    return [out[id(w)] for w in layer.trainable_weights]

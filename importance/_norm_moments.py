@@ -1,0 +1,71 @@
+"""Per-example gradients of normalisation layers' gamma and beta, in closed form.
+
+BatchNormalization (inference: moving statistics), LayerNormalization and GroupNormalization
+compute ``y = x_hat * gamma + beta`` where ``x_hat`` does not depend on gamma or beta. With
+``g_i = d objective_i / d y_i`` (from the engine's one backward pass), example ``i``'s gradients
+are ``sum_positions x_hat_i * g_i`` for gamma and ``sum_positions g_i`` for beta, the sums over
+every axis but the batch and the parameters' axes (Ioffe & Szegedy 2015; Ba et al. 2016;
+Wu & He 2018). They are (batch x channels) tensors: small, so a layer called several times sums
+them over its calls before the moment is taken.
+
+``x_hat`` is the layer's own output with gamma = 1 and beta = 0 (``keras.StatelessScope``), so
+every option the layer has (axes, groups, epsilon, ``rms_scaling``) is honoured without
+re-implementing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from importance._moments import apply_moment
+
+NORM_LAYERS = (
+    keras.layers.BatchNormalization,
+    keras.layers.LayerNormalization,
+    keras.layers.GroupNormalization,
+)
+
+
+def supported(layer: Any) -> bool:
+    """A standard normalisation layer whose trainable weights are gamma and/or beta only."""
+    if not isinstance(layer, NORM_LAYERS) or type(layer).call not in [c.call for c in NORM_LAYERS]:
+        return False
+    params = [getattr(layer, "gamma", None), getattr(layer, "beta", None)]
+    ids = {id(p) for p in params if p is not None}
+    return bool(layer.trainable_weights) and all(id(w) in ids for w in layer.trainable_weights)
+
+
+def _axes(layer: Any, rank: int) -> list[int]:
+    axis = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    return sorted(a % rank for a in axis)
+
+
+def per_example_grads(layer: Any, a: tf.Tensor, g: tf.Tensor) -> list[tf.Tensor]:
+    """Example-by-example gradients ``(batch, *w.shape)`` of ``layer.trainable_weights``."""
+    gamma, beta = getattr(layer, "gamma", None), getattr(layer, "beta", None)
+    g = tf.cast(g, tf.float32)
+    rank = g.shape.rank
+    keep = _axes(layer, rank)
+    summed = [ax for ax in range(1, rank) if ax not in keep]
+    out = {}
+    if beta is not None:
+        out[id(beta)] = tf.reduce_sum(g, axis=summed)
+    if gamma is not None:
+        mapping = [(gamma, tf.ones_like(gamma.value))] + ([(beta, tf.zeros_like(beta.value))] if beta is not None else [])
+        kwargs = {"training": False} if getattr(layer, "_call_has_training_arg", False) else {}
+        with keras.StatelessScope(state_mapping=mapping):
+            x_hat = type(layer).call(layer, a, **kwargs)  # the class's call: also when intercepted
+        out[id(gamma)] = tf.reduce_sum(tf.cast(x_hat, tf.float32) * g, axis=summed)
+    batch = tf.shape(g)[0]
+    return [tf.reshape(out[id(w)], tf.concat([[batch], w.shape], 0)) for w in layer.trainable_weights]
+
+
+def moments(layer: Any, inputs: Sequence[tf.Tensor], grads: Sequence[tf.Tensor], moment: str) -> list[tf.Tensor]:
+    """``sum_i f(per-example gradient)`` of gamma and beta, summed over the layer's calls first."""
+    per_call = [per_example_grads(layer, a, g) for a, g in zip(inputs, grads, strict=True)]
+    totals = [tf.add_n(list(parts)) for parts in zip(*per_call, strict=True)]
+    return [tf.reduce_sum(apply_moment(t, moment), axis=0) for t in totals]

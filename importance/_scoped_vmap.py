@@ -1,0 +1,83 @@
+"""Per-example moments of one layer's weights, vectorised over examples for that layer only.
+
+For a layer without a closed form (recurrent, custom, grouped or 3-D convolutions, a layer called
+several times) the engine keeps the layer's inputs ``a`` and watches its outputs ``z`` during
+its own forward pass; one backward pass of the summed objective gives ``g = d objective / d z``
+for every example at once (example ``i`` only affects ``objective_i``). Example ``i``'s gradient
+w.r.t. the layer's weights ``w`` is then the vector-Jacobian product
+``d <z(a_i; w), g_i> / d w``, summed over the layer's calls *before* the moment is taken.
+``tf.vectorized_map`` forms it for all examples at once: only this layer is re-run per example,
+not the whole model, and no Jacobian of the whole batch is formed.
+
+This is the per-layer form of the ``vmap`` method (Dangel, Kunstner & Hennig, "BackPACK:
+Packing more into backprop", ICLR 2020, use the same split of the backward pass at a layer's
+output); its memory is one batch of per-example gradients of this layer's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from importance._moments import apply_moment
+
+# A layer call as the engine saw it: the flat tensors that carry the batch axis, and a function
+# that recomputes the watched outputs (a flat list) from such tensors.
+Call = tuple[list[tf.Tensor], Callable[[list[tf.Tensor]], list[tf.Tensor]]]
+
+ATTENTION_LAYERS = tuple(
+    getattr(keras.layers, name)
+    for name in ("MultiHeadAttention", "GroupedQueryAttention")
+    if hasattr(keras.layers, name)
+)
+
+
+def attention_layers(layer: Any) -> list[Any]:
+    """The attention layers in ``layer`` (itself included).
+
+    ``tf.vectorized_map`` over a Keras ``MultiHeadAttention`` kills the process inside
+    TensorFlow on oneDNN CPU builds (TF 2.21; a segmentation fault, not an exception), so callers
+    check for these layers before vectorising a model or a layer over examples.
+    """
+    flatten = getattr(layer, "_flatten_layers", None)
+    layers = list(flatten(include_self=True)) if flatten is not None else [layer]
+    return [item for item in layers if isinstance(item, ATTENTION_LAYERS)]
+
+
+def moments(
+    variables: Sequence[Any],
+    calls: Sequence[Call],
+    grads: Sequence[Sequence[tf.Tensor]],
+    moment: str,
+) -> list[tf.Tensor]:
+    """``sum_i f(sum_calls d <z_c(a_ci), g_ci> / d w)`` for each of ``variables``.
+
+    Args:
+        variables: The layer's trainable variables to differentiate.
+        calls: The layer's calls in this forward pass (see ``Call``).
+        grads: Per call, the gradients of the summed objective w.r.t. that call's outputs.
+        moment: ``"square"`` or ``"abs"``.
+
+    Returns:
+        One tensor per variable, summed over examples.
+    """
+    sizes = [len(inputs) for inputs, _ in calls]
+    flat = [t for inputs, _ in calls for t in inputs] + [g for gs in grads for g in gs]
+
+    def one(elems: list[tf.Tensor]) -> list[tf.Tensor]:
+        with tf.GradientTape() as tape:
+            total, start, g_start = tf.constant(0.0), 0, sum(sizes)
+            for (_, forward), size, gs in zip(calls, sizes, grads, strict=True):
+                outs = forward([t[None] for t in elems[start : start + size]])
+                start += size
+                for out, g in zip(outs, elems[g_start : g_start + len(gs)], strict=True):
+                    total += tf.reduce_sum(tf.cast(out, tf.float32) * g[None])
+                g_start += len(gs)
+        per_example = tape.gradient(total, list(variables), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return [apply_moment(p, moment) for p in per_example]
+
+    per_example = tf.vectorized_map(one, flat)
+    return [tf.reduce_sum(p, axis=0) for p in per_example]

@@ -1,0 +1,233 @@
+"""Per-example moments of the layers beyond Dense/Conv (norms, Embedding, EinsumDense and
+attention, shared layers, recurrent and other convolutions) against the per-example loop."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from importance import _factorized, _scoped_vmap
+from importance.per_example import per_example_moment
+
+TOL = 1e-5
+BATCH = 5
+CLASSES = 3
+
+
+def _rel_err(got: list, ref: list) -> float:
+    got = np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in got])
+    ref = np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in ref])
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+def _log_likelihood(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    return tf.gather(tf.nn.log_softmax(outputs), targets, axis=1, batch_dims=1)
+
+
+def _check(model, x, monkeypatch, *, moment="square", vmapped=0):
+    """Engine vs loop; the whole-batch jacobian must not run, and exactly ``vmapped`` layers
+    may take the per-layer vectorised path (no closed form)."""
+    scoped = []
+    original = _scoped_vmap.moments
+
+    def counting(*args, **kwargs):
+        scoped.append(1)
+        return original(*args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the whole-batch jacobian ran")
+
+    monkeypatch.setattr(_factorized, "_jacobian_moments", refuse)
+    monkeypatch.setattr(_scoped_vmap, "moments", counting)
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    got = per_example_moment(model, x, _log_likelihood, moment=moment, method="auto", targets=y)
+    monkeypatch.undo()
+    ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
+    assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in model.trainable_weights]
+    assert _rel_err(got, ref) <= TOL
+    assert len(scoped) == vmapped
+    return got
+
+
+def _randomise(model, seed=0):
+    """Random (not initial) values for every weight, moving statistics included."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        value = rng.normal(size=w.shape).astype(np.float32)
+        w.assign(np.abs(value) + 0.5 if "variance" in w.path else value)
+    return model
+
+
+def _head(h):
+    return keras.layers.Dense(CLASSES)(keras.layers.Flatten()(h))
+
+
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_norm_layers_closed_form(moment, monkeypatch):
+    inputs = keras.Input((4, 4, 3))
+    h = keras.layers.Conv2D(4, 2, padding="same")(inputs)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.BatchNormalization(axis=1, center=False)(h)
+    h = keras.layers.LayerNormalization()(h)
+    h = keras.layers.LayerNormalization(axis=[1, 2], scale=False)(h)
+    h = keras.layers.GroupNormalization(groups=2)(keras.layers.Activation("tanh")(h))
+    model = _randomise(keras.Model(inputs, _head(h)))
+    _check(model, tf.random.normal([BATCH, 4, 4, 3], seed=1), monkeypatch, moment=moment)
+
+
+@settings(deadline=None, max_examples=4, derandomize=True)
+@given(
+    length=st.integers(1, 4),
+    width=st.integers(1, 4),
+    kind=st.sampled_from(["batch", "layer", "rms"]),
+)
+def test_norm_layers_random_shapes(length, width, kind):
+    norm = {
+        "batch": lambda: keras.layers.BatchNormalization(),
+        "layer": lambda: keras.layers.LayerNormalization(),
+        "rms": lambda: keras.layers.LayerNormalization(rms_scaling=True),
+    }[kind]()
+    model = _randomise(keras.Sequential([keras.Input((length, width)), norm, keras.layers.Flatten(),
+                                         keras.layers.Dense(CLASSES)]), seed=length)
+    x = tf.random.normal([BATCH, length, width], seed=2)
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    got = _factorized.per_example_moment(model, x, _log_likelihood, targets=y)
+    ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
+    assert _rel_err(got, ref) <= TOL
+
+
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_embedding_with_repeated_and_shared_tokens(moment, monkeypatch):
+    ids = keras.Input((6,), dtype="int32")
+    table = keras.layers.Embedding(7, 4)
+    h = keras.layers.Concatenate()([table(ids), table(keras.layers.Lambda(lambda t: t[:, ::-1])(ids))])
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = _randomise(keras.Model(ids, keras.layers.Dense(CLASSES)(h)))
+    x = tf.constant(np.random.default_rng(0).integers(0, 4, size=(BATCH, 6)), tf.int32)  # repeats
+    _check(model, x, monkeypatch, moment=moment)
+
+
+@settings(deadline=None, max_examples=4, derandomize=True)
+@given(vocabulary=st.integers(2, 9), length=st.integers(1, 5), dim=st.integers(1, 3))
+def test_embedding_random_shapes(vocabulary, length, dim):
+    model = _randomise(keras.Sequential([keras.Input((length,), dtype="int32"), keras.layers.Embedding(vocabulary, dim),
+                                         keras.layers.Flatten(), keras.layers.Dense(CLASSES)]))
+    x = tf.constant(np.random.default_rng(length).integers(0, vocabulary, size=(BATCH, length)), tf.int32)
+    got = _factorized.per_example_moment(model, x, lambda o: tf.reduce_sum(o**2, -1), moment="abs")
+    ref = per_example_moment(model, x, lambda o: tf.reduce_sum(o**2, -1), moment="abs", method="loop")
+    assert _rel_err(got, ref) <= TOL
+
+
+def test_shared_dense_sums_calls_before_the_moment(monkeypatch):
+    shared = keras.layers.Dense(5, activation="tanh")
+    inputs = keras.Input((5,))
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES)(shared(shared(inputs))))
+    _check(model, tf.random.normal([BATCH, 5], seed=3), monkeypatch)
+
+
+def test_shared_separable_conv_is_vectorised_over_its_calls(monkeypatch):
+    shared = keras.layers.SeparableConv2D(2, 2, padding="same", activation="tanh")
+    inputs = keras.Input((4, 4, 2))
+    model = _randomise(keras.Model(inputs, _head(shared(shared(inputs)))))
+    _check(model, tf.random.normal([BATCH, 4, 4, 2], seed=3), monkeypatch, vmapped=1)
+
+
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_attention_and_transformer_encoder(moment, monkeypatch):
+    tokens = keras.Input((6,), dtype="int32")
+    h = keras.layers.Embedding(11, 8)(tokens)
+    attended = keras.layers.MultiHeadAttention(2, 4)(h, h)
+    h = keras.layers.LayerNormalization()(keras.layers.Add()([h, attended]))
+    h = keras.layers.LayerNormalization()(keras.layers.Add()([h, keras.layers.Dense(8)(keras.layers.Dense(12, activation="relu")(h))]))
+    model = keras.Model(tokens, keras.layers.Dense(CLASSES)(keras.layers.GlobalAveragePooling1D()(h)))
+    x = tf.constant(np.random.default_rng(1).integers(0, 11, size=(BATCH, 6)), tf.int32)
+    _check(model, x, monkeypatch, moment=moment)
+
+
+def test_vmap_refuses_attention_with_a_clear_error():
+    inputs = keras.Input((4, 8))
+    model = keras.Model(inputs, keras.layers.MultiHeadAttention(2, 4)(inputs, inputs))
+    with pytest.raises(ValueError, match="method='vmap'.*MultiHeadAttention"):
+        per_example_moment(model, tf.zeros([2, 4, 8]), lambda o: tf.reduce_sum(o, [1, 2]), method="vmap")
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        [keras.layers.Conv2D(3, 2, data_format="channels_first", activation="relu"),
+         keras.layers.Conv2D(2, 2, padding="same", data_format="channels_first")],
+        [keras.layers.Conv1D(3, 2, padding="causal", data_format="channels_first")],
+    ],
+    ids=["conv2d", "conv1d-causal"],
+)
+def test_channels_first_conv_closed_form(layers, monkeypatch):
+    shape = (2, 5, 4) if isinstance(layers[0], keras.layers.Conv2D) else (2, 6)
+    model = keras.Sequential([keras.Input(shape), *layers, keras.layers.Flatten(), keras.layers.Dense(CLASSES)])
+    _check(model, tf.random.normal([BATCH, *shape], seed=4), monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("shape", "layer"),
+    [
+        ((5, 5, 4), keras.layers.Conv2D(4, 2, groups=2)),
+        ((4, 4, 2), keras.layers.Conv2DTranspose(2, 2, strides=2)),
+        ((2, 3), keras.layers.LSTM(3, return_sequences=True)),  # pfor of an RNN traces slowly
+    ],
+    ids=["groups", "transpose", "lstm"],
+)
+def test_layers_without_closed_form_are_vectorised_on_their_own(shape, layer, monkeypatch):
+    model = keras.Sequential([keras.Input(shape), layer, keras.layers.Flatten(), keras.layers.Dense(CLASSES)])
+    _check(model, tf.random.normal([BATCH, *shape], seed=5), monkeypatch, vmapped=1)
+
+
+@settings(deadline=None, max_examples=5, derandomize=True)
+@given(
+    size=st.integers(3, 6),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    multiplier=st.integers(1, 2),
+    padding=st.sampled_from(["valid", "same"]),
+    separable=st.booleans(),
+)
+def test_depthwise_and_separable_random_shapes(size, kernel, stride, multiplier, padding, separable):
+    options = {"strides": stride, "padding": padding, "depth_multiplier": multiplier, "activation": "tanh"}
+    layer = keras.layers.SeparableConv2D(3, kernel, **options) if separable else keras.layers.DepthwiseConv2D(kernel, **options)
+    model = _randomise(keras.Sequential([keras.Input((size, size, 2)), layer, keras.layers.Flatten(),
+                                         keras.layers.Dense(CLASSES)]), seed=size)
+    x = tf.random.normal([BATCH, size, size, 2], seed=6)
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    for moment in ("square", "abs"):
+        got = _factorized.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
+        ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
+        assert _rel_err(got, ref) <= TOL
+
+
+@settings(deadline=None, max_examples=4, derandomize=True)
+@given(
+    size=st.integers(3, 5),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    channels=st.integers(1, 2),
+    padding=st.sampled_from(["valid", "same"]),
+)
+def test_conv3d_random_shapes(size, kernel, stride, channels, padding):
+    layer = keras.layers.Conv3D(2, kernel, strides=stride, padding=padding, activation="tanh")
+    model = _randomise(keras.Sequential([keras.Input((size, 4, 3, channels)), layer, keras.layers.Flatten(),
+                                         keras.layers.Dense(CLASSES)]), seed=size)
+    x = tf.random.normal([BATCH, size, 4, 3, channels], seed=7)
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    got = _factorized.per_example_moment(model, x, _log_likelihood, targets=y)
+    ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
+    assert _rel_err(got, ref) <= TOL
+
+
+def test_task_resnet_bn_takes_closed_forms_only(monkeypatch):
+    """The mnist5k.resnet_bn architecture (tiny): convs and BatchNorms, no vmap, no jacobian."""
+    from tasks import models
+
+    model = _randomise(models.resnet_bn((6, 6, 1), CLASSES, filters=2, blocks=1, seed=0))
+    _check(model, tf.random.normal([BATCH, 6, 6, 1], seed=8), monkeypatch)
