@@ -22,6 +22,7 @@ import _study
 import numpy as np
 import pandas as pd
 import pytest
+from _session import bench_session_of
 
 from reports.records import LEVELS
 
@@ -36,7 +37,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     import importance as imp
 
     config = metafunc.config
-    plan: _study.Plan = config._bench_plan
+    plan: _study.Plan = bench_session_of(config).plan
     measures = imp.available_measures()
     grouped = config.pluginmanager.hasplugin("xdist")
     params = []
