@@ -57,7 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-report-dir",
         default=None,
         metavar="DIR",
-        help="Benchmarks: where leaderboard.md, results.csv/.jsonl and plots go (default: reports/).",
+        help="Benchmarks: where leaderboard.md, results.csv/.jsonl and plots go (default: results/).",
     )
     group.addoption(
         "--allow-network",

@@ -24,8 +24,6 @@ from typing import Any
 import _study
 import pytest
 
-DEFAULT_REPORT_DIR = "reports"
-
 
 class BenchSession:
     """The options of one benchmark run, its plan, its record writer and its study.
@@ -49,7 +47,9 @@ class BenchSession:
         tasks = config.getoption("--bench-tasks")
         self.plan = _study.make_plan(full=full, seeds=seeds, tasks=_parse_tasks(tasks))
         option = config.getoption("--bench-report-dir")
-        self.report_dir = pathlib.Path(option).resolve() if option else config.rootpath / DEFAULT_REPORT_DIR
+        from reports import DEFAULT_OUTPUT_DIR
+
+        self.report_dir = pathlib.Path(option).resolve() if option else config.rootpath / DEFAULT_OUTPUT_DIR
         self.worker = config.workerinput["workerid"] if hasattr(config, "workerinput") else "main"
         self.run_dir: pathlib.Path | None = None  # set by the controller or the xdist worker input
         self.summary: str | None = None

@@ -37,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
     else:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
         session.run_dir = session.report_dir / "out" / f"{stamp}-{os.getpid()}"
+        session.report_dir.mkdir(parents=True, exist_ok=True)  # also for --benchmark-json=results/...
         if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "") == "load":
             config.option.dist = "loadgroup"
     config.stash[SESSION_KEY] = session

@@ -45,6 +45,9 @@ LEVELS = ("weight", "unit", "layer")  # report order; the same names as importan
 DEFAULT_SCOPE = "global"
 DEFAULT_REPLACE = "noise"
 BASELINE = "random"
+# Where benchmark runs and ``python -m reports`` write by default: outside the source packages,
+# relative to the working directory (the repository root), like pytest-benchmark's .benchmarks/.
+DEFAULT_OUTPUT_DIR = "results"
 
 CURVE_KEYS = ("measure", "task", "variant", "level", "scope", "replace", "seed")
 POINT_KEYS = (*CURVE_KEYS, "threshold")
