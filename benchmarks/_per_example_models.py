@@ -29,13 +29,17 @@ import importance as imp
 from importance.data import iter_batches
 
 BATCH = 128
-METHODS = ("plain", "loop", "vmap", "shortcut", "factorized")
-MEASURES = ("fisher_empirical", "fisher_sampled", "fisher_exact", "mas")
+# The ways of computing a moment that are timed side by side (not importance.per_example.METHODS:
+# "plain" and "shortcut" are reference passes, the other three are per-example methods).
+WAYS = ("plain", "loop", "vmap", "shortcut", "factorized")
+# Registry names; ``fisher`` is the Fisher with exact labels.
+MEASURES = ("fisher_empirical", "fisher_sampled", "fisher", "mas")
+EXACT = "fisher"
 SIZES = {"mlp": 2048, "cnn": 1024}
 # Slow methods are timed on the first examples only and scaled up linearly (their cost is linear
 # in N by construction: one gradient per example, or one vmap per batch). Errors are measured
 # against the loop on its examples.
-LOOP_EXAMPLES = {"fisher_exact": 8}  # ten classes, ten gradients per example
+LOOP_EXAMPLES = {EXACT: 8}  # ten classes, ten gradients per example
 LOOP_EXAMPLES_DEFAULT = 32
 VMAP_EXAMPLES = BATCH
 
@@ -45,7 +49,7 @@ def timed_examples(measure: str, method: str, n: int) -> int:
     if method == "loop":
         return LOOP_EXAMPLES.get(measure, LOOP_EXAMPLES_DEFAULT)
     if method == "vmap":
-        return VMAP_EXAMPLES // 4 if measure == "fisher_exact" else VMAP_EXAMPLES
+        return VMAP_EXAMPLES // 4 if measure == EXACT else VMAP_EXAMPLES
     return n
 
 
@@ -115,9 +119,7 @@ def runner(model: Any, measure: str, method: str) -> Callable[[Any], list[np.nda
     """``data -> scores`` for one method (scores are means over examples, as the measures give)."""
     if method in ("plain", "shortcut"):
         return lambda data: gradient_pass(model, data, measure, mode=method)
-    name, options = ("mas", {}) if measure == "mas" else ("fisher", {"labels": measure.split("_")[1]})
-    options["method"] = method
-    return lambda data: imp.compute_importance(name, model, data, batch_size=BATCH, **options)
+    return lambda data: imp.compute_importance(measure, model, data, batch_size=BATCH, method=method)
 
 
 def rel_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:

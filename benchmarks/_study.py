@@ -23,10 +23,12 @@ from reports.records import (
     DEFAULT_SCOPE,
     curve_point_records,
     failure_record,
+    task_label,
     timing_record,
 )
 
 DEFAULT_TREATMENT = (DEFAULT_SCOPE, DEFAULT_REPLACE)
+__all__ = ["DEFAULT_TREATMENT", "Plan", "Study", "Subject", "make_plan", "task_label"]
 # On `planted` these must beat `random` (paired over seeds); elsewhere rankings are only reported.
 INFORMED = ("magnitude", "mas", "si")
 INFORMED_PREFIX = "fisher"
@@ -82,11 +84,6 @@ def make_plan(
     if tasks:
         plan = dataclasses.replace(plan, tasks=tuple(tasks))
     return plan
-
-
-def task_label(task: str, variant: str | None) -> str:
-    """``mnist5k`` for the default variant, ``mnist5k.cnn`` otherwise (as in test ids)."""
-    return task if variant is None else f"{task}.{variant}"
 
 
 def is_informed(measure: str) -> bool:

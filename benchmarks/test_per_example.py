@@ -2,7 +2,7 @@
 
 pytest-benchmark group ``per-example``. For each device (CPU always, GPU when TensorFlow sees
 one), model (784-128-10 MLP on N=2048, small CNN on N=1024; MNIST, batch 128, trained one epoch)
-and measure (Fisher with empirical / sampled / exact labels, MAS) the five methods run in this
+and measure (registry names: ``fisher_empirical``, ``fisher_sampled``, ``fisher`` (exact labels), ``mas``) the five methods run in this
 order in one session, so that every ratio compares timings from the same run:
 
 * ``plain``: one gradient pass of the summed objective (the cost floor);
@@ -26,8 +26,9 @@ import tensorflow as tf
 from _devices import NO_GPU_REASON, device_name
 from _per_example_models import (
     BATCH,
+    EXACT,
     MEASURES,
-    METHODS,
+    WAYS,
     Interleaved,
     build,
     manual_median,
@@ -51,7 +52,7 @@ CASES = [
     for device in ("CPU", "GPU")
     for model in ("mlp", "cnn")
     for measure in MEASURES
-    for method in METHODS
+    for method in WAYS
 ]
 
 
@@ -98,7 +99,7 @@ def test_per_example(benchmark, bench_plan, state, device, model_name, measure, 
     n_timed = timed_examples(measure, method, n)
     timed = subset(data, n_timed)
     fn = runner(model, measure, method)
-    exact = measure == "fisher_exact"
+    exact = measure == EXACT
     rounds = 1 if slow else (ROUNDS_FULL if full else ROUNDS[model_name][exact])
 
     with tf.device(f"/{device}:0"):

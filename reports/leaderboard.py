@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from reports import markdown, tables
-from reports.records import atomic_write_text
+from reports.records import atomic_write_text, task_label
 
 
 def merge_meta(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def merge_meta(records: list[dict[str, Any]]) -> dict[str, Any]:
     points = [r for r in records if r["kind"] == "point"]
     merged["seeds"] = sorted({int(r["seed"]) for r in points})
     merged["thresholds"] = sorted({float(r["threshold"]) for r in points})
-    merged["tasks"] = sorted({r["task"] + (f" ({r['variant']})" if r.get("variant") else "") for r in points})
+    merged["tasks"] = sorted({task_label(r["task"], r.get("variant")) for r in points})
     return merged
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from reports.records import task_label
 from reports.scoring import SAFE_ACCURACY_DROP, SIGNIFICANCE_LEVEL
 
 _SPECIAL = re.compile(r"([\\`*\[\]<>|#])")
@@ -51,7 +52,7 @@ def seconds(value: Any) -> str:
 
 def section_title(section: dict[str, Any]) -> str:
     """``planted · weight · global, noise`` (escaped)."""
-    task = section["task"] + (f" ({section['variant']})" if section.get("variant") else "")
+    task = task_label(section["task"], section.get("variant"))
     return escape(f"{task} · {section['level']} · {section['scope']} scope, {section['replace']} replacement")
 
 
@@ -94,7 +95,7 @@ def device_section(frame: pd.DataFrame) -> str:
     headers = ["task", "measure", "device", "device name", "examples", "time", "runs"]
     rows = []
     for _, r in frame.iterrows():
-        task = r["task"] + (f" ({r['variant']})" if r.get("variant") else "")
+        task = task_label(r["task"], r.get("variant"))
         rows.append([escape(task), escape(r["measure"]), escape(r["device"]), escape(r["device_name"]),
                      str(int(r["examples"])), seconds(r["seconds"]), str(int(r["runs"]))])
     return table(headers, rows, align="llllrrr")

@@ -49,6 +49,17 @@ BASELINE = "random"
 # relative to the working directory (the repository root), like pytest-benchmark's .benchmarks/.
 DEFAULT_OUTPUT_DIR = "results"
 
+
+
+def task_label(task: str, variant: str | None = None) -> str:
+    """The one spelling of a task and its model variant: ``mnist5k`` or ``mnist5k.cnn``.
+
+    The same as ``--bench-tasks`` accepts and the benchmark ids use; None or ``""`` means the
+    task alone (its default variant).
+    """
+    return f"{task}.{variant}" if variant else task
+
+
 CURVE_KEYS = ("measure", "task", "variant", "level", "scope", "replace", "seed")
 POINT_KEYS = (*CURVE_KEYS, "threshold")
 
