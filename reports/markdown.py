@@ -57,10 +57,10 @@ def section_title(section: dict[str, Any]) -> str:
 
 
 def leaderboard_section(frame: pd.DataFrame) -> str:
-    """One ranked table: rank, measure, score with 95% CI, safe fraction, lift, compute time."""
+    """One ranked table: rank, measure, robustness score with 95% CI, safe fraction, lift, compute time."""
     rows = []
     for _, r in frame.iterrows():
-        if pd.isna(r.get("score")):
+        if pd.isna(r.get("robustness")):
             rows.append(["–", escape(r["measure"]), f"failed: {escape(_short(r['error']))}",
                          "–", "–", "–", "–"])
             continue
@@ -71,7 +71,7 @@ def leaderboard_section(frame: pd.DataFrame) -> str:
         name = escape(r["measure"])
         if r.get("error"):
             name += f" (failed on some seeds: {escape(_short(r['error']))})"
-        rows.append([str(int(r["rank"])), name, number(r["score"]), interval,
+        rows.append([str(int(r["rank"])), name, number(r["robustness"]), interval,
                      number(r["safe"], 2), lift, seconds(r.get("seconds"))])
     headers = ["rank", "measure", "robustness score ↓", "95% CI", "largest safe fraction",
                "lift over random", "compute time"]
