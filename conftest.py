@@ -2,7 +2,8 @@
 
 Applies to both ``tests/`` and ``benchmarks/``. Suite options:
 
-* ``--quick`` (default) / ``--full``: size of the benchmark study (seeds, thresholds, tasks).
+* ``--quick`` (default) / ``--full``: size of the benchmark study (seeds, thresholds, tasks);
+  parsed with the other benchmark options by ``benchmarks/_session.py``.
 * ``--bench-seeds``, ``--bench-tasks``, ``--bench-report-dir``: narrow or redirect a benchmark run.
 * ``--allow-network``: lift the guard that fails any test opening a network socket.
 """
@@ -76,7 +77,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--quick",
         action="store_true",
         default=False,
-        help="Run the quick study (the default; given for symmetry with --full).",
+        help="Run the quick study: 3 seeds, thresholds in tenths, the 4 offline tasks, fewer "
+        "timing rounds (the default; excludes --full).",
     )
     group.addoption(
         "--bench-seeds",
@@ -96,7 +98,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-report-dir",
         default=None,
         metavar="DIR",
-        help="Benchmarks: where leaderboard.md, results.csv/.jsonl and plots go (default: reports/).",
+        help="Benchmarks: where leaderboard.md, results.csv/.jsonl and plots go (default: results/).",
     )
     group.addoption(
         "--allow-network",
@@ -107,8 +109,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if config.getoption("--full") and config.getoption("--quick"):
-        raise pytest.UsageError("--quick and --full exclude each other.")
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()

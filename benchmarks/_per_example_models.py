@@ -29,17 +29,21 @@ import importance as imp
 from importance.data import iter_batches
 
 BATCH = 128
-METHODS = ("plain", "loop", "vmap", "shortcut", "factorized")
-MEASURES = ("fisher_empirical", "fisher_sampled", "fisher_exact", "mas")
+# The ways of computing a moment that are timed side by side (not importance.per_example.METHODS:
+# "plain" and "shortcut" are reference passes, the other three are per-example methods).
+WAYS = ("plain", "loop", "vmap", "shortcut", "factorized")
+# Registry names; ``fisher`` is the Fisher with exact labels.
+MEASURES = ("fisher_empirical", "fisher_sampled", "fisher", "mas")
+EXACT = "fisher"
 # Optimal Brain Damage (1/2 F w^2 on the exact Fisher): timed against the plain pass only, with
 # its factorised Fisher checked against the loop like the others.
-OBD_METHODS = ("plain", "factorized")
-EXACT_LABELS = ("fisher_exact", "obd")  # one backward pass per class
+OBD_WAYS = ("plain", "factorized")
+EXACT_LABELS = (EXACT, "obd")  # one backward pass per class
 SIZES = {"mlp": 2048, "cnn": 1024}
 # Slow methods are timed on the first examples only and scaled up linearly (their cost is linear
 # in N by construction: one gradient per example, or one vmap per batch). Errors are measured
 # against the loop on its examples.
-LOOP_EXAMPLES = {"fisher_exact": 8, "obd": 8}  # ten classes, ten gradients per example
+LOOP_EXAMPLES = {EXACT: 8, "obd": 8}  # ten classes, ten gradients per example
 LOOP_EXAMPLES_DEFAULT = 32
 VMAP_EXAMPLES = BATCH
 
@@ -119,12 +123,7 @@ def runner(model: Any, measure: str, method: str) -> Callable[[Any], list[np.nda
     """``data -> scores`` for one method (scores are means over examples, as the measures give)."""
     if method in ("plain", "shortcut"):
         return lambda data: gradient_pass(model, data, measure, mode=method)
-    if measure in ("mas", "obd"):
-        name, options = measure, {}
-    else:
-        name, options = "fisher", {"labels": measure.split("_")[1]}
-    options["method"] = method
-    return lambda data: imp.compute_importance(name, model, data, batch_size=BATCH, **options)
+    return lambda data: imp.compute_importance(measure, model, data, batch_size=BATCH, method=method)
 
 
 def rel_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:

@@ -23,10 +23,12 @@ from reports.records import (
     DEFAULT_SCOPE,
     curve_point_records,
     failure_record,
+    task_label,
     timing_record,
 )
 
 DEFAULT_TREATMENT = (DEFAULT_SCOPE, DEFAULT_REPLACE)
+__all__ = ["DEFAULT_TREATMENT", "Plan", "Study", "Subject", "make_plan", "task_label"]
 # On `planted` these must beat `random` (paired over seeds); elsewhere rankings are only reported.
 INFORMED = ("magnitude", "mas", "si", "obd", "snip", "lamp", "synflow", "wanda", "hessian_diag")
 INFORMED_PREFIX = "fisher"
@@ -55,8 +57,13 @@ class Plan:
         return (DEFAULT_TREATMENT,)
 
 
-def make_plan(*, full: bool, seeds: int | None = None, tasks: str | None = None) -> Plan:
-    """The quick plan (default) or the full one, narrowed by ``--bench-seeds``/``--bench-tasks``."""
+def make_plan(
+    *, full: bool, seeds: int | None = None, tasks: tuple[tuple[str, str | None], ...] | None = None
+) -> Plan:
+    """The quick plan (default) or the full one, narrowed to seeds ``0 .. seeds-1`` and ``tasks``.
+
+    The options are checked by the benchmark session (:mod:`_session`).
+    """
     if full:
         plan = Plan(
             mode="full", seeds=tuple(range(5)), thresholds=tuple(round(0.05 * i, 2) for i in range(21)),
@@ -73,21 +80,10 @@ def make_plan(*, full: bool, seeds: int | None = None, tasks: str | None = None)
             extra_treatment_tasks=("planted",), measure_examples=512,
         )
     if seeds is not None:
-        if seeds < 1:
-            raise ValueError(f"--bench-seeds must be at least 1. Received: {seeds}")
         plan = dataclasses.replace(plan, seeds=tuple(range(seeds)))
     if tasks:
-        chosen = []
-        for item in tasks.split(","):
-            name, _, variant = item.strip().partition(".")
-            chosen.append((name, variant or None))
-        plan = dataclasses.replace(plan, tasks=tuple(chosen))
+        plan = dataclasses.replace(plan, tasks=tuple(tasks))
     return plan
-
-
-def task_label(task: str, variant: str | None) -> str:
-    """``mnist5k`` for the default variant, ``mnist5k.cnn`` otherwise (as in test ids)."""
-    return task if variant is None else f"{task}.{variant}"
 
 
 def is_informed(measure: str) -> bool:

@@ -22,6 +22,7 @@ import _study
 import numpy as np
 import pandas as pd
 import pytest
+from _session import bench_session_of
 
 from reports.records import LEVELS
 
@@ -36,7 +37,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     import importance as imp
 
     config = metafunc.config
-    plan: _study.Plan = config._bench_plan
+    plan: _study.Plan = bench_session_of(config).plan
     measures = imp.available_measures()
     grouped = config.pluginmanager.hasplugin("xdist")
     params = []
@@ -155,17 +156,17 @@ def test_beats_random(study, measure, task, variant, level):
     from reports.records import BASELINE
     from reports.scoring import lift, robustness_score
 
-    scores: dict[str, list[float]] = {measure: [], BASELINE: []}
+    robustness: dict[str, list[float]] = {measure: [], BASELINE: []}
     for seed in study.plan.seeds:
         subject = study.subject(task, variant, seed)
-        for name in scores:
+        for name in robustness:
             try:
                 frame = study.curve(name, subject, level, *_study.DEFAULT_TREATMENT).frame
             except _study.MeasureFailed as error:
                 pytest.fail(str(error), pytrace=False)
-            scores[name].append(robustness_score(frame["threshold"], frame["loss"],
+            robustness[name].append(robustness_score(frame["threshold"], frame["loss"],
                                                  num_classes=subject.task.num_classes, base_loss=subject.base_loss))
-    lifts = lift(scores[BASELINE], scores[measure]).tolist()
+    lifts = lift(robustness[BASELINE], robustness[measure]).tolist()
     assert all(lift > 0 for lift in lifts) and not math.isnan(sum(lifts)), (
         f"{measure} does not beat random on {task} at {level} level; lift per seed: "
         + ", ".join(f"{lift:+.4f}" for lift in lifts))

@@ -24,7 +24,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from importance import _factorized, _scoped_vmap
+from importance import _scoped_vmap
+from importance._factorized import per_example_moment as factorized_moment
+from importance._factorized import per_example_moment_sum as factorized_moment_sum
 from importance._moments import MOMENTS, Objective, apply_moment, check_moment
 from importance.checks import check_choice
 
@@ -73,7 +75,7 @@ def per_example_moment(
     check_moment(moment)
     check_method(method)
     if method in ("auto", "factorized"):
-        return _factorized.per_example_moment(model, x, objective, moment=moment, targets=targets)
+        return factorized_moment(model, x, objective, moment=moment, targets=targets)
     if method == "loop":
         return _loop(model, x, objective, moment, targets)
     attention = _scoped_vmap.attention_layers(model)
@@ -112,7 +114,7 @@ def per_example_moment_sum(
     check_moment(moment)
     check_method(method)
     if method in ("auto", "factorized"):
-        return _factorized.per_example_moment_sum(model, x, objectives, moment=moment)
+        return factorized_moment_sum(model, x, objectives, moment=moment)
     total: list[tf.Tensor] | None = None
     for objective in objectives:
         with tf.control_dependencies(total or []):

@@ -18,11 +18,12 @@ the model's recorder to the measure as ``recorder=``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import inspect
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = [
     "load_plugins",
     "register_measure",
     "register_tracker",
+    "scoped",
     "track",
     "unregister_measure",
     "validate_scores",
@@ -197,6 +199,30 @@ def unregister_measure(name: str) -> None:
     if name not in _MEASURES:
         raise KeyError(_unknown_message(name))
     del _MEASURES[name]
+
+
+@contextlib.contextmanager
+def scoped(*, reload_plugins: bool = False) -> Iterator[None]:
+    """Undo, on exit, every registration made inside the block (for tests and notebooks).
+
+    Args:
+        reload_plugins: Also forget which entry-point plugins were loaded or failed, so that the
+            next read of the registry inside the block loads them again.
+    """
+    global _PLUGINS_LOADED
+    _ensure_loaded()
+    saved = (dict(_MEASURES), dict(_FAILED_PLUGINS), _PLUGINS_LOADED)
+    if reload_plugins:
+        _FAILED_PLUGINS.clear()
+        _PLUGINS_LOADED = False
+    try:
+        yield
+    finally:
+        _MEASURES.clear()
+        _MEASURES.update(saved[0])
+        _FAILED_PLUGINS.clear()
+        _FAILED_PLUGINS.update(saved[1])
+        _PLUGINS_LOADED = saved[2]
 
 
 def available_measures(*, online: bool | None = None) -> list[str]:

@@ -1,7 +1,7 @@
 """``python -m reports FILE... [--out DIR]``: rebuild the leaderboard from result files.
 
-Accepts the merged ``reports/results.jsonl`` of a run, the per-worker shards under
-``reports/out/<run>/``, or the files of several split runs; nothing is recomputed.
+Accepts the merged ``results/results.jsonl`` of a run, the per-worker shards under
+``results/out/<run>/``, or the files of several split runs; nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         "(JSON lines written by `pytest benchmarks`). Shards of a split run are merged.",
     )
     parser.add_argument("files", nargs="+", type=pathlib.Path, help="result files (.jsonl)")
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("reports"),
-                        help="output directory (default: ./reports)")
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(reports.DEFAULT_OUTPUT_DIR),
+                        help=f"output directory (default: ./{reports.DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--merged", type=pathlib.Path, default=None,
                         help="also write the merged records to this JSON-lines file")

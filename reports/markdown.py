@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from reports.records import task_label
 from reports.scoring import SAFE_ACCURACY_DROP, SIGNIFICANCE_LEVEL
 
 _SPECIAL = re.compile(r"([\\`*\[\]<>|#])")
@@ -51,15 +52,15 @@ def seconds(value: Any) -> str:
 
 def section_title(section: dict[str, Any]) -> str:
     """``planted · weight · global, noise`` (escaped)."""
-    task = section["task"] + (f" ({section['variant']})" if section.get("variant") else "")
+    task = task_label(section["task"], section.get("variant"))
     return escape(f"{task} · {section['level']} · {section['scope']} scope, {section['replace']} replacement")
 
 
 def leaderboard_section(frame: pd.DataFrame) -> str:
-    """One ranked table: rank, measure, score with 95% CI, safe fraction, lift, compute time."""
+    """One ranked table: rank, measure, robustness score with 95% CI, safe fraction, lift, compute time."""
     rows = []
     for _, r in frame.iterrows():
-        if pd.isna(r.get("score")):
+        if pd.isna(r.get("robustness")):
             rows.append(["–", escape(r["measure"]), f"failed: {escape(_short(r['error']))}",
                          "–", "–", "–", "–"])
             continue
@@ -70,7 +71,7 @@ def leaderboard_section(frame: pd.DataFrame) -> str:
         name = escape(r["measure"])
         if r.get("error"):
             name += f" (failed on some seeds: {escape(_short(r['error']))})"
-        rows.append([str(int(r["rank"])), name, number(r["score"]), interval,
+        rows.append([str(int(r["rank"])), name, number(r["robustness"]), interval,
                      number(r["safe"], 2), lift, seconds(r.get("seconds"))])
     headers = ["rank", "measure", "robustness score ↓", "95% CI", "largest safe fraction",
                "lift over random", "compute time"]
@@ -94,7 +95,7 @@ def device_section(frame: pd.DataFrame) -> str:
     headers = ["task", "measure", "device", "device name", "examples", "time", "runs"]
     rows = []
     for _, r in frame.iterrows():
-        task = r["task"] + (f" ({r['variant']})" if r.get("variant") else "")
+        task = task_label(r["task"], r.get("variant"))
         rows.append([escape(task), escape(r["measure"]), escape(r["device"]), escape(r["device_name"]),
                      str(int(r["examples"])), seconds(r["seconds"]), str(int(r["runs"]))])
     return table(headers, rows, align="llllrrr")

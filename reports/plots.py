@@ -9,12 +9,12 @@ import re
 
 import pandas as pd
 
-from reports.records import DEFAULT_REPLACE, DEFAULT_SCOPE, atomic_path
+from reports.records import DEFAULT_REPLACE, DEFAULT_SCOPE, atomic_path, task_label
 from reports.tables import LEVEL_ORDER
 
 
 def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pathlib.Path]:
-    """Write ``loss-<task>[-<variant>].png`` per task into ``out_dir``; return the paths.
+    """Write ``loss-<task>[.<variant>].png`` per task into ``out_dir``; return the paths.
 
     One row of panels per aggregation level, one column per (scope, replacement); one line per
     measure: the mean loss
@@ -58,11 +58,11 @@ def plot_tasks(points: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[pa
                               key=lambda hl: len(hl[1]))
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                    frameon=False)
-        name = f"{task} ({variant})" if variant else task
+        name = task_label(task, variant)
         fig.suptitle(f"{name}: loss vs threshold (mean over seeds, band = min–max; dashed = ln K)",
                      fontsize=11)
         fig.tight_layout()
-        path = out_dir / f"loss-{_slug(task)}{'-' + _slug(variant) if variant else ''}.png"
+        path = out_dir / f"loss-{_slug(name)}.png"
         save_figure(fig, path)
         plt.close(fig)
         written.append(path)

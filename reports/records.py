@@ -61,6 +61,20 @@ LEVELS = ("weight", "unit", "layer")  # report order; the same names as importan
 DEFAULT_SCOPE = "global"
 DEFAULT_REPLACE = "noise"
 BASELINE = "random"
+# Where benchmark runs and ``python -m reports`` write by default: outside the source packages,
+# relative to the working directory (the repository root), like pytest-benchmark's .benchmarks/.
+DEFAULT_OUTPUT_DIR = "results"
+
+
+
+def task_label(task: str, variant: str | None = None) -> str:
+    """The one spelling of a task and its model variant: ``mnist5k`` or ``mnist5k.cnn``.
+
+    The same as ``--bench-tasks`` accepts and the benchmark ids use; None or ``""`` means the
+    task alone (its default variant).
+    """
+    return f"{task}.{variant}" if variant else task
+
 
 # Kinds whose presence means a benchmark case finished (a run with none writes no leaderboard).
 RESULT_KINDS = ("point", "failure", "cam_training", "saliency", "explanation",

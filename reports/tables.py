@@ -44,14 +44,14 @@ def curves_frame(points: pd.DataFrame) -> pd.DataFrame:
         base_loss = _first(curve, "base_loss")
         base_acc = _first(curve, "base_accuracy")
         try:
-            row["score"] = robustness_score(
+            row["robustness"] = robustness_score(
                 curve["threshold"], curve["loss"], num_classes=k, base_loss=base_loss
             )
         except ValueError:
-            row["score"] = math.nan
+            row["robustness"] = math.nan
         row["safe"] = safe_fraction(curve["threshold"], curve["accuracy"], base_accuracy=base_acc)
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*CURVE_KEYS, "score", "safe"])
+    return pd.DataFrame(rows, columns=[*CURVE_KEYS, "robustness", "safe"])
 
 
 def _first(curve: pd.DataFrame, column: str) -> float | None:
@@ -70,9 +70,9 @@ def compute_times(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], f
 
 
 def section_tables(curves: pd.DataFrame, records: list[dict[str, Any]]) -> list[tuple[dict, pd.DataFrame]]:
-    """Leaderboard sections: per (task, variant, level, scope, replace), measures ranked by score.
+    """Leaderboard sections: per (task, variant, level, scope, replace), measures ranked by robustness score.
 
-    Each table has columns rank, measure, score, low, high, seeds, safe, lift, lift_p,
+    Each table has columns rank, measure, robustness (the mean robustness score), low, high, seeds, safe, lift, lift_p,
     significant, seconds, error (error is set for measures that failed on that task).
     """
     times = compute_times(records)
@@ -97,30 +97,30 @@ def section_tables(curves: pd.DataFrame, records: list[dict[str, Any]]) -> list[
 
 
 def _rank_section(curves: pd.DataFrame, section: dict, times: dict) -> pd.DataFrame:
-    base = curves[curves["measure"] == BASELINE].set_index("seed")["score"]
+    base = curves[curves["measure"] == BASELINE].set_index("seed")["robustness"]
     rows = []
     for measure, group in curves.groupby("measure", sort=True):
-        scores = group.set_index("seed")["score"].dropna()
-        row: dict[str, Any] = {"measure": measure, "seeds": int(scores.size), "error": ""}
-        if scores.empty:
+        values = group.set_index("seed")["robustness"].dropna()
+        row: dict[str, Any] = {"measure": measure, "seeds": int(values.size), "error": ""}
+        if values.empty:
             row["error"] = "no valid curve (untouched model at or above chance loss)"
             rows.append(row)
             continue
-        row["score"], row["low"], row["high"] = mean_interval(scores.to_numpy())
+        row["robustness"], row["low"], row["high"] = mean_interval(values.to_numpy())
         row["safe"] = float(group["safe"].mean())
-        paired = base.reindex(scores.index).dropna()
+        paired = base.reindex(values.index).dropna()
         if measure != BASELINE and not paired.empty:
-            mine = scores.loc[paired.index]
+            mine = values.loc[paired.index]
             row["lift"] = float(lift(paired.to_numpy(), mine.to_numpy()).mean())
             row["lift_p"] = paired_p_value(paired.to_numpy(), mine.to_numpy())
             row["significant"] = row["lift_p"] is not None and row["lift_p"] < SIGNIFICANCE_LEVEL
         row["seconds"] = times.get((measure, section["task"], section["variant"]), math.nan)
         rows.append(row)
-    columns = ["rank", "measure", "score", "low", "high", "seeds", "safe", "lift", "lift_p",
+    columns = ["rank", "measure", "robustness", "low", "high", "seeds", "safe", "lift", "lift_p",
                "significant", "seconds", "error"]
     table = pd.DataFrame(rows, columns=columns)
-    table = table.sort_values(["score", "measure"], na_position="last", kind="stable")
-    table["rank"] = table["score"].rank(method="min")
+    table = table.sort_values(["robustness", "measure"], na_position="last", kind="stable")
+    table["rank"] = table["robustness"].rank(method="min")
     return table.reset_index(drop=True)
 
 

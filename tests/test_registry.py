@@ -200,17 +200,14 @@ def plugin_env(tmp_path, monkeypatch):
     plugins (loaded flag and failed dict reset) and is restored afterwards.
     """
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_PLUGINS_LOADED", False)
-    monkeypatch.setattr(registry, "_FAILED_PLUGINS", {})
     entry_points: list[importlib.metadata.EntryPoint] = []
     modules: list[str] = []
-    before = set(registry._MEASURES)
 
     def fake_entry_points(*, group=None, **_):
         assert group == registry.ENTRY_POINT_GROUP
         return importlib.metadata.EntryPoints(entry_points)
 
-    monkeypatch.setattr(registry.importlib.metadata, "entry_points", fake_entry_points)
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
 
     def add(entry_name: str, source: str) -> str:
         module = f"plugin_{uuid.uuid4().hex[:8]}"
@@ -221,9 +218,8 @@ def plugin_env(tmp_path, monkeypatch):
         )
         return module
 
-    yield add
-    for name in set(registry._MEASURES) - before:
-        del registry._MEASURES[name]
+    with imp.registry.scoped(reload_plugins=True):
+        yield add
     for module in modules:
         sys.modules.pop(module, None)
 
@@ -270,3 +266,12 @@ def test_plugin_measure_with_bad_output_is_caught(plugin_env, dense_model):
     plugin_env("nan_plugin", GOOD_PLUGIN.format(name="plugin_nan"))
     with pytest.raises(imp.ImportanceError, match="Measure 'plugin_nan' returned NaN values for weight"):
         imp.compute_importance("plugin_nan", dense_model, value=float("nan"))
+
+
+def test_scoped_undoes_registrations_and_removals():
+    name = f"test_scoped_{uuid.uuid4().hex[:8]}"
+    with registry.scoped():
+        imp.register_measure(name)(_ones)
+        imp.unregister_measure("magnitude")
+        assert name in imp.available_measures() and "magnitude" not in imp.available_measures()
+    assert name not in imp.available_measures() and "magnitude" in imp.available_measures()

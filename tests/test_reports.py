@@ -191,7 +191,7 @@ def test_lift_is_random_minus_measure_paired_by_seed():
 
     recs = _synthetic()
     curves = tables.curves_frame(tables.points_frame(recs))
-    weight = curves[curves["level"] == "weight"].set_index(["measure", "seed"])["score"]
+    weight = curves[curves["level"] == "weight"].set_index(["measure", "seed"])["robustness"]
     (_, table), *_ = tables.section_tables(curves, recs)
     good = table.set_index("measure").loc["good"]
     expected = np.mean([weight["random", s] - weight["good", s] for s in (0, 1, 2)])

@@ -1,0 +1,163 @@
+"""Contract checks for measures, usable by plugin authors (scikit-learn's ``parametrize_with_checks``).
+
+Every registered measure should pass the same checks, on tiny Dense and Conv2D classifiers
+trained briefly with ``model.fit`` while :func:`importance.track` records their trajectory:
+
+* :func:`check_one_array_per_weight`: one float64 array per trainable weight, same shape;
+* :func:`check_finite`: finite values;
+* :func:`check_deterministic`: the same scores twice (with the same ``seed`` when it takes one);
+* :func:`check_model_unchanged`: the model's weights, trainable or not, bitwise unchanged.
+
+In a plugin's own test suite::
+
+    from importance.testing import parametrize_with_checks
+
+    @parametrize_with_checks(["my_measure"])
+    def test_my_measure_contract(name, check):
+        check(name)
+
+or ``check_measure("my_measure")`` to run them all at once. The project's own contract suite
+(``tests/test_contract.py``) runs them on every registered measure.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from importance.registry import available_measures, compute_importance, get_measure, track
+
+__all__ = [
+    "CHECKS",
+    "MODELS",
+    "check_deterministic",
+    "check_finite",
+    "check_measure",
+    "check_model_unchanged",
+    "check_one_array_per_weight",
+    "parametrize_with_checks",
+    "tiny_classifier",
+]
+
+MODELS = ("dense", "conv")
+SEED = 1  # not the default, so a measure that ignores its seed is still caught being random
+
+
+@functools.cache
+def tiny_classifier(kind: str) -> dict[str, Any]:
+    """A tiny classifier (``"dense"`` or ``"conv"``) trained 2 epochs with ``model.fit`` under
+    :func:`importance.track`; built and trained once per process.
+
+    Returns:
+        ``{"model", "data", "recorder"}``.
+    """
+    import keras
+
+    if kind not in MODELS:
+        raise ValueError(f"kind must be one of {MODELS}. Received: {kind!r}")
+    keras.utils.set_random_seed(11)
+    shape = (6,) if kind == "dense" else (6, 6, 2)
+    hidden = [keras.layers.Dense(8, activation="relu")] if kind == "dense" else [
+        keras.layers.Conv2D(3, 3, activation="relu"), keras.layers.Flatten()]
+    model = keras.Sequential([keras.Input(shape), *hidden, keras.layers.Dense(3)])
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(32, *shape)).astype(np.float32)
+    y = x.reshape(32, -1)[:, :3].argmax(axis=1).astype(np.int32)  # learnable labels
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.05, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    recorder = track(model)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
+    recorder.stop()
+    return {"model": model, "data": (x, y), "recorder": recorder}
+
+
+@functools.cache
+def _computed(name: str, kind: str) -> dict[str, Any]:
+    """``name`` computed twice on the tiny ``kind`` classifier, with the weights around it."""
+    subject = tiny_classifier(kind)
+    model, data = subject["model"], subject["data"]
+    options = {"seed": SEED} if get_measure(name).takes_seed else {}
+    before = _weights(model)
+    first = compute_importance(name, model, data, **options)
+    second = compute_importance(name, model, data, **options)
+    return {"before": before, "after": _weights(model), "scores": (first, second), "model": model}
+
+
+def _weights(model: Any) -> list[bytes]:
+    return [np.asarray(w.numpy()).tobytes() for w in model.weights]
+
+
+def check_one_array_per_weight(name: str, *, model: str = "dense") -> None:
+    """One float64 NumPy array per trainable weight, with that weight's shape."""
+    run = _computed(name, model)
+    scores, weights = run["scores"][0], run["model"].trainable_weights
+    assert isinstance(scores, list) and len(scores) == len(weights), (
+        f"{name}: {len(scores)} arrays for {len(weights)} trainable weights")
+    for score, weight in zip(scores, weights, strict=True):
+        assert isinstance(score, np.ndarray) and score.dtype == np.float64, f"{name}: {weight.path}"
+        assert score.shape == tuple(weight.shape), f"{name}: {weight.path} {score.shape}"
+
+
+def check_finite(name: str, *, model: str = "dense") -> None:
+    """No NaN or infinite score."""
+    for score in _computed(name, model)["scores"][0]:
+        assert np.all(np.isfinite(score)), f"{name} returned non-finite scores"
+
+
+def check_deterministic(name: str, *, model: str = "dense") -> None:
+    """The same scores twice (same ``seed`` when the measure takes one)."""
+    first, second = _computed(name, model)["scores"]
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=f"{name} is not deterministic")
+
+
+def check_model_unchanged(name: str, *, model: str = "dense") -> None:
+    """Every weight of the model (trainable or not) bitwise unchanged by the measure."""
+    run = _computed(name, model)
+    assert run["after"] == run["before"], f"{name} changed the model's weights"
+
+
+CHECKS: tuple[Callable[..., None], ...] = (
+    check_one_array_per_weight,
+    check_finite,
+    check_deterministic,
+    check_model_unchanged,
+)
+
+
+def check_measure(name: str, *, models: Iterable[str] = MODELS) -> None:
+    """Run every check of :data:`CHECKS` on measure ``name`` and each tiny model.
+
+    Raises:
+        AssertionError: The first failed check, naming the measure.
+    """
+    for kind in models:
+        for check in CHECKS:
+            check(name, model=kind)
+
+
+def parametrize_with_checks(names: Iterable[str] | None = None, *, models: Iterable[str] = MODELS) -> Any:
+    """A ``pytest.mark.parametrize`` over (measure name, check) pairs; the test calls ``check(name)``.
+
+    Args:
+        names: Measure names; every registered measure when None.
+        models: Tiny model kinds each check runs on.
+
+    Returns:
+        The pytest mark (ids read ``<measure>-<model>-<check>``).
+    """
+    import pytest
+
+    names = available_measures() if names is None else list(names)
+    params = [
+        pytest.param(name, functools.partial(check, model=kind), id=f"{name}-{kind}-{check.__name__}")
+        for kind in models
+        for name in names
+        for check in CHECKS
+    ]
+    return pytest.mark.parametrize(("name", "check"), params)
