@@ -118,7 +118,7 @@ def test_plugin_measures_appear_in_the_leaderboard(runs):
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # plugin_broken fails
     assert "leaderboard:" in result.stdout
     text = (out / "leaderboard.md").read_text()
-    section = _section(text, "planted (mlp) · weight")
+    section = _section(text, "planted.mlp · weight")
     names = [re.split(r"(?<!\\)\|", row)[2].strip() for row in section.splitlines() if row.startswith("| ")][2:]
     assert set(names) == {"plugin\\|pipe", "conftest_plugin", "random", "plugin_broken"}
     assert names[-1] == "plugin_broken"
@@ -166,7 +166,7 @@ def test_interrupted_run_keeps_a_leaderboard_of_finished_cases(runs, bench_env):
     assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]  # interrupted
     assert "leaderboard:" in result.stdout
     text = (out / "leaderboard.md").read_text()
-    section = _section(text, "planted (mlp) · weight")
+    section = _section(text, "planted.mlp · weight")
     assert "| 1 | random |" in section
     assert "zz_interrupt" not in section  # it never finished a case
     assert (out / "results.csv").read_text().count("random,planted") == 11
