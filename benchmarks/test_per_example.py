@@ -30,6 +30,7 @@ import tensorflow as tf
 from _devices import NO_GPU_REASON, device_name
 from _per_example_models import (
     BATCH,
+    EXACT,
     EXACT_LABELS,
     MEASURES,
     OBD_WAYS,
