@@ -28,6 +28,10 @@ import pytest
 class BenchSession:
     """The options of one benchmark run, its plan, its record writer and its study.
 
+    ``plan`` is the suite's plan; ``requested_seeds`` and ``requested_tasks`` are ``--bench-seeds``
+    and ``--bench-tasks`` as parsed (None when not given), for the studies that choose their own
+    seeds or tasks by default and honour these options when they are given.
+
     Args:
         config: The pytest config.
 
@@ -44,8 +48,11 @@ class BenchSession:
         seeds = config.getoption("--bench-seeds")
         if seeds is not None and seeds < 1:
             raise pytest.UsageError(f"--bench-seeds must be at least 1. Received: {seeds}")
-        tasks = config.getoption("--bench-tasks")
-        self.plan = _study.make_plan(full=full, seeds=seeds, tasks=_parse_tasks(tasks))
+        tasks = _parse_tasks(config.getoption("--bench-tasks"))
+        # As given (None: not given), for studies with their own defaults (saliency, CAM training).
+        self.requested_seeds: int | None = seeds
+        self.requested_tasks: tuple[tuple[str, str | None], ...] | None = tasks
+        self.plan = _study.make_plan(full=full, seeds=seeds, tasks=tasks)
         option = config.getoption("--bench-report-dir")
         from reports import DEFAULT_OUTPUT_DIR
 

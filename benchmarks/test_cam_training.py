@@ -10,7 +10,8 @@ outside the object on training images, plain training's worst-group accuracy sit
 average (the task is spurious), and runs are deterministic by seed. Whether CAM-guided training
 *wins* is reported, not asserted.
 
-Quick: seeds 0-1, weights 1 and 10; ``--full``: seeds 0-4, weights 0.3 ... 30.
+Quick: seeds 0-1, weights 1 and 10; ``--full``: seeds 0-4, weights 0.3 ... 30. ``--bench-seeds N``
+gives seeds 0 .. N-1 in either mode. The overlay picture goes to the session's report directory.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _session import BenchSession
 
 from reports.records import CAM_SPLITS, cam_training_record
 
@@ -41,15 +43,22 @@ class Run:
 
 
 class CamStudy:
-    """Trains (or loads) each model once per process and records it."""
+    """Trains (or loads) each model once per process and records it.
 
-    def __init__(self, config: pytest.Config, writer: Any):
-        full = config.getoption("--full")
-        self.seeds = tuple(range(5)) if full else (0, 1)
+    Args:
+        session: The benchmark session: its plan's mode and seeds, its record writer and its
+            report directory.
+    """
+
+    def __init__(self, session: BenchSession):
+        plan = session.plan
+        full = plan.mode == "full"
+        # The plan's seeds (0-4 with --full, 0 .. N-1 with --bench-seeds N); quick mode keeps two.
+        self.seeds = plan.seeds if full or session.requested_seeds else plan.seeds[:2]
         self.weights = (0.3, 1.0, 3.0, 10.0, 30.0) if full else (1.0, 10.0)
-        self.mode = "full" if full else "quick"
-        self.writer = writer
-        self.report_dir = pathlib.Path(config.getoption("--bench-report-dir") or config.rootpath / "reports")
+        self.mode = plan.mode
+        self.writer = session.writer
+        self.report_dir = session.report_dir
         self._runs: dict[tuple[int, float], Run] = {}
 
     def run(self, seed: int, weight: float) -> Run:
@@ -103,10 +112,9 @@ def train(seed: int, weight: float, *, cache: bool = True) -> Any:
 
 
 @pytest.fixture(scope="session")
-def cam_study(pytestconfig: pytest.Config, bench_records: Any) -> CamStudy:
-    if not hasattr(pytestconfig, "_cam_study"):
-        pytestconfig._cam_study = CamStudy(pytestconfig, bench_records)
-    return pytestconfig._cam_study
+def cam_study(bench_session: BenchSession) -> CamStudy:
+    """The process-wide CAM training study of this run."""
+    return CamStudy(bench_session)
 
 
 def test_cam_training_grid(cam_study):

@@ -16,8 +16,10 @@ head; ``--full`` adds 5-task split MNIST (task heads, and one shared head) and p
 from __future__ import annotations
 
 import _consolidation
+import _study
 import numpy as np
 import pytest
+from _session import bench_session_of
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -26,7 +28,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     name = metafunc.function.__name__
     if name not in ("test_consolidation", "test_same_seed_same_numbers"):
         return
-    mode = metafunc.config._bench_plan.mode
+    mode = bench_session_of(metafunc.config).plan.mode
     # Under xdist every consolidation case goes to one worker, which trains each first task once.
     marks = [pytest.mark.xdist_group("consolidation")] if metafunc.config.pluginmanager.hasplugin("xdist") else []
     params = []
@@ -43,10 +45,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 @pytest.fixture(scope="session")
-def consolidation(pytestconfig: pytest.Config) -> _consolidation.Study:
-    if not hasattr(pytestconfig, "_bench_consolidation"):
-        pytestconfig._bench_consolidation = _consolidation.Study(pytestconfig._bench_plan.mode)
-    return pytestconfig._bench_consolidation
+def consolidation(bench_plan: _study.Plan) -> _consolidation.Study:
+    """The process-wide memo of first tasks and outcomes, for the plan's mode."""
+    return _consolidation.Study(bench_plan.mode)
 
 
 def _outcome(consolidation, bench_records, scenario, seed, strategy, measure):

@@ -58,8 +58,8 @@ def state() -> dict:
 
 
 @pytest.mark.parametrize(("model_name", "measure", "method"), CASES, ids=["-".join(c) for c in CASES])
-def test_per_example_layers(benchmark, request, state, model_name, measure, method):
-    full = request.config.getoption("--full", default=False)
+def test_per_example_layers(benchmark, bench_plan, state, model_name, measure, method):
+    full = bench_plan.mode == "full"
     if not full and not _quick(model_name, measure, method):
         pytest.skip("--full only")
     benchmark.group = "per-example-layers"

@@ -15,19 +15,21 @@ Quick mode (default): planted_region seeds 0-1 and mnist5k.cnn seed 0, 32 test i
 11-point deletion grid, every method but ``score_cam`` and ``smoothgrad`` (one forward pass per
 channel / 25 gradient passes per image; run with ``--full``), explanation kept for ``magnitude``
 and ``random`` only (the quick weight study has no mnist5k CNN whose scores it could share).
-``--full``: seeds 0-2 (or ``--bench-seeds``), 128 images, a 21-point grid, every method and
-every registered measure.
+``--full``: seeds 0-2, 128 images, a 21-point grid, every method and every registered measure.
+``--bench-seeds N`` gives every task seeds 0 .. N-1 and ``--bench-tasks`` keeps the tasks above it
+names, in either mode (as parsed by the benchmark session); the overlay pictures go to the
+session's report directory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 import time
 
 import _study
 import numpy as np
 import pytest
+from _session import BenchSession, bench_session_of
 
 from reports.records import explanation_record, saliency_record
 
@@ -52,20 +54,18 @@ class SaliencyPlan:
     )
 
 
-def saliency_plan(config: pytest.Config) -> SaliencyPlan:
-    full = config.getoption("--full", default=False)
-    seeds_option = config.getoption("--bench-seeds", default=None)
-    tasks_option = config.getoption("--bench-tasks", default=None)
+def make_saliency_plan(session: BenchSession) -> SaliencyPlan:
+    """This study's plan, from the session's: its own tasks and seeds unless the options name them."""
+    plan = session.plan
+    full = plan.mode == "full"
     chosen = TASKS
-    if tasks_option:
-        named = {tuple(item.strip().partition(".")[::2]) for item in tasks_option.split(",")}
-        chosen = tuple((t, v) for t, v in TASKS if (t, v or "") in named)
-    if seeds_option:
-        seeds = dict.fromkeys((t for t, _ in TASKS), tuple(range(seeds_option)))
-    elif full:
-        seeds = dict.fromkeys((t for t, _ in TASKS), (0, 1, 2))
-    else:
-        seeds = {"planted_region": (0, 1), "mnist5k": (0,)}
+    if session.requested_tasks:
+        chosen = tuple(task for task in TASKS if task in session.requested_tasks)
+    if session.requested_seeds:
+        seeds = dict.fromkeys((t for t, _ in TASKS), plan.seeds)
+    else:  # the plan's first seeds: 0-2 with --full; quick: 0-1 on planted_region, 0 on mnist5k
+        counts = dict.fromkeys((t for t, _ in TASKS), 3) if full else {"planted_region": 2, "mnist5k": 1}
+        seeds = {task: plan.seeds[:count] for task, count in counts.items()}
     if full:
         return SaliencyPlan(seeds, chosen, images=128, steps=20, skip=(), kept_measures=None)
     return SaliencyPlan(seeds, chosen, images=32, steps=10, skip=("score_cam", "smoothgrad"),
@@ -76,7 +76,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     import importance as imp
     from importance.interpret import available_saliency
 
-    plan = saliency_plan(metafunc.config)
+    plan = make_saliency_plan(bench_session_of(metafunc.config))
     grouped = metafunc.config.pluginmanager.hasplugin("xdist")
     params = []
     for task, variant in plan.tasks:
@@ -104,17 +104,18 @@ def _images(run, plan: SaliencyPlan):
     return np.asarray(x[: plan.images]), np.asarray(y[: plan.images])
 
 
-def _report_dir(config: pytest.Config) -> pathlib.Path:
-    option = config.getoption("--bench-report-dir", default=None)
-    return pathlib.Path(option).resolve() if option else config.rootpath / "reports"
+@pytest.fixture(scope="session")
+def saliency_plan(bench_session: BenchSession) -> SaliencyPlan:
+    """This run's saliency plan (see :func:`make_saliency_plan`)."""
+    return make_saliency_plan(bench_session)
 
 
-def test_saliency(benchmark, study, bench_records, pytestconfig, method, task, variant):
+def test_saliency(benchmark, study, bench_records, bench_session, saliency_plan, method, task, variant):
     """Time the method's maps, record their deletion / insertion curves for every seed."""
     from importance.interpret import compute_saliency
     from importance.interpret.faithfulness import deletion_insertion
 
-    plan = saliency_plan(pytestconfig)
+    plan = saliency_plan
     benchmark.group = f"saliency: {_study.task_label(task, variant)}"
     lifts = []
     for index, seed in enumerate(plan.seeds[task]):
@@ -150,7 +151,7 @@ def test_saliency(benchmark, study, bench_records, pytestconfig, method, task, v
             )
             lifts.append(random_area.deletion_area.mean() - curves.deletion_area.mean())
         if method == "grad_cam" and index == 0:
-            _overlay(pytestconfig, plan, run, x, y, task, variant)
+            _overlay(bench_session.report_dir, plan, run, x, y, task, variant)
     benchmark.extra_info.update(
         method=method, task=task, images=plan.images, seeds=list(plan.seeds[task])
     )
@@ -158,22 +159,22 @@ def test_saliency(benchmark, study, bench_records, pytestconfig, method, task, v
         assert np.mean(lifts) > 0, f"{method} does not beat random_map on {task}: lifts {lifts}"
 
 
-def _overlay(config, plan, run, x, y, task, variant) -> None:
+def _overlay(report_dir, plan, run, x, y, task, variant) -> None:
     """The overlay grid of the first seed: 6 images, the plan's overlay methods side by side."""
     from importance.interpret import compute_saliency
     from reports.saliency import plot_overlay_grid
 
     maps = {m: compute_saliency(m, run.model, x[:6], target=y[:6]) for m in plan.overlay_methods}
     label = f"{task}.{run.variant}"  # as the report names it (the variant is always shown)
-    plot_overlay_grid(x[:6], maps, _report_dir(config) / "plots" / f"saliency-overlay-{label}.png",
+    plot_overlay_grid(x[:6], maps, report_dir / "plots" / f"saliency-overlay-{label}.png",
                       title=f"{label}, seed {run.seed}: true class explained")  # fmt: skip
 
 
-def test_explanation_kept(study, bench_records, pytestconfig, measure, task, variant):
+def test_explanation_kept(study, bench_records, saliency_plan, measure, task, variant):
     """Grad-CAM of the thresholded CNN vs the untouched one, per weight measure (recorded)."""
     from importance.interpret.under_thresholding import explanation_kept
 
-    plan = saliency_plan(pytestconfig)
+    plan = saliency_plan
     for seed in plan.seeds[task]:
         run = study.subject(task, variant, seed)
         try:
