@@ -417,7 +417,7 @@ def test_a_nan_point_keeps_the_rest_of_its_curve(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     read = reports.read_records([path])
     curves = reports.tables.curves_frame(reports.tables.points_frame(read))
-    assert curves["score"].notna().all() and len(curves) == len(clean)
+    assert curves["robustness"].notna().all() and len(curves) == len(clean)
     assert len(reports.skipped_lines(read)) == 1
 
 
