@@ -52,6 +52,10 @@ class MeasureFailed(Exception):
     """A measure raised while computing the importance of a task."""
 
 
+class NotApplicable(MeasureFailed):
+    """The measure's scores cannot weight a quadratic penalty (signed scores)."""
+
+
 class Study:
     """Memo of first tasks, importances and outcomes for this process."""
 
@@ -81,7 +85,7 @@ class Study:
 
     def omega(self, scenario: Scenario, seed: int, strategy: str, measure: str | None) -> list[np.ndarray]:
         """The normalised importance of task 0 (cached; a failure is cached and raised again)."""
-        from importance.consolidation import Consolidator
+        from importance.consolidation import Consolidator, SignedImportanceError
 
         key = (scenario.name, seed, strategy, measure)
         if key not in self._omega:
@@ -92,7 +96,8 @@ class Study:
                 self._omega[key] = consolidator.importance(learner.model(0), learner.penalised(0),
                                                            data=learner.measure_data(0), recorder=recorder)
             except Exception as error:  # noqa: BLE001 - any measure error is reported, the run goes on
-                self._omega[key] = MeasureFailed(f"{measure or strategy}: {type(error).__name__}: {error}")
+                failure = NotApplicable if isinstance(error, SignedImportanceError) else MeasureFailed
+                self._omega[key] = failure(f"{measure or strategy}: {type(error).__name__}: {error}")
         if isinstance(self._omega[key], MeasureFailed):
             raise self._omega[key]
         return self._omega[key]

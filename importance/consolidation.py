@@ -58,6 +58,11 @@ def check_lam(lam: Any) -> float:
     return float(lam)
 
 
+class SignedImportanceError(ImportanceError):
+    """A measure's scores take negative values (e.g. ``grasp``, ``hessian_diag``): as penalty
+    weights they would reward moving a weight away from its anchor, so EWC refuses them."""
+
+
 def normalise(scores: Sequence[Any], penalised: Sequence[bool], *, measure: str = "scores") -> list[np.ndarray]:
     """Scale ``scores`` to mean 1 over the penalised weights; the others get 0.
 
@@ -70,7 +75,8 @@ def normalise(scores: Sequence[Any], penalised: Sequence[bool], *, measure: str 
         float64 arrays, same shapes; their mean over all penalised entries is 1.
 
     Raises:
-        ImportanceError: Negative or non-finite values on penalised weights, or all zero there.
+        SignedImportanceError: Negative values on penalised weights (a signed measure).
+        ImportanceError: Non-finite values on penalised weights, or all zero there.
         ValueError: ``penalised`` does not have one flag per array, or flags nothing.
     """
     if len(scores) != len(penalised):
@@ -81,9 +87,14 @@ def normalise(scores: Sequence[Any], penalised: Sequence[bool], *, measure: str 
         raise ValueError("penalised flags no weight: there is nothing to consolidate.")
     arrays = [np.asarray(s, dtype=np.float64) for s in scores]
     shared = np.concatenate([a.ravel() for a, p in zip(arrays, penalised, strict=True) if p])
-    if not np.all(np.isfinite(shared)) or (shared < 0).any():
+    if np.all(np.isfinite(shared)) and (shared < 0).any():
+        raise SignedImportanceError(
+            f"Measure {measure!r} gives signed scores (min {shared.min():.3g} on penalised "
+            "weights): a quadratic penalty needs omega >= 0, so it cannot drive EWC as it is."
+        )
+    if not np.all(np.isfinite(shared)):
         raise ImportanceError(
-            f"Measure {measure!r} gave negative or non-finite importance on penalised weights "
+            f"Measure {measure!r} gave non-finite importance on penalised weights "
             f"(min {np.nanmin(shared):.3g}); a penalty weight must be >= 0."
         )
     mean = shared.mean()

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import importance as imp
-from importance.consolidation import Consolidator, check_lam, normalise
+from importance.consolidation import Consolidator, SignedImportanceError, check_lam, normalise
 
 
 def _model():
@@ -70,8 +70,10 @@ def test_normalise_gives_mean_one_over_penalised_weights_and_keeps_ratios():
 
 
 def test_normalise_rejects_what_cannot_weigh_a_penalty():
-    with pytest.raises(imp.ImportanceError, match="negative"):
+    with pytest.raises(SignedImportanceError, match=r"'bad' gives signed scores \(min -1"):
         normalise([np.array([1.0, -1.0])], [True], measure="bad")
+    with pytest.raises(imp.ImportanceError, match="non-finite"):
+        normalise([np.array([1.0, np.nan])], [True], measure="nan")
     with pytest.raises(imp.ImportanceError, match="zero importance"):
         normalise([np.zeros(3)], [True], measure="zeros")
     with pytest.raises(ValueError, match="one flag per weight"):
