@@ -165,7 +165,7 @@ def _overlay(report_dir, plan, run, x, y, task, variant) -> None:
     from reports.saliency import plot_overlay_grid
 
     maps = {m: compute_saliency(m, run.model, x[:6], target=y[:6]) for m in plan.overlay_methods}
-    label = f"{task}.{run.variant}"  # as the report names it (the variant is always shown)
+    label = _study.task_label(task, run.variant)  # as the report names it
     plot_overlay_grid(x[:6], maps, report_dir / "plots" / f"saliency-overlay-{label}.png",
                       title=f"{label}, seed {run.seed}: true class explained")  # fmt: skip
 

@@ -26,13 +26,10 @@ import pandas as pd
 
 from reports import markdown
 from reports.plots import save_figure
+from reports.records import task_label
 from reports.scoring import mean_interval
 
 CONTROL = "random_map"
-
-
-def _label(task: str, variant: str | None) -> str:
-    return task + (f".{variant}" if variant else "")
 
 
 def faithfulness_table(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -94,7 +91,7 @@ def sections(records: list[dict[str, Any]]) -> list[str]:
     for (task, variant), frame in (
         faith.groupby(["task", "variant"], sort=True) if not faith.empty else []
     ):
-        label = _label(task, variant)
+        label = task_label(task, variant)
         parts += [f"## Saliency faithfulness · {markdown.escape(label)}", "", _faith_markdown(frame), "",
                   f"![overlays](plots/saliency-overlay-{label}.png) "
                   f"![deletion and insertion curves](plots/saliency-curves-{label}.png)"]  # fmt: skip
@@ -102,7 +99,7 @@ def sections(records: list[dict[str, Any]]) -> list[str]:
     for (task, variant), frame in (
         kept.groupby(["task", "variant"], sort=True) if not kept.empty else []
     ):
-        parts += [f"## Explanation kept under thresholding · {markdown.escape(_label(task, variant))}",
+        parts += [f"## Explanation kept under thresholding · {markdown.escape(task_label(task, variant))}",
                   "", _kept_markdown(frame)]  # fmt: skip
     return parts
 
@@ -184,8 +181,8 @@ def plot_curves(
             ax.set(title=title, xlabel="fraction of pixels", ylim=(0, 1.02))
         axes[0].set_ylabel("target-class probability")
         axes[1].legend(fontsize=7, loc="lower right")
-        fig.suptitle(f"Saliency faithfulness · {_label(task, variant)}")
-        path = out_dir / f"saliency-curves-{_label(task, variant)}.png"
+        fig.suptitle(f"Saliency faithfulness · {task_label(task, variant)}")
+        path = out_dir / f"saliency-curves-{task_label(task, variant)}.png"
         save_figure(fig, path)
         plt.close(fig)
         paths.append(path)
