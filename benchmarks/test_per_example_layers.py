@@ -57,16 +57,6 @@ def state() -> dict:
     return {"built": {}, "seconds": {}, "memory": {}, "ref": {}}
 
 
-# Rows whose memory bar is not met yet (the bar stays; the row reports xfail with its reading).
-# Alone each reads ~1.9x; after the other per-example groups in the same process the clean-clone
-# CI run read 2.41x (text) and 2.13x (conv3d): the engine's peak there is close to 2x and depends
-# on the allocator's state. Open work: chunk the Embedding pair sums and the Conv3D offsets.
-MEMORY_BAR_OPEN = {
-    "text": "Embedding segment sums hold a (pairs, dim) block next to the output gradient",
-    "conv3d": "the per-depth-offset grouped filter gradients peak near 2x",
-}
-
-
 @pytest.mark.parametrize(("model_name", "measure", "method"), CASES, ids=["-".join(c) for c in CASES])
 def test_per_example_layers(benchmark, bench_plan, state, model_name, measure, method):
     full = bench_plan.mode == "full"
@@ -126,6 +116,4 @@ def test_per_example_layers(benchmark, bench_plan, state, model_name, measure, m
         assert vmap is None or seconds <= vmap, f"slower than vmap ({seconds:.3f} s > {vmap:.3f} s)"
         return
     assert ratio <= MAX_RATIO, f"{ratio:.2f}x the interleaved plain pass > {MAX_RATIO}"
-    if memory_ratio > MAX_MEMORY_RATIO and model_name in MEMORY_BAR_OPEN:
-        pytest.xfail(f"{memory_ratio:.2f}x the plain memory > {MAX_MEMORY_RATIO}: {MEMORY_BAR_OPEN[model_name]}")
     assert memory_ratio <= MAX_MEMORY_RATIO, f"{memory_ratio:.2f}x the plain memory > {MAX_MEMORY_RATIO}"

@@ -13,47 +13,12 @@ factorise like a Dense layer's, so it is formed per example, a chunk of the batc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from importance._moments import apply_moment
-
-# Budget, in float32 elements, for the per-example tensors formed at once (patches and
-# per-example kernel gradients) when a layer's gradient does not factorise.
-_CHUNK_ELEMENTS = 1 << 22
-
-
-def chunked(
-    block: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
-    a: tf.Tensor,
-    g: tf.Tensor,
-    per_example: int,
-    shape: Any,
-) -> tf.Tensor:
-    """Sum of ``block(a[c], g[c])`` over chunks ``c`` of the batch, one chunk at a time.
-
-    Chunks run one after another (``parallel_iterations=1``) so that at most one chunk of
-    per-example tensors (``per_example`` float32 elements each) is alive; no (batch x
-    parameters) tensor of the model is formed.
-    """
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, per_example))
-    static_n = a.shape[0]
-    if static_n is not None and static_n <= chunk:
-        return block(a, g)
-    n = tf.shape(a)[0]
-    _, total = tf.while_loop(
-        lambda start, _: start < n,
-        lambda start, acc: (
-            start + chunk,
-            acc + block(a[start : start + chunk], g[start : start + chunk]),
-        ),
-        (tf.constant(0), tf.zeros(shape, a.dtype)),
-        parallel_iterations=1,
-    )
-    return total
+from importance._moments import apply_moment, chunked_sum
 
 
 def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
@@ -100,7 +65,8 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
                 out.append(tf.reshape(window, [tf.shape(ac)[0], out_h * out_w, channels]))
         return out
 
-    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
+    def block(chunk: list[tf.Tensor]) -> tf.Tensor:
+        ac, gc = chunk
         gc = tf.reshape(gc, [tf.shape(gc)[0], out_h * out_w, filters])
         if channels == 1:  # one input channel: all offsets in one matmul, (n, K, P) x (n, P, F)
             stacked = tf.stack([w[..., 0] for w in windows(ac)], axis=1)
@@ -112,7 +78,7 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
 
     per_example = out_h * out_w * channels * (sizes[0] * sizes[1] if channels == 1 else 1)
     per_example += out_h * out_w * filters + sizes[0] * sizes[1] * channels * filters
-    kernel = chunked(block, a, g, per_example, [sizes[0] * sizes[1], channels, filters])
+    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1], channels, filters])
     return tf.reshape(kernel, layer.kernel.shape)
 
 
@@ -135,7 +101,8 @@ def _grouped_kernel_moment(
     height, width, channels = int(a.shape[1]), int(a.shape[2]), int(a.shape[3])
     out_h, out_w, filters = int(g.shape[1]), int(g.shape[2]), int(g.shape[3])
 
-    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
+    def block(chunk: list[tf.Tensor]) -> tf.Tensor:
+        ac, gc = chunk
         n = tf.shape(ac)[0]
         image = tf.transpose(tf.reshape(ac, [n, height * width, channels]), [1, 0, 2])
         grads = tf.transpose(tf.reshape(gc, [n, out_h * out_w, filters]), [1, 0, 2])
@@ -151,7 +118,7 @@ def _grouped_kernel_moment(
 
     per_example = height * width * channels + out_h * out_w * filters
     per_example += 2 * sizes[0] * sizes[1] * channels * filters
-    kernel = chunked(block, a, g, per_example, [sizes[0] * sizes[1] * channels, filters])
+    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1] * channels, filters])
     return tf.reshape(kernel, layer.kernel.shape)
 
 
@@ -205,7 +172,8 @@ def conv3d_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) ->
     For depth offset ``p`` the per-example gradient is a 2-D filter gradient summed over the
     output depth positions: the depth positions become the batch of ``Conv2DBackpropFilter``
     (which sums over its batch) and the examples are folded into the groups, as in
-    :func:`_grouped_kernel_moment`.
+    :func:`_grouped_kernel_moment`. A chunk's inputs are transposed once, depth first, so each
+    offset's window is a slice of the leading axis; the offsets run one after another.
     """
     (kd, kh, kw), (sd, sh, sw) = layer.kernel_size, layer.strides
     depth, height, width, channels = (int(d) for d in a.shape[1:])
@@ -213,25 +181,28 @@ def conv3d_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) ->
     if layer.padding == "same":
         total = max((out_d - 1) * sd + kd - depth, 0)
         a = tf.pad(a, [[0, 0], [total // 2, total - total // 2], [0, 0], [0, 0], [0, 0]])
+        depth += total
 
-    def block(ac: tf.Tensor, gc: tf.Tensor) -> tf.Tensor:
+    def block(chunk: list[tf.Tensor]) -> tf.Tensor:
+        ac, gc = chunk
         n = tf.shape(ac)[0]
         grads = tf.reshape(tf.transpose(gc, [1, 2, 3, 0, 4]), [out_d, out_h, out_w, n * filters])
-        offsets = []
+        volume = tf.reshape(tf.transpose(ac, [1, 2, 3, 0, 4]), [depth, height, width, n * channels])
+        offsets: list[tf.Tensor] = []
         for p in range(kd):
-            window = ac[:, p : p + (out_d - 1) * sd + 1 : sd]
-            image = tf.reshape(tf.transpose(window, [1, 2, 3, 0, 4]), [out_d, height, width, n * channels])
-            per_example = tf.raw_ops.Conv2DBackpropFilter(
-                input=image,
-                filter_sizes=tf.stack([kh, kw, channels, n * filters]),
-                out_backprop=grads,
-                strides=[1, sh, sw, 1],
-                padding=layer.padding.upper(),
-            )
-            per_example = tf.reshape(per_example, [kh * kw * channels, n, filters])
-            offsets.append(tf.reduce_sum(apply_moment(per_example, moment), axis=1))
+            with tf.control_dependencies(offsets[-1:]):
+                per_example = tf.raw_ops.Conv2DBackpropFilter(
+                    input=volume[p : p + (out_d - 1) * sd + 1 : sd],
+                    filter_sizes=tf.stack([kh, kw, channels, n * filters]),
+                    out_backprop=grads,
+                    strides=[1, sh, sw, 1],
+                    padding=layer.padding.upper(),
+                )
+                per_example = tf.reshape(per_example, [kh * kw * channels, n, filters])
+                offsets.append(tf.reduce_sum(apply_moment(per_example, moment), axis=1))
         return tf.stack(offsets)
 
-    per_example = out_d * (height * width * channels + out_h * out_w * filters) + 2 * int(np.prod(layer.kernel.shape))
-    kernel = chunked(block, a, g, per_example, [kd, kh * kw * channels, filters])
+    held = depth * height * width * channels + out_d * out_h * out_w * filters
+    per_example = held + out_d * height * width * channels + 2 * kh * kw * channels * filters
+    kernel = chunked_sum(block, [a, g], per_example, [kd, kh * kw * channels, filters], held=held)
     return tf.reshape(kernel, layer.kernel.shape)

@@ -25,8 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._moments import apply_moment
-from importance._sequence_moments import chunked_sum
+from importance._moments import apply_moment, chunked_sum
 
 
 def supported(layer: Any) -> bool:

@@ -4,9 +4,10 @@ Example ``i``'s gradient of row ``v`` is the sum of the output gradients ``g_it`
 positions ``t`` where example ``i`` holds token ``v`` (it is zero for tokens the example does not
 hold). Each (example, token) pair that occurs gets one segment: the output gradients are summed
 per segment (``unsorted_segment_sum``), the moment is taken per segment, and the segments are
-summed into their token's row. Memory is (tokens in the batch x dim), never batch x vocabulary
-x dim. A layer called several times (shared) puts all its calls' positions in the same segments,
-so the gradient is summed over calls before the moment is taken.
+summed into their token's row, a chunk of the batch at a time. Memory is (tokens in a chunk x
+dim), under half of the output gradients' (see ``_moments.chunked_sum``), never batch x
+vocabulary x dim. A layer called several times (shared) puts all its calls' positions in the
+same segments, so the gradient is summed over calls before the moment is taken.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from importance._moments import apply_moment
+from importance._moments import apply_moment, chunked_sum
 
 
 def supported(layer: Any) -> bool:
@@ -34,13 +35,22 @@ def supported(layer: Any) -> bool:
 def moments(layer: Any, inputs: Sequence[tf.Tensor], grads: Sequence[tf.Tensor], moment: str) -> list[tf.Tensor]:
     """``sum_i f(d objective_i / d embeddings)`` from the ids ``inputs`` and output gradients."""
     vocabulary, dim = int(layer.input_dim), int(layer.output_dim)
-    keys, rows = [], []
-    for ids, g in zip(inputs, grads, strict=True):
-        ids = tf.reshape(tf.cast(ids, tf.int64), [tf.shape(ids)[0], -1])
-        example = tf.range(tf.shape(ids, out_type=tf.int64)[0])[:, None] + tf.zeros_like(ids)
-        keys.append(tf.reshape(example * vocabulary + ids, [-1]))
-        rows.append(tf.reshape(tf.cast(g, tf.float32), [-1, dim]))
-    unique, segment = tf.unique(tf.concat(keys, 0))
-    per_pair = tf.math.unsorted_segment_sum(tf.concat(rows, 0), segment, tf.size(unique))
-    per_pair = apply_moment(per_pair, moment)
-    return [tf.math.unsorted_segment_sum(per_pair, unique % vocabulary, vocabulary)]
+    calls = len(inputs)
+    ids = [tf.reshape(tf.cast(t, tf.int64), [tf.shape(t)[0], -1]) for t in inputs]
+    grads = [tf.reshape(tf.cast(g, tf.float32), [tf.shape(g)[0], -1, dim]) for g in grads]
+
+    def block(chunk: list[tf.Tensor]) -> tf.Tensor:
+        keys, rows = [], []
+        for t, g in zip(chunk[:calls], chunk[calls:], strict=True):
+            example = tf.range(tf.shape(t, out_type=tf.int64)[0])[:, None] + tf.zeros_like(t)
+            keys.append(tf.reshape(example * vocabulary + t, [-1]))
+            rows.append(tf.reshape(g, [-1, dim]))
+        unique, segment = tf.unique(tf.concat(keys, 0) if calls > 1 else keys[0])
+        per_pair = tf.math.unsorted_segment_sum(tf.concat(rows, 0) if calls > 1 else rows[0], segment, tf.size(unique))
+        return tf.math.unsorted_segment_sum(apply_moment(per_pair, moment), unique % vocabulary, vocabulary)
+
+    lengths = [t.shape[1:].num_elements() for t in inputs]
+    positions = sum(lengths) if None not in lengths else tf.add_n([tf.shape(t)[1] for t in ids])
+    held = positions * (dim + 2)  # output gradients and int64 ids
+    per_example = positions * (3 * dim + 8)  # rows (copied when shared), pair sums, moments; keys
+    return [chunked_sum(block, [*ids, *grads], per_example, [vocabulary, dim], held=held)]

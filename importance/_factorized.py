@@ -43,13 +43,8 @@ from importance import (
     _scoped_vmap,
     _sequence_moments,
 )
-from importance._conv_moments import (
-    chunked,
-    conv3d_kernel_moment,
-    conv3d_usable,
-    conv_kernel_moment,
-)
-from importance._moments import Objective, apply_moment, check_moment
+from importance._conv_moments import conv3d_kernel_moment, conv3d_usable, conv_kernel_moment
+from importance._moments import Objective, apply_moment, check_moment, chunked_sum
 
 
 def per_example_moment(
@@ -203,9 +198,9 @@ class _Capture:
             a = tf.reshape(a, [tf.shape(a)[0], positions, a.shape[-1]])
             g = tf.reshape(g, [tf.shape(g)[0], positions, g.shape[-1]])
             per_example = int(a.shape[-1]) * (positions + int(g.shape[-1]))
-            kernel = chunked(
-                lambda ac, gc: tf.reduce_sum(apply_moment(tf.matmul(ac, gc, transpose_a=True), moment), 0),
-                a, g, per_example, layer.kernel.shape,
+            kernel = chunked_sum(
+                lambda c: tf.reduce_sum(apply_moment(tf.matmul(c[0], c[1], transpose_a=True), moment), 0),
+                [a, g], per_example, layer.kernel.shape,
             )
             bias_g = tf.reduce_sum(g, axis=1)
         else:

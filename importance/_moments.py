@@ -29,3 +29,64 @@ def check_moment(moment: Any) -> str:
 def apply_moment(t: tf.Tensor, moment: str) -> tf.Tensor:
     """The moment of ``t``: ``t**2`` for ``"square"``, ``|t|`` for ``"abs"``."""
     return tf.square(t) if moment == "square" else tf.abs(t)
+
+
+# Budget, in float32 elements, for the per-example tensors one chunk of the batch forms at once
+# when a layer's per-example gradient does not factorise (patches, per-example gradients).
+CHUNK_ELEMENTS = 1 << 22
+# With ``held`` given, a chunk's temporaries are also kept under this fraction of the batch's
+# tensors the engine already holds for the layer (so a small model's peak stays near a plain
+# pass's), but never split below ``MIN_CHUNK_ELEMENTS``.
+HELD_FRACTION = 0.5
+MIN_CHUNK_ELEMENTS = 1 << 16
+
+
+def chunked_sum(
+    block: Callable[[list[tf.Tensor]], tf.Tensor],
+    tensors: list[tf.Tensor],
+    per_example: Any,
+    shape: Any,
+    *,
+    held: Any = None,
+) -> tf.Tensor:
+    """Sum of ``block(chunk)`` over chunks of the batch (axis 0 of every tensor), one at a time.
+
+    Chunks run one after another (``parallel_iterations=1``) so that at most one chunk's
+    per-example temporaries (``per_example`` float32 elements each) are alive: at most
+    :data:`CHUNK_ELEMENTS`, and with ``held`` (per-example elements of the tensors already held
+    for the layer) at most :data:`HELD_FRACTION` of those over the batch. No (batch x
+    parameters) tensor of the model is formed.
+
+    Args:
+        block: Maps the chunk's slices of ``tensors`` to a float32 tensor of ``shape``.
+        tensors: Tensors sharing the batch axis 0.
+        per_example: Float32 elements of temporaries ``block`` forms per example (an int, or a
+            scalar tensor when the shapes are only known at run time).
+        shape: The shape of ``block``'s result.
+        held: Per-example float32 elements of the layer's tensors alive anyway (inputs, output
+            gradients), or None for the absolute budget only.
+    """
+    static_n = tensors[0].shape[0]
+    n = tf.shape(tensors[0])[0]
+    if isinstance(per_example, int) and (held is None or (isinstance(held, int) and static_n is not None)):
+        per_example = max(1, per_example)
+        chunk = max(1, CHUNK_ELEMENTS // per_example)
+        if held is not None:
+            by_batch = int(HELD_FRACTION * static_n * held) // per_example
+            chunk = min(chunk, max(1, MIN_CHUNK_ELEMENTS // per_example, by_batch))
+        if static_n is not None and static_n <= chunk:
+            return block(tensors)
+    else:  # the same rule on run-time sizes
+        per_example = tf.maximum(tf.cast(per_example, tf.float64), 1.0)
+        chunk = tf.math.floor(CHUNK_ELEMENTS / per_example)
+        if held is not None:
+            by_batch = tf.math.floor(HELD_FRACTION * tf.cast(n, tf.float64) * tf.cast(held, tf.float64) / per_example)
+            chunk = tf.minimum(chunk, tf.maximum(tf.math.floor(MIN_CHUNK_ELEMENTS / per_example), by_batch))
+        chunk = tf.cast(tf.maximum(chunk, 1.0), tf.int32)
+    _, total = tf.while_loop(
+        lambda start, _: start < n,
+        lambda start, acc: (start + chunk, acc + block([t[start : start + chunk] for t in tensors])),
+        (tf.constant(0), tf.zeros(shape, tf.float32)),
+        parallel_iterations=1,
+    )
+    return total

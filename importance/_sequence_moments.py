@@ -4,7 +4,7 @@
 letter of the input and of the output, absent from the kernel), example ``i``'s kernel gradient
 is ``einsum(a_i, g_i)`` with the kernel's letters as output: a sum over that example's positions
 (and heads) of outer products. Since the sum comes before the square it is formed per example,
-in chunks of the batch so that at most ``CHUNK_ELEMENTS`` float32 elements of per-example
+in chunks of the batch so that at most ``_moments.CHUNK_ELEMENTS`` float32 elements of per-example
 tensors are alive at once; a layer called several times sums its calls' per-example gradients
 before the moment. Bias gradients are ``g_i`` summed over the axes the bias is broadcast along.
 
@@ -14,16 +14,14 @@ Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", IC
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._moments import apply_moment
-
-CHUNK_ELEMENTS = 1 << 22
+from importance._moments import apply_moment, chunked_sum
 
 
 def _specs(layer: Any) -> tuple[str, str, str] | None:
@@ -53,24 +51,6 @@ def pre_activation(layer: Any, a: tf.Tensor) -> tf.Tensor:
     """The layer's output before its activation."""
     z = keras.ops.einsum(layer.equation, a, layer.kernel)
     return z + layer.bias if layer.bias is not None else z
-
-
-def chunked_sum(
-    block: Callable[[list[tf.Tensor]], tf.Tensor], tensors: list[tf.Tensor], per_example: int, shape: Any
-) -> tf.Tensor:
-    """Sum of ``block(chunk)`` over chunks of the batch (axis 0 of every tensor), one at a time."""
-    chunk = max(1, CHUNK_ELEMENTS // max(1, per_example))
-    static_n = tensors[0].shape[0]
-    if static_n is not None and static_n <= chunk:
-        return block(tensors)
-    n = tf.shape(tensors[0])[0]
-    _, total = tf.while_loop(
-        lambda start, _: start < n,
-        lambda start, acc: (start + chunk, acc + block([t[start : start + chunk] for t in tensors])),
-        (tf.constant(0), tf.zeros(shape, tf.float32)),
-        parallel_iterations=1,
-    )
-    return total
 
 
 def _bias_grads(bias_shape: list[int], g: tf.Tensor) -> tf.Tensor:

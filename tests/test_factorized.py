@@ -9,7 +9,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importance import _conv_moments, _factorized, _scoped_vmap
+from importance import _conv_moments, _factorized, _moments, _scoped_vmap
 from importance.per_example import per_example_moment
 
 TOL = 1e-5
@@ -249,7 +249,7 @@ def test_shared_layer_and_subclassed_model_fall_back():
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_inside_tf_function_with_unknown_batch_and_chunks(jit, monkeypatch):
-    monkeypatch.setattr(_conv_moments, "_CHUNK_ELEMENTS", 64)  # forces several chunks per layer
+    monkeypatch.setattr(_moments, "CHUNK_ELEMENTS", 64)  # forces several chunks per layer
     model = keras.Sequential(
         [keras.Input((3, 5, 2)), keras.layers.Conv2D(3, 2, padding="same", activation="relu"),
          keras.layers.Dense(4), keras.layers.Flatten(), keras.layers.Dense(CLASSES)]

@@ -10,7 +10,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importance import _factorized, _scoped_vmap
+from importance import _factorized, _moments, _scoped_vmap
 from importance.per_example import per_example_moment
 
 TOL = 1e-5
@@ -231,3 +231,65 @@ def test_task_resnet_bn_takes_closed_forms_only(monkeypatch):
 
     model = _randomise(models.resnet_bn((6, 6, 1), CLASSES, filters=2, blocks=1, seed=0))
     _check(model, tf.random.normal([BATCH, 6, 6, 1], seed=8), monkeypatch)
+
+
+def test_chunks_stay_under_the_budget_and_the_held_fraction(monkeypatch):
+    """chunked_sum's rule on a planted batch: chunk sizes and the sum."""
+    monkeypatch.setattr(_moments, "MIN_CHUNK_ELEMENTS", 1)
+    x = tf.reshape(tf.range(40, dtype=tf.float32), [10, 4])
+    # 8 temporary elements per example; half the held elements of 10 examples: 5 * held
+    for budget, held, expected in [(1 << 22, None, [10]), (24, None, [3, 3, 3, 1]), (1 << 22, 8, [5, 5]),
+                                   (1 << 22, 4, [2] * 5), (24, 8, [3, 3, 3, 1])]:
+        monkeypatch.setattr(_moments, "CHUNK_ELEMENTS", budget)
+        sizes = []
+
+        def block(chunk, sizes=sizes):
+            sizes.append(int(chunk[0].shape[0]))
+            return tf.reduce_sum(chunk[0], axis=0)
+
+        total = _moments.chunked_sum(block, [x], 8, [4], held=held)  # eager: one call per chunk
+        assert sizes == expected
+        np.testing.assert_array_equal(total.numpy(), tf.reduce_sum(x, axis=0).numpy())
+
+
+def _chunked_model(name):
+    if name == "embedding":  # shared table, repeated tokens
+        ids = keras.Input((6,), dtype="int32")
+        table = keras.layers.Embedding(5, 3)
+        h = keras.layers.Concatenate()([table(ids), table(keras.layers.Lambda(lambda t: t[:, ::-1])(ids))])
+        model = keras.Model(ids, _head(h))
+        return model, tf.constant(np.random.default_rng(1).integers(0, 3, size=(7, 6)), tf.int32)
+    if name == "embedding_any_length":  # sequence length known only at run time
+        ids = keras.Input((None,), dtype="int32")
+        h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(5, 3)(ids))
+        return keras.Model(ids, keras.layers.Dense(CLASSES)(h)), tf.constant(
+            np.random.default_rng(2).integers(0, 3, size=(7, 6)), tf.int32)
+    if name == "conv3d":
+        layer = keras.layers.Conv3D(2, 2, strides=(2, 1, 1), padding="same", activation="tanh")
+        return keras.Sequential([keras.Input((5, 4, 3, 2)), layer, keras.layers.Flatten(),
+                                 keras.layers.Dense(CLASSES)]), tf.random.normal([7, 5, 4, 3, 2], seed=4)
+    if name == "attention":
+        inputs = keras.Input((4, 6))
+        model = keras.Model(inputs, _head(keras.layers.MultiHeadAttention(2, 3)(inputs, inputs)))
+        return model, tf.random.normal([7, 4, 6], seed=5)
+    inputs = keras.Input((5, 5, 2))
+    h = keras.layers.SeparableConv2D(3, 3, depth_multiplier=2, padding="same")(keras.layers.DepthwiseConv2D(2)(inputs))
+    return keras.Model(inputs, _head(h)), tf.random.normal([7, 5, 5, 2], seed=6)
+
+
+@pytest.mark.parametrize("name", ["embedding", "embedding_any_length", "conv3d", "attention", "separable"])
+def test_chunked_closed_forms_inside_tf_function_with_unknown_batch(name, monkeypatch):
+    """Several chunks of a batch of unknown size (a while loop) give the loop's moments."""
+    model, x = _chunked_model(name)
+    model = _randomise(model, seed=3)
+    y = tf.constant(np.arange(7) % CLASSES, tf.int32)
+    ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
+    monkeypatch.setattr(_moments, "CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(_moments, "MIN_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(_factorized, "_jacobian_moments", lambda *a, **k: pytest.fail("the jacobian ran"))
+    fn = tf.function(
+        lambda x, y: _factorized.per_example_moment(model, x, _log_likelihood, targets=y),
+        input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], x.dtype), tf.TensorSpec([None], tf.int32)],
+        autograph=False,
+    )
+    assert _rel_err(fn(x, y), ref) <= TOL
