@@ -137,6 +137,54 @@ def per_example_moment_sum(
     return results
 
 
+def layer_paths(model: Any) -> list[tuple[Any, str]]:
+    """The path the engine takes for each layer owning trainable weights, read from the model's
+    structure (as the forward pass will meet them; a shared layer once).
+
+    Returns:
+        ``(layer, kind)`` pairs: a closed form (``dense``, ``conv``, ``einsum``, ``norm``,
+        ``embedding``, ``depthwise``), ``vmap`` (vectorised over examples on its own) or
+        ``jacobian`` (attention inside a layer the engine can neither walk nor intercept).
+    """
+    found: dict[int, tuple[Any, str]] = {}
+
+    def visit(layer: Any) -> None:
+        kind = _kind(layer)
+        if kind is None and _walkable(layer):
+            for sub in layer.layers:
+                visit(sub)
+            return
+        if kind is None and not getattr(layer, "trainable_weights", None):
+            return
+        subs = [] if kind else _interceptable(layer)
+        for sub in subs:
+            found.setdefault(id(sub), (sub, _kind(sub)))
+        if not subs:
+            kind = kind or ("jacobian" if _scoped_vmap.attention_layers(layer) else "vmap")
+            found.setdefault(id(layer), (layer, kind))
+
+    visit(model)
+    return list(found.values())
+
+
+def whole_model_vmap_is_cheaper(model: Any) -> bool:
+    """Whether vectorising the whole model over examples costs less than the engine.
+
+    The engine's per-layer vmap re-runs a layer's forward pass per example after the batch's
+    forward pass has run it once; vectorising the whole model runs it once, but forms per-example
+    gradients of every other layer too. That is cheaper when some layers take the per-layer vmap
+    and every other layer with weights is a ``Dense`` layer holding no more weights than they do
+    (e.g. an LSTM with a Dense head, or a subclassed model the engine cannot walk).
+    """
+    paths = layer_paths(model)
+    if not any(kind == "vmap" for _, kind in paths) or any(kind not in ("vmap", "dense") for _, kind in paths):
+        return False
+    sizes = {"vmap": 0, "dense": 0}
+    for layer, kind in paths:
+        sizes[kind] += sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+    return sizes["dense"] <= sizes["vmap"]
+
+
 def _bind(objective: Callable[..., tf.Tensor], targets: Any) -> Objective:
     return lambda outputs: objective(outputs, targets)
 

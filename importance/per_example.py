@@ -11,7 +11,10 @@ Methods:
     ``factorized``: one backward pass per batch, moments from layer inputs and output gradients
         (see :mod:`importance._factorized`); layers without a closed form are vectorised over
         examples on their own (their weights only).
-    ``auto``: ``factorized`` when available, else ``vmap``.
+    ``auto``: ``factorized``, except for models whose layers without a closed form carry the
+        cost (only they and small Dense layers hold weights, e.g. an LSTM with a Dense head):
+        there the per-layer vectorisation would re-run their forward pass, and ``vmap`` is
+        cheaper (:func:`resolve_method` tells which one runs).
 
 ``vmap`` refuses models with attention layers: vectorising Keras ``MultiHeadAttention`` over
 examples kills the process inside TensorFlow on oneDNN CPU builds (TF 2.21), so it raises a
@@ -24,13 +27,19 @@ from typing import Any
 
 import tensorflow as tf
 
-from importance import _scoped_vmap
-from importance._factorized import per_example_moment as factorized_moment
-from importance._factorized import per_example_moment_sum as factorized_moment_sum
+from importance import _factorized, _scoped_vmap
 from importance._moments import MOMENTS, Objective, apply_moment, check_moment
 from importance.checks import check_choice
 
-__all__ = ["METHODS", "MOMENTS", "Objective", "check_method", "per_example_moment", "per_example_moment_sum"]
+__all__ = [
+    "METHODS",
+    "MOMENTS",
+    "Objective",
+    "check_method",
+    "per_example_moment",
+    "per_example_moment_sum",
+    "resolve_method",
+]
 
 METHODS = ("auto", "factorized", "vmap", "loop")
 
@@ -42,6 +51,19 @@ def check_method(method: Any) -> str:
         ValueError: Naming the bad value and the choices.
     """
     return check_choice("method", method, METHODS)
+
+
+def resolve_method(model: Any, method: str = "auto") -> str:
+    """The method that runs for ``method`` on ``model``: ``auto`` becomes ``factorized`` or
+    ``vmap`` (see :func:`importance._factorized.whole_model_vmap_is_cheaper`); others are kept.
+
+    Raises:
+        ValueError: Unknown method.
+    """
+    check_method(method)
+    if method != "auto":
+        return method
+    return "vmap" if _factorized.whole_model_vmap_is_cheaper(model) else "factorized"
 
 
 def per_example_moment(
@@ -73,9 +95,9 @@ def per_example_moment(
         ValueError: Unknown moment or method, or ``method="vmap"`` on a model with attention.
     """
     check_moment(moment)
-    check_method(method)
-    if method in ("auto", "factorized"):
-        return factorized_moment(model, x, objective, moment=moment, targets=targets)
+    method = resolve_method(model, method)
+    if method == "factorized":
+        return _factorized.per_example_moment(model, x, objective, moment=moment, targets=targets)
     if method == "loop":
         return _loop(model, x, objective, moment, targets)
     attention = _scoped_vmap.attention_layers(model)
@@ -112,9 +134,9 @@ def per_example_moment_sum(
         ValueError: Unknown moment or method.
     """
     check_moment(moment)
-    check_method(method)
-    if method in ("auto", "factorized"):
-        return factorized_moment_sum(model, x, objectives, moment=moment)
+    method = resolve_method(model, method)
+    if method == "factorized":
+        return _factorized.per_example_moment_sum(model, x, objectives, moment=moment)
     total: list[tf.Tensor] | None = None
     for objective in objectives:
         with tf.control_dependencies(total or []):

@@ -28,7 +28,7 @@ def _log_likelihood(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     return tf.gather(tf.nn.log_softmax(outputs), targets, axis=1, batch_dims=1)
 
 
-def _check(model, x, monkeypatch, *, moment="square", vmapped=0):
+def _check(model, x, monkeypatch, *, moment="square", vmapped=0, method="auto"):
     """Engine vs loop; the whole-batch jacobian must not run, and exactly ``vmapped`` layers
     may take the per-layer vectorised path (no closed form)."""
     scoped = []
@@ -44,7 +44,7 @@ def _check(model, x, monkeypatch, *, moment="square", vmapped=0):
     monkeypatch.setattr(_factorized, "_jacobian_moments", refuse)
     monkeypatch.setattr(_scoped_vmap, "moments", counting)
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
-    got = per_example_moment(model, x, _log_likelihood, moment=moment, method="auto", targets=y)
+    got = per_example_moment(model, x, _log_likelihood, moment=moment, method=method, targets=y)
     monkeypatch.undo()
     ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
     assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in model.trainable_weights]
@@ -181,7 +181,8 @@ def test_channels_first_conv_closed_form(layers, monkeypatch):
 )
 def test_layers_without_closed_form_are_vectorised_on_their_own(shape, layer, monkeypatch):
     model = keras.Sequential([keras.Input(shape), layer, keras.layers.Flatten(), keras.layers.Dense(CLASSES)])
-    _check(model, tf.random.normal([BATCH, *shape], seed=5), monkeypatch, vmapped=1)
+    # auto vectorises the whole LSTM model instead (see test_auto_vectorises_the_whole_model_...)
+    _check(model, tf.random.normal([BATCH, *shape], seed=5), monkeypatch, vmapped=1, method="factorized")
 
 
 @settings(deadline=None, max_examples=5, derandomize=True)
@@ -293,3 +294,68 @@ def test_chunked_closed_forms_inside_tf_function_with_unknown_batch(name, monkey
         autograph=False,
     )
     assert _rel_err(fn(x, y), ref) <= TOL
+
+
+def _lstm_model(head_units=None):
+    inputs = keras.Input((4, 3))
+    h = keras.layers.LSTM(5)(inputs)
+    if head_units:
+        h = keras.layers.Dense(head_units, activation="tanh")(h)
+    return _randomise(keras.Model(inputs, keras.layers.Dense(CLASSES)(h)))
+
+
+class _Unwalkable(keras.Model):
+    """A subclassed model with a custom layer: the engine can neither walk nor intercept it."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = self.add_weight(shape=(3,), initializer="ones")
+        self.dense = keras.layers.Dense(CLASSES)
+
+    def call(self, x):
+        return self.dense(x * self.scale)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("lstm", "vmap"), ("lstm_big_head", "factorized"), ("subclassed", "vmap"), ("conv", "factorized"),
+     ("transformer", "factorized")],
+)
+def test_auto_vectorises_the_whole_model_only_where_the_engine_would_repeat_its_work(name, expected):
+    """auto takes vmap when the per-layer vmap carries the cost and the other weights are Dense
+    layers no larger (the engine would re-run those layers' forward pass per example)."""
+    from importance.per_example import resolve_method
+
+    if name == "subclassed":
+        model = _Unwalkable()
+        model(tf.zeros([1, 3]))
+    elif name == "conv":
+        model = keras.Sequential([keras.Input((5, 5, 2)), keras.layers.Conv2D(3, 2), keras.layers.Flatten(),
+                                  keras.layers.Dense(CLASSES)])
+    elif name == "transformer":
+        inputs = keras.Input((4, 6))
+        model = keras.Model(inputs, _head(keras.layers.MultiHeadAttention(2, 3)(inputs, inputs)))
+    else:
+        model = _lstm_model(64 if name == "lstm_big_head" else None)  # 64 * 5 + 64 * 3 weights > LSTM's 180
+    assert resolve_method(model, "auto") == expected
+    assert resolve_method(model, "loop") == "loop"
+    with pytest.raises(ValueError, match="method"):
+        resolve_method(model, "fast")
+
+
+def test_layer_paths_agree_with_the_forward_pass():
+    """The structural reading (what auto decides on) names the paths the engine's forward pass
+    takes: shared, intercepted (attention), per-layer vmap and closed-form layers."""
+    tokens = keras.Input((6,), dtype="int32")
+    shared = keras.layers.Dense(8, activation="tanh")
+    h = keras.layers.Embedding(11, 8)(tokens)
+    h = keras.layers.LayerNormalization()(keras.layers.MultiHeadAttention(2, 4)(h, h))
+    h = keras.layers.GRU(4)(shared(shared(h)))
+    inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), keras.layers.BatchNormalization()])
+    model = keras.Model(tokens, keras.layers.Dense(CLASSES)(inner(h)))
+    captures = []
+    with tf.GradientTape() as tape:
+        _factorized._Walker(tape, captures).call(model, tf.zeros([2, 6], tf.int32))
+    walked = {(c.layer.name, c.kind) for c in captures}
+    assert {(layer.name, kind) for layer, kind in _factorized.layer_paths(model)} == walked
+    assert {kind for _, kind in walked} == {"embedding", "einsum", "norm", "dense", "vmap"}
