@@ -45,7 +45,7 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
             pads.append([0, 0])
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
     channels, filters = int(a.shape[-1]), int(g.shape[-1])
-    if channels > 1 and rates == [1, 1] and not _in_xla() and _grouped_filter_grad_works():
+    if channels > 1 and rates == [1, 1] and not in_xla() and _grouped_filter_grad_works():
         if padding == "same":  # TensorFlow's SAME pads as computed above: no padded copy
             return _grouped_kernel_moment(layer, a, g, sizes, strides, "SAME", moment)
         return _grouped_kernel_moment(layer, tf.pad(a, pads + [[0, 0]]), g, sizes, strides, "VALID", moment)
@@ -125,7 +125,7 @@ def _grouped_kernel_moment(
 _GROUPED: list[bool] = []
 
 
-def _in_xla() -> bool:
+def in_xla() -> bool:
     """Whether the graph being built is compiled by XLA (which needs static group counts)."""
     try:
         from tensorflow.python.ops import control_flow_util
@@ -163,7 +163,7 @@ def _grouped_filter_grad_works() -> bool:
 def conv3d_usable(layer: Any) -> bool:
     """Whether :func:`conv3d_kernel_moment` applies: grouped filter gradients available, not
     under XLA, no dilation (else the engine vectorises the layer on its own)."""
-    return list(layer.dilation_rate) == [1, 1, 1] and not _in_xla() and _grouped_filter_grad_works()
+    return list(layer.dilation_rate) == [1, 1, 1] and not in_xla() and _grouped_filter_grad_works()
 
 
 def conv3d_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:

@@ -25,15 +25,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from importance._conv_moments import in_xla
 from importance._moments import apply_moment, chunked_sum
 
 
 def supported(layer: Any) -> bool:
-    """A plain float32, channels_last, 2-D depthwise or separable convolution."""
+    """A plain float32, channels_last, 2-D depthwise or separable convolution, not compiled by
+    XLA (which refuses a batch-sized channel count when the batch size is not static)."""
     for cls in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D):
         if type(layer) is cls:
-            return layer.data_format == "channels_last" and layer.compute_dtype == "float32" and layer.trainable
-    return False
+            return (layer.data_format == "channels_last" and layer.compute_dtype == "float32" and layer.trainable
+                    and not in_xla())
 
 
 def _bias(layer: Any, z: tf.Tensor) -> tf.Tensor:

@@ -18,17 +18,21 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from importance._conv_moments import in_xla
 from importance._moments import apply_moment, chunked_sum
 
 
 def supported(layer: Any) -> bool:
-    """A plain float32 ``keras.layers.Embedding`` (no LoRA, no quantisation)."""
+    """A plain float32 ``keras.layers.Embedding`` (no LoRA, no quantisation), not compiled by XLA
+    (whose chunks of a batch have padded sizes, which the pair segments must not see: XLA gave
+    wrong sums there in TF 2.21, so the layer takes the per-layer vmap)."""
     return (
         isinstance(layer, keras.layers.Embedding)
         and type(layer).call is keras.layers.Embedding.call
         and not getattr(layer, "lora_enabled", False)
         and not getattr(layer, "quantization_mode", None)
         and [id(w) for w in layer.trainable_weights] == [id(layer.embeddings)]
+        and not in_xla()
     )
 
 
@@ -40,13 +44,10 @@ def moments(layer: Any, inputs: Sequence[tf.Tensor], grads: Sequence[tf.Tensor],
     grads = [tf.reshape(tf.cast(g, tf.float32), [tf.shape(g)[0], -1, dim]) for g in grads]
 
     def block(chunk: list[tf.Tensor]) -> tf.Tensor:
-        keys, rows = [], []
-        for t, g in zip(chunk[:calls], chunk[calls:], strict=True):
-            example = tf.range(tf.shape(t, out_type=tf.int64)[0])[:, None] + tf.zeros_like(t)
-            keys.append(tf.reshape(example * vocabulary + t, [-1]))
-            rows.append(tf.reshape(g, [-1, dim]))
-        unique, segment = tf.unique(tf.concat(keys, 0) if calls > 1 else keys[0])
-        per_pair = tf.math.unsorted_segment_sum(tf.concat(rows, 0) if calls > 1 else rows[0], segment, tf.size(unique))
+        keys = tf.concat([_pair_keys(t, vocabulary) for t in chunk[:calls]], 0)
+        rows = tf.concat([tf.reshape(g, [-1, dim]) for g in chunk[calls:]], 0)
+        unique, segment = tf.unique(keys)
+        per_pair = tf.math.unsorted_segment_sum(rows, segment, tf.size(unique))
         return tf.math.unsorted_segment_sum(apply_moment(per_pair, moment), unique % vocabulary, vocabulary)
 
     lengths = [t.shape[1:].num_elements() for t in inputs]
@@ -54,3 +55,10 @@ def moments(layer: Any, inputs: Sequence[tf.Tensor], grads: Sequence[tf.Tensor],
     held = positions * (dim + 2)  # output gradients and int64 ids
     per_example = positions * (3 * dim + 8)  # rows (copied when shared), pair sums, moments; keys
     return [chunked_sum(block, [*ids, *grads], per_example, [vocabulary, dim], held=held)]
+
+
+def _pair_keys(ids: tf.Tensor, vocabulary: int) -> tf.Tensor:
+    """``example * vocabulary + token`` for every position of a chunk's ids, flat."""
+    example = tf.range(tf.shape(ids, out_type=tf.int64)[0])[:, None] + tf.zeros_like(ids)
+    return tf.reshape(example * vocabulary + ids, [-1])
+

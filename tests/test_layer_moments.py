@@ -278,9 +278,11 @@ def _chunked_model(name):
     return keras.Model(inputs, _head(h)), tf.random.normal([7, 5, 5, 2], seed=6)
 
 
+@pytest.mark.parametrize("jit", [False, True], ids=["graph", "xla"])
 @pytest.mark.parametrize("name", ["embedding", "embedding_any_length", "conv3d", "attention", "separable"])
-def test_chunked_closed_forms_inside_tf_function_with_unknown_batch(name, monkeypatch):
-    """Several chunks of a batch of unknown size (a while loop) give the loop's moments."""
+def test_chunked_closed_forms_inside_tf_function_with_unknown_batch(name, jit, monkeypatch):
+    """Several chunks of a batch of unknown size (a while loop) give the loop's moments, also
+    compiled by XLA (where Conv3D takes the per-layer vmap: no grouped filter gradients)."""
     model, x = _chunked_model(name)
     model = _randomise(model, seed=3)
     y = tf.constant(np.arange(7) % CLASSES, tf.int32)
@@ -292,6 +294,7 @@ def test_chunked_closed_forms_inside_tf_function_with_unknown_batch(name, monkey
         lambda x, y: _factorized.per_example_moment(model, x, _log_likelihood, targets=y),
         input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], x.dtype), tf.TensorSpec([None], tf.int32)],
         autograph=False,
+        jit_compile=jit,
     )
     assert _rel_err(fn(x, y), ref) <= TOL
 
