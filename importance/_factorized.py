@@ -43,7 +43,8 @@ from importance import (
     _scoped_vmap,
     _sequence_moments,
 )
-from importance._conv_moments import conv3d_kernel_moment, conv3d_usable, conv_kernel_moment
+from importance._conv_moments import conv3d_kernel_moment, conv_kernel_moment
+from importance._layer_paths import closed_form, interceptable, walkable
 from importance._moments import Objective, apply_moment, check_moment, chunked_sum
 
 
@@ -135,54 +136,6 @@ def per_example_moment_sum(
         for k, value in zip(missing, fallback, strict=True):
             results[k] = value if results[k] is None else results[k] + value
     return results
-
-
-def layer_paths(model: Any) -> list[tuple[Any, str]]:
-    """The path the engine takes for each layer owning trainable weights, read from the model's
-    structure (as the forward pass will meet them; a shared layer once).
-
-    Returns:
-        ``(layer, kind)`` pairs: a closed form (``dense``, ``conv``, ``einsum``, ``norm``,
-        ``embedding``, ``depthwise``), ``vmap`` (vectorised over examples on its own) or
-        ``jacobian`` (attention inside a layer the engine can neither walk nor intercept).
-    """
-    found: dict[int, tuple[Any, str]] = {}
-
-    def visit(layer: Any) -> None:
-        kind = _kind(layer)
-        if kind is None and _walkable(layer):
-            for sub in layer.layers:
-                visit(sub)
-            return
-        if kind is None and not getattr(layer, "trainable_weights", None):
-            return
-        subs = [] if kind else _interceptable(layer)
-        for sub in subs:
-            found.setdefault(id(sub), (sub, _kind(sub)))
-        if not subs:
-            kind = kind or ("jacobian" if _scoped_vmap.attention_layers(layer) else "vmap")
-            found.setdefault(id(layer), (layer, kind))
-
-    visit(model)
-    return list(found.values())
-
-
-def whole_model_vmap_is_cheaper(model: Any) -> bool:
-    """Whether vectorising the whole model over examples costs less than the engine.
-
-    The engine's per-layer vmap re-runs a layer's forward pass per example after the batch's
-    forward pass has run it once; vectorising the whole model runs it once, but forms per-example
-    gradients of every other layer too. That is cheaper when some layers take the per-layer vmap
-    and every other layer with weights is a ``Dense`` layer holding no more weights than they do
-    (e.g. an LSTM with a Dense head, or a subclassed model the engine cannot walk).
-    """
-    paths = layer_paths(model)
-    if not any(kind == "vmap" for _, kind in paths) or any(kind not in ("vmap", "dense") for _, kind in paths):
-        return False
-    sizes = {"vmap": 0, "dense": 0}
-    for layer, kind in paths:
-        sizes[kind] += sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
-    return sizes["dense"] <= sizes["vmap"]
 
 
 def _bind(objective: Callable[..., tf.Tensor], targets: Any) -> Objective:
@@ -295,33 +248,6 @@ def _group_moments(group: list[_Capture], grads: list[list[tf.Tensor]], moment: 
     return _scoped_vmap.moments(group[0].variables(), calls, grads, moment)
 
 
-def _kind(layer: Any) -> str | None:
-    """The closed form a layer's weights take, or None."""
-    if _sequence_moments.supported(layer):
-        return "einsum"
-    if _norm_moments.supported(layer):
-        return "norm"
-    if _embedding_moments.supported(layer):
-        return "embedding"
-    if _depthwise_moments.supported(layer):
-        return "depthwise"
-    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
-        return None
-    if getattr(layer, "compute_dtype", None) != "float32" or not getattr(layer, "trainable", False):
-        return None
-    if isinstance(layer, keras.layers.Dense):
-        return "dense" if type(layer).call is keras.layers.Dense.call else None
-    for cls in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D):
-        if isinstance(layer, cls) and (
-            type(layer).call is cls.call
-            and type(layer).convolution_op is cls.convolution_op
-            and layer.groups == 1
-            and (cls is not keras.layers.Conv3D or (layer.data_format == "channels_last" and conv3d_usable(layer)))
-        ):
-            return "conv"
-    return None
-
-
 def _pre_activation(layer: Any, a: tf.Tensor) -> tf.Tensor:
     """A Dense / Conv / EinsumDense layer's output before its activation."""
     if isinstance(layer, keras.layers.EinsumDense):
@@ -350,27 +276,6 @@ def _pre_activation(layer: Any, a: tf.Tensor) -> tf.Tensor:
     return keras.ops.add(z, keras.ops.reshape(layer.bias, shape))
 
 
-def _interceptable(layer: Any) -> list[Any]:
-    """Sub-layers with a closed form that own all of ``layer``'s trainable weights (e.g. the
-    projections of MultiHeadAttention); empty when some weight has none, or for RNNs (their cell
-    runs inside a loop)."""
-    if isinstance(layer, keras.layers.RNN) or not hasattr(layer, "_flatten_layers"):
-        return []
-    subs = [s for s in layer._flatten_layers(include_self=False) if _kind(s) is not None]
-    covered = {id(w) for s in subs for w in s.trainable_weights}
-    return subs if all(id(w) in covered for w in layer.trainable_weights) else []
-
-
-def _walkable(model: Any) -> bool:
-    from keras.src.models.functional import Functional
-
-    if isinstance(model, keras.Sequential):
-        return type(model).call is keras.Sequential.call
-    return isinstance(model, Functional) and type(model).call is Functional.call and hasattr(
-        model, "_run_through_graph"
-    )
-
-
 class _Walker:
     """Runs a model's forward pass layer by layer, capturing every call of a layer with
     trainable weights (see ``_Capture``)."""
@@ -379,17 +284,17 @@ class _Walker:
         self.tape, self.captures = tape, captures
 
     def call(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
-        kind = _kind(layer) if len(args) == 1 else None
+        kind = closed_form(layer) if len(args) == 1 else None
         if kind in ("dense", "conv", "einsum", "depthwise"):
             return self._capture(layer, args[0], kind)
-        if _walkable(layer):
+        if walkable(layer):
             return self._walk(layer, args[0] if len(args) == 1 else list(args))
         kwargs.pop("training", None)
         if getattr(layer, "_call_has_training_arg", False):
             kwargs["training"] = False
         if kind is None and not getattr(layer, "trainable_weights", None):
             return layer(*args, **kwargs)
-        subs = [] if kind else _interceptable(layer)
+        subs = [] if kind else interceptable(layer)
         if subs:
             return self._intercept(layer, subs, args, kwargs)
         if kind is None and _scoped_vmap.attention_layers(layer):

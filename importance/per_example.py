@@ -27,7 +27,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from importance import _factorized, _scoped_vmap
+from importance import _factorized, _layer_paths, _scoped_vmap
 from importance._moments import MOMENTS, Objective, apply_moment, check_moment
 from importance.checks import check_choice
 
@@ -55,7 +55,7 @@ def check_method(method: Any) -> str:
 
 def resolve_method(model: Any, method: str = "auto") -> str:
     """The method that runs for ``method`` on ``model``: ``auto`` becomes ``factorized`` or
-    ``vmap`` (see :func:`importance._factorized.whole_model_vmap_is_cheaper`); others are kept.
+    ``vmap`` (see :func:`importance._layer_paths.whole_model_vmap_is_cheaper`); others are kept.
 
     Raises:
         ValueError: Unknown method.
@@ -63,7 +63,7 @@ def resolve_method(model: Any, method: str = "auto") -> str:
     check_method(method)
     if method != "auto":
         return method
-    return "vmap" if _factorized.whole_model_vmap_is_cheaper(model) else "factorized"
+    return "vmap" if _layer_paths.whole_model_vmap_is_cheaper(model) else "factorized"
 
 
 def per_example_moment(

@@ -10,7 +10,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importance import _factorized, _moments, _scoped_vmap
+from importance import _factorized, _layer_paths, _moments, _scoped_vmap
 from importance.per_example import per_example_moment
 
 TOL = 1e-5
@@ -360,5 +360,5 @@ def test_layer_paths_agree_with_the_forward_pass():
     with tf.GradientTape() as tape:
         _factorized._Walker(tape, captures).call(model, tf.zeros([2, 6], tf.int32))
     walked = {(c.layer.name, c.kind) for c in captures}
-    assert {(layer.name, kind) for layer, kind in _factorized.layer_paths(model)} == walked
+    assert {(layer.name, kind) for layer, kind in _layer_paths.layer_paths(model)} == walked
     assert {kind for _, kind in walked} == {"embedding", "einsum", "norm", "dense", "vmap"}

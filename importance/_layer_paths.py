@@ -1,0 +1,126 @@
+"""Which path the per-example engine takes for each layer, read from the model's structure.
+
+A layer with trainable weights takes a closed form (``dense``, ``conv``, ``einsum``, ``norm``,
+``embedding``, ``depthwise``: see :mod:`importance._factorized` and the modules it names), is
+walked (Sequential and functional models, nested ones too), is intercepted (a layer whose weights
+all belong to sub-layers with closed forms, e.g. MultiHeadAttention), or is vectorised over
+examples on its own (``vmap``); attention inside a layer the engine can neither walk nor
+intercept takes the whole-batch Jacobian (``jacobian``). The engine's forward pass
+(``_factorized._Walker``) decides with these functions; :func:`layer_paths` reads the same
+decisions without running the model, and :func:`whole_model_vmap_is_cheaper` is what
+``method="auto"`` decides on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from importance import (
+    _depthwise_moments,
+    _embedding_moments,
+    _norm_moments,
+    _scoped_vmap,
+    _sequence_moments,
+)
+from importance._conv_moments import conv3d_usable
+
+
+def closed_form(layer: Any) -> str | None:
+    """The closed form a layer's weights take, or None."""
+    if _sequence_moments.supported(layer):
+        return "einsum"
+    if _norm_moments.supported(layer):
+        return "norm"
+    if _embedding_moments.supported(layer):
+        return "embedding"
+    if _depthwise_moments.supported(layer):
+        return "depthwise"
+    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
+        return None
+    if getattr(layer, "compute_dtype", None) != "float32" or not getattr(layer, "trainable", False):
+        return None
+    if isinstance(layer, keras.layers.Dense):
+        return "dense" if type(layer).call is keras.layers.Dense.call else None
+    for cls in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D):
+        if isinstance(layer, cls) and (
+            type(layer).call is cls.call
+            and type(layer).convolution_op is cls.convolution_op
+            and layer.groups == 1
+            and (cls is not keras.layers.Conv3D or (layer.data_format == "channels_last" and conv3d_usable(layer)))
+        ):
+            return "conv"
+    return None
+
+
+def interceptable(layer: Any) -> list[Any]:
+    """Sub-layers with a closed form that own all of ``layer``'s trainable weights (e.g. the
+    projections of MultiHeadAttention); empty when some weight has none, or for RNNs (their cell
+    runs inside a loop)."""
+    if isinstance(layer, keras.layers.RNN) or not hasattr(layer, "_flatten_layers"):
+        return []
+    subs = [s for s in layer._flatten_layers(include_self=False) if closed_form(s) is not None]
+    covered = {id(w) for s in subs for w in s.trainable_weights}
+    return subs if all(id(w) in covered for w in layer.trainable_weights) else []
+
+
+def walkable(model: Any) -> bool:
+    """Whether the engine runs ``model`` layer by layer (a Sequential or functional model whose
+    ``call`` is Keras's own)."""
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, keras.Sequential):
+        return type(model).call is keras.Sequential.call
+    return isinstance(model, Functional) and type(model).call is Functional.call and hasattr(
+        model, "_run_through_graph"
+    )
+
+
+def layer_paths(model: Any) -> list[tuple[Any, str]]:
+    """The path the engine takes for each layer owning trainable weights, read from the model's
+    structure (as the forward pass will meet them; a shared layer once).
+
+    Returns:
+        ``(layer, kind)`` pairs: a closed form (``dense``, ``conv``, ``einsum``, ``norm``,
+        ``embedding``, ``depthwise``), ``vmap`` (vectorised over examples on its own) or
+        ``jacobian`` (attention inside a layer the engine can neither walk nor intercept).
+    """
+    found: dict[int, tuple[Any, str]] = {}
+
+    def visit(layer: Any) -> None:
+        closed = closed_form(layer)
+        if closed is None and walkable(layer):
+            for sub in layer.layers:
+                visit(sub)
+            return
+        if closed is None and not getattr(layer, "trainable_weights", None):
+            return
+        subs = [] if closed else interceptable(layer)
+        for sub in subs:
+            found.setdefault(id(sub), (sub, closed_form(sub)))
+        if not subs:
+            path = closed or ("jacobian" if _scoped_vmap.attention_layers(layer) else "vmap")
+            found.setdefault(id(layer), (layer, path))
+
+    visit(model)
+    return list(found.values())
+
+
+def whole_model_vmap_is_cheaper(model: Any) -> bool:
+    """Whether vectorising the whole model over examples costs less than the engine.
+
+    The engine's per-layer vmap re-runs a layer's forward pass per example after the batch's
+    forward pass has run it once; vectorising the whole model runs it once, but forms per-example
+    gradients of every other layer too. That is cheaper when some layers take the per-layer vmap
+    and every other layer with weights is a ``Dense`` layer holding no more weights than they do
+    (e.g. an LSTM with a Dense head, or a subclassed model the engine cannot walk).
+    """
+    paths = layer_paths(model)
+    if not any(path == "vmap" for _, path in paths) or any(path not in ("vmap", "dense") for _, path in paths):
+        return False
+    sizes = {"vmap": 0, "dense": 0}
+    for layer, path in paths:
+        sizes[path] += sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+    return sizes["dense"] <= sizes["vmap"]
