@@ -41,16 +41,14 @@ def _traces() -> int:
 
 
 def _session(model) -> list:
-    """Task A, then task B under EWC for three (lam, omega, seed) from the same start, then a
-    last run with task A's settings: weights and histories after every call."""
+    """Task A, then task B under EWC three times, each anchored where the last run ended, with
+    its own lam, omega and seed; then a last run with task A's settings: weights and histories
+    after every call."""
     out = []
     out.append(train(model, _data(seed=0), epochs=2, batch_size=32, learning_rate=0.01, seed=1))
-    start = [w.numpy() for w in model.trainable_weights]
     for lam, seed in ((0.1, 0), (1.0, 1), (30.0, 2)):
-        for w, value in zip(model.trainable_weights, start, strict=True):
-            w.assign(value)
         strategy = Consolidator("ewc", measure="fisher", lam=lam)
-        strategy.consolidate(model, [True] * len(start), omega=_omega(model, seed))
+        strategy.consolidate(model, [True] * 4, omega=_omega(model, seed))
         out.append(train(model, _data(seed=1), epochs=3, batch_size=32, learning_rate=0.01, seed=2 + seed,
                          penalty=strategy.penalty))
         out.append([w.numpy() for w in model.trainable_weights])
@@ -80,6 +78,35 @@ def test_cached_epochs_give_bitwise_what_fresh_traces_give(monkeypatch) -> None:
     fresh = _session(_model())
     assert _traces() - start == 5
     _assert_same(cached, fresh)
+
+
+def test_penalty_as_state_trains_like_the_penalty_with_its_values_baked_in() -> None:
+    """The reference is EWC written as a plain callable with lam, anchors and omegas as Python
+    and constant values (how the penalty was traced before it had state), traced on every call."""
+    def session(baked):
+        model, out = _model(), []
+        train(model, _data(seed=0), epochs=2, batch_size=32, learning_rate=0.01, seed=1)
+        for lam, seed in ((0.1, 0), (30.0, 1)):
+            omega = _omega(model, seed)
+            if baked:
+                anchors = [tf.constant(w.numpy()) for w in model.trainable_weights]
+                omegas = [tf.constant(o, tf.float32) for o in omega]
+
+                def penalty(m, lam=lam, anchors=anchors, omegas=omegas):
+                    total = tf.constant(0.0, tf.float32)
+                    for v, a, o in zip(m.trainable_weights, anchors, omegas, strict=True):
+                        total += tf.reduce_sum(o * tf.square(tf.convert_to_tensor(v) - a))
+                    return 0.5 * lam * total
+            else:
+                strategy = Consolidator("ewc", measure="fisher", lam=lam)
+                strategy.consolidate(model, [True] * 4, omega=omega)
+                penalty = strategy.penalty
+            out.append(train(model, _data(seed=1), epochs=3, batch_size=32, learning_rate=0.01, seed=2 + seed,
+                             penalty=penalty))
+            out.append([w.numpy() for w in model.trainable_weights])
+        return out
+
+    _assert_same(session(baked=False), session(baked=True))
 
 
 def test_second_call_with_new_lam_and_anchors_does_not_retrace() -> None:
