@@ -101,7 +101,9 @@ def train(
         penalty: ``penalty(model) -> scalar`` added to the loss; its gradient is applied but never
             shown to ``recorder``. With ``penalty.receives_batch`` true it is called as
             ``penalty(model, x, y, epoch)`` (batch inputs, int32 labels, 0-based epoch as an
-            int32 scalar tensor), e.g. :class:`importance.cam_penalty.CamPenalty`.
+            int32 scalar tensor), e.g. :class:`importance.cam_penalty.CamPenalty`. A traceable
+            penalty (``trace_key``, ``trace_state()``; see the module docstring) also receives
+            ``state=``, and its compiled epoch is reused across calls.
         verbose: Print one progress line per epoch.
         validation_data: ``(x, y)`` evaluated after every epoch (``val_loss``, ``val_accuracy``).
         weight_decay: Decoupled weight decay (``optimizer="adamw"`` only).
@@ -143,8 +145,9 @@ def train(
                    recorder=recorder, penalty=penalty, traceable=traceable, shape=tuple(x.shape[1:]),
                    batch_size=int(batch_size), state_specs=[tf.TensorSpec.from_tensor(t) for t in state])
     key = _epoch_key(model, **options) if penalty is None or traceable else None
-    compiled = _compiled_epoch(model, key, options)
-    compiled.reset_optimizer()
+    if epochs:  # zero epochs traces nothing
+        compiled = _compiled_epoch(model, key, options)
+        compiled.reset_optimizer()
 
     rng = np.random.default_rng(int(seed))
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "epoch_seconds": []}

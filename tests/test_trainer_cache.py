@@ -231,3 +231,9 @@ def test_cache_is_weak_on_the_model_and_bounded(monkeypatch) -> None:
     del model
     gc.collect()
     assert ref() is None
+
+
+def test_zero_epochs_traces_nothing() -> None:
+    start = _traces()
+    history = train(_model(), _data(), epochs=0, batch_size=32, learning_rate=0.01)
+    assert _traces() == start and history["loss"] == []
