@@ -214,15 +214,58 @@ class Consolidator:
             self.terms = []
         self.terms.append((variables, anchors, [tf.constant(o, tf.float32) for o in omegas]))
 
-    def penalty(self, model: Any = None) -> tf.Tensor:
-        """``lam / 2 * sum_terms sum_i omega_i (theta_i - theta*_i)^2`` (0 with no term)."""
-        total = tf.constant(0.0, tf.float32)
-        for variables, anchors, omegas in self.terms:
-            for v, a, o in zip(variables, anchors, omegas, strict=True):
-                total += tf.reduce_sum(o * tf.square(tf.convert_to_tensor(v) - a))
-        return 0.5 * self.lam * total
+    @property
+    def penalty(self) -> ConsolidationPenalty:
+        """The penalty of the current terms and lam, for ``tasks.trainer.train(penalty=...)``:
+        ``strategy.penalty(model)`` is ``lam / 2 * sum_terms sum_i omega_i (theta_i - theta*_i)^2``
+        (0 with no term). See :class:`ConsolidationPenalty`."""
+        return ConsolidationPenalty(self)
 
     @property
     def active(self) -> bool:
         """Whether :meth:`penalty` can be nonzero (a penalised strategy, lam > 0, a term)."""
         return self.strategy in PENALISED_STRATEGIES and self.lam > 0 and bool(self.terms)
+
+
+class ConsolidationPenalty:
+    """The penalty of a :class:`Consolidator`, traceable once for any lam, anchors and omegas.
+
+    ``penalty(model)`` is ``lam / 2 * sum_terms sum_i omega_i (theta_i - theta*_i)^2`` with the
+    consolidator's terms and lam at the time of the call. For the trainer's compiled epoch
+    (:mod:`tasks.trainer`, the traceable protocol) the values are *state*: :meth:`trace_state`
+    gives ``lam / 2`` and every term's anchors and omegas as tensors, and :attr:`trace_key` names
+    only the structure (the penalised variables of each term), so one traced graph serves a new
+    lambda, new anchors or omegas, and any consolidator penalising the same variables.
+
+    Args:
+        consolidator: Whose terms and lam are read (when called or asked for its state).
+    """
+
+    def __init__(self, consolidator: Consolidator):
+        self.consolidator = consolidator
+
+    @property
+    def trace_key(self) -> tuple[Any, ...]:
+        """The structure: one tuple of penalised variable ids per term."""
+        return ("consolidation", tuple(tuple(id(v) for v in variables) for variables, _, _ in self.consolidator.terms))
+
+    def trace_state(self) -> list[tf.Tensor]:
+        """``[lam / 2, *anchors of term 0, *omegas of term 0, *anchors of term 1, ...]``."""
+        state = [tf.constant(0.5 * self.consolidator.lam, tf.float32)]
+        for _, anchors, omegas in self.consolidator.terms:
+            state += [*anchors, *omegas]
+        return state
+
+    def __call__(self, model: Any = None, *, state: Sequence[Any] | None = None) -> tf.Tensor:
+        """The penalty; with ``state`` (from :meth:`trace_state` of a penalty with the same
+        :attr:`trace_key`) its values are taken from there."""
+        state = self.trace_state() if state is None else list(state)
+        half_lam, position = state[0], 1
+        total = tf.constant(0.0, tf.float32)
+        for variables, _, _ in self.consolidator.terms:
+            count = len(variables)
+            anchors, omegas = state[position : position + count], state[position + count : position + 2 * count]
+            position += 2 * count
+            for v, a, o in zip(variables, anchors, omegas, strict=True):
+                total += tf.reduce_sum(o * tf.square(tf.convert_to_tensor(v) - a))
+        return half_lam * total

@@ -201,6 +201,10 @@ class SequentialLearner:
             omega: Precomputed normalised importance per finished task index (reused across lambdas).
             recorder: The recorder of the last finished task, for an online measure.
 
+        With an online measure every task but the last is trained with a new recorder (attached
+        to its model by :func:`importance.track`); the last task's importance is never computed,
+        so it is not recorded.
+
         Raises:
             ValueError: ``joint`` with per-task heads (not supported).
         """
@@ -213,11 +217,14 @@ class SequentialLearner:
             self._consolidate(consolidator, self.tasks_done - 1, omega, recorder)
         for t in range(self.tasks_done, len(self.tasks)):
             data = self._seen_data(t) if consolidator.strategy == "joint" else None
+            # Record only a task whose importance will be computed (not the last): a new recorder
+            # is part of the trainer's compiled graph, so it would cost a trace for nothing.
+            last = t + 1 == len(self.tasks)
             recorder = (importance.track(self.model(t), [consolidator.measure], patch_fit=False)
-                        if consolidator.needs_recorder else None)
+                        if consolidator.needs_recorder and not last else None)
             penalty = consolidator.penalty if consolidator.active else None
             self.train_task(t, data=data, penalty=penalty, recorder=recorder)
-            if t + 1 < len(self.tasks):
+            if not last:
                 self._consolidate(consolidator, t, omega, recorder)
 
     def _consolidate(self, consolidator: Any, t: int, omega: dict, recorder: Any) -> None:

@@ -11,12 +11,32 @@ before and after the step, as SI requires (Zenke et al. 2017).
 
 Runs are reproducible: the seed fixes the shuffling order and Keras' random state, and TensorFlow
 op determinism is switched on (a process-wide setting).
+
+**One trace serves many calls.** The compiled epoch is cached per model (weakly: the cache never
+keeps a model alive) under what shapes its graph: the trainable weights, the input shape, the
+batch size, the optimiser and its hyperparameters, the recorder (by identity) and the penalty's
+``trace_key``. Each cached epoch keeps its optimiser, whose variables (step count, moments) are
+reset at the start of every call to the values of a freshly built one, so a call gives bitwise
+what a fresh optimiser and a fresh trace give. A penalty is cached only if it follows the
+*traceable* protocol: ``trace_key`` (hashable; equal keys mean the same function of the model and
+the state, e.g. the same penalised variables) and ``trace_state()`` (a list of tensors: the values
+that change between calls, fed to the compiled epoch as arguments), and it accepts them as
+``penalty(model, state=...)`` (``penalty(model, x, y, epoch, state=...)`` with
+``receives_batch``). :meth:`importance.consolidation.Consolidator.penalty` does, so a new lambda,
+new anchors or new omegas reuse the graph. Any other penalty is traced afresh on every call, as is
+a graph that draws unseeded random numbers (Keras' global seed generator, which every call
+reseeds, or op-seeded stateful random ops): reusing it would continue a random stream that a
+fresh trace restarts. Python state the key cannot see (e.g. a layer attribute changed between
+calls) is baked into a cached graph, as with ``model.fit``'s compiled step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import keras
@@ -81,7 +101,9 @@ def train(
         penalty: ``penalty(model) -> scalar`` added to the loss; its gradient is applied but never
             shown to ``recorder``. With ``penalty.receives_batch`` true it is called as
             ``penalty(model, x, y, epoch)`` (batch inputs, int32 labels, 0-based epoch as an
-            int32 scalar tensor), e.g. :class:`importance.cam_penalty.CamPenalty`.
+            int32 scalar tensor), e.g. :class:`importance.cam_penalty.CamPenalty`. A traceable
+            penalty (``trace_key``, ``trace_state()``; see the module docstring) also receives
+            ``state=``, and its compiled epoch is reused across calls.
         verbose: Print one progress line per epoch.
         validation_data: ``(x, y)`` evaluated after every epoch (``val_loss``, ``val_accuracy``).
         weight_decay: Decoupled weight decay (``optimizer="adamw"`` only).
@@ -117,10 +139,15 @@ def train(
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(seed))
-    opt = make_optimizer(optimizer, learning_rate=learning_rate, weight_decay=weight_decay)
-    weights = list(model.trainable_weights)
-    opt.build(weights)
-    run_epoch = _make_epoch(model, opt, weights, recorder, penalty, x.shape[1:], int(batch_size))
+    traceable = penalty is not None and hasattr(penalty, "trace_key")
+    state = list(penalty.trace_state()) if traceable else []
+    options = dict(optimizer=optimizer, learning_rate=float(learning_rate), weight_decay=float(weight_decay),
+                   recorder=recorder, penalty=penalty, traceable=traceable, shape=tuple(x.shape[1:]),
+                   batch_size=int(batch_size), state_specs=[tf.TensorSpec.from_tensor(t) for t in state])
+    key = _epoch_key(model, **options) if penalty is None or traceable else None
+    if epochs:  # zero epochs traces nothing
+        compiled = _compiled_epoch(model, key, options)
+        compiled.reset_optimizer()
 
     rng = np.random.default_rng(int(seed))
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "epoch_seconds": []}
@@ -131,7 +158,7 @@ def train(
     for epoch in range(int(epochs)):
         start = time.perf_counter()
         order = tf.constant(rng.permutation(n).astype(np.int32))
-        total_loss, total_correct = run_epoch(x_all, y_all, order, tf.constant(epoch, tf.int32))
+        total_loss, total_correct = compiled.run_epoch(x_all, y_all, order, tf.constant(epoch, tf.int32), state)
         total_loss, total_correct = float(total_loss), int(total_correct)
         logs = {"loss": total_loss / n, "accuracy": total_correct / n}
         if validation_data is not None:
@@ -147,20 +174,78 @@ def train(
     return history
 
 
+_EPOCHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> OrderedDict(key -> _Epoch)
+MAX_EPOCHS_PER_MODEL = 8  # least recently used entries beyond this are dropped
+_trace_count = 0  # compiled epochs traced in this process (tests count retraces with it)
+
+
+@dataclasses.dataclass
+class _Epoch:
+    """A compiled epoch with its optimiser and the optimiser's initial variable values."""
+
+    run_epoch: Callable[..., tuple[tf.Tensor, tf.Tensor]]
+    optimizer: Any
+    initial: list[np.ndarray]
+    reusable: bool
+
+    def reset_optimizer(self) -> None:
+        """Put the optimiser back to its freshly built state (step count 0, zero moments)."""
+        for variable, value in zip(self.optimizer.variables, self.initial, strict=True):
+            variable.assign(value)
+
+
+def _epoch_key(model: Any, *, recorder: Any, penalty: Any, traceable: bool, state_specs: list[Any],
+               **options: Any) -> Hashable:
+    """What shapes the compiled epoch's graph, besides the model the cache is keyed on.
+
+    The recorder is keyed by identity: a cached epoch holds it (its variables are captured), so
+    its id cannot be reused while the entry lives."""
+    penalty_key = (penalty.trace_key, tuple(state_specs)) if traceable else None
+    return (tuple(id(w) for w in model.trainable_weights), tuple(sorted(options.items())),
+            None if recorder is None else id(recorder), penalty_key)
+
+
+def _compiled_epoch(model: Any, key: Hashable | None, options: dict[str, Any]) -> _Epoch:
+    """The cached compiled epoch of ``model`` under ``key``, traced and stored if missing.
+
+    Tracing happens here, before anything is stored: a trace that raises (or is interrupted)
+    leaves no entry. ``key`` None (an untraceable penalty) traces without caching."""
+    cache = _EPOCHS.setdefault(model, OrderedDict())
+    if key is not None and key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    epoch = _make_epoch(model, **options)
+    if key is not None and epoch.reusable:
+        cache[key] = epoch
+        while len(cache) > MAX_EPOCHS_PER_MODEL:
+            cache.popitem(last=False)
+    return epoch
+
+
 def _make_epoch(
     model: Any,
-    opt: Any,
-    weights: list[Any],
+    *,
+    optimizer: str,
+    learning_rate: float,
+    weight_decay: float,
     recorder: Any,
     penalty: Any,
+    traceable: bool,
     shape: tuple[int, ...],
     batch_size: int,
-) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
-    """One compiled epoch over ``x[order]`` in batches; returns (sum of task losses, correct)."""
-
+    state_specs: list[tf.TensorSpec],
+) -> _Epoch:
+    """One compiled, traced epoch over ``x[order]`` in batches; it returns (sum of task losses,
+    correct) and takes the penalty's state as its last argument."""
+    opt = make_optimizer(optimizer, learning_rate=learning_rate, weight_decay=weight_decay)
+    weights = list(model.trainable_weights)
+    opt.build(weights)
+    initial = [np.array(v.numpy()) for v in opt.variables]
+    model_ref = weakref.ref(model)  # the cache is weak on the model: its entry must not hold it
     batch_penalty = bool(getattr(penalty, "receives_batch", False))
 
-    def step(x: tf.Tensor, y: tf.Tensor, epoch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def step(x: tf.Tensor, y: tf.Tensor, epoch: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        model = model_ref()
         before = [tf.identity(w.value) for w in weights] if recorder is not None else None
         with tf.GradientTape(persistent=True) as tape:
             logits = model(x, training=True)
@@ -168,7 +253,8 @@ def _make_epoch(
             task_loss = tf.reduce_mean(per_example)
             extra = [tf.cast(loss, tf.float32) for loss in model.losses]
             if penalty is not None:
-                value = penalty(model, x, y, epoch) if batch_penalty else penalty(model)
+                args = (model, x, y, epoch) if batch_penalty else (model,)
+                value = penalty(*args, state=state) if traceable else penalty(*args)
                 extra.append(tf.cast(value, tf.float32))
         task_grads = _dense(tape.gradient(task_loss, weights), weights)
         grads = task_grads
@@ -190,23 +276,38 @@ def _make_epoch(
         tf.TensorSpec([None], tf.int32),
         tf.TensorSpec([None], tf.int32),
         tf.TensorSpec([], tf.int32),
+        list(state_specs),
     ]
 
     @tf.function(input_signature=signature)
     def run_epoch(
-        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, epoch: tf.Tensor
+        x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, epoch: tf.Tensor, state: list[tf.Tensor]
     ) -> tuple[tf.Tensor, tf.Tensor]:
+        global _trace_count
+        _trace_count += 1
         n = tf.shape(order)[0]
         total_loss = tf.constant(0.0, tf.float32)
         total_correct = tf.constant(0, tf.int32)
         for begin in tf.range(0, n, batch_size):
             index = order[begin : begin + batch_size]
-            loss_sum, correct = step(tf.gather(x, index), tf.gather(y, index), epoch)
+            loss_sum, correct = step(tf.gather(x, index), tf.gather(y, index), epoch, state)
             total_loss += loss_sum
             total_correct += correct
         return total_loss, total_correct
 
-    return run_epoch
+    created = []
+    with tf.variable_creator_scope(lambda next_creator, **kw: created.append(1) or next_creator(**kw)):
+        graph = run_epoch.get_concrete_function().graph
+    return _Epoch(run_epoch, opt, initial, reusable=not created and not _op_seeded_random(graph))
+
+
+def _op_seeded_random(graph: Any) -> bool:
+    """Whether ``graph`` (or a function it calls, e.g. a loop body) has an op-seeded stateful
+    random op (``tf.random.uniform`` and kin: attributes ``seed`` and ``seed2``), whose stream
+    lives in the op and continues from call to call."""
+    graph_def = graph.as_graph_def()
+    nodes = [*graph_def.node, *(n for f in graph_def.library.function for n in f.node_def)]
+    return any("seed2" in node.attr for node in nodes)
 
 
 def _dense(grads: list[Any], weights: list[Any]) -> list[tf.Tensor]:

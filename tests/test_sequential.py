@@ -87,6 +87,16 @@ def test_same_seed_same_history(three_tasks):
     pd.testing.assert_frame_equal(again.history, three_tasks.history, check_exact=True)
 
 
+def test_an_online_measure_records_every_task_but_the_last(monkeypatch):
+    """The last task's importance is never computed; a recorder would only cost a trace."""
+    recorded = []
+    track = imp.track
+    monkeypatch.setattr(imp, "track", lambda model, *a, **k: recorded.append(model) or track(model, *a, **k))
+    learner = _learner(tasks=3)
+    learner.learn(Consolidator("ewc", **ONLINE_EWC))
+    assert learner.tasks_done == 3 and len(recorded) == 2
+
+
 def test_task_heads_share_the_base_and_only_the_base_is_penalised():
     learner = _learner(heads="per_task")
     a, b = learner.model(0), learner.model(1)
