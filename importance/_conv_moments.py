@@ -78,7 +78,8 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
 
     per_example = out_h * out_w * channels * (sizes[0] * sizes[1] if channels == 1 else 1)
     per_example += out_h * out_w * filters + sizes[0] * sizes[1] * channels * filters
-    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1], channels, filters])
+    held = int(np.prod(a.shape[1:])) + out_h * out_w * filters
+    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1], channels, filters], held=held)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
@@ -116,9 +117,9 @@ def _grouped_kernel_moment(
         per_example = tf.reshape(per_example, [sizes[0] * sizes[1] * channels, n, filters])
         return tf.reduce_sum(apply_moment(per_example, moment), axis=1)
 
-    per_example = height * width * channels + out_h * out_w * filters
-    per_example += 2 * sizes[0] * sizes[1] * channels * filters
-    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1] * channels, filters])
+    held = height * width * channels + out_h * out_w * filters
+    per_example = held + 2 * sizes[0] * sizes[1] * channels * filters
+    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1] * channels, filters], held=held)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
