@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from importance._moments import apply_moment, chunked_sum
+from importance._moments import apply_moment, chunked_sum, in_xla
 
 
 def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
@@ -124,17 +124,6 @@ def _grouped_kernel_moment(
 
 
 _GROUPED: list[bool] = []
-
-
-def in_xla() -> bool:
-    """Whether the graph being built is compiled by XLA (which needs static group counts)."""
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - private module moved: take the path XLA accepts
-        return True
-    if tf.executing_eagerly():
-        return False
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
 
 
 def _grouped_filter_grad_works() -> bool:

@@ -25,8 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._conv_moments import in_xla
-from importance._moments import apply_moment, chunked_sum
+from importance._moments import apply_moment, chunked_sum, in_xla
 
 
 def supported(layer: Any) -> bool:

@@ -18,8 +18,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from importance._conv_moments import in_xla
-from importance._moments import apply_moment, chunked_sum
+from importance._moments import apply_moment, chunked_sum, in_xla
 
 
 def supported(layer: Any) -> bool:

@@ -1,7 +1,9 @@
-"""Per-example gradient moments: the kinds, the objective type and the moment function.
+"""Per-example gradient moments: the kinds, the objective type, the moment function, the chunked
+sum over a batch and the XLA test.
 
 Shared by the dispatcher (:mod:`importance.per_example`) and the engines behind it
-(:mod:`importance._factorized`, :mod:`importance._conv_moments`), so each is defined once.
+(:mod:`importance._factorized` and the per-family ``_*_moments`` modules), so each is defined
+once.
 """
 
 from __future__ import annotations
@@ -90,3 +92,15 @@ def chunked_sum(
         parallel_iterations=1,
     )
     return total
+
+
+def in_xla() -> bool:
+    """Whether the graph being built is compiled by XLA (``jit_compile=True``): some closed forms
+    need shapes XLA does not allow (batch-sized group counts, data-dependent sizes)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # pragma: no cover - private module moved: take the path XLA accepts
+        return True
+    if tf.executing_eagerly():
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
