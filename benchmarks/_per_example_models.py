@@ -126,12 +126,6 @@ def runner(model: Any, measure: str, method: str) -> Callable[[Any], list[np.nda
     return lambda data: imp.compute_importance(measure, model, data, batch_size=BATCH, method=method)
 
 
-def rel_error(got: list[np.ndarray], ref: list[np.ndarray]) -> float:
-    got_flat = np.concatenate([np.ravel(g) for g in got])
-    ref_flat = np.concatenate([np.ravel(r) for r in ref])
-    return float(np.linalg.norm(got_flat - ref_flat) / np.linalg.norm(ref_flat))
-
-
 def subset(data: tuple[np.ndarray, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
     return data[0][:n], data[1][:n]
 

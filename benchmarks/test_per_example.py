@@ -39,11 +39,12 @@ from _per_example_models import (
     build,
     manual_median,
     peak_memory,
-    rel_error,
     runner,
     subset,
     timed_examples,
 )
+
+from importance.testing import relative_error
 
 # [model][exact labels]. An MLP call takes ~80 ms, so one load spike moves a median of few rounds.
 ROUNDS = {"mlp": {False: 15, True: 5}, "cnn": {False: 7, True: 3}}
@@ -145,7 +146,7 @@ def test_per_example(benchmark, bench_plan, state, device, model_name, measure, 
             reference = _reference(state, key, model, measure, data)
             n_ref = timed_examples(measure, "loop", n)
             got = result if method == "loop" else fn(subset(data, n_ref))
-            error = rel_error(got, reference)
+            error = relative_error(got, reference)
         plain = state["seconds"].get(key + ("plain",))
         if plain is None:
             plain = manual_median(lambda: runner(model, measure, "plain")(data), rounds)

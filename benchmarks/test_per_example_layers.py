@@ -31,12 +31,12 @@ from _per_example_models import (
     Interleaved,
     manual_median,
     peak_memory,
-    rel_error,
     runner,
     subset,
 )
 
 from importance.per_example import resolve_method
+from importance.testing import relative_error
 
 N = 256
 LOOP_EXAMPLES = 4
@@ -103,7 +103,7 @@ def test_per_example_layers(benchmark, bench_plan, state, model_name, measure, m
     if method != "plain":
         if key not in state["ref"]:
             state["ref"][key] = runner(model, measure, "loop")(subset(data, LOOP_EXAMPLES))
-        error = rel_error(fn(subset(data, LOOP_EXAMPLES)), state["ref"][key])
+        error = relative_error(fn(subset(data, LOOP_EXAMPLES)), state["ref"][key])
     # Rows are compared through their ratios to the plain pass interleaved with each: the load
     # of a shared machine moves between rows, which absolute seconds would take for a difference.
     vmap = state["ratios"].get(key + ("vmap",))

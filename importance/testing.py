@@ -17,7 +17,8 @@ In a plugin's own test suite::
         check(name)
 
 or ``check_measure("my_measure")`` to run them all at once. The project's own contract suite
-(``tests/test_contract.py``) runs them on every registered measure.
+(``tests/test_contract.py``) runs them on every registered measure. :func:`relative_error` is the
+comparison the project's reference tests use (a measure against an independent slow loop).
 """
 
 from __future__ import annotations
@@ -39,11 +40,20 @@ __all__ = [
     "check_model_unchanged",
     "check_one_array_per_weight",
     "parametrize_with_checks",
+    "relative_error",
     "tiny_classifier",
 ]
 
 MODELS = ("dense", "conv")
 SEED = 1  # not the default, so a measure that ignores its seed is still caught being random
+
+
+def relative_error(got: Iterable[Any], reference: Iterable[Any]) -> float:
+    """``||got - reference|| / ||reference||`` over all arrays of two lists (one per weight),
+    in float64."""
+    got_flat = np.concatenate([np.ravel(np.asarray(g, np.float64)) for g in got])
+    ref_flat = np.concatenate([np.ravel(np.asarray(r, np.float64)) for r in reference])
+    return float(np.linalg.norm(got_flat - ref_flat) / np.linalg.norm(ref_flat))
 
 
 @functools.cache

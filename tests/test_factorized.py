@@ -11,16 +11,11 @@ from hypothesis import strategies as st
 
 from importance import _conv_moments, _factorized, _moments, _scoped_vmap
 from importance.per_example import per_example_moment
+from importance.testing import relative_error
 
 TOL = 1e-5
 BATCH = 6
 CLASSES = 4
-
-
-def _rel_err(got: list, ref: list) -> float:
-    got = np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in got])
-    ref = np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in ref])
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
 
 
 def _log_likelihood(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -65,7 +60,7 @@ def _check(model, x, monkeypatch, *, moment="square", objective="likelihood"):
     ref = per_example_moment(model, x, fn, moment=moment, method="loop", **kwargs)
     assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in model.trainable_weights]
     assert all(g.dtype == tf.float32 for g in got)
-    err = _rel_err(got, ref)
+    err = relative_error(got, ref)
     assert err <= TOL, err
     return got
 
@@ -172,7 +167,7 @@ def test_conv2d_configurations_match_loop(kernel, stride, dilate, padding, size)
     x = tf.random.normal([3, *size, 2], seed=1)
     got = _factorized.per_example_moment(model, x, _squared_norm, moment="square")
     ref = per_example_moment(model, x, _squared_norm, moment="square", method="loop")
-    assert _rel_err(got, ref) <= TOL
+    assert relative_error(got, ref) <= TOL
 
 
 def test_functional_with_branches_and_nested_sequential(monkeypatch):
@@ -220,7 +215,7 @@ def test_unsupported_layers_fall_back(moment, monkeypatch):
     got = _factorized.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
     monkeypatch.undo()
     ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
-    assert _rel_err(got, ref) <= TOL
+    assert relative_error(got, ref) <= TOL
     # BatchNorm has a closed form; only the custom layer's weight is vectorised, on its own.
     assert len(calls) == 1 and len(calls[0]) == 1 and "scale" in calls[0][0]
 
@@ -244,7 +239,7 @@ def test_shared_layer_and_subclassed_model_fall_back():
     for m in (model, sub):
         got = _factorized.per_example_moment(m, x, _squared_norm, moment="abs")
         ref = per_example_moment(m, x, _squared_norm, moment="abs", method="loop")
-        assert _rel_err(got, ref) <= TOL
+        assert relative_error(got, ref) <= TOL
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -263,7 +258,7 @@ def test_inside_tf_function_with_unknown_batch_and_chunks(jit, monkeypatch):
     x = tf.random.normal([BATCH, 3, 5, 2])
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
     ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
-    assert _rel_err(fn(x, y), ref) <= TOL
+    assert relative_error(fn(x, y), ref) <= TOL
 
 
 def test_auto_dispatches_to_factorized():
@@ -275,7 +270,7 @@ def test_auto_dispatches_to_factorized():
     ref = per_example_moment(model, x, _squared_norm, moment="abs", method="loop")
     for a, b in zip(got, factorized, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert _rel_err(got, ref) <= TOL
+    assert relative_error(got, ref) <= TOL
 
 
 def test_bad_moment_is_named():
@@ -296,4 +291,4 @@ def test_sum_over_objectives_shares_the_forward_and_matches_the_loop(moment):
     got = _factorized.per_example_moment_sum(model, x, objectives, moment=moment)
     loops = [per_example_moment(model, x, o, moment=moment, method="loop") for o in objectives]
     ref = [tf.add_n(list(parts)) for parts in zip(*loops, strict=True)]
-    assert _rel_err(got, ref) <= TOL
+    assert relative_error(got, ref) <= TOL

@@ -13,15 +13,10 @@ import tensorflow as tf
 import importance as imp
 from importance.measures.fisher import sample_labels
 from importance.per_example import per_example_moment
+from importance.testing import relative_error
 
 N, BATCH = 16, 6  # three batches, the last one ragged
 RTOL = 1e-5
-
-
-def rel_err(actual, expected) -> float:
-    a = np.concatenate([np.ravel(v) for v in actual]).astype(np.float64)
-    b = np.concatenate([np.ravel(v) for v in expected]).astype(np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def _log_probs(model, x, softmax: bool) -> tf.Tensor:
@@ -89,7 +84,7 @@ def test_fisher_matches_per_example_loop(setup, softmax, labels):
     model, (x, y) = setup(softmax)
     scores = imp.compute_importance("fisher", model, (x, y), labels=labels, batch_size=BATCH)
     expected = reference_fisher(model, x, None if labels == "exact" else y, softmax=softmax)
-    assert rel_err(scores, expected) <= RTOL
+    assert relative_error(scores, expected) <= RTOL
 
 
 @pytest.mark.parametrize("softmax", [False, True], ids=["logits", "softmax"])
@@ -98,7 +93,7 @@ def test_fisher_sampled_matches_loop_on_the_same_sampled_labels(setup, softmax):
     drawn = sample_labels(model, data, seed=3, batch_size=BATCH)
     assert drawn.shape == (N,) and set(drawn) <= {0, 1, 2}
     scores = imp.compute_importance("fisher_sampled", model, data, seed=3, batch_size=BATCH)
-    assert rel_err(scores, reference_fisher(model, data[0], drawn, softmax=softmax)) <= RTOL
+    assert relative_error(scores, reference_fisher(model, data[0], drawn, softmax=softmax)) <= RTOL
 
 
 @pytest.mark.parametrize("method", ["loop", "vmap"])
@@ -107,7 +102,7 @@ def test_fisher_methods_match_reference(build_dense, make_data, method):
     x, y = make_data((6,), n=8, seed=5)
     for labels, target in [("exact", None), ("empirical", y)]:
         scores = imp.compute_importance("fisher", model, (x, y), labels=labels, method=method)
-        assert rel_err(scores, reference_fisher(model, x, target, softmax=False)) <= RTOL
+        assert relative_error(scores, reference_fisher(model, x, target, softmax=False)) <= RTOL
 
 
 def test_registered_variants_are_fisher_with_their_labels(dense_model, dense_data):
@@ -141,9 +136,9 @@ def test_sampled_fisher_is_unbiased_for_exact(build_dense, make_data):
     repeats = 512
     many = (np.tile(x, (repeats, 1)), np.tile(y, repeats))
     mean = imp.compute_importance("fisher_sampled", model, many)
-    assert rel_err(mean, exact) < 0.05
+    assert relative_error(mean, exact) < 0.05
     # A single draw is much further away: the test is not passing trivially.
-    assert rel_err(imp.compute_importance("fisher_sampled", model, (x, y)), exact) > 0.1
+    assert relative_error(imp.compute_importance("fisher_sampled", model, (x, y)), exact) > 0.1
 
 
 @pytest.mark.parametrize("softmax", [False, True], ids=["logits", "softmax"])
@@ -151,15 +146,15 @@ def test_fisher_batch_is_its_loop_definition_and_differs_from_per_example(setup,
     model, (x, y) = setup(softmax)
     scores = imp.compute_importance("fisher_batch", model, (x, y), batch_size=BATCH)
     expected = reference_fisher_batch(model, x, y, batch_size=BATCH, softmax=softmax)
-    assert rel_err(scores, expected) <= RTOL
+    assert relative_error(scores, expected) <= RTOL
     empirical = imp.compute_importance("fisher_empirical", model, (x, y), batch_size=BATCH)
-    assert rel_err(scores, empirical) > 0.3
+    assert relative_error(scores, empirical) > 0.3
 
 
 def test_fisher_batch_with_batches_of_one_is_the_empirical_fisher(dense_model, dense_data):
     one = imp.compute_importance("fisher_batch", dense_model, dense_data, batch_size=1)
     empirical = imp.compute_importance("fisher_empirical", dense_model, dense_data)
-    assert rel_err(one, empirical) <= RTOL
+    assert relative_error(one, empirical) <= RTOL
 
 
 @pytest.mark.parametrize("name", ["fisher", "fisher_sampled", "fisher_empirical", "fisher_batch"])
@@ -188,8 +183,8 @@ def test_max_examples_uses_the_first_examples_from_arrays_and_datasets(dense_mod
     from_arrays = imp.compute_importance("fisher_empirical", dense_model, (x, y), max_examples=13, batch_size=5)
     dataset = tf.data.Dataset.from_tensor_slices((x, np.eye(3, dtype=np.float32)[y])).batch(5)
     from_dataset = imp.compute_importance("fisher_empirical", dense_model, dataset, max_examples=13)
-    assert rel_err(from_arrays, expected) <= RTOL
-    assert rel_err(from_dataset, expected) <= RTOL
+    assert relative_error(from_arrays, expected) <= RTOL
+    assert relative_error(from_dataset, expected) <= RTOL
 
 
 def test_from_logits_can_be_given_explicitly(build_dense, dense_data):
@@ -198,7 +193,7 @@ def test_from_logits_can_be_given_explicitly(build_dense, dense_data):
     explicit = imp.compute_importance("fisher", model, dense_data, from_logits=False)
     assert all(np.array_equal(a, b) for a, b in zip(auto, explicit, strict=True))
     wrong = imp.compute_importance("fisher", model, dense_data, from_logits=True)
-    assert rel_err(wrong, auto) > 1e-3
+    assert relative_error(wrong, auto) > 1e-3
 
 
 @pytest.mark.parametrize(
@@ -232,7 +227,7 @@ def test_per_example_loop_and_vmap_agree(arch, build_dense, build_conv, make_dat
         kwargs = {}
     loop = per_example_moment(model, x, objective, moment=moment, method="loop", **kwargs)
     vmap = per_example_moment(model, x, objective, moment=moment, method="vmap", **kwargs)
-    assert rel_err(vmap, loop) <= RTOL
+    assert relative_error(vmap, loop) <= RTOL
     assert all(float(tf.reduce_sum(v)) > 0 for v in vmap)
 
 
@@ -242,7 +237,7 @@ def test_freezing_a_layer_after_a_first_call_is_seen(build_dense, dense_data):
     model.layers[0].trainable = False
     scores = imp.compute_importance("fisher", model, dense_data)
     assert [s.shape for s in scores] == [(8, 3), (3,)]
-    assert rel_err(scores, reference_fisher(model, dense_data[0], None, softmax=False)) <= RTOL
+    assert relative_error(scores, reference_fisher(model, dense_data[0], None, softmax=False)) <= RTOL
 
 
 def test_sampled_labels_are_the_same_for_every_method(arch, build_dense, build_conv, make_data):
@@ -253,4 +248,4 @@ def test_sampled_labels_are_the_same_for_every_method(arch, build_dense, build_c
     expected = reference_fisher(model, data[0], drawn, softmax=False)
     for method in ("loop", "vmap", "factorized"):
         scores = imp.compute_importance("fisher_sampled", model, data, seed=11, batch_size=BATCH, method=method)
-        assert rel_err(scores, expected) <= RTOL, method
+        assert relative_error(scores, expected) <= RTOL, method

@@ -12,16 +12,11 @@ from hypothesis import strategies as st
 
 from importance import _factorized, _layer_paths, _moments, _scoped_vmap
 from importance.per_example import per_example_moment
+from importance.testing import relative_error
 
 TOL = 1e-5
 BATCH = 5
 CLASSES = 3
-
-
-def _rel_err(got: list, ref: list) -> float:
-    got = np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in got])
-    ref = np.concatenate([np.ravel(np.asarray(t, np.float64)) for t in ref])
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
 
 
 def _log_likelihood(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -48,7 +43,7 @@ def _check(model, x, monkeypatch, *, moment="square", vmapped=0, method="auto"):
     monkeypatch.undo()
     ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
     assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in model.trainable_weights]
-    assert _rel_err(got, ref) <= TOL
+    assert relative_error(got, ref) <= TOL
     assert len(scoped) == vmapped
     return got
 
@@ -79,6 +74,9 @@ def test_norm_layers_closed_form(moment, monkeypatch):
     _check(model, tf.random.normal([BATCH, 4, 4, 3], seed=1), monkeypatch, moment=moment)
 
 
+# Keras >= 3.12 deprecates rms_scaling with a UserWarning (when built and when called, not always
+# once per process); the option still exists, so the engine must still handle it.
+@pytest.mark.filterwarnings("ignore:(?s).*rms_scaling:UserWarning")
 @settings(deadline=None, max_examples=4, derandomize=True)
 @given(
     length=st.integers(1, 4),
@@ -97,7 +95,7 @@ def test_norm_layers_random_shapes(length, width, kind):
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
     got = _factorized.per_example_moment(model, x, _log_likelihood, targets=y)
     ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
-    assert _rel_err(got, ref) <= TOL
+    assert relative_error(got, ref) <= TOL
 
 
 @pytest.mark.parametrize("moment", ["square", "abs"])
@@ -119,7 +117,7 @@ def test_embedding_random_shapes(vocabulary, length, dim):
     x = tf.constant(np.random.default_rng(length).integers(0, vocabulary, size=(BATCH, length)), tf.int32)
     got = _factorized.per_example_moment(model, x, lambda o: tf.reduce_sum(o**2, -1), moment="abs")
     ref = per_example_moment(model, x, lambda o: tf.reduce_sum(o**2, -1), moment="abs", method="loop")
-    assert _rel_err(got, ref) <= TOL
+    assert relative_error(got, ref) <= TOL
 
 
 def test_shared_dense_sums_calls_before_the_moment(monkeypatch):
@@ -204,7 +202,7 @@ def test_depthwise_and_separable_random_shapes(size, kernel, stride, multiplier,
     for moment in ("square", "abs"):
         got = _factorized.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
         ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
-        assert _rel_err(got, ref) <= TOL
+        assert relative_error(got, ref) <= TOL
 
 
 @settings(deadline=None, max_examples=4, derandomize=True)
@@ -223,7 +221,7 @@ def test_conv3d_random_shapes(size, kernel, stride, channels, padding):
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
     got = _factorized.per_example_moment(model, x, _log_likelihood, targets=y)
     ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
-    assert _rel_err(got, ref) <= TOL
+    assert relative_error(got, ref) <= TOL
 
 
 def test_task_resnet_bn_takes_closed_forms_only(monkeypatch):
@@ -296,7 +294,7 @@ def test_chunked_closed_forms_inside_tf_function_with_unknown_batch(name, jit, m
         autograph=False,
         jit_compile=jit,
     )
-    assert _rel_err(fn(x, y), ref) <= TOL
+    assert relative_error(fn(x, y), ref) <= TOL
 
 
 def _lstm_model(head_units=None):

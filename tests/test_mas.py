@@ -8,14 +8,9 @@ import pytest
 import tensorflow as tf
 
 import importance as imp
+from importance.testing import relative_error
 
 RTOL = 1e-5
-
-
-def rel_err(actual, expected) -> float:
-    a = np.concatenate([np.ravel(v) for v in actual]).astype(np.float64)
-    b = np.concatenate([np.ravel(v) for v in expected]).astype(np.float64)
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def reference_mas(model, x):
@@ -36,7 +31,7 @@ def test_mas_matches_per_example_loop(arch, softmax, build_dense, build_conv, ma
     model = (build_dense if arch == "dense" else build_conv)(softmax=softmax, seed=1)
     x, y = make_data(model.inputs[0].shape[1:], n=16, seed=2)
     scores = imp.compute_importance("mas", model, (x, y), batch_size=6)
-    assert rel_err(scores, reference_mas(model, x)) <= RTOL
+    assert relative_error(scores, reference_mas(model, x)) <= RTOL
 
 
 @pytest.mark.parametrize("method", ["loop", "vmap"])
@@ -44,7 +39,7 @@ def test_mas_methods_match_reference(method, build_conv, make_data):
     model = build_conv(seed=3)
     x, y = make_data((6, 6, 2), n=8, seed=3)
     scores = imp.compute_importance("mas", model, (x, y), method=method)
-    assert rel_err(scores, reference_mas(model, x)) <= RTOL
+    assert relative_error(scores, reference_mas(model, x)) <= RTOL
 
 
 def test_mas_closed_form_on_a_linear_model(make_data):
@@ -56,10 +51,10 @@ def test_mas_closed_form_on_a_linear_model(make_data):
     expected_kernel = np.mean(np.abs(2 * x[:, :, None] * f[:, None, :]), axis=0)
     expected_bias = np.mean(np.abs(2 * f), axis=0)
     scores = imp.compute_importance("mas", model, (x, y), batch_size=7)
-    assert rel_err(scores, [expected_kernel, expected_bias]) <= RTOL
+    assert relative_error(scores, [expected_kernel, expected_bias]) <= RTOL
     # The mean of absolute values, not the absolute value of the mean.
     wrong = np.abs(np.mean(2 * x[:, :, None] * f[:, None, :], axis=0))
-    assert rel_err([scores[0]], [wrong]) > 0.1
+    assert relative_error([scores[0]], [wrong]) > 0.1
 
 
 def test_mas_ignores_labels(dense_model, dense_data):
@@ -88,6 +83,6 @@ def test_planted_zero_inputs_get_exactly_zero_mas(arch, build_dense, build_conv,
 def test_max_examples_and_bad_method(dense_model, dense_data):
     x, y = dense_data
     first = imp.compute_importance("mas", dense_model, (x, y), max_examples=5)
-    assert rel_err(first, reference_mas(dense_model, x[:5])) <= RTOL
+    assert relative_error(first, reference_mas(dense_model, x[:5])) <= RTOL
     with pytest.raises(ValueError, match="method must be one of .* Received: 'fast'"):
         imp.compute_importance("mas", dense_model, (x, y), method="fast")
