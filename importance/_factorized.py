@@ -44,7 +44,7 @@ from importance import (
     _sequence_moments,
 )
 from importance._conv_moments import conv3d_kernel_moment, conv_kernel_moment
-from importance._layer_paths import closed_form, interceptable, walkable
+from importance._layer_paths import decide
 from importance._moments import Objective, apply_moment, check_moment, chunked_sum
 
 
@@ -284,22 +284,19 @@ class _Walker:
         self.tape, self.captures = tape, captures
 
     def call(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
-        kind = closed_form(layer) if len(args) == 1 else None
-        if kind in ("dense", "conv", "einsum", "depthwise"):
-            return self._capture(layer, args[0], kind)
-        if walkable(layer):
+        path, subs = decide(layer, single_input=len(args) == 1)
+        if path in ("dense", "conv", "einsum", "depthwise"):
+            return self._capture(layer, args[0], path)
+        if path == "walk":
             return self._walk(layer, args[0] if len(args) == 1 else list(args))
         kwargs.pop("training", None)
         if getattr(layer, "_call_has_training_arg", False):
             kwargs["training"] = False
-        if kind is None and not getattr(layer, "trainable_weights", None):
+        if path in ("none", "jacobian"):  # jacobian: vmap would crash on attention
             return layer(*args, **kwargs)
-        subs = [] if kind else interceptable(layer)
-        if subs:
+        if path == "intercept":
             return self._intercept(layer, subs, args, kwargs)
-        if kind is None and _scoped_vmap.attention_layers(layer):
-            return layer(*args, **kwargs)  # vmap would crash: these weights take the jacobian
-        return self._capture_outputs(layer, kind or "vmap", args, kwargs)
+        return self._capture_outputs(layer, path, args, kwargs)  # norm, embedding, vmap
 
     def _capture(self, layer: Any, a: Any, kind: str) -> tf.Tensor:
         a = tf.convert_to_tensor(a)

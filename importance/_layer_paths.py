@@ -78,6 +78,29 @@ def walkable(model: Any) -> bool:
     )
 
 
+def decide(layer: Any, *, single_input: bool = True) -> tuple[str, list[Any]]:
+    """How the engine runs one call of ``layer``: ``(path, sub-layers)``.
+
+    ``path`` is a closed form (see :func:`closed_form`; only for a call with one input),
+    ``walk`` (run its layers one by one), ``none`` (no trainable weights: run as it is),
+    ``intercept`` (run it with the returned sub-layers' calls routed through the engine),
+    ``jacobian`` (attention the engine cannot vectorise: those weights take the whole-batch
+    Jacobian) or ``vmap`` (vectorised over examples on its own). The engine's forward pass and
+    :func:`layer_paths` both decide with it.
+    """
+    closed = closed_form(layer) if single_input else None
+    if closed is not None:
+        return closed, []
+    if walkable(layer):
+        return "walk", []
+    if not getattr(layer, "trainable_weights", None):
+        return "none", []
+    subs = interceptable(layer)
+    if subs:
+        return "intercept", subs
+    return ("jacobian" if _scoped_vmap.attention_layers(layer) else "vmap"), []
+
+
 def layer_paths(model: Any) -> list[tuple[Any, str]]:
     """The path the engine takes for each layer owning trainable weights, read from the model's
     structure (as the forward pass will meet them; a shared layer once).
@@ -90,18 +113,13 @@ def layer_paths(model: Any) -> list[tuple[Any, str]]:
     found: dict[int, tuple[Any, str]] = {}
 
     def visit(layer: Any) -> None:
-        closed = closed_form(layer)
-        if closed is None and walkable(layer):
+        path, subs = decide(layer)
+        if path == "walk":
             for sub in layer.layers:
                 visit(sub)
-            return
-        if closed is None and not getattr(layer, "trainable_weights", None):
-            return
-        subs = [] if closed else interceptable(layer)
         for sub in subs:
             found.setdefault(id(sub), (sub, closed_form(sub)))
-        if not subs:
-            path = closed or ("jacobian" if _scoped_vmap.attention_layers(layer) else "vmap")
+        if path not in ("walk", "none", "intercept"):
             found.setdefault(id(layer), (layer, path))
 
     visit(model)
