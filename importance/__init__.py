@@ -15,8 +15,7 @@ Public API::
 
 from importance.aggregation import AggregationWarning, aggregate
 from importance.online import Recorder, Tracker
-from importance.registry import (
-    PluginWarning,
+from importance.measures import (
     available_measures,
     compute_importance,
     get_measure,
@@ -25,6 +24,7 @@ from importance.registry import (
     track,
     unregister_measure,
 )
+from importance.registry import PluginWarning
 from importance.scores import ImportanceError, validate_scores
 from importance.thresholding import threshold_sweep
 

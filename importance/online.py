@@ -21,7 +21,7 @@ and after every optimiser step. A :class:`Recorder` holds one :class:`Tracker` p
 
 :func:`importance.compute_importance` finds the recorder of a model by itself and passes it to
 the measure as ``recorder=``. This module knows no measure names: :func:`importance.track`
-(in :mod:`importance.registry`) looks the trackers up and calls :func:`attach`.
+(in :mod:`importance.measures.compute`) looks the trackers up and calls :func:`attach`.
 """
 
 from __future__ import annotations

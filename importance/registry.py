@@ -1,362 +1,274 @@
-"""The measure registry: one dict of name -> measure, plugins through entry points.
+"""The one registry: named things of one kind, built-ins from a module, plugins from entry points.
 
-A *measure* is a callable ``fn(model, data, **options)`` returning one array per entry of
-``model.trainable_weights``, each with that weight's shape. :func:`register_measure` records it
-under a name (bare or with a name), :func:`get_measure` finds it, :func:`compute_importance` calls
-it and checks what it returned.
+Every plug-in axis of the project is an instance of :class:`Registry`, in the ``registry.py`` of
+its package:
 
-Third-party packages register measures by exposing a module in the entry-point group
-``importance.measures``; importing that module applies the decorator. Plugins are loaded lazily,
-the first time the registry is read. A plugin that fails to import is reported by name with a
-warning and the rest of the registry keeps working.
+=========================  ==============================================  ======================
+what                       instance                                        entry-point group
+=========================  ==============================================  ======================
+importance measures        ``importance.measures.registry.MEASURES``       ``importance.measures``
+saliency methods           ``importance.interpret.registry.SALIENCY``      ``importance.saliency``
+consolidation strategies   ``importance.continual.registry.STRATEGIES``    ``importance.strategies``
+benchmark tasks            ``tasks.registry.TASKS``                        ``importance.tasks``
+continual sequences        ``tasks.continual.sequences.SEQUENCES``         (none)
+=========================  ==============================================  ======================
 
-An *online* measure (SI, the seed trackers) is registered with the :class:`~importance.online.Tracker`
-class that records its trajectory (``register_measure("si", online=True, tracker=SITracker)``);
-:func:`track` starts recording a model's online measures, and :func:`compute_importance` passes
-the model's recorder to the measure as ``recorder=``.
+The rules are the same for all of them: a duplicate name is an error naming the module that owns
+it; an unknown name's error lists the available ones; the ``builtins`` module is imported and the
+plugins of the ``group`` are loaded lazily, the first time the registry is read; a plugin that
+fails to import is skipped with a :class:`PluginWarning` naming it, and is not retried;
+:meth:`Registry.scoped` undoes every registration made inside a block.
+
+A callable is registered with the :meth:`Registry.register` decorator, which stores an
+:class:`Entry` (name, function, default options, the docstring's first line) and returns the
+function unchanged; any other object (a task) is stored as it is with :meth:`Registry.add`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import importlib.metadata
-import inspect
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
+__all__ = ["Entry", "PluginWarning", "Registry"]
 
-from importance.online import Recorder, Tracker, attach, require_recorder
-from importance.scores import ImportanceError, validate_scores
-from importance.validation import check_data, check_model, labels_for
 
-__all__ = [
-    "ENTRY_POINT_GROUP",
-    "ImportanceError",
-    "MeasureSpec",
-    "PluginWarning",
-    "available_measures",
-    "compute_importance",
-    "failed_plugins",
-    "get_measure",
-    "load_plugins",
-    "register_measure",
-    "register_tracker",
-    "scoped",
-    "track",
-    "unregister_measure",
-    "validate_scores",
-]
-
-ENTRY_POINT_GROUP = "importance.measures"
+class PluginWarning(UserWarning):
+    """A module of an entry-point group of importance-bench failed to load and was skipped."""
 
 
 @dataclasses.dataclass(frozen=True)
-class MeasureSpec:
-    """What the registry knows about one measure.
+class Entry:
+    """One registered callable.
 
     Attributes:
-        name: Registry name, e.g. ``"fisher"``.
-        fn: The measure callable ``fn(model, data, **options)``.
-        online: True when the measure needs a recorded training trajectory
-            (see :mod:`importance.online`); its ``fn`` then receives the
-            :class:`~importance.online.Recorder` as the keyword ``recorder``.
+        name: Registry name.
+        fn: The callable (a function or a class).
         defaults: Default keyword options, merged under the caller's options.
         description: First line of the callable's docstring.
-        tracker: For an online measure, the :class:`~importance.online.Tracker` class that
-            records what it needs during training.
-        takes_seed: Whether ``fn`` has a ``seed`` parameter (read once from its signature), so
-            callers that vary seeds know whether to pass one.
     """
 
     name: str
     fn: Callable[..., Any]
-    online: bool = False
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     description: str = ""
-    tracker: type[Tracker] | None = None
-    takes_seed: bool = False
 
 
-_MEASURES: dict[str, MeasureSpec] = {}
-_PLUGINS_LOADED = False
-_BUILTINS_LOADED = False
-_FAILED_PLUGINS: dict[str, str] = {}
+def first_doc_line(fn: Any) -> str:
+    """The first line of ``fn``'s docstring, or ``""``."""
+    lines = (getattr(fn, "__doc__", None) or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
-def register_measure(
-    name: str | Callable[..., Any] | None = None,
-    *,
-    online: bool = False,
-    tracker: type[Tracker] | None = None,
-    **defaults: Any,
-) -> Any:
-    """Register an importance measure under a name.
-
-    Usable bare (``@register_measure``, the function's name is used), with a name
-    (``@register_measure("my_measure")``) or with default options
-    (``@register_measure("fisher_sampled", labels="sampled")``). The decorator returns the
-    function unchanged, so one function may be registered several times under different names
-    and defaults.
+class Registry:
+    """Named things of one kind, with built-ins from a module and plugins from an entry-point group.
 
     Args:
-        name: Registry name, or the function itself when used bare.
-        online: Whether the measure needs a recorded training trajectory.
-        tracker: For an online measure, the :class:`~importance.online.Tracker` subclass that
-            records it (several measures may share one class; a recorder then holds one
-            instance for them).
-        **defaults: Default keyword options passed to the measure.
-
-    Returns:
-        The decorator, or the function itself when used bare.
-
-    Raises:
-        ValueError: If the name is already registered or is not a valid string, or a tracker
-            is given for a measure that is not online or is not a Tracker subclass.
-        TypeError: If what is registered is not callable.
+        kind: What is registered, for messages (``"measure"``, ``"saliency method"``, ``"task"``).
+        group: Entry-point group whose modules are imported on the first read (None: no plugins).
+        builtins: Module whose import registers the built-ins, imported on the first read (None:
+            the built-ins register themselves when their module is imported).
+        decorator: The public name of the registering decorator, for messages.
+        signature: The signature a registered callable must have, for messages.
     """
-    if callable(name):
-        return register_measure(None, online=online, tracker=tracker, **defaults)(name)
-    _check_tracker(tracker, online=online)
 
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        group: str | None = None,
+        builtins: str | None = None,
+        decorator: str = "register",
+        signature: str = "",
+    ):
+        self.kind = kind
+        self.decorator = decorator
+        self.signature = signature
+        self.group = group
+        self.builtins = builtins
+        self._items: dict[str, Any] = {}
+        self._failed: dict[str, str] = {}
+        self._builtins_loaded = builtins is None
+        self._plugins_loaded = group is None
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, group={self.group!r}, {len(self._items)} registered)"
+
+    # --- registering -----------------------------------------------------------------------
+
+    def register(self, name: str | Callable[..., Any] | None = None, **defaults: Any) -> Any:
+        """Decorator registering a callable under ``name`` (its own ``__name__`` when bare).
+
+        Usable bare (``@REG.register``), with a name (``@REG.register("x")``) or with default
+        options (``@REG.register("x", option=1)``). Returns the callable unchanged, so one
+        function may be registered under several names and defaults.
+
+        Raises:
+            TypeError: What is registered is not callable.
+            ValueError: The name is taken or is not a non-empty string.
+        """
+        if callable(name):
+            return self.register(None, **defaults)(name)
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.check_callable(fn, name)
+            key = fn.__name__ if name is None else name
+            self.add(key, Entry(key, fn, dict(defaults), first_doc_line(fn)))
+            return fn
+
+        return decorator
+
+    def check_callable(self, fn: Any, name: Any) -> None:
+        """Refuse a non-callable registration, naming it.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
+        """
         if not callable(fn):
+            wanted = f"a callable {self.signature}".rstrip()
             raise TypeError(
-                f"register_measure({name!r}) needs a callable fn(model, data, **options). "
+                f"{self.decorator}({name!r}) needs {wanted}. "
                 f"Received: {fn!r} of type {type(fn).__name__}"
             )
-        measure_name = fn.__name__ if name is None else name
-        if not isinstance(measure_name, str) or not measure_name.strip():
-            raise ValueError(f"A measure name must be a non-empty string. Received: {measure_name!r}")
-        if measure_name in _MEASURES:
+
+    def add(self, name: str, item: Any) -> Any:
+        """Store ``item`` under ``name`` and return it.
+
+        Raises:
+            ValueError: The name is taken (the message names the module that owns it) or is not a
+                non-empty string.
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"A {self.kind} name must be a non-empty string. Received: {name!r}")
+        if name in self._items:
             raise ValueError(
-                f"A measure named {measure_name!r} is already registered "
-                f"(by {_MEASURES[measure_name].fn.__module__}). Choose another name."
+                f"A {self.kind} named {name!r} is already registered{self._owner(name)}. "
+                "Choose another name."
             )
-        doc = (fn.__doc__ or "").strip().splitlines()
-        _MEASURES[measure_name] = MeasureSpec(
-            name=measure_name,
-            fn=fn,
-            online=online,
-            defaults=dict(defaults),
-            description=doc[0] if doc else "",
-            tracker=tracker,
-            takes_seed=_has_parameter(fn, "seed"),
-        )
-        return fn
+        self._items[name] = item
+        return item
 
-    return decorator
+    def replace(self, name: str, item: Any) -> None:
+        """Replace the item of a registered name (e.g. to attach a tracker to a measure).
 
+        Raises:
+            KeyError: Unknown name; the message lists the available ones.
+        """
+        self.get(name)
+        self._items[name] = item
 
-def register_tracker(name: str) -> Callable[[type[Tracker]], type[Tracker]]:
-    """Attach a :class:`~importance.online.Tracker` class to the registered online measure ``name``.
+    def unregister(self, name: str) -> None:
+        """Remove a registered name (for tests and interactive sessions).
 
-    For a tracker written after its measure; otherwise pass ``tracker=`` to
-    :func:`register_measure`. The class is returned unchanged.
+        Raises:
+            KeyError: Unknown name; the message lists the available ones.
+        """
+        self.get(name)
+        del self._items[name]
 
-    Raises:
-        KeyError: No measure has that name.
-        ValueError: The measure is not online, already has a tracker, or ``cls`` is not a
-            Tracker subclass.
-    """
+    # --- reading ---------------------------------------------------------------------------
 
-    def decorator(cls: type[Tracker]) -> type[Tracker]:
-        spec = get_measure(name)
-        _check_tracker(cls, online=spec.online)
-        if spec.tracker is not None:
-            raise ValueError(f"Measure {name!r} already has a tracker ({spec.tracker.__name__}).")
-        _MEASURES[name] = dataclasses.replace(spec, tracker=cls)
-        return cls
+    def get(self, name: str) -> Any:
+        """The item registered as ``name``.
 
-    return decorator
-
-
-def _check_tracker(tracker: Any, *, online: bool) -> None:
-    if tracker is None:
-        return
-    if not online:
-        raise ValueError(f"tracker is only for online measures (online=True). Received: {tracker!r}")
-    if not (isinstance(tracker, type) and issubclass(tracker, Tracker)):
-        raise ValueError(f"tracker must be a subclass of importance.Tracker. Received: {tracker!r}")
-
-
-def _has_parameter(fn: Callable[..., Any], name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # builtins without a signature
-        return False
-
-
-def unregister_measure(name: str) -> None:
-    """Remove a measure from the registry (for tests and interactive sessions).
-
-    Raises:
-        KeyError: If no measure has that name.
-    """
-    _ensure_loaded()
-    if name not in _MEASURES:
-        raise KeyError(_unknown_message(name))
-    del _MEASURES[name]
-
-
-@contextlib.contextmanager
-def scoped(*, reload_plugins: bool = False) -> Iterator[None]:
-    """Undo, on exit, every registration made inside the block (for tests and notebooks).
-
-    Args:
-        reload_plugins: Also forget which entry-point plugins were loaded or failed, so that the
-            next read of the registry inside the block loads them again.
-    """
-    global _PLUGINS_LOADED
-    _ensure_loaded()
-    saved = (dict(_MEASURES), dict(_FAILED_PLUGINS), _PLUGINS_LOADED)
-    if reload_plugins:
-        _FAILED_PLUGINS.clear()
-        _PLUGINS_LOADED = False
-    try:
-        yield
-    finally:
-        _MEASURES.clear()
-        _MEASURES.update(saved[0])
-        _FAILED_PLUGINS.clear()
-        _FAILED_PLUGINS.update(saved[1])
-        _PLUGINS_LOADED = saved[2]
-
-
-def available_measures(*, online: bool | None = None) -> list[str]:
-    """Sorted names of all registered measures, built-ins and plugins.
-
-    Args:
-        online: If given, only the online (True) or post-hoc (False) measures.
-    """
-    _ensure_loaded()
-    return sorted(n for n, s in _MEASURES.items() if online is None or s.online == online)
-
-
-def get_measure(name: str) -> MeasureSpec:
-    """Look up a measure by name.
-
-    Raises:
-        KeyError: If the name is unknown; the message lists the available measures.
-    """
-    _ensure_loaded()
-    try:
-        return _MEASURES[name]
-    except (KeyError, TypeError):
-        raise KeyError(_unknown_message(name)) from None
-
-
-def failed_plugins() -> dict[str, str]:
-    """Entry points of the ``importance.measures`` group that failed to import: name -> error."""
-    _ensure_loaded()
-    return dict(_FAILED_PLUGINS)
-
-
-def compute_importance(name: str, model: Any, data: Any = None, **options: Any) -> list[np.ndarray]:
-    """Compute a registered measure and check its result.
-
-    Args:
-        name: Registry name of the measure.
-        model: A built Keras model (a single-output classifier when ``data`` is given).
-        data: What the measure needs, usually ``(x, y)`` arrays or a batched ``tf.data.Dataset``
-            (see :func:`importance.data.as_dataset`). Online measures ignore it. Checked here,
-            before the measure runs (:func:`importance.validation.check_data`): a NaN input or a
-            label outside the model's classes is reported as bad data, never as a bad measure.
-        **options: Keyword options for the measure, over the registered defaults.
-
-    Returns:
-        One float64 array per ``model.trainable_weights`` entry, with that weight's shape.
-
-    Raises:
-        KeyError: Unknown measure.
-        ValueError: A model or data the library cannot judge (see :mod:`importance.validation`).
-        ImportanceError: The measure returned the wrong number of arrays, a wrong shape,
-            or non-finite values; the message names the measure and the weight.
-        RuntimeError: An online measure with no recorded trajectory for this model.
-    """
-    spec = get_measure(name)
-    kwargs = {**spec.defaults, **options}
-    check_model(model)
-    if data is not None:
-        data = check_data(data, model=model, max_examples=kwargs.get("max_examples"))
-    if spec.online and "recorder" not in kwargs:
-        kwargs["recorder"] = require_recorder(model, name)
-    with labels_for(model):
-        scores = spec.fn(model, data, **kwargs)
-    return validate_scores(scores, model, measure=name)
-
-
-def track(model: Any, measures: Iterable[str] | None = None, *, patch_fit: bool = True) -> Recorder:
-    """Start recording the training trajectory of ``model`` for online measures.
-
-    Args:
-        model: A built Keras model.
-        measures: Online measure names; all registered ones that have a tracker when None.
-        patch_fit: Also record steps of ``model.fit`` by wrapping the model's ``train_step``
-            (a training loop that calls :meth:`~importance.online.Recorder.observe` itself does
-            not need it). The gradient fed to the trackers is that of the compiled loss alone; a
-            model whose training loss is not its compiled loss (an overridden ``compute_loss``
-            or ``train_step`` with extra terms) should feed ``Recorder.observe`` itself.
-
-    Returns:
-        The :class:`~importance.online.Recorder`, also attached to the model so that
-        :func:`compute_importance` finds it.
-
-    Raises:
-        KeyError: A name that is not an online measure with a tracker; the message lists them.
-        ValueError: The model has not been built.
-    """
-    _ensure_loaded()
-    recordable = sorted(n for n, s in _MEASURES.items() if s.tracker is not None)
-    names = recordable if measures is None else list(measures)
-    unknown = [n for n in names if n not in recordable]
-    if unknown:
-        raise KeyError(f"No online tracker for {unknown}. Available: {', '.join(recordable)}")
-    recorder = Recorder(model, {n: _MEASURES[n].tracker for n in names})
-    return attach(model, recorder, patch_fit=patch_fit)
-
-
-def _unknown_message(name: Any) -> str:
-    return f"Unknown measure {name!r}. Available: {', '.join(sorted(_MEASURES)) or '(none)'}"
-
-
-def _ensure_loaded() -> None:
-    """Import the built-in measures, then the plugins, once."""
-    global _BUILTINS_LOADED, _PLUGINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        importlib.import_module("importance.measures")
-    if not _PLUGINS_LOADED:
-        _PLUGINS_LOADED = True
-        load_plugins()
-
-
-def load_plugins() -> dict[str, str]:
-    """Import every module of the ``importance.measures`` entry-point group.
-
-    A plugin that fails to import is reported with a warning naming it, and skipped.
-
-    Returns:
-        The failed plugins: entry-point name -> error message.
-    """
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if entry_point.name in _FAILED_PLUGINS:
-            continue
+        Raises:
+            KeyError: Unknown name; the message lists the available ones.
+        """
+        self.ensure_loaded()
         try:
-            entry_point.load()
-        except Exception as error:  # a broken plugin must not break the suite
-            message = f"{type(error).__name__}: {error}"
-            _FAILED_PLUGINS[entry_point.name] = message
-            warnings.warn(
-                f"importance plugin {entry_point.name!r} ({entry_point.value}) failed to load "
-                f"and is skipped: {message}",
-                PluginWarning,
-                stacklevel=2,
-            )
-    return dict(_FAILED_PLUGINS)
+            return self._items[name]
+        except (KeyError, TypeError):
+            raise KeyError(self.unknown_message(name)) from None
 
+    def names(self, where: Callable[[Any], bool] | None = None) -> list[str]:
+        """Sorted registered names, built-ins and plugins (those whose item passes ``where``)."""
+        self.ensure_loaded()
+        return sorted(n for n, item in self._items.items() if where is None or where(item))
 
-class PluginWarning(UserWarning):
-    """A plugin of the ``importance.measures`` entry-point group failed to load."""
+    def items(self) -> list[tuple[str, Any]]:
+        """``(name, item)`` pairs, sorted by name."""
+        self.ensure_loaded()
+        return sorted(self._items.items(), key=lambda pair: pair[0])
+
+    def __contains__(self, name: object) -> bool:
+        self.ensure_loaded()
+        return name in self._items
+
+    def unknown_message(self, name: Any) -> str:
+        """The error text for an unknown name: the name and the available choices."""
+        available = ", ".join(sorted(self._items)) or "(none)"
+        return f"Unknown {self.kind} {name!r}. Available: {available}"
+
+    # --- built-ins and plugins -------------------------------------------------------------
+
+    def ensure_loaded(self) -> None:
+        """Import the built-ins module, then the plugins of the group, once each."""
+        if not self._builtins_loaded:
+            self._builtins_loaded = True
+            importlib.import_module(self.builtins)
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            self.load_plugins()
+
+    def load_plugins(self) -> dict[str, str]:
+        """Import every module of the entry-point group not already known to fail.
+
+        A plugin that fails to import (or registers a taken name) is reported with a
+        :class:`PluginWarning` naming it, and skipped; the rest keep working.
+
+        Returns:
+            The failed plugins: entry-point name -> error message.
+        """
+        if self.group is None:
+            return {}
+        for entry_point in importlib.metadata.entry_points(group=self.group):
+            if entry_point.name in self._failed:
+                continue
+            try:
+                entry_point.load()
+            except Exception as error:  # a broken plugin must not break the suite
+                message = f"{type(error).__name__}: {error}"
+                self._failed[entry_point.name] = message
+                warnings.warn(
+                    f"{self.group} plugin {entry_point.name!r} ({entry_point.value}) failed to "
+                    f"load and is skipped: {message}",
+                    PluginWarning,
+                    stacklevel=4,
+                )
+        return dict(self._failed)
+
+    def failed_plugins(self) -> dict[str, str]:
+        """Entry points of the group that failed to import: name -> error."""
+        self.ensure_loaded()
+        return dict(self._failed)
+
+    @contextlib.contextmanager
+    def scoped(self, *, reload_plugins: bool = False) -> Iterator[Registry]:
+        """Undo, on exit, every registration and removal made inside the block.
+
+        Args:
+            reload_plugins: Also forget which plugins were loaded or failed, so that the next
+                read inside the block loads them again.
+        """
+        self.ensure_loaded()
+        saved = (dict(self._items), dict(self._failed), self._plugins_loaded)
+        if reload_plugins and self.group is not None:
+            self._failed.clear()
+            self._plugins_loaded = False
+        try:
+            yield self
+        finally:
+            self._items.clear()
+            self._items.update(saved[0])
+            self._failed.clear()
+            self._failed.update(saved[1])
+            self._plugins_loaded = saved[2]
+
+    def _owner(self, name: str) -> str:
+        fn = getattr(self._items[name], "fn", None)
+        module = getattr(fn, "__module__", None)
+        return f" (by {module})" if module else ""

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from importance.registry import available_measures, compute_importance, get_measure, track
+from importance.measures import available_measures, compute_importance, get_measure, track
 
 __all__ = [
     "CHECKS",

@@ -12,7 +12,7 @@ Continual-learning sequences (not in the registry): ``tasks.continual_sequence("
 
 from tasks import builtin, keras_data, planted, planted_region, spurious  # noqa: E402,F401,I001  (register the tasks)
 from tasks.cache import CacheWarning  # noqa: E402
-from tasks.continual import available_sequences, continual_sequence  # noqa: E402
+from tasks.continual import available_sequences, continual_sequence, register_sequence  # noqa: E402
 from tasks.registry import (
     DatasetUnavailable,
     Task,
@@ -34,6 +34,7 @@ __all__ = [
     "available_tasks",
     "continual_sequence",
     "get_task",
+    "register_sequence",
     "register_task",
     "trained",
     "unregister_task",

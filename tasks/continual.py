@@ -27,10 +27,14 @@ from typing import Any
 import numpy as np
 
 from importance.checks import check_positive_int
+from importance.registry import Registry
 from tasks import datasets, models
 from tasks.registry import Task, TrainingSettings
 
-SEQUENCES = ("split_evenodd", "split_mnist", "permuted_mnist")
+SEQUENCES = Registry(
+    "sequence", decorator="register_sequence", signature="fn(**options) -> list[Task]"
+)
+register_sequence = SEQUENCES.register
 TRAINING = TrainingSettings(epochs=5, batch_size=64, learning_rate=1e-3)
 _SHAPE = (28, 28, 1)
 
@@ -67,6 +71,7 @@ def _task(name: str, description: str, num_classes: int, load: Callable[[], tupl
     )
 
 
+@register_sequence
 def split_evenodd() -> list[Task]:
     """Two tasks: even digits then odd digits, label ``d // 2`` (5 classes)."""
     return [
@@ -80,6 +85,7 @@ def split_evenodd() -> list[Task]:
     ]
 
 
+@register_sequence
 def split_mnist() -> list[Task]:
     """Five tasks: digit pairs (2t, 2t + 1), label ``d mod 2`` (2 classes)."""
     return [
@@ -100,6 +106,7 @@ def permutation(index: int, *, seed: int = 0, identity_first: bool = True) -> np
     return np.random.default_rng([int(seed), int(index)]).permutation(28 * 28)
 
 
+@register_sequence
 def permuted_mnist(num_tasks: int = 3, *, seed: int = 0, identity_first: bool = True) -> list[Task]:
     """``num_tasks`` tasks of all ten digits, each with its own seeded pixel permutation.
 
@@ -129,17 +136,14 @@ def permuted_mnist(num_tasks: int = 3, *, seed: int = 0, identity_first: bool = 
 
 
 def continual_sequence(name: str, **options: Any) -> list[Task]:
-    """The tasks of sequence ``name`` (one of :data:`SEQUENCES`), in training order.
+    """The tasks of the registered sequence ``name``, in training order.
 
     Raises:
         KeyError: Unknown sequence; the message lists the available ones.
     """
-    makers = {"split_evenodd": split_evenodd, "split_mnist": split_mnist, "permuted_mnist": permuted_mnist}
-    if name not in makers:
-        raise KeyError(f"Unknown sequence {name!r}. Available: {', '.join(SEQUENCES)}")
-    return makers[name](**options)
+    return SEQUENCES.get(name).fn(**options)
 
 
 def available_sequences() -> list[str]:
-    """Names of the continual-learning sequences."""
-    return sorted(SEQUENCES)
+    """Names of the registered continual-learning sequences."""
+    return SEQUENCES.names()

@@ -1,4 +1,4 @@
-"""The task registry: one dict of name -> :class:`Task`.
+"""The task registry: name -> :class:`Task`, on the shared :class:`importance.registry.Registry`.
 
 A task bundles what a benchmark needs to get a trained classifier: its data (offline by default),
 a seeded model builder per architecture *variant*, and the training settings that reach a known
@@ -10,6 +10,9 @@ quality. Tasks are registered by name, like measures::
     task = tasks.get_task("mnist5k")
     (x, y) = task.train_data()              # float32 inputs in [0, 1], int32 labels
     model = task.build_model(0, variant="cnn")   # logits out, built, seeded
+
+A package ships tasks as a module in the entry-point group ``importance.tasks`` that calls
+:func:`register_task`; it is imported the first time the registry is read.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from typing import Any
 import numpy as np
 
 from importance.checks import check_choice, check_seed
+from importance.registry import Registry
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop")
+ENTRY_POINT_GROUP = "importance.tasks"
 
-_TASKS: dict[str, Task] = {}
+TASKS = Registry("task", group=ENTRY_POINT_GROUP, decorator="register_task")
 
 
 class DatasetUnavailable(RuntimeError):
@@ -185,10 +190,7 @@ def register_task(task: Task) -> Task:
     """
     if not isinstance(task, Task):
         raise TypeError(f"register_task expects a tasks.Task. Received: {type(task).__name__}")
-    if task.name in _TASKS:
-        raise ValueError(f"A task named {task.name!r} is already registered. Choose another name.")
-    _TASKS[task.name] = task
-    return task
+    return TASKS.add(task.name, task)
 
 
 def unregister_task(name: str) -> None:
@@ -197,14 +199,12 @@ def unregister_task(name: str) -> None:
     Raises:
         KeyError: If no task has that name.
     """
-    if name not in _TASKS:
-        raise KeyError(_unknown_message(name))
-    del _TASKS[name]
+    TASKS.unregister(name)
 
 
 def available_tasks() -> list[str]:
-    """Sorted names of all registered tasks."""
-    return sorted(_TASKS)
+    """Sorted names of all registered tasks, built-ins and plugins."""
+    return TASKS.names()
 
 
 def get_task(name: str) -> Task:
@@ -213,11 +213,4 @@ def get_task(name: str) -> Task:
     Raises:
         KeyError: If the name is unknown; the message lists the available tasks.
     """
-    try:
-        return _TASKS[name]
-    except (KeyError, TypeError):
-        raise KeyError(_unknown_message(name)) from None
-
-
-def _unknown_message(name: Any) -> str:
-    return f"Unknown task {name!r}. Available: {', '.join(sorted(_TASKS)) or '(none)'}"
+    return TASKS.get(name)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import importance as imp
-from importance import registry
+from importance.measures import registry
 from importance.testing import (
     check_deterministic,
     check_model_unchanged,

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import importance as imp
-from importance import registry
+from importance.measures import registry
 
 
 @pytest.fixture
@@ -218,7 +218,7 @@ def plugin_env(tmp_path, monkeypatch):
         )
         return module
 
-    with imp.registry.scoped(reload_plugins=True):
+    with registry.scoped(reload_plugins=True):
         yield add
     for module in modules:
         sys.modules.pop(module, None)

@@ -150,7 +150,7 @@ def test_a_new_kind_is_written_read_and_merged_by_its_identity(tmp_path):
 
 def test_vocabulary_matches_the_library():
     from importance.aggregation import LEVELS
-    from importance.registry import available_measures
+    from importance.measures import available_measures
     from importance.thresholding import REPLACEMENTS, SCOPES
 
     assert rec.LEVELS == LEVELS

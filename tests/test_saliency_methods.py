@@ -174,11 +174,10 @@ def test_broken_plugin_warns_by_name(monkeypatch):
         "entry_points",
         lambda group=None: [broken] if group == "importance.saliency" else real(group=group),
     )
-    monkeypatch.setattr(SALIENCY, "_loaded", False)
-    monkeypatch.setattr(SALIENCY, "_failed", {})
-    with pytest.warns(PluginWarning, match="'broken_map'"):
-        names = available_saliency()
-    assert "grad_cam" in names and "broken_map" in SALIENCY.failed_plugins()
+    with SALIENCY.scoped(reload_plugins=True):
+        with pytest.warns(PluginWarning, match="'broken_map'"):
+            names = available_saliency()
+        assert "grad_cam" in names and "broken_map" in SALIENCY.failed_plugins()
 
 
 @pytest.mark.parametrize(

@@ -21,11 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from importance.plugin_registry import Entry, Registry
+from importance.registry import Entry, Registry
 
 ENTRY_POINT_GROUP = "importance.saliency"
 SALIENCY = Registry(
-    "saliency method", group=ENTRY_POINT_GROUP, builtins="importance.interpret.methods"
+    "saliency method",
+    group=ENTRY_POINT_GROUP,
+    builtins="importance.interpret.builtin",
+    decorator="register_saliency",
+    signature="fn(model, images, *, target, **options)",
 )
 
 register_saliency = SALIENCY.register

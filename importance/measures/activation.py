@@ -1,7 +1,7 @@
 """Activation-aware pruning criterion: ``wanda`` (weights and activations).
 
 The input features' sums of squares are accumulated over the batches by the library's shared
-batch loop, :func:`importance._batched.sum_over` (one step compiled per model).
+batch loop, :func:`importance.measures.batched.sum_over` (one step compiled per model).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._batched import sum_over
+from importance.measures.batched import sum_over
 from importance.data import DEFAULT_BATCH_SIZE
-from importance.registry import register_measure
+from importance.measures.registry import register_measure
 
 
 @register_measure("wanda")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from importance.checks import check_seed
-from importance.registry import register_measure
+from importance.measures.registry import register_measure
 
 
 @register_measure("random")

@@ -15,7 +15,8 @@ import numpy as np
 
 from importance.checks import check_seed
 from importance.layers import layer_groups
-from importance.registry import compute_importance, get_measure, register_measure
+from importance.measures.compute import compute_importance
+from importance.measures.registry import get_measure, register_measure
 
 
 @register_measure("shuffled_fisher", base="fisher")

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance.data import outputs_are_probabilities
-from importance.registry import register_measure
+from importance.measures.registry import register_measure
 
 
 @register_measure("lamp")

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance.online import Recorder, Tracker
-from importance.registry import register_measure
+from importance.measures.registry import register_measure
 
 _ACC = tf.float64
 
