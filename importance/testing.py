@@ -17,7 +17,7 @@ In a plugin's own test suite::
         check(name)
 
 or ``check_measure("my_measure")`` to run them all at once. The project's own contract suite
-(``tests/test_contract.py``) runs them on every registered measure. :func:`relative_error` is the
+(``tests/measures/test_contract.py``) runs them on every registered measure. :func:`relative_error` is the
 comparison the project's reference tests use (a measure against an independent slow loop).
 """
 
