@@ -14,7 +14,6 @@ Public API::
 """
 
 from importance.aggregation import AggregationWarning, aggregate
-from importance.online import Recorder, Tracker
 from importance.measures import (
     available_measures,
     compute_importance,
@@ -24,6 +23,7 @@ from importance.measures import (
     track,
     unregister_measure,
 )
+from importance.online import Recorder, Tracker
 from importance.registry import PluginWarning
 from importance.scores import ImportanceError, validate_scores
 from importance.thresholding import threshold_sweep

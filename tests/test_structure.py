@@ -163,7 +163,7 @@ def test_nothing_private_crosses_a_module():
 
 def test_tests_do_not_patch_private_attributes():
     wrong = []
-    for name, path in _sources("tests").items():
+    for _name, path in _sources("tests").items():
         for node in ast.walk(ast.parse(path.read_text())):
             if (
                 isinstance(node, ast.Call)

@@ -12,8 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance.measures.batched import sum_over
 from importance.data import DEFAULT_BATCH_SIZE
+from importance.measures.batched import sum_over
 from importance.measures.registry import register_measure
 
 

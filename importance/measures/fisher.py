@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from importance.measures.batched import compiled, mean_over, seeded_batches
 from importance.checks import check_choice, check_seed
 from importance.data import (
     DEFAULT_BATCH_SIZE,
     log_probabilities_from_outputs,
     num_classes,
 )
-from importance.per_example import check_method, per_example_moment, per_example_moment_sum
+from importance.measures.batched import compiled, mean_over, seeded_batches
 from importance.measures.registry import register_measure
+from importance.per_example import check_method, per_example_moment, per_example_moment_sum
 from importance.validation import resolve_from_logits
 
 LABELS = ("exact", "sampled", "empirical")

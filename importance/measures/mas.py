@@ -7,10 +7,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from importance.measures.batched import mean_over
 from importance.data import DEFAULT_BATCH_SIZE
-from importance.per_example import check_method, per_example_moment
+from importance.measures.batched import mean_over
 from importance.measures.registry import register_measure
+from importance.per_example import check_method, per_example_moment
 
 
 @register_measure("mas")

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from importance.measures.batched import mean_over, sum_over
 from importance.checks import check_positive_int, check_seed
 from importance.data import DEFAULT_BATCH_SIZE, log_probabilities_from_outputs
+from importance.measures.batched import mean_over, sum_over
 from importance.measures.compute import compute_importance
 from importance.measures.registry import register_measure
 from importance.validation import resolve_from_logits

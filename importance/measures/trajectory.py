@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from importance.online import Recorder, Tracker
 from importance.measures.registry import register_measure
+from importance.online import Recorder, Tracker
 
 _ACC = tf.float64
 
