@@ -1,4 +1,8 @@
-"""Argument checks for the input-importance methods: images and target classes."""
+"""Argument checks for the input-importance methods: images and target classes.
+
+What they read from the model (input shape, number of classes) comes from
+:mod:`importance.validation`, like everywhere else in the library.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-
-def model_input_shape(model: Any) -> tuple | None:
-    """The model's input shape without the batch axis, or None when the model has none yet."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs or len(inputs) != 1:
-        return None
-    return tuple(inputs[0].shape[1:])
+from importance.validation import model_input_shape, num_classes
 
 
 def check_images(images: Any, model: Any = None) -> tf.Tensor:
@@ -89,5 +84,5 @@ def check_target(
 
 def class_ids(model: Any, images: tf.Tensor, target: Any) -> np.ndarray:
     """``target`` checked against the model's number of classes, as int32 ids (N,)."""
-    classes = int(model(images[:1], training=False).shape[-1])
+    classes = num_classes(model, images)
     return check_target(target, num_images=int(images.shape[0]), num_classes=classes).numpy()

@@ -16,7 +16,7 @@ Gradients and Hessian-vector products (double backpropagation, ``tf.GradientTape
 summed over batches by the library's shared batch loop, :func:`importance._batched.sum_over`: one
 step compiled per model and configuration, the per-call vectors (grasp's gradient, Hutchinson's
 probes) passed to it as arguments. Logits or probabilities is decided by
-:func:`importance.validation.resolve_from_logits`.
+:func:`importance.data.resolve_from_logits`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ import tensorflow as tf
 
 from importance._batched import mean_over, sum_over
 from importance.checks import check_positive_int, check_seed
-from importance.data import DEFAULT_BATCH_SIZE, log_probabilities_from_outputs
+from importance.data import (
+    DEFAULT_BATCH_SIZE,
+    log_probabilities_from_outputs,
+    resolve_from_logits,
+)
 from importance.registry import compute_importance, register_measure
-from importance.validation import resolve_from_logits
 
 ZERO = tf.UnconnectedGradients.ZERO
 
