@@ -209,7 +209,8 @@ def _batch_sums_fn(model: Any) -> Any:
             logp = log_probabilities(model, x, from_logits=from_logits)
             y = tf.cast(tf.reshape(y, [-1]), tf.int32)
             picked = tf.gather(logp, y, axis=1, batch_dims=1)
-            right = tf.reduce_sum(tf.cast(tf.argmax(logp, axis=1, output_type=tf.int32) == y, tf.int32))
+            predicted = tf.argmax(logp, axis=1, output_type=tf.int32)
+            right = tf.reduce_sum(tf.cast(predicted == y, tf.int32))
             return -tf.reduce_sum(picked), right, tf.shape(y)[0]
 
         fn = tf.function(batch_sums, reduce_retracing=True)

@@ -268,7 +268,9 @@ def split_xy(data: Any, *, classes: int | None = None) -> tuple[np.ndarray, np.n
     if x.shape[0] == 0:
         raise ValueError("data is empty: x has 0 examples.")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y differ in length: {x.shape[0]} examples but {y.shape[0]} labels.")
+        raise ValueError(
+            f"x and y differ in length: {x.shape[0]} examples but {y.shape[0]} labels."
+        )
     if y.ndim == 2 and y.shape[1] > 1:
         y = np.argmax(y, axis=1)
     elif y.ndim == 2:

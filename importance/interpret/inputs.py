@@ -15,7 +15,9 @@ from importance.validation import model_input_shape, num_classes
 
 
 def check_images(images: Any, model: Any = None) -> tf.Tensor:
-    """``images`` as a float tensor (integers become float32) (N, H, W, C), checked against the model's input shape.
+    """``images`` as a float tensor (N, H, W, C), checked against the model's input shape.
+
+    Integer images become float32.
 
     Raises:
         ValueError: Not rank 4, empty, or a shape the model does not accept.
