@@ -29,8 +29,8 @@ it is given, and its outputs are *probabilities* when every value is in [0, 1] a
 to 1 within ``PROBABILITY_TOLERANCE``, else *logits*. The decision is kept for the model's
 lifetime (a model's output layer does not change), so later calls cost nothing
 (:func:`known_output_kind`; :func:`importance.data.resolve_from_logits` decides for a caller
-holding data rather than a batch). The layer type is
-not consulted, so a ``Lambda`` softmax or a functional ``keras.ops.softmax`` ending is recognised.
+holding data rather than a batch). The layer type is not consulted, so a ``Lambda`` softmax or
+a functional ``keras.ops.softmax`` ending is recognised.
 A model with per-class sigmoid outputs (rows not summing to 1) is read as logits: pass
 ``from_logits=`` to say otherwise.
 """
