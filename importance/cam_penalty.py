@@ -42,6 +42,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from importance.validation import num_classes
+
 VARIANTS = ("true_class", "difference")
 
 
@@ -167,7 +169,7 @@ class CamPenalty:
         if self.variant == "true_class":
             own = cam_pass(model, x, y, layer=self.layer, training=True)
             return hires_cam_maps(own.activations, own.gradients)
-        k = int(model.outputs[0].shape[-1])
+        k = num_classes(model, x)
         difference = 0.0
         for c in range(k):
             other = cam_pass(model, x, tf.fill(tf.shape(y), c), layer=self.layer, training=True)

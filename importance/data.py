@@ -1,8 +1,10 @@
-"""Data handling shared by measures and thresholding: batching, label checks, log-probabilities.
+"""Data handling shared by measures and thresholding: batching, log-probabilities, evaluation.
 
 The library accepts data as ``(x, y)`` with integer class labels (one-hot labels are converted),
 or as a ``tf.data.Dataset`` yielding ``(x, y)`` batches. Models may output logits or
-probabilities; :func:`log_probabilities` returns log p(y|x) either way.
+probabilities; :func:`log_probabilities` returns log p(y|x) either way. The checks of data,
+labels and models, and the logits-or-probabilities decision itself, live in
+:mod:`importance.validation`, which this module uses (never the reverse).
 """
 
 from __future__ import annotations
@@ -11,19 +13,19 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from importance.checks import check_positive_int
 from importance.validation import (
+    PROBE_EXAMPLES,
     check_batch,
     check_data,
     check_dataset,
     check_inputs,
-    check_labels,
+    known_output_kind,
     labels_for,
     output_kind,
-    resolve_from_logits,
+    split_xy,
 )
 
 DEFAULT_BATCH_SIZE = 128
@@ -50,59 +52,6 @@ def as_dataset(data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE) -> tf.data.Da
     options = tf.data.Options()
     options.autotune.enabled = False
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(int(batch_size)).with_options(options)
-
-
-def split_xy(data: Any, *, classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Check ``(x, y)`` data and return it as NumPy arrays, labels as int32 of shape ``(N,)``.
-
-    Labels must be integer class ids >= 0 (below ``classes`` when given), see
-    :func:`importance.validation.check_labels`.
-
-    Raises:
-        ValueError: Empty data, mismatched lengths or labels of an unexpected shape.
-        TypeError: Anything that is not an ``(x, y)`` pair.
-    """
-    if data is None:
-        raise ValueError("data is required: pass (x, y) arrays or a batched tf.data.Dataset.")
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise TypeError(
-            "data must be an (x, y) pair of arrays or a tf.data.Dataset of (x, y) batches. "
-            f"Received: {type(data).__name__}"
-        )
-    x = np.asarray(data[0])
-    y = np.asarray(data[1])
-    if x.shape[0] == 0:
-        raise ValueError("data is empty: x has 0 examples.")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y differ in length: {x.shape[0]} examples but {y.shape[0]} labels.")
-    if y.ndim == 2 and y.shape[1] > 1:
-        y = np.argmax(y, axis=1)
-    elif y.ndim == 2:
-        y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(f"labels must have shape (N,) or (N, K). Received shape {y.shape}")
-    if x.dtype == np.float64:
-        x = x.astype(np.float32)
-    return x, check_labels(y, classes=classes)
-
-
-def num_classes(model: Any) -> int:
-    """Number of classes: the size of the model's last output axis."""
-    return int(model.outputs[0].shape[-1]) if getattr(model, "outputs", None) else int(
-        model.output_shape[-1]
-    )
-
-
-def outputs_are_probabilities(model: Any, x: Any = None) -> bool:
-    """Whether the model outputs probabilities rather than logits.
-
-    Decided by :func:`importance.validation.output_kind` from the model's outputs on ``x``
-    (rows in [0, 1] summing to 1), once per model; ``x`` may be omitted once decided.
-
-    Raises:
-        ValueError: ``x`` omitted for a model not yet seen.
-    """
-    return output_kind(model, x) == "probabilities"
 
 
 def log_probabilities(
@@ -179,6 +128,27 @@ def iter_batches(
         raise ValueError("data is empty: the dataset yielded no examples.")
 
 
+def resolve_from_logits(model: Any, data: Any, *, from_logits: bool | None = None) -> bool:
+    """Whether ``model`` outputs logits, for a caller holding ``data`` rather than a batch.
+
+    The decision is :func:`importance.validation.output_kind`'s: an explicit ``from_logits``
+    wins, then what it decided earlier for the model; otherwise it runs on the first
+    ``PROBE_EXAMPLES`` examples of ``data`` (read with :func:`iter_batches`).
+
+    Args:
+        model: A Keras classifier.
+        data: ``(x, y)`` arrays or a batched ``tf.data.Dataset``.
+        from_logits: Whether the model outputs logits; None to decide from its outputs.
+
+    Raises:
+        ValueError: A bad ``from_logits``, bad data, or outputs :func:`output_kind` refuses.
+    """
+    if from_logits is None and known_output_kind(model) is None:
+        x, _ = next(iter(iter_batches(data, max_examples=PROBE_EXAMPLES)))
+        return output_kind(model, x) == "logits"
+    return output_kind(model, None, from_logits=from_logits) == "logits"
+
+
 def evaluate(
     model: Any, data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, from_logits: bool | None = None
 ) -> tuple[float, float]:
@@ -239,7 +209,8 @@ def _batch_sums_fn(model: Any) -> Any:
             logp = log_probabilities(model, x, from_logits=from_logits)
             y = tf.cast(tf.reshape(y, [-1]), tf.int32)
             picked = tf.gather(logp, y, axis=1, batch_dims=1)
-            right = tf.reduce_sum(tf.cast(tf.argmax(logp, axis=1, output_type=tf.int32) == y, tf.int32))
+            predicted = tf.argmax(logp, axis=1, output_type=tf.int32)
+            right = tf.reduce_sum(tf.cast(predicted == y, tf.int32))
             return -tf.reduce_sum(picked), right, tf.shape(y)[0]
 
         fn = tf.function(batch_sums, reduce_retracing=True)

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from importance.checks import check_choice, check_positive_int, check_seed
-from importance.data import DEFAULT_BATCH_SIZE, evaluate
+from importance.data import DEFAULT_BATCH_SIZE, evaluate, resolve_from_logits
 from importance.layers import layer_groups
 from importance.scores import validate_scores
-from importance.validation import check_data, resolve_from_logits
+from importance.validation import check_data
 
 SCOPES = ("global", "layer")
 REPLACEMENTS = ("noise", "zero")

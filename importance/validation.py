@@ -17,14 +17,20 @@ What is checked:
   expects, a *batched* ``tf.data.Dataset``, and a dataset that ends (``.repeat()`` without
   ``max_examples`` is refused rather than read forever).
 * **labels**: integer class ids (integer-valued floats are accepted) in ``[0, K)`` with ``K`` the
-  model's number of classes, or one-hot rows of width ``K``.
+  model's number of classes (:func:`num_classes`), or one-hot rows of width ``K``.
+
+What a model is, is read here too: its number of classes (:func:`num_classes`) and its input
+shape (:func:`model_input_shape`). This module imports nothing of the library but
+:mod:`importance.checks`; :mod:`importance.data` builds batching and evaluation on it.
 
 **Logits or probabilities** is decided here and only here (:func:`output_kind`): an explicit
 ``from_logits=`` wins; otherwise the model is run once on (at most) the first batch of the data
 it is given, and its outputs are *probabilities* when every value is in [0, 1] and every row sums
 to 1 within ``PROBABILITY_TOLERANCE``, else *logits*. The decision is kept for the model's
-lifetime (a model's output layer does not change), so later calls cost nothing. The layer type is
-not consulted, so a ``Lambda`` softmax or a functional ``keras.ops.softmax`` ending is recognised.
+lifetime (a model's output layer does not change), so later calls cost nothing
+(:func:`known_output_kind`; :func:`importance.data.resolve_from_logits` decides for a caller
+holding data rather than a batch). The layer type is not consulted, so a ``Lambda`` softmax or
+a functional ``keras.ops.softmax`` ending is recognised.
 A model with per-class sigmoid outputs (rows not summing to 1) is read as logits: pass
 ``from_logits=`` to say otherwise.
 """
@@ -71,14 +77,28 @@ def check_model(model: Any, *, name: str = "model") -> None:
         )
 
 
-def num_classes(model: Any) -> int | None:
-    """Width of the model's (single) output; None for a model without symbolic outputs that
-    :func:`output_kind` has not run yet."""
+def num_classes(model: Any, x: Any = None) -> int | None:
+    """Number of classes: the width of the model's (single) output.
+
+    Read from the symbolic outputs; for a model without them (a subclassed model), the width
+    :func:`output_kind` saw, else, when ``x`` is given, the width of the outputs on ``x[:1]``.
+
+    Args:
+        model: A Keras classifier.
+        x: A batch of inputs, used only when the width is not known otherwise.
+
+    Returns:
+        The width, or None when it is not known and ``x`` is not given.
+    """
     outputs = _symbolic_outputs(model)
-    if not outputs or outputs[0].shape[-1] is None:
-        probed = _KINDS.get(model)
-        return probed[1] if probed else None
-    return int(outputs[0].shape[-1])
+    if outputs and outputs[0].shape[-1] is not None:
+        return int(outputs[0].shape[-1])
+    probed = _KINDS.get(model)
+    if probed:
+        return probed[1]
+    if x is None:
+        return None
+    return int(model(x[:1], training=False).shape[-1])
 
 
 def check_classifier(model: Any, *, name: str = "model") -> int | None:
@@ -199,10 +219,8 @@ def check_dataset(
             f"{name} must yield (x, y) pairs. Received elements of spec {spec!r}"
         )
     x_shape, y_shape = spec[0].shape, spec[1].shape
-    expected = _input_shape(model)
-    unbatched = y_shape.rank == 0 or (
-        expected is not None and x_shape.rank == len(expected) - 1
-    )
+    expected = model_input_shape(model)
+    unbatched = y_shape.rank == 0 or (expected is not None and x_shape.rank == len(expected))
     if unbatched:
         raise ValueError(
             f"{name} is an unbatched tf.data.Dataset (elements of shape {x_shape}); "
@@ -215,17 +233,53 @@ def check_dataset(
 
 def check_input_width(shape: Any, model: Any, *, name: str = "data") -> None:
     """Inputs of ``shape`` (batch first) must match the model's declared input shape."""
-    expected = _input_shape(model)
+    expected = model_input_shape(model)
     if expected is None:
         return
     got = tuple(shape)
-    fits = len(got) == len(expected) and all(
-        e is None or g is None or int(g) == int(e) for g, e in zip(got[1:], expected[1:], strict=True)
+    fits = len(got) == len(expected) + 1 and all(
+        e is None or g is None or int(g) == int(e) for g, e in zip(got[1:], expected, strict=True)
     )
     if not fits:
         raise ValueError(
-            f"{name} has inputs of shape {got} but the model expects {tuple(expected)}."
+            f"{name} has inputs of shape {got} but the model expects {(None, *expected)}."
         )
+
+
+def split_xy(data: Any, *, classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Check ``(x, y)`` data and return it as NumPy arrays, labels as int32 of shape ``(N,)``.
+
+    One-hot labels (N, K) become class ids; float64 inputs become float32. Labels must be
+    integer class ids >= 0 (below ``classes`` when given), see :func:`check_labels`.
+
+    Raises:
+        ValueError: Empty data, mismatched lengths or labels of an unexpected shape.
+        TypeError: Anything that is not an ``(x, y)`` pair.
+    """
+    if data is None:
+        raise ValueError("data is required: pass (x, y) arrays or a batched tf.data.Dataset.")
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(
+            "data must be an (x, y) pair of arrays or a tf.data.Dataset of (x, y) batches. "
+            f"Received: {type(data).__name__}"
+        )
+    x = np.asarray(data[0])
+    y = np.asarray(data[1])
+    if x.shape[0] == 0:
+        raise ValueError("data is empty: x has 0 examples.")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"x and y differ in length: {x.shape[0]} examples but {y.shape[0]} labels."
+        )
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = np.argmax(y, axis=1)
+    elif y.ndim == 2:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"labels must have shape (N,) or (N, K). Received shape {y.shape}")
+    if x.dtype == np.float64:
+        x = x.astype(np.float32)
+    return x, check_labels(y, classes=classes)
 
 
 def check_data(
@@ -245,8 +299,6 @@ def check_data(
         max_examples: The caller's cap on examples (an infinite dataset needs one).
         name: Argument name for messages.
     """
-    from importance.data import split_xy  # importance.data imports this module
-
     check_positive_int("max_examples", max_examples, allow_none=True)
     classes = check_classifier(model) if model is not None else None
     if isinstance(data, tf.data.Dataset):
@@ -334,14 +386,11 @@ def output_kind(model: Any, x: Any, *, from_logits: bool | None = None) -> str:
     return probed[0]
 
 
-def resolve_from_logits(model: Any, data: Any, *, from_logits: bool | None = None) -> bool:
-    """``from_logits`` for ``model`` on ``data`` (see :func:`output_kind`), probing its first batch."""
-    if from_logits is None and model not in _KINDS:
-        from importance.data import iter_batches
-
-        x, _ = next(iter(iter_batches(data, max_examples=PROBE_EXAMPLES)))
-        return output_kind(model, x) == "logits"
-    return output_kind(model, None, from_logits=from_logits) == "logits"
+def known_output_kind(model: Any) -> str | None:
+    """What :func:`output_kind` decided for ``model`` without ``from_logits=``, or None when it
+    has not seen the model yet (then deciding needs a batch of inputs)."""
+    probed = _KINDS.get(model)
+    return probed[0] if probed else None
 
 
 def _are_probabilities(values: np.ndarray) -> bool:
@@ -370,11 +419,13 @@ def _symbolic_outputs(model: Any) -> list[Any] | None:
     return list(outputs) if outputs else None
 
 
-def _input_shape(model: Any) -> tuple | None:
+def model_input_shape(model: Any) -> tuple | None:
+    """The model's input shape without the batch axis, or None for a model without one symbolic
+    input (not built on an ``Input``, or several inputs)."""
     try:
         inputs = getattr(model, "inputs", None)
     except (AttributeError, ValueError):
         return None
     if not inputs or len(inputs) != 1:
         return None
-    return tuple(inputs[0].shape)
+    return tuple(inputs[0].shape[1:])

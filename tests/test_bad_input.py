@@ -204,7 +204,7 @@ def test_explicit_from_logits_wins(build_dense, dense_data):
 
 def test_output_kind_needs_data_for_an_unseen_model(build_dense):
     with pytest.raises(ValueError, match=r"x is required.*from_logits"):
-        imp.data.outputs_are_probabilities(build_dense(seed=7))
+        imp.validation.output_kind(build_dense(seed=7), None)
 
 
 def test_train_refuses_a_probability_model(build_dense, dense_data):

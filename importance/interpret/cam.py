@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from importance.interpret.inputs import check_images, check_target
 from importance.interpret.registry import register_saliency
+from importance.layers import model_layers
 
 CONV_TYPES = (
     keras.layers.Conv2D,
@@ -50,14 +51,6 @@ class CamPass(NamedTuple):
     outputs: tf.Tensor
 
 
-def _sublayers(model: Any) -> Iterator[Any]:
-    """Every layer of ``model`` in order, descending into nested models (depth first)."""
-    for layer in getattr(model, "layers", []):
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _sublayers(layer)
-
-
 def find_cam_layer(model: keras.Model, layer: str | keras.layers.Layer | None = None) -> Any:
     """The layer a CAM explains: the named one, or the last 2-D convolution of the model.
 
@@ -75,7 +68,7 @@ def find_cam_layer(model: keras.Model, layer: str | keras.layers.Layer | None = 
         ValueError: ``model`` has no 2-D convolution (the message names the model), or no layer
             has the given name (the message lists the layer names).
     """
-    layers = list(_sublayers(model))
+    layers = list(model_layers(model))
     if layer is None:
         convs = [candidate for candidate in layers if isinstance(candidate, CONV_TYPES)]
         if not convs:

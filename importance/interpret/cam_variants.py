@@ -20,6 +20,7 @@ from importance.interpret.cam import cam_map, cam_pass, spatial_size
 from importance.interpret.inputs import check_target
 from importance.interpret.outputs import target_probabilities
 from importance.interpret.registry import register_saliency
+from importance.validation import output_kind
 
 
 def grad_cam_plus_plus_maps(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
@@ -71,12 +72,14 @@ def score_cam(
 
     Each channel ``A_k`` is upsampled to the input and min-max normalised per image to
     ``H_k`` in [0, 1] (a constant channel gives ``H_k = 0``). Its weight is the increase of
-    confidence ``C_k = p_c(X * H_k) - p_c(X_b)`` (Definition 2 of the paper, ``p`` the softmax
-    of the model's outputs, ``X_b`` the all-zero baseline image). The map is
+    confidence ``C_k = p_c(X * H_k) - p_c(X_b)`` (Definition 2 of the paper, ``p`` the class
+    probabilities: the softmax of a logits model's outputs, a probability model's outputs as
+    they are, decided on ``images`` by :func:`importance.validation.output_kind`; ``X_b`` the
+    all-zero baseline image). The map is
     ``relu(sum_k C_k * upsampled A_k)``. Costs one forward pass per image and channel.
 
     Args:
-        model: A Keras classifier with logits output.
+        model: A Keras classifier (logits or probabilities out).
         images: (N, H, W, C) images.
         target: One class id, or one per image.
         layer: Layer name or object; default the last 2-D convolution.
@@ -90,10 +93,16 @@ def score_cam(
     low = tf.reduce_min(up, axis=(1, 2), keepdims=True)
     high = tf.reduce_max(up, axis=(1, 2), keepdims=True)
     masks = tf.math.divide_no_nan(up - low, high - low)
-    baseline = target_probabilities(model, tf.zeros_like(images), ids, batch_size=batch_size)
+    from_logits = output_kind(model, images) == "logits"  # decided on the images, not the masks
+    baseline = target_probabilities(
+        model, tf.zeros_like(images), ids, batch_size=batch_size, from_logits=from_logits
+    )
     weights = np.empty((len(ids), int(up.shape[-1])))
     for k in range(weights.shape[1]):
         masked = images * masks[..., k : k + 1]
-        weights[:, k] = target_probabilities(model, masked, ids, batch_size=batch_size) - baseline
+        scores = target_probabilities(
+            model, masked, ids, batch_size=batch_size, from_logits=from_logits
+        )
+        weights[:, k] = scores - baseline
     maps = tf.nn.relu(tf.einsum("nhwk,nk->nhw", up, tf.constant(weights, up.dtype)))
     return maps.numpy().astype(np.float64)

@@ -21,6 +21,7 @@ from importance.checks import check_positive_int, check_seed
 from importance.interpret.baselines import baseline_images, check_baseline
 from importance.interpret.inputs import check_images, class_ids
 from importance.interpret.outputs import probabilities
+from importance.validation import output_kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +68,8 @@ def deletion_insertion(
     """Deletion and insertion curves of ``maps`` for the target classes.
 
     Args:
-        model: A Keras classifier with logits output.
+        model: A Keras classifier (logits or probabilities out; see
+            :func:`importance.interpret.outputs.probabilities`).
         images: (N, H, W, C) images.
         maps: (N, H, W) saliency maps, higher = more important.
         target: The class whose probability is tracked: one id or one per image.
@@ -103,9 +105,12 @@ def deletion_insertion(
     start = baseline_images(x, insertion_baseline)
     deletion = np.stack([np.where(ranks < round(f * pixels), removed, x) for f in fractions])
     insertion = np.stack([np.where(ranks < round(f * pixels), x, start) for f in fractions])
+    from_logits = output_kind(model, x) == "logits"  # decided on the images themselves
     results = {}
     for name, stack in (("deletion", deletion), ("insertion", insertion)):
-        probs = probabilities(model, stack.reshape(-1, *x.shape[1:]), batch_size=batch_size)
+        probs = probabilities(
+            model, stack.reshape(-1, *x.shape[1:]), batch_size=batch_size, from_logits=from_logits
+        )
         probs = probs.reshape(len(fractions), len(ids), -1)
         results[f"{name}_probability"] = probs[:, np.arange(len(ids)), ids]  # (F, N)
         results[f"{name}_accuracy"] = (probs.argmax(-1) == truth[None]).astype(np.float64)

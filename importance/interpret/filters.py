@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from importance.checks import check_positive_int, check_seed
 from importance.interpret.cam import CONV_TYPES, find_cam_layer, watch_layer_output
-from importance.interpret.inputs import model_input_shape
+from importance.validation import model_input_shape
 
 
 def _start(model: Any, count: int, seed: int) -> tf.Tensor:

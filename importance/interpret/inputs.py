@@ -1,4 +1,8 @@
-"""Argument checks for the input-importance methods: images and target classes."""
+"""Argument checks for the input-importance methods: images and target classes.
+
+What they read from the model (input shape, number of classes) comes from
+:mod:`importance.validation`, like everywhere else in the library.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-
-def model_input_shape(model: Any) -> tuple | None:
-    """The model's input shape without the batch axis, or None when the model has none yet."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs or len(inputs) != 1:
-        return None
-    return tuple(inputs[0].shape[1:])
+from importance.validation import model_input_shape, num_classes
 
 
 def check_images(images: Any, model: Any = None) -> tf.Tensor:
-    """``images`` as a float tensor (integers become float32) (N, H, W, C), checked against the model's input shape.
+    """``images`` as a float tensor (N, H, W, C), checked against the model's input shape.
+
+    Integer images become float32.
 
     Raises:
         ValueError: Not rank 4, empty, or a shape the model does not accept.
@@ -89,5 +86,5 @@ def check_target(
 
 def class_ids(model: Any, images: tf.Tensor, target: Any) -> np.ndarray:
     """``target`` checked against the model's number of classes, as int32 ids (N,)."""
-    classes = int(model(images[:1], training=False).shape[-1])
+    classes = num_classes(model, images)
     return check_target(target, num_images=int(images.shape[0]), num_classes=classes).numpy()

@@ -2,7 +2,8 @@
 
 A window slides over the image; at each position the covered pixels (all channels) are replaced
 by a baseline and the drop of the target-class probability ``p_c(x) - p_c(x_occluded)`` is
-recorded. Conventions:
+recorded (the class probabilities as :func:`importance.interpret.outputs.probabilities` reads
+them, for a logits or a probability model). Conventions:
 
 * Window positions along an axis of size ``S``: ``0, s, 2s, ...`` while the window fits, plus a
   last window flush with the far edge (``S - w``) when the strides do not reach it. Strides are
@@ -59,7 +60,7 @@ def occlusion(
     """Occlusion sensitivity: mean probability drop of the windows covering each pixel, (N, H, W).
 
     Args:
-        model: A Keras classifier with logits output.
+        model: A Keras classifier (logits or probabilities out).
         images: (N, H, W, C) images (any H, W).
         target: One class id, or one per image.
         window: Window (height, width), or one int for a square.

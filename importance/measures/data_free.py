@@ -11,8 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance.data import outputs_are_probabilities
 from importance.measures.registry import register_measure
+from importance.validation import output_kind
 
 
 @register_measure("lamp")
@@ -116,7 +116,7 @@ def _float64_copy(model: Any) -> Any:
     last = model.layers[-1]
     # Decided like everywhere else, from the outputs (here on a ones input: data-free measure).
     probe = np.ones((2, *tuple(inputs[0].shape)[1:]), dtype=np.float32)
-    softmax_out = outputs_are_probabilities(model, probe)
+    softmax_out = output_kind(model, probe) == "probabilities"
 
     def clone_layer(layer: Any) -> Any:
         config = {**layer.get_config(), "dtype": "float64"}

@@ -26,12 +26,12 @@ from importance.checks import check_choice, check_seed
 from importance.data import (
     DEFAULT_BATCH_SIZE,
     log_probabilities_from_outputs,
-    num_classes,
+    resolve_from_logits,
 )
 from importance.measures.batched import compiled, mean_over, seeded_batches
 from importance.measures.registry import register_measure
 from importance.per_example import check_method, per_example_moment, per_example_moment_sum
-from importance.validation import resolve_from_logits
+from importance.validation import num_classes
 
 LABELS = ("exact", "sampled", "empirical")
 
@@ -218,7 +218,7 @@ def _exact_sums(model: Any, x: Any, method: str, from_logits: bool) -> list[tf.T
 
         return objective
 
-    objectives = [weighted(c) for c in range(num_classes(model))]
+    objectives = [weighted(c) for c in range(num_classes(model, x))]
     return per_example_moment_sum(model, x, objectives, moment="square", method=method)
 
 

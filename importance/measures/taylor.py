@@ -13,10 +13,10 @@ covered: the formulas need only the loss's derivatives, which exist for any weig
 depends on (a weight it does not reach scores 0).
 
 Gradients and Hessian-vector products (double backpropagation, ``tf.GradientTape`` twice) are
-summed over batches by the library's shared batch loop, :func:`importance.measures.batched.sum_over`: one
-step compiled per model and configuration, the per-call vectors (grasp's gradient, Hutchinson's
+summed over batches by the library's shared batch loop, :func:`importance.measures.batched.sum_over`:
+one step compiled per model and configuration, the per-call vectors (grasp's gradient, Hutchinson's
 probes) passed to it as arguments. Logits or probabilities is decided by
-:func:`importance.validation.resolve_from_logits`.
+:func:`importance.data.resolve_from_logits`.
 """
 
 from __future__ import annotations
@@ -27,11 +27,14 @@ import numpy as np
 import tensorflow as tf
 
 from importance.checks import check_positive_int, check_seed
-from importance.data import DEFAULT_BATCH_SIZE, log_probabilities_from_outputs
+from importance.data import (
+    DEFAULT_BATCH_SIZE,
+    log_probabilities_from_outputs,
+    resolve_from_logits,
+)
 from importance.measures.batched import mean_over, sum_over
 from importance.measures.compute import compute_importance
 from importance.measures.registry import register_measure
-from importance.validation import resolve_from_logits
 
 ZERO = tf.UnconnectedGradients.ZERO
 
