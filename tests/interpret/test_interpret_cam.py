@@ -85,16 +85,8 @@ def test_hires_cam_equals_grad_cam_for_gap_and_one_dense():
     assert (hires < 0).any() or (hires > 0).all()  # raw HiResCAM keeps its sign
 
 
-def test_hires_cam_differs_from_grad_cam_when_gradients_vary_in_space():
-    keras.utils.set_random_seed(1)
-    model = keras.Sequential(
-        [
-            keras.Input(SHAPE),
-            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(3),
-        ]
-    )
+def test_hires_cam_differs_from_grad_cam_when_gradients_vary_in_space(build_small_cnn):
+    model = build_small_cnn(SHAPE, seed=1)
     images = _images()
     assert not np.allclose(
         np.maximum(hires_cam(model, images, target=0), 0), grad_cam(model, images, target=0)

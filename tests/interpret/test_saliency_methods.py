@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -28,18 +27,8 @@ BUILT_IN = {
 
 
 @pytest.fixture(scope="module")
-def model():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [
-            keras.Input(SHAPE),
-            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(8, activation="tanh"),
-            keras.layers.Dense(3, bias_initializer="random_normal"),
-        ],
-        name="small",
-    )
+def model(build_small_cnn):
+    return build_small_cnn(SHAPE, hidden=8, bias_initializer="random_normal")
 
 
 @pytest.fixture(scope="module")

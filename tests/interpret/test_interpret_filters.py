@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,17 +17,8 @@ SHAPE = (8, 6, 1)
 
 
 @pytest.fixture(scope="module")
-def model():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [
-            keras.Input(SHAPE),
-            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(3, name="head"),
-        ],
-        name="small",
-    )
+def model(build_small_cnn):
+    return build_small_cnn(SHAPE, name="head")
 
 
 def _filter_means(model, x):

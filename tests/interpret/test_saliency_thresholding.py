@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
 from scipy import stats
@@ -14,16 +13,8 @@ SHAPE = (6, 6, 1)
 
 
 @pytest.fixture
-def model_and_data():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input(SHAPE),
-            keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(3),
-        ]
-    )
+def model_and_data(build_small_cnn):
+    model = build_small_cnn(SHAPE)
     rng = np.random.default_rng(0)
     return model, rng.random((8, *SHAPE)).astype(np.float32), rng.integers(0, 3, 8).astype(np.int32)
 
