@@ -1,6 +1,8 @@
-"""The saliency part of the leaderboard: faithfulness tables, explanation-kept table, pictures.
+"""The saliency section: faithfulness tables, explanation-kept table, pictures.
 
-Reads ``saliency`` and ``explanation`` records (see :mod:`reports.records`); recomputes nothing.
+Reads ``saliency`` and ``explanation`` records, the two kinds declared here
+(:func:`saliency_record`, :func:`explanation_record`, written by ``benchmarks/test_saliency.py``);
+recomputes nothing.
 
 * Faithfulness, per task: methods ranked by the mean deletion area (lower is better; Petsiuk et al.
   2018), with a 95 % Student-t interval over images x seeds, the insertion area (higher is
@@ -18,21 +20,102 @@ from __future__ import annotations
 
 import os
 import pathlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from reports import markdown
-from reports.plots import save_figure
-from reports.records import task_label
+from reports.markdown import escape, join, number, table
+from reports.plots import pyplot, save_figure
+from reports.records import record_kind, task_label
 from reports.scoring import mean_interval
+from reports.sections.contract import Context, Record
+
+# The faithfulness of one saliency method on one task and seed: ``method, task, variant, seed,
+# images``, the per-image deletion and insertion areas (lists), the mean curves (``fraction``
+# and the probability/accuracy lists over it), ``seconds_per_image`` and, on a planted task,
+# ``mass_inside``.
+FAITHFULNESS_CURVES = ("fraction", "deletion_probability", "deletion_accuracy",
+                       "insertion_probability", "insertion_accuracy")
+saliency_record = record_kind(
+    "saliency",
+    required=("method", "task", "variant", "seed", "images", "seconds_per_image", "deletion_area",
+              "insertion_area", *FAITHFULNESS_CURVES),
+    optional=("mass_inside",),
+    identity=("method", "task", "variant", "seed"),
+)
+# One threshold of an explanation-under-thresholding sweep (Grad-CAM kept, rank correlation):
+# ``measure, task, variant, seed, threshold, explanation_kept, loss, accuracy, method``.
+explanation_record = record_kind(
+    "explanation",
+    required=("measure", "task", "variant", "seed", "method", "threshold", "explanation_kept",
+              "loss", "accuracy"),
+    identity=("measure", "task", "variant", "seed", "threshold"),
+)
+KINDS = ("saliency", "explanation")
 
 CONTROL = "random_map"
 
 
-def faithfulness_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+# --- the section ---------------------------------------------------------------------------
+
+
+def markdown(records: Sequence[Record], context: Context) -> str:
+    """Per task, the faithfulness table with its pictures, then the explanation-kept tables."""
+    parts: list[str] = []
+    faith = faithfulness_table(records)
+    for (task, variant), frame in (
+        faith.groupby(["task", "variant"], sort=True) if not faith.empty else []
+    ):
+        label = task_label(task, variant)
+        parts += [f"## Saliency faithfulness · {escape(label)}", "", _faith_markdown(frame), "",
+                  f"![overlays](plots/saliency-overlay-{label}.png) "
+                  f"![deletion and insertion curves](plots/saliency-curves-{label}.png)"]  # fmt: skip
+    kept = explanation_table(records)
+    for (task, variant), frame in (
+        kept.groupby(["task", "variant"], sort=True) if not kept.empty else []
+    ):
+        parts += [f"## Explanation kept under thresholding · {escape(task_label(task, variant))}",
+                  "", _kept_markdown(frame)]  # fmt: skip
+    return join(parts)
+
+
+def plots(
+    records: Sequence[Record], context: Context, out_dir: str | os.PathLike[str]
+) -> list[pathlib.Path]:
+    """``saliency-curves-<task>.png``: mean deletion and insertion curves per method, per task."""
+    plt = pyplot()
+    out_dir = pathlib.Path(out_dir)
+    paths = []
+    for (task, variant), group in _groups([r for r in records if r["kind"] == "saliency"]):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+        for method in sorted({r["method"] for r in group}):
+            mine = [r for r in group if r["method"] == method]
+            fraction = np.asarray(mine[0]["fraction"])
+            style = "--" if method in (CONTROL, "centre_prior") else "-"
+            for ax, key in zip(
+                axes, ("deletion_probability", "insertion_probability"), strict=True
+            ):
+                ax.plot(fraction, np.mean([r[key] for r in mine], axis=0), style, label=method)
+        for ax, title in zip(
+            axes, ("deletion (lower is better)", "insertion (higher is better)"), strict=True
+        ):
+            ax.set(title=title, xlabel="fraction of pixels", ylim=(0, 1.02))
+        axes[0].set_ylabel("target-class probability")
+        axes[1].legend(fontsize=7, loc="lower right")
+        fig.suptitle(f"Saliency faithfulness · {task_label(task, variant)}")
+        path = out_dir / f"saliency-curves-{task_label(task, variant)}.png"
+        save_figure(fig, path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+# --- records -> tables ---------------------------------------------------------------------
+
+
+def faithfulness_table(records: Sequence[Record]) -> pd.DataFrame:
     """One row per (task, variant, method) with areas, intervals, lifts, mass and time."""
     rows = [r for r in records if r["kind"] == "saliency"]
     out = []
@@ -64,7 +147,7 @@ def faithfulness_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.sort_values(["task", "variant", "deletion", "method"]).reset_index(drop=True)
 
 
-def explanation_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+def explanation_table(records: Sequence[Record]) -> pd.DataFrame:
     """Mean explanation kept (over seeds) per (task, variant, measure, threshold), wide by threshold."""
     rows = [r for r in records if r["kind"] == "explanation"]
     if not rows:
@@ -84,37 +167,23 @@ def explanation_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-def sections(records: list[dict[str, Any]]) -> list[str]:
-    """Markdown parts (title, blank, body ...) for the leaderboard; empty without such records."""
-    parts: list[str] = []
-    faith = faithfulness_table(records)
-    for (task, variant), frame in (
-        faith.groupby(["task", "variant"], sort=True) if not faith.empty else []
-    ):
-        label = task_label(task, variant)
-        parts += [f"## Saliency faithfulness · {markdown.escape(label)}", "", _faith_markdown(frame), "",
-                  f"![overlays](plots/saliency-overlay-{label}.png) "
-                  f"![deletion and insertion curves](plots/saliency-curves-{label}.png)"]  # fmt: skip
-    kept = explanation_table(records)
-    for (task, variant), frame in (
-        kept.groupby(["task", "variant"], sort=True) if not kept.empty else []
-    ):
-        parts += [f"## Explanation kept under thresholding · {markdown.escape(task_label(task, variant))}",
-                  "", _kept_markdown(frame)]  # fmt: skip
-    return parts
+def _groups(rows: list[Record]) -> list[tuple[tuple[str, str], list[Record]]]:
+    keys = sorted({(r["task"], r.get("variant") or "") for r in rows})
+    return [(k, [r for r in rows if (r["task"], r.get("variant") or "") == k]) for k in keys]
+
+
+# --- tables -> markdown --------------------------------------------------------------------
 
 
 def _faith_markdown(frame: pd.DataFrame) -> str:
     rows = []
     for rank, row in enumerate(frame.itertuples(), start=1):
         rows.append([
-            str(rank), markdown.escape(row.method),
-            f"{markdown.number(row.deletion)} [{markdown.number(row.deletion_low)}, "
-            f"{markdown.number(row.deletion_high)}]",
-            f"{markdown.number(row.insertion)} [{markdown.number(row.insertion_low)}, "
-            f"{markdown.number(row.insertion_high)}]",
+            str(rank), escape(row.method),
+            f"{number(row.deletion)} [{number(row.deletion_low)}, {number(row.deletion_high)}]",
+            f"{number(row.insertion)} [{number(row.insertion_low)}, {number(row.insertion_high)}]",
             _signed(row.deletion_lift), _signed(row.insertion_lift),
-            markdown.number(row.mass_inside, 2), f"{row.seconds_per_image * 1000:.1f} ms",
+            number(row.mass_inside, 2), f"{row.seconds_per_image * 1000:.1f} ms",
             f"{row.seeds} x {row.images // max(row.seeds, 1)}",
         ])  # fmt: skip
     headers = ["rank", "method", "deletion area ↓ [95% CI]", "insertion area ↑ [95% CI]",
@@ -125,14 +194,14 @@ def _faith_markdown(frame: pd.DataFrame) -> str:
         "(replaced by 0) or inserted into a blurred image (Petsiuk et al. 2018); intervals over "
         "images x seeds; lift: positive = better than random_map on the same seeds."
     )
-    return markdown.table(headers, rows, "rllllrrrr") + "\n\n" + note
+    return table(headers, rows, "rllllrrrr") + "\n\n" + note
 
 
 def _kept_markdown(frame: pd.DataFrame) -> str:
     thresholds = [c for c in frame.columns if isinstance(c, float)]
     rows = [
-        [str(rank), markdown.escape(row["measure"]), *(markdown.number(row[p]) for p in thresholds),
-         markdown.number(row["mean"]), str(row["seeds"])]
+        [str(rank), escape(row["measure"]), *(number(row[p]) for p in thresholds),
+         number(row["mean"]), str(row["seeds"])]
         for rank, (_, row) in enumerate(frame.iterrows(), start=1)
     ]  # fmt: skip
     headers = ["rank", "measure", *(f"kept at p={p:g}" for p in thresholds), "mean", "seeds"]
@@ -141,52 +210,14 @@ def _kept_markdown(frame: pd.DataFrame) -> str:
         "thresholded by the measure (global scope, noise replacement, as threshold_sweep) and of "
         "the untouched model, over test images; 1 = the model still looks where it looked."
     )
-    return markdown.table(headers, rows, "rl" + "r" * (len(thresholds) + 2)) + "\n\n" + note
+    return table(headers, rows, "rl" + "r" * (len(thresholds) + 2)) + "\n\n" + note
 
 
 def _signed(value: float) -> str:
     return "–" if pd.isna(value) else f"{value:+.3f}"
 
 
-def _groups(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
-    keys = sorted({(r["task"], r.get("variant") or "") for r in rows})
-    return [(k, [r for r in rows if (r["task"], r.get("variant") or "") == k]) for k in keys]
-
-
-def plot_curves(
-    records: list[dict[str, Any]], out_dir: str | os.PathLike[str]
-) -> list[pathlib.Path]:
-    """``saliency-curves-<task>.png``: mean deletion and insertion curves per method, per task."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    out_dir = pathlib.Path(out_dir)
-    paths = []
-    for (task, variant), group in _groups([r for r in records if r["kind"] == "saliency"]):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-        for method in sorted({r["method"] for r in group}):
-            mine = [r for r in group if r["method"] == method]
-            fraction = np.asarray(mine[0]["fraction"])
-            style = "--" if method in (CONTROL, "centre_prior") else "-"
-            for ax, key in zip(
-                axes, ("deletion_probability", "insertion_probability"), strict=True
-            ):
-                ax.plot(fraction, np.mean([r[key] for r in mine], axis=0), style, label=method)
-        for ax, title in zip(
-            axes, ("deletion (lower is better)", "insertion (higher is better)"), strict=True
-        ):
-            ax.set(title=title, xlabel="fraction of pixels", ylim=(0, 1.02))
-        axes[0].set_ylabel("target-class probability")
-        axes[1].legend(fontsize=7, loc="lower right")
-        fig.suptitle(f"Saliency faithfulness · {task_label(task, variant)}")
-        path = out_dir / f"saliency-curves-{task_label(task, variant)}.png"
-        save_figure(fig, path)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+# --- pictures the benchmark draws (they need images and maps, which records do not hold) ----
 
 
 def plot_overlay_grid(
@@ -204,11 +235,7 @@ def plot_overlay_grid(
         path: Where the PNG goes (written atomically).
         title: Figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(maps)
