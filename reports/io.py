@@ -51,7 +51,9 @@ class RecordWriter:
         for record in records:
             record = dict(record)
             if record.get("kind") not in KINDS:
-                raise ValueError(f"record kind must be one of {tuple(KINDS)}. Received: {record.get('kind')!r}")
+                raise ValueError(
+                    f"record kind must be one of {tuple(KINDS)}. Received: {record.get('kind')!r}"
+                )
             record.setdefault("schema", SCHEMA)
             if record["kind"] == "timing":
                 record.setdefault("worker", self.worker)
@@ -134,9 +136,11 @@ def skip_reason(record: Any) -> str | None:
     missing = [k for k in required if k not in record or (k in FINITE_FIELDS and record[k] is None)]
     if missing:
         return f"{record['kind']} record missing field(s) {', '.join(missing)}"
-    bad = [k for k in FINITE_FIELDS if isinstance(record.get(k), float) and not math.isfinite(record[k])]
+    bad = [k for k in FINITE_FIELDS
+           if isinstance(record.get(k), float) and not math.isfinite(record[k])]
     if bad:
-        return f"{record['kind']} record with non-finite {', '.join(f'{k}={record[k]}' for k in bad)}"
+        values = ", ".join(f"{k}={record[k]}" for k in bad)
+        return f"{record['kind']} record with non-finite {values}"
     return None
 
 

@@ -46,7 +46,7 @@ def merge_meta(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def skipped_lines(records: list[dict[str, Any]]) -> list[str]:
-    """``file:line: reason`` for every line the reader skipped (see :func:`reports.io.iter_records`)."""
+    """``file:line: reason`` for every line the reader skipped (:func:`reports.io.iter_records`)."""
     return [f"{r['file']}:{r['line']}: {r['reason']}" for r in records if r["kind"] == SKIPPED]
 
 
@@ -60,7 +60,8 @@ def header(meta: dict[str, Any]) -> str:
         ("seeds", _join(meta.get("seeds"))),
         ("thresholds", _join(meta.get("thresholds"))),
         ("tasks", _join(meta.get("tasks"))),
-        ("command", f"`{str(meta['command']).replace('`', chr(39))}`" if meta.get("command") else None),
+        ("command",
+         f"`{str(meta['command']).replace('`', chr(39))}`" if meta.get("command") else None),
     ]
     lines = ["# importance-bench leaderboard", ""]
     lines += [f"- **{k}**: {v if k == 'command' else escape(v)}" for k, v in facts if v]
@@ -97,8 +98,10 @@ def _join(value: Any) -> str | None:
     return str(value)
 
 
-def leaderboard_markdown(records: list[dict[str, Any]], *, points: pd.DataFrame | None = None) -> str:
-    """The whole leaderboard: the header, then every section in :data:`~reports.sections.SECTIONS` order.
+def leaderboard_markdown(
+    records: list[dict[str, Any]], *, points: pd.DataFrame | None = None
+) -> str:
+    """The whole leaderboard: the header, then every section of :data:`reports.sections.SECTIONS`.
 
     ``points`` is ``thresholding.points_frame(records)`` when the caller has it already.
     """
@@ -112,7 +115,7 @@ def _markdown(records: list[dict[str, Any]], context: Context) -> str:
 
 
 def results_csv(records: list[dict[str, Any]], *, points: pd.DataFrame | None = None) -> str:
-    """The tidy table as CSV text: one row per measure, task, level, scope, replace, seed, threshold."""
+    """``results.csv`` as text: a row per measure, task, level, scope, replace, seed, threshold."""
     return thresholding.csv(thresholding.points_frame(records) if points is None else points)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 SCHEMA = 1  # the record format version, stored in every record
 
 # The shared vocabulary of benchmarks and reports.
-LEVELS = ("weight", "unit", "layer")  # report order; the same names as importance.aggregation.LEVELS
+LEVELS = ("weight", "unit", "layer")  # report order; the names of importance.aggregation.LEVELS
 DEFAULT_SCOPE = "global"
 DEFAULT_REPLACE = "noise"
 BASELINE = "random"
@@ -106,7 +106,8 @@ def record_kind(
     """
     if name in KINDS:
         raise ValueError(f"record kind {name!r} is already declared.")
-    kind = RecordKind(name, tuple(required), tuple(optional), None if identity is None else tuple(identity))
+    kind = RecordKind(name, tuple(required), tuple(optional),
+                      None if identity is None else tuple(identity))
     KINDS[name] = kind
     return kind.build
 

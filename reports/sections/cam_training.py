@@ -34,7 +34,8 @@ CAM_SPLITS = ("test", "val", "val_balanced")
 cam_training_record = record_kind(
     "cam_training",
     required=("task", "seed", "mode", "method", "variant", "weight", "width", "schedule",
-              "mass_outside", *(f"{s}_{m}" for s in CAM_SPLITS for m in ("average", "worst_group"))),
+              "mass_outside",
+              *(f"{s}_{m}" for s in CAM_SPLITS for m in ("average", "worst_group"))),
     identity=("task", "seed", "method", "variant", "weight", "width", "schedule"),
 )
 KINDS = ("cam_training",)
@@ -51,9 +52,11 @@ def markdown(records: Sequence[Record], context: Context) -> str:
     for task, group in runs.groupby("task", sort=True):
         plain = group[group["method"] == "plain"].sort_values("seed")
         variants = sorted(set(group.loc[group["method"] == "cam", "variant"]))
-        title = f"CAM-guided training on {task}" + (f" ({', '.join(variants)} penalty)" if variants else "")
+        title = f"CAM-guided training on {task}"
+        title += f" ({', '.join(variants)} penalty)" if variants else ""
         parts += [f"## {escape(title)}", "", _how_to_read(group), "", _summary(group, plain), "",
-                  "Every weight of the grid (means over seeds; weight 0 = plain):", "", _grid(group), ""]
+                  "Every weight of the grid (means over seeds; weight 0 = plain):", "",
+                  _grid(group), ""]
     return "\n".join(parts)
 
 
@@ -98,12 +101,13 @@ def _how_to_read(group: pd.DataFrame) -> str:
     schedule = cam["schedule"].iloc[0] if len(cam) else None
     width = cam["width"].iloc[0] if len(cam) else None
     return (
-        f"Seeds {', '.join(map(str, seeds))}. Accuracy on the group-balanced test split: **average** "
-        "over examples and **worst group** (class x background), mean over seeds with a 95% "
-        "Student-t interval; **Δ** = CAM-guided − plain, paired by seed. The penalty weight is "
-        "chosen on the validation split with the *training* correlation; the oracle row chooses "
-        "on a group-balanced validation split, which needs the group labels. **Mass outside**: "
-        "share of the class-evidence map outside the object, on training images. Penalty on in "
+        f"Seeds {', '.join(map(str, seeds))}. Accuracy on the group-balanced test split: "
+        "**average** over examples and **worst group** (class x background), mean over seeds "
+        "with a 95% Student-t interval; **Δ** = CAM-guided − plain, paired by seed. The penalty "
+        "weight is chosen on the validation split with the *training* correlation; the oracle row "
+        "chooses on a group-balanced validation split, which needs the group labels. **Mass "
+        "outside**: share of the class-evidence map outside the object, on training images. "
+        "Penalty on in "
         f"epochs {escape(schedule)} (0-based), Gaussian width {number(width, 2)}."
     )
 
@@ -111,8 +115,8 @@ def _how_to_read(group: pd.DataFrame) -> str:
 def _summary(group: pd.DataFrame, plain: pd.DataFrame) -> str:
     headers = ["model", "weight chosen on", "weight", "average acc", "worst-group acc",
                "Δ average", "Δ worst-group", "mass outside"]
-    rows = [["plain", "–", "0", _interval(plain["test_average"]), _interval(plain["test_worst_group"]),
-             "–", "–", _interval(plain["mass_outside"])]]
+    rows = [["plain", "–", "0", _interval(plain["test_average"]),
+             _interval(plain["test_worst_group"]), "–", "–", _interval(plain["mass_outside"])]]
     for _, column, label in SELECTIONS:
         weight = choose_weight(group, column)
         if weight is None:

@@ -30,8 +30,8 @@ from reports.sections.contract import Context, Record
 # on validation data: ``scenario, sequence, heads, strategy, measure, mode, seed, lam, grid,
 # val_acc, acc, bwt, forgetting, R, curve, tasks, seconds`` (``curve``: rows ``[epoch, trained
 # task, evaluated task, test accuracy]``); a failed measure has ``error`` instead.
-CONSOLIDATION_OUTCOME = ("acc", "bwt", "forgetting", "lam", "grid", "val_acc", "R", "curve", "seconds",
-                         "tasks")
+CONSOLIDATION_OUTCOME = ("acc", "bwt", "forgetting", "lam", "grid", "val_acc", "R", "curve",
+                         "seconds", "tasks")
 consolidation_record = record_kind(
     "consolidation",
     required=("scenario", "sequence", "heads", "strategy", "measure", "mode", "seed"),
@@ -40,8 +40,8 @@ consolidation_record = record_kind(
 )
 KINDS = ("consolidation",)
 
-COLUMNS = ["rank", "method", "strategy", "measure", "acc", "low", "high", "bwt", "forgetting", "lams",
-           "lift", "lift_p", "seeds", "error"]
+COLUMNS = ["rank", "method", "strategy", "measure", "acc", "low", "high", "bwt", "forgetting",
+           "lams", "lift", "lift_p", "seeds", "error"]
 REFERENCE_LABELS = {"naive": "naive", "l2": "L2", "joint": "joint"}
 
 
@@ -62,17 +62,19 @@ def plots(
     written = []
     for scenario, ranked in scenario_tables(records):
         ewc = ranked[(ranked["strategy"] == "ewc") & ranked["acc"].notna()]
-        chosen = [("naive", "naive"), ("l2", "l2")] + ([("ewc", ewc.iloc[0]["measure"])] if len(ewc) else [])
+        chosen = [("naive", "naive"), ("l2", "l2")]
+        chosen += [("ewc", ewc.iloc[0]["measure"])] if len(ewc) else []
         histories = {}
         for strategy, measure in chosen:
             rows = frame[(frame["scenario"] == scenario) & (frame["strategy"] == strategy)
                          & (frame["measure"] == measure) & frame["error"].isna()]
-            curves = [pd.DataFrame(r.curve, columns=["epoch", "trained", "evaluated", "accuracy"]).assign(seed=r.seed)
-                      for r in rows.itertuples()]
+            curves = [pd.DataFrame(r.curve, columns=["epoch", "trained", "evaluated", "accuracy"])
+                      .assign(seed=r.seed) for r in rows.itertuples()]
             if curves:
                 histories[method_label(strategy, measure)] = pd.concat(curves).assign(split="test")
         if histories:
-            written.append(plot_task_accuracy(histories, pathlib.Path(out_dir) / f"consolidation-{scenario}.png"))
+            path = pathlib.Path(out_dir) / f"consolidation-{scenario}.png"
+            written.append(plot_task_accuracy(histories, path))
     return written
 
 
@@ -82,7 +84,8 @@ def plots(
 def records_frame(records: Sequence[Record]) -> pd.DataFrame:
     """One row per consolidation record (``error`` set for failures)."""
     rows = [r for r in records if r["kind"] == "consolidation"]
-    columns = ["scenario", "strategy", "measure", "mode", "seed", "acc", "bwt", "forgetting", "lam", "error"]
+    columns = ["scenario", "strategy", "measure", "mode", "seed", "acc", "bwt", "forgetting", "lam",
+               "error"]
     return pd.DataFrame(rows).reindex(columns=columns + ["curve", "tasks"])
 
 
@@ -100,21 +103,26 @@ def scenario_tables(records: Sequence[Record]) -> list[tuple[str, pd.DataFrame]]
     for scenario, rows in frame.groupby("scenario", sort=True):
         naive = rows[(rows["strategy"] == "naive") & rows["error"].isna()].set_index("seed")["acc"]
         ranked = []
-        for (strategy, measure, mode), group in rows.groupby(["strategy", "measure", "mode"], sort=True):
+        groups = rows.groupby(["strategy", "measure", "mode"], sort=True)
+        for (strategy, measure, mode), group in groups:
             ok = group[group["error"].isna()]
-            row = {"method": method_label(strategy, measure, mode), "strategy": strategy, "measure": measure,
-                   "seeds": len(ok), "error": None if len(ok) else str(group["error"].dropna().iloc[0])}
+            error = None if len(ok) else str(group["error"].dropna().iloc[0])
+            row = {"method": method_label(strategy, measure, mode), "strategy": strategy,
+                   "measure": measure, "seeds": len(ok), "error": error}
             if len(ok):
                 row["acc"], row["low"], row["high"] = mean_interval(ok["acc"].to_numpy())
                 row["bwt"], row["forgetting"] = ok["bwt"].mean(), ok["forgetting"].mean()
-                row["lams"] = sorted(set(ok["lam"].astype(float))) if strategy in ("l2", "ewc") else []
+                penalised = strategy in ("l2", "ewc")
+                row["lams"] = sorted(set(ok["lam"].astype(float))) if penalised else []
                 paired = ok.set_index("seed")["acc"].reindex(naive.index).dropna()
                 if strategy != "naive" and len(paired):
-                    row["lift"] = float((paired - naive[paired.index]).mean())
-                    row["lift_p"] = paired_p_value(naive[paired.index].to_numpy(), paired.to_numpy())
+                    before = naive[paired.index]
+                    row["lift"] = float((paired - before).mean())
+                    row["lift_p"] = paired_p_value(before.to_numpy(), paired.to_numpy())
             ranked.append(row)
         ranked = pd.DataFrame(ranked).reindex(columns=COLUMNS)
-        ranked = ranked.sort_values(["acc", "method"], ascending=[False, True], na_position="last", kind="stable")
+        ranked = ranked.sort_values(["acc", "method"], ascending=[False, True], na_position="last",
+                                    kind="stable")
         ranked["rank"] = ranked["acc"].rank(method="min", ascending=False)
         out.append((scenario, ranked.reset_index(drop=True)))
     return out
@@ -141,16 +149,18 @@ def both_axes(threshold_overall: pd.DataFrame, records: Sequence[Record]) -> str
     consolidation = consolidation_ranks(scenario_tables(records))
     if consolidation.empty:
         return ""
-    thresholding = (threshold_overall.set_index("measure")["mean_rank"] if not threshold_overall.empty
-                    else pd.Series(dtype=float))
+    thresholding = (threshold_overall.set_index("measure")["mean_rank"]
+                    if not threshold_overall.empty else pd.Series(dtype=float))
     measures = sorted(set(thresholding.index) | set(consolidation.index),
                       key=lambda m: (consolidation.get(m, np.inf), thresholding.get(m, np.inf), m))
-    rows = [[escape(m), number(thresholding.get(m, np.nan), 2), number(consolidation.get(m, np.nan), 2)]
-            for m in measures]
+    rows = [[escape(m), number(thresholding.get(m, np.nan), 2),
+             number(consolidation.get(m, np.nan), 2)] for m in measures]
+    headers = ["measure", "thresholding mean rank", "consolidation mean rank"]
     return "\n".join(["## Overall: both axes", "",
-                      "Mean rank of each measure on thresholding robustness (across tasks and levels) and on "
-                      "consolidation (by ACC as EWC importance, across scenarios); lower is better.", "",
-                      table(["measure", "thresholding mean rank", "consolidation mean rank"], rows, align="lrr")])
+                      "Mean rank of each measure on thresholding robustness (across tasks and "
+                      "levels) and on consolidation (by ACC as EWC importance, across scenarios); "
+                      "lower is better.", "",
+                      table(headers, rows, align="lrr")])
 
 
 def _scenarios_markdown(records: Sequence[Record]) -> str:
@@ -159,23 +169,30 @@ def _scenarios_markdown(records: Sequence[Record]) -> str:
     if not tables:
         return ""
     parts = ["## Consolidation (sequential learning, EWC with each measure)", "",
-             "ACC: mean test accuracy over all tasks after the last one (95 % interval over seeds); BWT: "
-             "backward transfer (Lopez-Paz & Ranzato 2017); forgetting (Chaudhry et al. 2018); λ: the "
-             "lambdas chosen on validation data per seed; lift: paired ACC difference to naive fine-tuning "
-             f"(\\* p < {SIGNIFICANCE_LEVEL}). Importance normalised to mean 1 over the shared weights."]
+             "ACC: mean test accuracy over all tasks after the last one (95 % interval over "
+             "seeds); BWT: backward transfer (Lopez-Paz & Ranzato 2017); forgetting (Chaudhry et "
+             "al. 2018); λ: the lambdas chosen on validation data per seed; lift: paired ACC "
+             f"difference to naive fine-tuning (\\* p < {SIGNIFICANCE_LEVEL}). Importance "
+             "normalised to mean 1 over the shared weights."]
     for scenario, frame in tables:
         rows = []
         for _, r in frame.iterrows():
             rank = "–" if pd.isna(r["rank"]) else str(int(r["rank"]))
             if r["error"] is not None and not isinstance(r["error"], float):
-                rows.append([rank, escape(r["method"]), "failed: " + escape(r["error"])[:120], *["–"] * 6])
+                rows.append([rank, escape(r["method"]), "failed: " + escape(r["error"])[:120],
+                             *["–"] * 6])
                 continue
-            star = "\\*" if r["lift_p"] is not None and not pd.isna(r["lift_p"]) and r["lift_p"] < SIGNIFICANCE_LEVEL else ""
-            lams = ", ".join(f"{v:g}" for v in r["lams"]) if isinstance(r["lams"], list) and r["lams"] else "–"
-            rows.append([rank, escape(r["method"]), number(r["acc"]), f"[{number(r['low'])}, {number(r['high'])}]",
+            significant = (r["lift_p"] is not None and not pd.isna(r["lift_p"])
+                           and r["lift_p"] < SIGNIFICANCE_LEVEL)
+            star = "\\*" if significant else ""
+            lams = (", ".join(f"{v:g}" for v in r["lams"])
+                    if isinstance(r["lams"], list) and r["lams"] else "–")
+            rows.append([rank, escape(r["method"]), number(r["acc"]),
+                         f"[{number(r['low'])}, {number(r['high'])}]",
                          number(r["bwt"]), number(r["forgetting"]), lams, number(r["lift"]) + star,
                          str(int(r["seeds"]))])
-        headers = ["rank", "method", "ACC", "95% CI", "BWT", "forgetting", "λ", "lift over naive", "seeds"]
+        headers = ["rank", "method", "ACC", "95% CI", "BWT", "forgetting", "λ", "lift over naive",
+                   "seeds"]
         parts += ["", f"### {escape(scenario)}", "", table(headers, rows, align="rlrrrrrrr")]
     return "\n".join(parts)
 
@@ -183,7 +200,9 @@ def _scenarios_markdown(records: Sequence[Record]) -> str:
 # --- figures -------------------------------------------------------------------------------
 
 
-def plot_task_accuracy(histories: dict[str, pd.DataFrame], path: str | os.PathLike[str]) -> pathlib.Path:
+def plot_task_accuracy(
+    histories: dict[str, pd.DataFrame], path: str | os.PathLike[str]
+) -> pathlib.Path:
     """The original project's continual-learning plot: each task's test accuracy over epochs.
 
     One panel per entry of ``histories`` (label -> tidy history of
@@ -193,7 +212,8 @@ def plot_task_accuracy(histories: dict[str, pd.DataFrame], path: str | os.PathLi
     plt = pyplot()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.2 * len(histories), 3.2), squeeze=False,
+                             sharey=True)
     for ax, (label, history) in zip(axes[0], histories.items(), strict=True):
         test = history[history["split"] == "test"]
         for task, rows in test.groupby("evaluated", sort=False):

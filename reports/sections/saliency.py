@@ -70,7 +70,7 @@ def markdown(records: Sequence[Record], context: Context) -> str:
         label = task_label(task, variant)
         parts += [f"## Saliency faithfulness · {escape(label)}", "", _faith_markdown(frame), "",
                   f"![overlays](plots/saliency-overlay-{label}.png) "
-                  f"![deletion and insertion curves](plots/saliency-curves-{label}.png)"]  # fmt: skip
+                  f"![deletion and insertion curves](plots/saliency-curves-{label}.png)"]
     kept = explanation_table(records)
     for (task, variant), frame in (
         kept.groupby(["task", "variant"], sort=True) if not kept.empty else []
@@ -135,8 +135,9 @@ def faithfulness_table(records: Sequence[Record]) -> pd.DataFrame:
                 "insertion": i_mean, "insertion_low": i_low, "insertion_high": i_high,
                 "deletion_lift": np.mean([np.mean(c["deletion_area"]) - np.mean(r["deletion_area"])
                                           for r, c in paired]) if paired else np.nan,
-                "insertion_lift": np.mean([np.mean(r["insertion_area"]) - np.mean(c["insertion_area"])
-                                           for r, c in paired]) if paired else np.nan,
+                "insertion_lift": np.mean([np.mean(r["insertion_area"])
+                                           - np.mean(c["insertion_area"]) for r, c in paired])
+                if paired else np.nan,
                 "mass_inside": np.mean([r["mass_inside"] for r in mine if "mass_inside" in r])
                 if any("mass_inside" in r for r in mine) else np.nan,
                 "seconds_per_image": float(np.mean([r["seconds_per_image"] for r in mine])),
@@ -148,7 +149,7 @@ def faithfulness_table(records: Sequence[Record]) -> pd.DataFrame:
 
 
 def explanation_table(records: Sequence[Record]) -> pd.DataFrame:
-    """Mean explanation kept (over seeds) per (task, variant, measure, threshold), wide by threshold."""
+    """Mean explanation kept over seeds per (task, variant, measure), one column per threshold."""
     rows = [r for r in records if r["kind"] == "explanation"]
     if not rows:
         return pd.DataFrame()

@@ -47,7 +47,8 @@ def markdown(records: Sequence[Record], context: Context) -> str:
     if not context.tables:
         parts = ["No finished thresholding case in these result files."]
     else:
-        parts = ["## Overall ranking (mean rank across tasks)", "", _overall_markdown(context.overall)]
+        parts = ["## Overall ranking (mean rank across tasks)", "",
+                 _overall_markdown(context.overall)]
         for key, frame in context.tables:
             parts += [f"## {_title(key)}", "", _ranked_markdown(frame)]
     notes = coverage_notes(records)
@@ -79,7 +80,8 @@ def plots(
         measures = sorted(frame["measure"].unique())
         colours = plt.get_cmap("tab10")
         styles = ("-", "--", ":", "-.")
-        fig, axes = plt.subplots(len(levels), len(combos), figsize=(4.2 * len(combos), 3.2 * len(levels)),
+        fig, axes = plt.subplots(len(levels), len(combos),
+                                 figsize=(4.2 * len(combos), 3.2 * len(levels)),
                                  squeeze=False, sharey=True)
         for row, level in enumerate(levels):
             for col, (scope, replace) in enumerate(combos):
@@ -91,8 +93,8 @@ def plots(
                     continue
                 _draw_panel(ax, panel, measures, colours, styles)
                 ax.set_title(f"{level} · {scope} scope · {replace}", fontsize=10)
-                ax.axhline(math.log(int(frame["num_classes"].iloc[0])), color="grey", linestyle="--",
-                           linewidth=1)
+                ax.axhline(math.log(int(frame["num_classes"].iloc[0])), color="grey",
+                           linestyle="--", linewidth=1)
                 ax.set_xlim(0, 1)
                 if row == len(levels) - 1:
                     ax.set_xlabel("fraction of weights replaced (least important first)")
@@ -164,11 +166,14 @@ def compute_times(records: Sequence[Record]) -> dict[tuple[str, str, str], float
     return {k: float(np.mean(v)) for k, v in times.items()}
 
 
-def ranked_tables(curves: pd.DataFrame, records: Sequence[Record]) -> list[tuple[dict, pd.DataFrame]]:
+def ranked_tables(
+    curves: pd.DataFrame, records: Sequence[Record]
+) -> list[tuple[dict, pd.DataFrame]]:
     """Per (task, variant, level, scope, replace), the measures ranked by robustness score.
 
-    Each table has columns rank, measure, robustness (the mean robustness score), low, high, seeds, safe, lift, lift_p,
-    significant, seconds, error (error is set for measures that failed on that task).
+    Each table has columns rank, measure, robustness (the mean robustness score), low, high,
+    seeds, safe, lift, lift_p, significant, seconds, error (error is set for measures that failed
+    on that task).
     """
     times = compute_times(records)
     failures = _failures(records)
@@ -262,11 +267,12 @@ def coverage_notes(records: Sequence[Record]) -> dict[str, str]:
 def _title(where: dict[str, Any]) -> str:
     """``planted · weight · global, noise`` (escaped)."""
     task = task_label(where["task"], where.get("variant"))
-    return escape(f"{task} · {where['level']} · {where['scope']} scope, {where['replace']} replacement")
+    return escape(f"{task} · {where['level']} · {where['scope']} scope, "
+                  f"{where['replace']} replacement")
 
 
 def _ranked_markdown(frame: pd.DataFrame) -> str:
-    """One ranked table: rank, measure, robustness score with 95% CI, safe fraction, lift, compute time."""
+    """One ranked table: rank, measure, robustness score, 95% CI, safe fraction, lift, time."""
     rows = []
     for _, r in frame.iterrows():
         if pd.isna(r.get("robustness")):
@@ -290,7 +296,8 @@ def _ranked_markdown(frame: pd.DataFrame) -> str:
 def _overall_markdown(frame: pd.DataFrame) -> str:
     """The overall ranking: mean rank across tasks, overall and per aggregation level."""
     levels = [c for c in frame.columns if c not in ("rank", "measure", "mean_rank", "sections")]
-    headers = ["rank", "measure", "mean rank", *[f"mean rank ({escape(lv)})" for lv in levels], "sections"]
+    headers = ["rank", "measure", "mean rank", *[f"mean rank ({escape(lv)})" for lv in levels],
+               "sections"]
     rows = [
         [str(int(r["rank"])), escape(r["measure"]), number(r["mean_rank"], 2),
          *[number(r[lv], 2) for lv in levels], str(int(r["sections"]))]
@@ -320,4 +327,5 @@ def _draw_panel(ax, panel: pd.DataFrame, measures: list[str], colours, styles) -
         colour = colours(i % 10)
         ax.plot(stats.index, stats["mean"], label=measure, color=colour, linewidth=1.4,
                 linestyle=styles[(i // 10) % len(styles)])
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15, linewidth=0)
+        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15,
+                        linewidth=0)

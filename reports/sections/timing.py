@@ -54,6 +54,7 @@ def _device_markdown(frame: pd.DataFrame) -> str:
     rows = []
     for _, r in frame.iterrows():
         task = task_label(r["task"], r.get("variant"))
-        rows.append([escape(task), escape(r["measure"]), escape(r["device"]), escape(r["device_name"]),
-                     str(int(r["examples"])), seconds(r["seconds"]), str(int(r["runs"]))])
+        rows.append([escape(task), escape(r["measure"]), escape(r["device"]),
+                     escape(r["device_name"]), str(int(r["examples"])), seconds(r["seconds"]),
+                     str(int(r["runs"]))])
     return table(headers, rows, align="llllrrr")
