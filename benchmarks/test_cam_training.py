@@ -2,8 +2,9 @@
 
 Every model is trained once per seed and shared by the cases (plain models through
 :func:`tasks.trained`, CAM-guided ones through the same on-disk cache, keyed with the penalty's
-options). The leaderboard section (:mod:`reports.sections.cam_training`) chooses the penalty weight on the
-validation split with the training correlation, and separately on a group-balanced one (oracle).
+options). The leaderboard section (:mod:`reports.sections.cam_training`) chooses the penalty
+weight on the validation split with the training correlation, and separately on a group-balanced
+one (oracle).
 
 Asserted is only what must hold whatever the method's merit: the penalty lowers the CAM mass
 outside the object on training images, plain training's worst-group accuracy sits well below its
