@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from reports.records import consolidation_record
+from reports.sections.consolidation import consolidation_record
 
 REFERENCES = ("naive", "l2", "joint")
 

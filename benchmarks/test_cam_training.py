@@ -2,8 +2,9 @@
 
 Every model is trained once per seed and shared by the cases (plain models through
 :func:`tasks.trained`, CAM-guided ones through the same on-disk cache, keyed with the penalty's
-options). The leaderboard section (:mod:`reports.cam_training`) chooses the penalty weight on the
-validation split with the training correlation, and separately on a group-balanced one (oracle).
+options). The leaderboard section (:mod:`reports.sections.cam_training`) chooses the penalty
+weight on the validation split with the training correlation, and separately on a group-balanced
+one (oracle).
 
 Asserted is only what must hold whatever the method's merit: the penalty lowers the CAM mass
 outside the object on training images, plain training's worst-group accuracy sits well below its
@@ -17,16 +18,13 @@ gives seeds 0 .. N-1 in either mode. The overlay picture goes to the session's r
 from __future__ import annotations
 
 import dataclasses
-import os
-import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 import pytest
 from _session import BenchSession
 
-from reports.records import CAM_SPLITS, cam_training_record
+from reports.sections.cam_training import CAM_SPLITS, cam_training_record
 
 TASK = "spurious_mnist"
 VARIANT = "difference"
@@ -160,7 +158,8 @@ def test_cam_overlays_picture(cam_study):
     import matplotlib.pyplot as plt
 
     from importance.interpret import grad_cam
-    from reports.cam_training import choose_weight, frame
+    from reports.io import atomic_path
+    from reports.sections.cam_training import choose_weight, frame
     from tasks import spurious
 
     runs = frame([cam_study.run(s, w).record for s in cam_study.seeds for w in (0.0, *cam_study.weights)])
@@ -187,14 +186,9 @@ def test_cam_overlays_picture(cam_study):
                  fontsize=9)
     fig.tight_layout()
     out = cam_study.report_dir / "plots" / "cam-overlays.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".cam-overlays.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=90)
     finally:
         plt.close(fig)
-        pathlib.Path(tmp).unlink(missing_ok=True)
     assert out.stat().st_size > 1000

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from _session import BenchSession, bench_session_of
 
-from reports.records import explanation_record, saliency_record
+from reports.sections.saliency import explanation_record, saliency_record
 
 TASKS = (("planted_region", None), ("mnist5k", "cnn"))
 ASSERT_BEATS_RANDOM = {"planted_region": ("grad_cam", "occlusion", "integrated_gradients")}
@@ -162,7 +162,7 @@ def test_saliency(benchmark, study, bench_records, bench_session, saliency_plan,
 def _overlay(report_dir, plan, run, x, y, task, variant) -> None:
     """The overlay grid of the first seed: 6 images, the plan's overlay methods side by side."""
     from importance.interpret import compute_saliency
-    from reports.saliency import plot_overlay_grid
+    from reports.sections.saliency import plot_overlay_grid
 
     maps = {m: compute_saliency(m, run.model, x[:6], target=y[:6]) for m in plan.overlay_methods}
     label = _study.task_label(task, run.variant)  # as the report names it

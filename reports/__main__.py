@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         "(JSON lines written by `pytest benchmarks`). Shards of a split run are merged.",
     )
     parser.add_argument("files", nargs="+", type=pathlib.Path, help="result files (.jsonl)")
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(reports.DEFAULT_OUTPUT_DIR),
+    parser.add_argument("--out", type=pathlib.Path,
+                        default=pathlib.Path(reports.DEFAULT_OUTPUT_DIR),
                         help=f"output directory (default: ./{reports.DEFAULT_OUTPUT_DIR})")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--merged", type=pathlib.Path, default=None,

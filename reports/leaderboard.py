@@ -1,18 +1,24 @@
 """The leaderboard assembly: result records -> leaderboard.md, results.csv and plots.
 
-The tidy points frame is built once per write and handed to the markdown, the CSV and the plots.
+The header, then every section of :data:`reports.sections.SECTIONS` in order; the sections'
+shared results (:class:`reports.sections.Context`, with the tidy points frame) are computed once
+per write and handed to the markdown, the plots and the CSV.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 
-from reports import cam_training, consolidation, markdown, saliency, tables
-from reports.records import SKIPPED, atomic_write_text, task_label
+from reports.io import SKIPPED, atomic_write_text
+from reports.markdown import escape, join
+from reports.records import task_label
+from reports.scoring import SAFE_ACCURACY_DROP, SIGNIFICANCE_LEVEL
+from reports.sections import SECTIONS, Context, build_context, thresholding
 
 
 def merge_meta(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -40,67 +46,96 @@ def merge_meta(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def skipped_lines(records: list[dict[str, Any]]) -> list[str]:
-    """``file:line: reason`` for every line the reader skipped (see :func:`reports.records.iter_records`)."""
+    """``file:line: reason`` for every line the reader skipped (:func:`reports.io.iter_records`)."""
     return [f"{r['file']}:{r['line']}: {r['reason']}" for r in records if r["kind"] == SKIPPED]
 
 
-def leaderboard_markdown(records: list[dict[str, Any]], *, points: pd.DataFrame | None = None) -> str:
-    """The whole leaderboard: header, overall ranking, one ranked table per section, timings.
+def header(meta: dict[str, Any]) -> str:
+    """Title, run facts and how to read the tables."""
+    facts = [
+        ("date", meta.get("date")),
+        ("mode", meta.get("mode")),
+        ("TensorFlow / Keras", f"{meta.get('tensorflow', '?')} / {meta.get('keras', '?')}"),
+        ("Python / platform", f"{meta.get('python', '?')} / {meta.get('platform', '?')}"),
+        ("seeds", _join(meta.get("seeds"))),
+        ("thresholds", _join(meta.get("thresholds"))),
+        ("tasks", _join(meta.get("tasks"))),
+        ("command",
+         f"`{str(meta['command']).replace('`', chr(39))}`" if meta.get("command") else None),
+    ]
+    lines = ["# importance-bench leaderboard", ""]
+    lines += [f"- **{k}**: {v if k == 'command' else escape(v)}" for k, v in facts if v]
+    lines += skipped_note(meta.get("skipped") or [])
+    lines += [
+        "",
+        "How to read: each measure ranks the trainable weights; the least important fraction p is "
+        "replaced and the loss on the task's test split is measured. **Robustness score** = area "
+        "under (loss(p) − loss(0)) / (ln K − loss(0)) over p in [0, 1], mean over seeds with a "
+        "95% Student-t interval; **lower is better** (0: nothing lost, 1: at chance at once). "
+        f"**Largest safe fraction**: largest p with accuracy within {SAFE_ACCURACY_DROP * 100:.0f} "
+        "point of the untouched model up to p. **Lift over random** = random's score − the "
+        "measure's, paired by seed; \\* = two-sided paired t-test (scipy.stats.ttest_rel) over "
+        f"seeds, p < {SIGNIFICANCE_LEVEL}. Compute time: mean seconds of one computation of the "
+        "measure on the task.",
+    ]
+    return "\n".join(lines)
 
-    ``points`` is ``tables.points_frame(records)`` when the caller has it already.
+
+def skipped_note(lines: Sequence[str]) -> list[str]:
+    """Header lines listing every result line the reader skipped (nothing dropped silently)."""
+    if not lines:
+        return []
+    return [f"- **skipped records**: {len(lines)} (not in the tables below)"] + [
+        f"  - {escape(line)}" for line in lines
+    ]
+
+
+def _join(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
+
+
+def leaderboard_markdown(
+    records: list[dict[str, Any]], *, points: pd.DataFrame | None = None
+) -> str:
+    """The whole leaderboard: the header, then every section of :data:`reports.sections.SECTIONS`.
+
+    ``points`` is ``thresholding.points_frame(records)`` when the caller has it already.
     """
-    points = tables.points_frame(records) if points is None else points
-    curves = tables.curves_frame(points)
-    sections = tables.section_tables(curves, records)
-    parts = [markdown.header(merge_meta(records))]
-    overall = tables.overall_ranking(sections)
-    parts += [consolidation.both_axes(overall, records), consolidation.markdown_section(records)]
-    if not sections:
-        parts.append("No finished thresholding case in these result files.")
-    else:
-        parts += ["## Overall ranking (mean rank across tasks)", "", markdown.overall_section(overall)]
-        for section, frame in sections:
-            parts += [f"## {markdown.section_title(section)}", "", markdown.leaderboard_section(frame)]
-    notes = tables.coverage_notes(records)
-    if notes:
-        parts += ["## Measure coverage", "", markdown.coverage_section(notes)]
-    parts.append(cam_training.section(records))
-    parts += saliency.sections(records)
-    devices = tables.device_timings(records)
-    parts += ["## Fisher computation per device", ""]
-    if devices.empty:
-        parts.append("No Fisher timing in these result files.")
-    else:
-        parts.append(markdown.device_section(devices))
-    return "\n\n".join(p.strip("\n") for p in parts if p != "") + "\n"
+    return _markdown(records, build_context(records, points=points))
+
+
+def _markdown(records: list[dict[str, Any]], context: Context) -> str:
+    parts = [header(merge_meta(records))]
+    parts += [section.markdown(records, context) for section in SECTIONS]
+    return join(parts) + "\n"
 
 
 def results_csv(records: list[dict[str, Any]], *, points: pd.DataFrame | None = None) -> str:
-    """The tidy table as CSV text: one row per measure, task, level, scope, replace, seed, threshold."""
-    points = tables.points_frame(records) if points is None else points
-    frame = points[tables.RESULT_COLUMNS]
-    return frame.to_csv(index=False, lineterminator="\n", float_format="%.6g")
+    """``results.csv`` as text: a row per measure, task, level, scope, replace, seed, threshold."""
+    return thresholding.csv(thresholding.points_frame(records) if points is None else points)
 
 
 def write_reports(
     records: list[dict[str, Any]], out_dir: str | os.PathLike[str], *, plots: bool = True
 ) -> dict[str, Any]:
-    """Write ``leaderboard.md``, ``results.csv`` and ``plots/loss-<task>.png`` into ``out_dir``.
+    """Write ``leaderboard.md``, ``results.csv`` and every section's plots into ``out_dir``.
 
-    Every file is written atomically. Returns the paths by name (``plots`` is a list).
+    The plots go to ``out_dir/plots/`` (``loss-<task>.png``, ``consolidation-<scenario>.png``,
+    ``saliency-curves-<task>.png``). Every file is written atomically. Returns the paths by
+    name (``plots`` is a list, in section order).
     """
     out_dir = pathlib.Path(out_dir)
-    points = tables.points_frame(records)  # built once for the three outputs
+    context = build_context(records)  # computed once for the three outputs
     paths: dict[str, Any] = {
-        "leaderboard": atomic_write_text(out_dir / "leaderboard.md", leaderboard_markdown(records, points=points)),
-        "results": atomic_write_text(out_dir / "results.csv", results_csv(records, points=points)),
+        "leaderboard": atomic_write_text(out_dir / "leaderboard.md", _markdown(records, context)),
+        "results": atomic_write_text(out_dir / "results.csv", thresholding.csv(context.points)),
         "plots": [],
     }
     if plots:
-        from reports import plots as plotting  # matplotlib only when plotting
-
-        if not points.empty:
-            paths["plots"] = plotting.plot_tasks(points, out_dir / "plots")
-        paths["plots"] += saliency.plot_curves(records, out_dir / "plots")
-        paths["plots"] += consolidation.write_plots(records, out_dir / "plots")
+        for section in SECTIONS:
+            paths["plots"] += section.plots(records, context, out_dir / "plots")
     return paths

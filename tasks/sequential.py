@@ -253,6 +253,6 @@ class SequentialLearner:
 
     def plot(self, path: Any, *, title: str = "") -> Any:
         """Each task's test accuracy over epochs, dashed lines at task boundaries (PNG, atomic)."""
-        from reports.plots import plot_task_accuracy
+        from reports.sections.consolidation import plot_task_accuracy
 
         return plot_task_accuracy({title or "accuracy": self.history}, path)

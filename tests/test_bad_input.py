@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 import importance as imp
 import reports
-import reports.tables
 from importance.data import evaluate, iter_batches
 from reports.__main__ import main as reports_main
+from reports.sections import thresholding
 from tasks.trainer import train
 
 PROPERTY = settings(max_examples=25, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
@@ -409,14 +409,14 @@ def test_reports_name_every_skipped_line(tmp_path, capsys, line, reason):
 
 def test_a_nan_point_keeps_the_rest_of_its_curve(tmp_path):
     records = _curve_records(seeds=(0, 1, 2))
-    clean = reports.tables.curves_frame(reports.tables.points_frame(records))
+    clean = thresholding.curves_frame(thresholding.points_frame(records))
     target = next(r for r in records if r["kind"] == "point" and r["threshold"] == 0.25)
     lines = [json.dumps(r) for r in records]
     lines[records.index(target)] = json.dumps({**target, "loss": float("nan")})
     path = tmp_path / "a.jsonl"
     path.write_text("\n".join(lines) + "\n")
     read = reports.read_records([path])
-    curves = reports.tables.curves_frame(reports.tables.points_frame(read))
+    curves = thresholding.curves_frame(thresholding.points_frame(read))
     assert curves["robustness"].notna().all() and len(curves) == len(clean)
     assert len(reports.skipped_lines(read)) == 1
 

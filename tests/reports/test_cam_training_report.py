@@ -1,12 +1,12 @@
-"""reports.cam_training on synthetic records: weight choice, paired differences, record round trip."""
+"""The CAM-training section on synthetic records: weight choice, paired differences, round trip."""
 
 from __future__ import annotations
 
 import pytest
 
 import reports
-from reports import cam_training
-from reports.records import cam_training_record
+from reports.sections import build_context, cam_training
+from reports.sections.cam_training import cam_training_record
 from reports.scoring import mean_interval
 
 
@@ -40,7 +40,7 @@ def test_weight_is_chosen_on_validation_never_on_test():
 
 
 def test_section_reports_paired_differences_with_intervals():
-    text = cam_training.section(_records())
+    text = cam_training.markdown(_records(), build_context(_records()))
     plain = [0.60, 0.62, 0.65]
     oracle = [0.80, 0.84, 0.90]
     mean, low, high = mean_interval([o - p for o, p in zip(oracle, plain, strict=True)])
@@ -49,7 +49,8 @@ def test_section_reports_paired_differences_with_intervals():
     assert len(rows) == 2
     assert "| 1 |" in rows[0] and "training correlation" in rows[0]
     assert "| 10 |" in rows[1] and "oracle" in rows[1]
-    assert cam_training.section([{"kind": "meta", "run": {}}]) == ""
+    meta = [{"kind": "meta", "run": {}}]
+    assert cam_training.markdown(meta, build_context(meta)) == ""
 
 
 def test_records_round_trip_and_reach_the_leaderboard(tmp_path):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import reports
-from reports.saliency import faithfulness_table, plot_curves, plot_overlay_grid, sections
+from reports.sections import build_context, saliency
+from reports.sections.saliency import faithfulness_table, plot_overlay_grid
 
 
 def _record(method, seed, deletion, insertion, mass=None):
@@ -52,7 +53,7 @@ def test_leaderboard_has_the_sections_and_links(tmp_path):
     reports.write_records(path, RECORDS)
     again = reports.read_records([path, path])
     assert len([r for r in again if r["kind"] == "saliency"]) == 4  # deduplicated by identity
-    text = "\n\n".join(sections(again))
+    text = saliency.markdown(again, build_context(again))
     assert "## Saliency faithfulness · toy.cnn" in text
     assert text.index("| 1 | good |") < text.index("| 2 | random_map |")
     assert (
@@ -73,7 +74,7 @@ def _not_blank(path):
 
 
 def test_pngs_exist_and_are_not_blank(tmp_path):
-    curves = plot_curves(RECORDS, tmp_path)
+    curves = saliency.plots(RECORDS, build_context(RECORDS), tmp_path)
     assert [p.name for p in curves] == ["saliency-curves-toy.cnn.png"]
     _not_blank(curves[0])
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import reports
-from reports import consolidation
+from reports.sections import build_context, consolidation
 from reports.scoring import mean_interval
 
 ACC = {  # per method, per seed (0, 1, 2)
@@ -54,6 +54,6 @@ def test_markdown_has_both_axes_and_the_consolidation_section(tmp_path):
     assert "failed: broken: ValueError: no" in text
     ranks = consolidation.consolidation_ranks(consolidation.scenario_tables(_records()))
     assert ranks.to_dict() == {"fisher": 1.0, "magnitude": 2.0}
-    paths = consolidation.write_plots(_records(), tmp_path)
+    paths = consolidation.plots(_records(), build_context(_records()), tmp_path)
     assert [p.name for p in paths] == ["consolidation-evenodd.png"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

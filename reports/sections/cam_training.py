@@ -1,10 +1,11 @@
-"""The leaderboard section of CAM-guided training: plain vs CAM-guided on a spurious-background task.
+"""The CAM-guided training section: plain vs CAM-guided on a spurious-background task.
 
-Reads ``cam_training`` records (one per trained model, see :mod:`reports.records`): ``task, seed,
-method`` (``plain`` or ``cam``), ``variant, weight, width, schedule`` and the accuracies
-``<split>_average`` / ``<split>_worst_group`` for ``test``, ``val`` (training correlation) and
-``val_balanced`` (group-balanced: an oracle), plus ``mass_outside`` (share of the class-evidence
-map outside the object, on training images). Nothing here recomputes an experiment.
+Reads ``cam_training`` records, the kind declared here (:func:`cam_training_record`, one per
+trained model of ``benchmarks/test_cam_training.py``): ``task, seed, method`` (``plain`` or
+``cam``), ``variant, weight, width, schedule`` and the accuracies ``<split>_average`` /
+``<split>_worst_group`` for ``test``, ``val`` (training correlation) and ``val_balanced``
+(group-balanced: an oracle), plus ``mass_outside`` (share of the class-evidence map outside the
+object, on training images). Nothing here recomputes an experiment.
 
 The penalty weight is chosen once for all seeds: the weight with the best mean ``val_average``
 (the validation split with the training correlation, what a practitioner has), and, in a
@@ -14,22 +15,61 @@ group-robustness literature). Ties go to the smaller weight. Test accuracy never
 
 from __future__ import annotations
 
+import os
+import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from reports.markdown import escape, number, table
+from reports.records import record_kind
 from reports.scoring import mean_interval
+from reports.sections.contract import Context, Record
 
-KIND = "cam_training"
+# One model of the CAM-guided training benchmark; its accuracies on each split
+# (``<split>_average``, ``<split>_worst_group``) and CAM mass outside.
+CAM_SPLITS = ("test", "val", "val_balanced")
+cam_training_record = record_kind(
+    "cam_training",
+    required=("task", "seed", "mode", "method", "variant", "weight", "width", "schedule",
+              "mass_outside",
+              *(f"{s}_{m}" for s in CAM_SPLITS for m in ("average", "worst_group"))),
+    identity=("task", "seed", "method", "variant", "weight", "width", "schedule"),
+)
+KINDS = ("cam_training",)
 SELECTIONS = (("val", "val_average", "validation, training correlation"),
               ("oracle", "val_balanced_worst_group", "group-balanced validation (oracle)"))
 
 
-def frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+def markdown(records: Sequence[Record], context: Context) -> str:
+    """Per task: how to read, the chosen weights against plain, the whole weight grid."""
+    runs = frame(records)
+    if runs.empty:
+        return ""
+    parts = []
+    for task, group in runs.groupby("task", sort=True):
+        plain = group[group["method"] == "plain"].sort_values("seed")
+        variants = sorted(set(group.loc[group["method"] == "cam", "variant"]))
+        title = f"CAM-guided training on {task}"
+        title += f" ({', '.join(variants)} penalty)" if variants else ""
+        parts += [f"## {escape(title)}", "", _how_to_read(group), "", _summary(group, plain), "",
+                  "Every weight of the grid (means over seeds; weight 0 = plain):", "",
+                  _grid(group), ""]
+    return "\n".join(parts)
+
+
+def plots(
+    records: Sequence[Record], context: Context, out_dir: str | os.PathLike[str]
+) -> list[pathlib.Path]:
+    """No figure from records: the CAM overlays need the models (the benchmark draws them)."""
+    return []
+
+
+def frame(records: Sequence[Record]) -> pd.DataFrame:
     """One row per trained model (plain or CAM-guided) and seed."""
-    rows = [r for r in records if r.get("kind") == KIND]
+    rows = [r for r in records if r.get("kind") == "cam_training"]
     return pd.DataFrame(rows)
 
 
@@ -55,33 +95,19 @@ def _paired(cam: pd.DataFrame, plain: pd.DataFrame, column: str) -> str:
     return _interval(joined[column] - joined[f"{column}_plain"])
 
 
-def section(records: list[dict[str, Any]]) -> str:
-    """The markdown section (empty string without ``cam_training`` records)."""
-    runs = frame(records)
-    if runs.empty:
-        return ""
-    parts = []
-    for task, group in runs.groupby("task", sort=True):
-        plain = group[group["method"] == "plain"].sort_values("seed")
-        variants = sorted(set(group.loc[group["method"] == "cam", "variant"]))
-        title = f"CAM-guided training on {task}" + (f" ({', '.join(variants)} penalty)" if variants else "")
-        parts += [f"## {escape(title)}", "", _how_to_read(group), "", _summary(group, plain), "",
-                  "Every weight of the grid (means over seeds; weight 0 = plain):", "", _grid(group), ""]
-    return "\n".join(parts)
-
-
 def _how_to_read(group: pd.DataFrame) -> str:
     seeds = sorted(int(s) for s in group["seed"].unique())
     cam = group[group["method"] == "cam"]
     schedule = cam["schedule"].iloc[0] if len(cam) else None
     width = cam["width"].iloc[0] if len(cam) else None
     return (
-        f"Seeds {', '.join(map(str, seeds))}. Accuracy on the group-balanced test split: **average** "
-        "over examples and **worst group** (class x background), mean over seeds with a 95% "
-        "Student-t interval; **Δ** = CAM-guided − plain, paired by seed. The penalty weight is "
-        "chosen on the validation split with the *training* correlation; the oracle row chooses "
-        "on a group-balanced validation split, which needs the group labels. **Mass outside**: "
-        "share of the class-evidence map outside the object, on training images. Penalty on in "
+        f"Seeds {', '.join(map(str, seeds))}. Accuracy on the group-balanced test split: "
+        "**average** over examples and **worst group** (class x background), mean over seeds "
+        "with a 95% Student-t interval; **Δ** = CAM-guided − plain, paired by seed. The penalty "
+        "weight is chosen on the validation split with the *training* correlation; the oracle row "
+        "chooses on a group-balanced validation split, which needs the group labels. **Mass "
+        "outside**: share of the class-evidence map outside the object, on training images. "
+        "Penalty on in "
         f"epochs {escape(schedule)} (0-based), Gaussian width {number(width, 2)}."
     )
 
@@ -89,8 +115,8 @@ def _how_to_read(group: pd.DataFrame) -> str:
 def _summary(group: pd.DataFrame, plain: pd.DataFrame) -> str:
     headers = ["model", "weight chosen on", "weight", "average acc", "worst-group acc",
                "Δ average", "Δ worst-group", "mass outside"]
-    rows = [["plain", "–", "0", _interval(plain["test_average"]), _interval(plain["test_worst_group"]),
-             "–", "–", _interval(plain["mass_outside"])]]
+    rows = [["plain", "–", "0", _interval(plain["test_average"]),
+             _interval(plain["test_worst_group"]), "–", "–", _interval(plain["mass_outside"])]]
     for _, column, label in SELECTIONS:
         weight = choose_weight(group, column)
         if weight is None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import reports
+from reports import io as record_io
 from reports import records as rec
 from reports.__main__ import main as reports_main
 from reports.markdown import escape
@@ -49,7 +50,7 @@ def _synthetic(seeds=(0, 1, 2), levels=("weight", "unit")) -> list[dict]:
 
 
 def _write(path, records):
-    writer = rec.RecordWriter(path)
+    writer = record_io.RecordWriter(path)
     writer.write(records)
     return path
 
@@ -111,15 +112,15 @@ def test_torn_last_line_is_skipped_and_other_bad_lines_are_named(tmp_path):
     path = _write(tmp_path / "a.jsonl", _synthetic(seeds=(0,))[:3])
     with open(path, "a") as handle:
         handle.write('{"kind": "point", "meas')
-    assert len(list(rec.iter_records(path))) == 3
+    assert len(list(record_io.iter_records(path))) == 3
     bad = tmp_path / "b.jsonl"
     bad.write_text('not json\n{"kind": "meta", "run": {}}\n')
     with pytest.raises(ValueError, match=r"b\.jsonl:1"):
-        list(rec.iter_records(bad))
+        list(record_io.iter_records(bad))
 
 
 def test_writer_rejects_unknown_kind_and_nan(tmp_path):
-    writer = rec.RecordWriter(tmp_path / "x.jsonl")
+    writer = record_io.RecordWriter(tmp_path / "x.jsonl")
     with pytest.raises(ValueError, match="kind"):
         writer.write([{"kind": "nope"}])
     with pytest.raises(ValueError, match="'loss'"):
@@ -142,7 +143,7 @@ def test_a_new_kind_is_written_read_and_merged_by_its_identity(tmp_path):
     try:
         path = _write(tmp_path / "p.jsonl", [probe(name="a", value=1), probe(name="a", value=2),
                                               probe(name="b", value=3)])
-        got = [(r["name"], r["value"]) for r in rec.read_records([path]) if r["kind"] == kind]
+        got = [(r["name"], r["value"]) for r in record_io.read_records([path]) if r["kind"] == kind]
         assert got == [("a", 2), ("b", 3)]
     finally:
         del rec.KINDS[kind]
@@ -187,12 +188,12 @@ def test_leaderboard_ranks_escapes_and_marks_significance():
 
 
 def test_lift_is_random_minus_measure_paired_by_seed():
-    from reports import tables
+    from reports.sections import thresholding
 
     recs = _synthetic()
-    curves = tables.curves_frame(tables.points_frame(recs))
+    curves = thresholding.curves_frame(thresholding.points_frame(recs))
     weight = curves[curves["level"] == "weight"].set_index(["measure", "seed"])["robustness"]
-    (_, table), *_ = tables.section_tables(curves, recs)
+    (_, table), *_ = thresholding.ranked_tables(curves, recs)
     good = table.set_index("measure").loc["good"]
     expected = np.mean([weight["random", s] - weight["good", s] for s in (0, 1, 2)])
     assert good["lift"] == pytest.approx(expected)
@@ -212,12 +213,12 @@ def test_report_from_two_shards_equals_report_from_one_file(tmp_path):
     one = _write(tmp_path / "one.jsonl", records)
     shard_a = _write(tmp_path / "shard-a.jsonl", [records[0], *records[1::2]])
     shard_b = _write(tmp_path / "shard-b.jsonl", records[2::2])
-    combined = rec.read_records([one])
-    sharded = rec.read_records([shard_a, shard_b])
+    combined = record_io.read_records([one])
+    sharded = record_io.read_records([shard_a, shard_b])
     assert reports.leaderboard_markdown(sharded) == reports.leaderboard_markdown(combined)
     assert reports.results_csv(sharded) == reports.results_csv(combined)
     # giving a merged file together with its own shards changes nothing
-    again = rec.read_records([one, shard_b, shard_a])
+    again = record_io.read_records([one, shard_b, shard_a])
     assert reports.leaderboard_markdown(again) == reports.leaderboard_markdown(combined)
 
 
@@ -243,3 +244,28 @@ def test_cli_refuses_files_without_cases(tmp_path, capsys):
     with pytest.raises(SystemExit):
         reports_main([str(tmp_path / "missing.jsonl")])
     assert "not found" in capsys.readouterr().err
+
+
+# --- the package's shape ----------------------------------------------------------------------
+
+def test_every_section_follows_the_contract_and_declares_its_kinds():
+    from reports.sections import RESULT_KINDS, SECTIONS, Section
+
+    for section in SECTIONS:
+        assert isinstance(section, Section), section.__name__
+        assert set(section.KINDS) <= set(rec.KINDS), section.__name__
+    assert RESULT_KINDS == tuple(k for section in SECTIONS for k in section.KINDS)
+    assert len(set(RESULT_KINDS)) == len(RESULT_KINDS)  # a kind belongs to one section
+    assert reports.RESULT_KINDS == RESULT_KINDS
+
+
+def test_reports_imports_no_tensorflow_and_none_of_the_other_packages():
+    import subprocess
+    import sys
+
+    code = ("import sys, reports, reports.__main__\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'keras', 'jax', 'torch', 'importance', 'tasks', 'benchmarks'))\n"
+            "print(bad)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,6 +1,8 @@
-"""The saliency part of the leaderboard: faithfulness tables, explanation-kept table, pictures.
+"""The saliency section: faithfulness tables, explanation-kept table, pictures.
 
-Reads ``saliency`` and ``explanation`` records (see :mod:`reports.records`); recomputes nothing.
+Reads ``saliency`` and ``explanation`` records, the two kinds declared here
+(:func:`saliency_record`, :func:`explanation_record`, written by ``benchmarks/test_saliency.py``);
+recomputes nothing.
 
 * Faithfulness, per task: methods ranked by the mean deletion area (lower is better; Petsiuk et al.
   2018), with a 95 % Student-t interval over images x seeds, the insertion area (higher is
@@ -18,150 +20,71 @@ from __future__ import annotations
 
 import os
 import pathlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from reports import markdown
-from reports.plots import save_figure
-from reports.records import task_label
+from reports.markdown import escape, join, number, table
+from reports.plots import pyplot, save_figure
+from reports.records import record_kind, task_label
 from reports.scoring import mean_interval
+from reports.sections.contract import Context, Record
+
+# The faithfulness of one saliency method on one task and seed: ``method, task, variant, seed,
+# images``, the per-image deletion and insertion areas (lists), the mean curves (``fraction``
+# and the probability/accuracy lists over it), ``seconds_per_image`` and, on a planted task,
+# ``mass_inside``.
+FAITHFULNESS_CURVES = ("fraction", "deletion_probability", "deletion_accuracy",
+                       "insertion_probability", "insertion_accuracy")
+saliency_record = record_kind(
+    "saliency",
+    required=("method", "task", "variant", "seed", "images", "seconds_per_image", "deletion_area",
+              "insertion_area", *FAITHFULNESS_CURVES),
+    optional=("mass_inside",),
+    identity=("method", "task", "variant", "seed"),
+)
+# One threshold of an explanation-under-thresholding sweep (Grad-CAM kept, rank correlation):
+# ``measure, task, variant, seed, threshold, explanation_kept, loss, accuracy, method``.
+explanation_record = record_kind(
+    "explanation",
+    required=("measure", "task", "variant", "seed", "method", "threshold", "explanation_kept",
+              "loss", "accuracy"),
+    identity=("measure", "task", "variant", "seed", "threshold"),
+)
+KINDS = ("saliency", "explanation")
 
 CONTROL = "random_map"
 
 
-def faithfulness_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (task, variant, method) with areas, intervals, lifts, mass and time."""
-    rows = [r for r in records if r["kind"] == "saliency"]
-    out = []
-    for (task, variant), group in _groups(rows):
-        control = {r["seed"]: r for r in group if r["method"] == CONTROL}
-        for method in sorted({r["method"] for r in group}):
-            mine = [r for r in group if r["method"] == method]
-            deletion = [a for r in mine for a in r["deletion_area"]]
-            insertion = [a for r in mine for a in r["insertion_area"]]
-            d_mean, d_low, d_high = mean_interval(deletion)
-            i_mean, i_low, i_high = mean_interval(insertion)
-            paired = [(r, control[r["seed"]]) for r in mine if r["seed"] in control]
-            out.append({
-                "task": task, "variant": variant or "", "method": method,
-                "seeds": len(mine), "images": len(deletion),
-                "deletion": d_mean, "deletion_low": d_low, "deletion_high": d_high,
-                "insertion": i_mean, "insertion_low": i_low, "insertion_high": i_high,
-                "deletion_lift": np.mean([np.mean(c["deletion_area"]) - np.mean(r["deletion_area"])
-                                          for r, c in paired]) if paired else np.nan,
-                "insertion_lift": np.mean([np.mean(r["insertion_area"]) - np.mean(c["insertion_area"])
-                                           for r, c in paired]) if paired else np.nan,
-                "mass_inside": np.mean([r["mass_inside"] for r in mine if "mass_inside" in r])
-                if any("mass_inside" in r for r in mine) else np.nan,
-                "seconds_per_image": float(np.mean([r["seconds_per_image"] for r in mine])),
-            })  # fmt: skip
-    frame = pd.DataFrame(out)
-    if frame.empty:
-        return frame
-    return frame.sort_values(["task", "variant", "deletion", "method"]).reset_index(drop=True)
+# --- the section ---------------------------------------------------------------------------
 
 
-def explanation_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Mean explanation kept (over seeds) per (task, variant, measure, threshold), wide by threshold."""
-    rows = [r for r in records if r["kind"] == "explanation"]
-    if not rows:
-        return pd.DataFrame()
-    frame = pd.DataFrame(rows)
-    frame["variant"] = frame["variant"].fillna("")
-    wide = frame.pivot_table(
-        index=["task", "variant", "measure"],
-        columns="threshold",
-        values="explanation_kept",
-        aggfunc="mean",
-    )
-    wide["mean"] = wide.mean(axis=1)
-    wide["seeds"] = frame.groupby(["task", "variant", "measure"])["seed"].nunique()
-    return wide.reset_index().sort_values(
-        ["task", "variant", "mean"], ascending=[True, True, False]
-    )
-
-
-def sections(records: list[dict[str, Any]]) -> list[str]:
-    """Markdown parts (title, blank, body ...) for the leaderboard; empty without such records."""
+def markdown(records: Sequence[Record], context: Context) -> str:
+    """Per task, the faithfulness table with its pictures, then the explanation-kept tables."""
     parts: list[str] = []
     faith = faithfulness_table(records)
     for (task, variant), frame in (
         faith.groupby(["task", "variant"], sort=True) if not faith.empty else []
     ):
         label = task_label(task, variant)
-        parts += [f"## Saliency faithfulness · {markdown.escape(label)}", "", _faith_markdown(frame), "",
+        parts += [f"## Saliency faithfulness · {escape(label)}", "", _faith_markdown(frame), "",
                   f"![overlays](plots/saliency-overlay-{label}.png) "
-                  f"![deletion and insertion curves](plots/saliency-curves-{label}.png)"]  # fmt: skip
+                  f"![deletion and insertion curves](plots/saliency-curves-{label}.png)"]
     kept = explanation_table(records)
     for (task, variant), frame in (
         kept.groupby(["task", "variant"], sort=True) if not kept.empty else []
     ):
-        parts += [f"## Explanation kept under thresholding · {markdown.escape(task_label(task, variant))}",
+        parts += [f"## Explanation kept under thresholding · {escape(task_label(task, variant))}",
                   "", _kept_markdown(frame)]  # fmt: skip
-    return parts
+    return join(parts)
 
 
-def _faith_markdown(frame: pd.DataFrame) -> str:
-    rows = []
-    for rank, row in enumerate(frame.itertuples(), start=1):
-        rows.append([
-            str(rank), markdown.escape(row.method),
-            f"{markdown.number(row.deletion)} [{markdown.number(row.deletion_low)}, "
-            f"{markdown.number(row.deletion_high)}]",
-            f"{markdown.number(row.insertion)} [{markdown.number(row.insertion_low)}, "
-            f"{markdown.number(row.insertion_high)}]",
-            _signed(row.deletion_lift), _signed(row.insertion_lift),
-            markdown.number(row.mass_inside, 2), f"{row.seconds_per_image * 1000:.1f} ms",
-            f"{row.seeds} x {row.images // max(row.seeds, 1)}",
-        ])  # fmt: skip
-    headers = ["rank", "method", "deletion area ↓ [95% CI]", "insertion area ↑ [95% CI]",
-               "deletion lift vs random_map", "insertion lift", "mass in region", "time / image",
-               "seeds x images"]  # fmt: skip
-    note = (
-        "Areas under the target-class probability as the most important pixels are deleted "
-        "(replaced by 0) or inserted into a blurred image (Petsiuk et al. 2018); intervals over "
-        "images x seeds; lift: positive = better than random_map on the same seeds."
-    )
-    return markdown.table(headers, rows, "rllllrrrr") + "\n\n" + note
-
-
-def _kept_markdown(frame: pd.DataFrame) -> str:
-    thresholds = [c for c in frame.columns if isinstance(c, float)]
-    rows = [
-        [str(rank), markdown.escape(row["measure"]), *(markdown.number(row[p]) for p in thresholds),
-         markdown.number(row["mean"]), str(row["seeds"])]
-        for rank, (_, row) in enumerate(frame.iterrows(), start=1)
-    ]  # fmt: skip
-    headers = ["rank", "measure", *(f"kept at p={p:g}" for p in thresholds), "mean", "seeds"]
-    note = (
-        "Explanation kept: mean Spearman rank correlation between the Grad-CAM maps of the model "
-        "thresholded by the measure (global scope, noise replacement, as threshold_sweep) and of "
-        "the untouched model, over test images; 1 = the model still looks where it looked."
-    )
-    return markdown.table(headers, rows, "rl" + "r" * (len(thresholds) + 2)) + "\n\n" + note
-
-
-def _signed(value: float) -> str:
-    return "–" if pd.isna(value) else f"{value:+.3f}"
-
-
-def _groups(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
-    keys = sorted({(r["task"], r.get("variant") or "") for r in rows})
-    return [(k, [r for r in rows if (r["task"], r.get("variant") or "") == k]) for k in keys]
-
-
-def plot_curves(
-    records: list[dict[str, Any]], out_dir: str | os.PathLike[str]
+def plots(
+    records: Sequence[Record], context: Context, out_dir: str | os.PathLike[str]
 ) -> list[pathlib.Path]:
     """``saliency-curves-<task>.png``: mean deletion and insertion curves per method, per task."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out_dir = pathlib.Path(out_dir)
     paths = []
     for (task, variant), group in _groups([r for r in records if r["kind"] == "saliency"]):
@@ -189,6 +112,115 @@ def plot_curves(
     return paths
 
 
+# --- records -> tables ---------------------------------------------------------------------
+
+
+def faithfulness_table(records: Sequence[Record]) -> pd.DataFrame:
+    """One row per (task, variant, method) with areas, intervals, lifts, mass and time."""
+    rows = [r for r in records if r["kind"] == "saliency"]
+    out = []
+    for (task, variant), group in _groups(rows):
+        control = {r["seed"]: r for r in group if r["method"] == CONTROL}
+        for method in sorted({r["method"] for r in group}):
+            mine = [r for r in group if r["method"] == method]
+            deletion = [a for r in mine for a in r["deletion_area"]]
+            insertion = [a for r in mine for a in r["insertion_area"]]
+            d_mean, d_low, d_high = mean_interval(deletion)
+            i_mean, i_low, i_high = mean_interval(insertion)
+            paired = [(r, control[r["seed"]]) for r in mine if r["seed"] in control]
+            out.append({
+                "task": task, "variant": variant or "", "method": method,
+                "seeds": len(mine), "images": len(deletion),
+                "deletion": d_mean, "deletion_low": d_low, "deletion_high": d_high,
+                "insertion": i_mean, "insertion_low": i_low, "insertion_high": i_high,
+                "deletion_lift": np.mean([np.mean(c["deletion_area"]) - np.mean(r["deletion_area"])
+                                          for r, c in paired]) if paired else np.nan,
+                "insertion_lift": np.mean([np.mean(r["insertion_area"])
+                                           - np.mean(c["insertion_area"]) for r, c in paired])
+                if paired else np.nan,
+                "mass_inside": np.mean([r["mass_inside"] for r in mine if "mass_inside" in r])
+                if any("mass_inside" in r for r in mine) else np.nan,
+                "seconds_per_image": float(np.mean([r["seconds_per_image"] for r in mine])),
+            })  # fmt: skip
+    frame = pd.DataFrame(out)
+    if frame.empty:
+        return frame
+    return frame.sort_values(["task", "variant", "deletion", "method"]).reset_index(drop=True)
+
+
+def explanation_table(records: Sequence[Record]) -> pd.DataFrame:
+    """Mean explanation kept over seeds per (task, variant, measure), one column per threshold."""
+    rows = [r for r in records if r["kind"] == "explanation"]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    frame["variant"] = frame["variant"].fillna("")
+    wide = frame.pivot_table(
+        index=["task", "variant", "measure"],
+        columns="threshold",
+        values="explanation_kept",
+        aggfunc="mean",
+    )
+    wide["mean"] = wide.mean(axis=1)
+    wide["seeds"] = frame.groupby(["task", "variant", "measure"])["seed"].nunique()
+    return wide.reset_index().sort_values(
+        ["task", "variant", "mean"], ascending=[True, True, False]
+    )
+
+
+def _groups(rows: list[Record]) -> list[tuple[tuple[str, str], list[Record]]]:
+    keys = sorted({(r["task"], r.get("variant") or "") for r in rows})
+    return [(k, [r for r in rows if (r["task"], r.get("variant") or "") == k]) for k in keys]
+
+
+# --- tables -> markdown --------------------------------------------------------------------
+
+
+def _faith_markdown(frame: pd.DataFrame) -> str:
+    rows = []
+    for rank, row in enumerate(frame.itertuples(), start=1):
+        rows.append([
+            str(rank), escape(row.method),
+            f"{number(row.deletion)} [{number(row.deletion_low)}, {number(row.deletion_high)}]",
+            f"{number(row.insertion)} [{number(row.insertion_low)}, {number(row.insertion_high)}]",
+            _signed(row.deletion_lift), _signed(row.insertion_lift),
+            number(row.mass_inside, 2), f"{row.seconds_per_image * 1000:.1f} ms",
+            f"{row.seeds} x {row.images // max(row.seeds, 1)}",
+        ])  # fmt: skip
+    headers = ["rank", "method", "deletion area ↓ [95% CI]", "insertion area ↑ [95% CI]",
+               "deletion lift vs random_map", "insertion lift", "mass in region", "time / image",
+               "seeds x images"]  # fmt: skip
+    note = (
+        "Areas under the target-class probability as the most important pixels are deleted "
+        "(replaced by 0) or inserted into a blurred image (Petsiuk et al. 2018); intervals over "
+        "images x seeds; lift: positive = better than random_map on the same seeds."
+    )
+    return table(headers, rows, "rllllrrrr") + "\n\n" + note
+
+
+def _kept_markdown(frame: pd.DataFrame) -> str:
+    thresholds = [c for c in frame.columns if isinstance(c, float)]
+    rows = [
+        [str(rank), escape(row["measure"]), *(number(row[p]) for p in thresholds),
+         number(row["mean"]), str(row["seeds"])]
+        for rank, (_, row) in enumerate(frame.iterrows(), start=1)
+    ]  # fmt: skip
+    headers = ["rank", "measure", *(f"kept at p={p:g}" for p in thresholds), "mean", "seeds"]
+    note = (
+        "Explanation kept: mean Spearman rank correlation between the Grad-CAM maps of the model "
+        "thresholded by the measure (global scope, noise replacement, as threshold_sweep) and of "
+        "the untouched model, over test images; 1 = the model still looks where it looked."
+    )
+    return table(headers, rows, "rl" + "r" * (len(thresholds) + 2)) + "\n\n" + note
+
+
+def _signed(value: float) -> str:
+    return "–" if pd.isna(value) else f"{value:+.3f}"
+
+
+# --- pictures the benchmark draws (they need images and maps, which records do not hold) ----
+
+
 def plot_overlay_grid(
     images: np.ndarray,
     maps: Mapping[str, np.ndarray],
@@ -204,11 +236,7 @@ def plot_overlay_grid(
         path: Where the PNG goes (written atomically).
         title: Figure title.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(maps)
