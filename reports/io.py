@@ -27,6 +27,7 @@ from typing import Any
 
 from reports.records import KINDS, SCHEMA
 
+
 class RecordWriter:
     """Appends records to a JSON-lines file, one flushed write per batch.
 

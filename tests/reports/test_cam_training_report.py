@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import reports
+from reports.scoring import mean_interval
 from reports.sections import build_context, cam_training
 from reports.sections.cam_training import cam_training_record
-from reports.scoring import mean_interval
 
 
 def _record(seed: int, weight: float, *, val: float, oracle: float, test_avg: float, test_worst: float) -> dict:

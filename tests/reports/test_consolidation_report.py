@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import reports
-from reports.sections import build_context, consolidation
 from reports.scoring import mean_interval
+from reports.sections import build_context, consolidation
 
 ACC = {  # per method, per seed (0, 1, 2)
     "naive": [0.60, 0.62, 0.64],
