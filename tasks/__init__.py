@@ -12,7 +12,7 @@ Continual-learning sequences (not in the registry): ``tasks.continual_sequence("
 
 from tasks import builtin, keras_data, planted, planted_region, spurious  # noqa: E402,F401,I001  (register the tasks)
 from tasks.cache import CacheWarning  # noqa: E402
-from tasks.continual import available_sequences, continual_sequence, register_sequence  # noqa: E402
+from tasks.continual.sequences import available_sequences, continual_sequence, register_sequence  # noqa: E402
 from tasks.registry import (
     DatasetUnavailable,
     Task,
