@@ -20,8 +20,8 @@ the network (base and all heads) and the history are restored to what they were 
 task began; the tasks finished before it are kept, and the exception propagates. If computing
 an importance between two tasks raises, nothing has changed yet: the learner stays at the end of
 the last finished task and the strategy keeps the anchors it had.
-:func:`tasks.continual.lambda_search.search_lambda` puts the learner back at its starting point whatever
-happens.
+:func:`tasks.continual.lambda_search.search_lambda` puts the learner back at its starting point
+whatever happens.
 """
 
 from __future__ import annotations
@@ -212,7 +212,8 @@ class SequentialLearner:
         import importance
 
         if self.heads not in strategy.supported_heads:
-            raise ValueError(f"strategy {strategy.name!r} needs heads={strategy.supported_heads[0]!r}. "
+            needed = strategy.supported_heads[0]
+            raise ValueError(f"strategy {strategy.name!r} needs heads={needed!r}. "
                              f"Received: heads={self.heads!r}")
         omega = dict(omega or {})
         if self.tasks_done:
