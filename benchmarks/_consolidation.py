@@ -17,7 +17,14 @@ import numpy as np
 
 from reports.sections.consolidation import consolidation_record
 
-REFERENCES = ("naive", "l2", "joint")
+
+def references() -> list[str]:
+    """The strategies run without a measure (naive, L2, joint and any such plugin): the
+    reference rows of every scenario, fine-tuning first and upper bounds last."""
+    from importance.continual import available_strategies, get_strategy
+
+    names = available_strategies(lambda strategy: not strategy.uses_measure)
+    return sorted(names, key=lambda n: (get_strategy(n).upper_bound, get_strategy(n).penalised))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,8 +78,7 @@ class Study:
         key = (scenario.name, seed)
         if key not in self._first:
             import importance
-            from tasks.continual import continual_sequence
-            from tasks.sequential import SequentialLearner, prepare_sequence
+            from tasks.continual import SequentialLearner, continual_sequence, prepare_sequence
 
             data = prepare_sequence(continual_sequence(scenario.sequence, **dict(scenario.options)),
                                     max_train=scenario.max_train, max_test=scenario.max_test, heads=scenario.heads)
@@ -85,7 +91,7 @@ class Study:
 
     def omega(self, scenario: Scenario, seed: int, strategy: str, measure: str | None) -> list[np.ndarray]:
         """The normalised importance of task 0 (cached; a failure is cached and raised again)."""
-        from importance.consolidation import Consolidator, SignedImportanceError
+        from importance.continual import Consolidator, SignedImportanceError
 
         key = (scenario.name, seed, strategy, measure)
         if key not in self._omega:
@@ -104,13 +110,13 @@ class Study:
 
     def outcome(self, scenario: Scenario, seed: int, strategy: str, measure: str | None = None,
                 *, grid: tuple[float, ...] | None = None) -> Any:
-        """The :class:`tasks.lambda_search.LambdaSearch` of one strategy (and measure), cached."""
-        from importance.consolidation import PENALISED_STRATEGIES
-        from tasks.lambda_search import search_lambda
+        """The :class:`tasks.continual.LambdaSearch` of one strategy (and measure), cached."""
+        from importance.continual import get_strategy
+        from tasks.continual import search_lambda
 
         key = (scenario.name, seed, strategy, measure, grid)
         if key not in self._outcomes:
-            penalised = strategy in PENALISED_STRATEGIES
+            penalised = get_strategy(strategy).penalised
             omega = {0: self.omega(scenario, seed, strategy, measure)} if penalised else None
             learner, state, recorder = self.first(scenario, seed)
             learner.set_state(state)
@@ -128,7 +134,7 @@ class Study:
 def record(scenario: Scenario, seed: int, strategy: str, measure: str | None, outcome: Any,
            *, mode: str = "separate", error: str | None = None) -> dict[str, Any]:
     """The ``consolidation`` result record of one outcome (or of a failure, with ``error``)."""
-    from importance.continual_metrics import summary
+    from importance.continual import summary
 
     base = {"scenario": scenario.name, "sequence": scenario.sequence,
             "heads": scenario.heads, "strategy": strategy, "measure": measure or strategy, "mode": mode,

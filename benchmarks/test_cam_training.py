@@ -68,7 +68,7 @@ class CamStudy:
         return self._runs[key]
 
     def _record(self, model: Any, seed: int, weight: float) -> dict[str, Any]:
-        from importance.cam_penalty import cam_mass_outside
+        from importance.interpret.penalty import cam_mass_outside
         from tasks import spurious
 
         data = spurious.task_data()
@@ -88,7 +88,7 @@ class CamStudy:
 def train(seed: int, weight: float, *, cache: bool = True) -> Any:
     """The plain (weight 0) or CAM-guided model of ``seed``, through the task cache."""
     import tasks
-    from importance.cam_penalty import CamPenalty
+    from importance.interpret.penalty import CamPenalty
     from tasks import cache as task_cache
     from tasks.trainer import train as run_training
 

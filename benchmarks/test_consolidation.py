@@ -38,7 +38,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                        for m in ("fisher", "si") if scenario.name == "evenodd"]
             continue
         params += [pytest.param(scenario, s, None, id=f"{s}-{scenario.name}", marks=marks)
-                   for s in _consolidation.REFERENCES]
+                   for s in _consolidation.references()]
         params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}", marks=marks)
                    for m in imp.available_measures()]
     metafunc.parametrize("scenario,strategy,measure", params)
@@ -63,8 +63,10 @@ def _outcome(consolidation, bench_records, scenario, seed, strategy, measure):
 
 def test_consolidation(consolidation, bench_records, bench_plan, scenario, strategy, measure):
     """Per seed: the chosen lambda's accuracy matrix, recorded; then its sanity properties."""
-    if strategy == "joint" and scenario.heads != "shared":
-        pytest.skip("joint training needs one shared head")
+    from importance.continual import get_strategy
+
+    if scenario.heads not in get_strategy(strategy).supported_heads:
+        pytest.skip(f"strategy {strategy!r} does not support heads={scenario.heads!r}")
     for seed in bench_plan.seeds:
         outcome = _outcome(consolidation, bench_records, scenario, seed, strategy, measure)
         bench_records.write([_consolidation.record(scenario, seed, strategy, measure, outcome)])

@@ -10,12 +10,21 @@ every seeded choice here goes through) refuse negative seeds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["check_choice", "check_int", "check_positive_int", "check_seed", "is_integer"]
+__all__ = [
+    "check_choice",
+    "check_int",
+    "check_number",
+    "check_positive_int",
+    "check_seed",
+    "is_integer",
+    "is_number",
+]
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
@@ -70,3 +79,32 @@ def check_positive_int(name: str, value: Any, *, allow_none: bool = False) -> in
         suffix = " or None" if allow_none else ""
         raise ValueError(f"{name} must be a positive integer{suffix}. Received: {value!r}")
     return int(value)
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``value`` is a Python or NumPy real number (``bool`` is not)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
+def check_number(
+    name: str, value: Any, *, minimum: float | None = None, strict: bool = False
+) -> float:
+    """``value`` as a float.
+
+    Args:
+        name: The argument's name, for the message.
+        value: What was received.
+        minimum: The lower bound, if any.
+        strict: The bound is exclusive (``> minimum``) instead of inclusive (``>= minimum``).
+
+    Raises:
+        ValueError: Unless ``value`` is a finite real number within the bound, naming ``name``:
+            ``"lam must be a finite number >= 0. Received: -1"``.
+    """
+    ok = is_number(value) and math.isfinite(float(value))
+    if ok and minimum is not None:
+        ok = value > minimum if strict else value >= minimum
+    if not ok:
+        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+        raise ValueError(f"{name} must be a finite number{bound}. Received: {value!r}")
+    return float(value)

@@ -7,12 +7,14 @@
     run = tasks.trained("mnist5k", variant="cnn", seed=0)   # cached on disk
     run.model, run.recorder, run.history, run.from_cache
 
-Continual-learning sequences (not in the registry): ``tasks.continual_sequence("split_mnist")``.
+Continual-learning sequences have their own registry (``tasks.continual.sequences.SEQUENCES``):
+``tasks.continual_sequence("split_mnist")``; the sequential learner and the lambda search are in
+:mod:`tasks.continual`.
 """
 
-from tasks import builtin, keras_data, planted, planted_region, spurious  # noqa: E402,F401,I001  (register the tasks)
-from tasks.cache import CacheWarning  # noqa: E402
-from tasks.continual import available_sequences, continual_sequence, register_sequence  # noqa: E402
+from tasks import builtin, keras_data, planted, planted_region, spurious  # noqa: F401,I001  (register the tasks)
+from tasks.cache import CacheWarning
+from tasks.continual.sequences import available_sequences, continual_sequence, register_sequence
 from tasks.registry import (
     DatasetUnavailable,
     Task,
@@ -22,7 +24,7 @@ from tasks.registry import (
     register_task,
     unregister_task,
 )
-from tasks.run import TrainedModel, trained  # noqa: E402
+from tasks.run import TrainedModel, trained
 
 __all__ = [
     "CacheWarning",

@@ -1,11 +1,12 @@
 """The project's training loop: a compiled step that also feeds online importance measures.
 
 Each step computes the task loss (sparse categorical cross-entropy from logits) and, when given,
-a regulariser ``penalty(model)`` (e.g. an EWC penalty) plus the model's own regularisation
-losses. A penalty that needs the batch (e.g. a class-activation-map penalty) sets the attribute
-``receives_batch = True`` and is called as ``penalty(model, x, y, epoch)`` instead: the batch's
-inputs and int32 labels and the 0-based epoch as an int32 scalar tensor. The optimiser applies
-the sum of their gradients, but an attached
+a penalty (an :class:`importance.penalties.Penalty`, e.g. an EWC or a class-activation-map
+penalty) plus the model's own regularisation losses. The penalty is called one way,
+``penalty(model, x, y, epoch, state=...)``: the batch's inputs and int32 labels and the 0-based
+epoch as an int32 scalar tensor (a penalty that does not need them ignores them); a plain
+callable is taken as a function of the model alone (:func:`importance.penalties.as_penalty`).
+The optimiser applies the sum of their gradients, but an attached
 :class:`importance.online.Recorder` observes only the *task-loss* gradient, with the weights
 before and after the step, as SI requires (Zenke et al. 2017).
 
@@ -17,13 +18,13 @@ keeps a model alive) under what shapes its graph: the trainable weights, the inp
 batch size, the optimiser and its hyperparameters, the recorder (by identity) and the penalty's
 ``trace_key``. Each cached epoch keeps its optimiser, whose variables (step count, moments) are
 reset at the start of every call to the values of a freshly built one, so a call gives bitwise
-what a fresh optimiser and a fresh trace give. A penalty is cached only if it follows the
-*traceable* protocol: ``trace_key`` (hashable; equal keys mean the same function of the model and
-the state, e.g. the same penalised variables) and ``trace_state()`` (a list of tensors: the values
-that change between calls, fed to the compiled epoch as arguments), and it accepts them as
-``penalty(model, state=...)`` (``penalty(model, x, y, epoch, state=...)`` with
-``receives_batch``). :meth:`importance.consolidation.Consolidator.penalty` does, so a new lambda,
-new anchors or new omegas reuse the graph. Any other penalty is traced afresh on every call, as is
+what a fresh optimiser and a fresh trace give. A penalty is cached only if it is *traceable*
+(see :mod:`importance.penalties`): ``trace_key`` not None (hashable; equal keys mean the same
+function of the model and the state, e.g. the same penalised variables) and ``trace_state()`` (a
+list of tensors: the values that change between calls, fed to the compiled epoch as arguments and
+to the penalty as ``state=``). :class:`importance.continual.ConsolidationPenalty` is, so a new
+lambda, new anchors or new omegas reuse the graph. Any other penalty is called with
+``state=None`` and traced afresh on every call, as is
 a graph that draws unseeded random numbers (Keras' global seed generator, which every call
 reseeds, or op-seeded stateful random ops): reusing it would continue a random stream that a
 fresh trace restarts. Python state the key cannot see (e.g. a layer attribute changed between
@@ -45,6 +46,7 @@ import tensorflow as tf
 
 from importance.checks import check_choice, check_int, check_seed
 from importance.data import evaluate
+from importance.penalties import Penalty, as_penalty
 from importance.validation import check_data, output_kind
 from tasks.registry import OPTIMIZERS
 
@@ -80,7 +82,7 @@ def train(
     optimizer: str = "adam",
     seed: int = 0,
     recorder: Any = None,
-    penalty: Callable[[Any], Any] | None = None,
+    penalty: Penalty | Callable[[Any], Any] | None = None,
     verbose: bool = False,
     validation_data: Any = None,
     weight_decay: float = 0.0,
@@ -98,12 +100,13 @@ def train(
         seed: Fixes the shuffling order and Keras' random state (e.g. dropout).
         recorder: An :class:`importance.online.Recorder` fed ``(task_grads, before, after)``
             after every step.
-        penalty: ``penalty(model) -> scalar`` added to the loss; its gradient is applied but never
-            shown to ``recorder``. With ``penalty.receives_batch`` true it is called as
-            ``penalty(model, x, y, epoch)`` (batch inputs, int32 labels, 0-based epoch as an
-            int32 scalar tensor), e.g. :class:`importance.cam_penalty.CamPenalty`. A traceable
-            penalty (``trace_key``, ``trace_state()``; see the module docstring) also receives
-            ``state=``, and its compiled epoch is reused across calls.
+        penalty: An :class:`importance.penalties.Penalty`, called as
+            ``penalty(model, x, y, epoch, state=...)`` (batch inputs, int32 labels, 0-based epoch
+            as an int32 scalar tensor), e.g. :class:`importance.interpret.penalty.CamPenalty`;
+            or a plain ``fn(model) -> scalar``. Added to the loss; its gradient is applied but
+            never shown to ``recorder``. A traceable penalty (``trace_key``, ``trace_state()``;
+            see the module docstring) receives its state, and its compiled epoch is reused
+            across calls.
         verbose: Print one progress line per epoch.
         validation_data: ``(x, y)`` evaluated after every epoch (``val_loss``, ``val_accuracy``).
         weight_decay: Decoupled weight decay (``optimizer="adamw"`` only).
@@ -137,9 +140,11 @@ def train(
             "this model outputs probabilities. Drop its final softmax."
         )
 
+    penalty = as_penalty(penalty)
+
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(seed))
-    traceable = penalty is not None and hasattr(penalty, "trace_key")
+    traceable = penalty is not None and penalty.trace_key is not None
     state = list(penalty.trace_state()) if traceable else []
     options = dict(optimizer=optimizer, learning_rate=float(learning_rate), weight_decay=float(weight_decay),
                    recorder=recorder, penalty=penalty, traceable=traceable, shape=tuple(x.shape[1:]),
@@ -242,7 +247,6 @@ def _make_epoch(
     opt.build(weights)
     initial = [np.array(v.numpy()) for v in opt.variables]
     model_ref = weakref.ref(model)  # the cache is weak on the model: its entry must not hold it
-    batch_penalty = bool(getattr(penalty, "receives_batch", False))
 
     def step(x: tf.Tensor, y: tf.Tensor, epoch: tf.Tensor, state: list[tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         model = model_ref()
@@ -253,8 +257,7 @@ def _make_epoch(
             task_loss = tf.reduce_mean(per_example)
             extra = [tf.cast(loss, tf.float32) for loss in model.losses]
             if penalty is not None:
-                args = (model, x, y, epoch) if batch_penalty else (model,)
-                value = penalty(*args, state=state) if traceable else penalty(*args)
+                value = penalty(model, x, y, epoch, state=state if traceable else None)
                 extra.append(tf.cast(value, tf.float32))
         task_grads = _dense(tape.gradient(task_loss, weights), weights)
         grads = task_grads

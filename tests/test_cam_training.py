@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from importance.cam_penalty import CamPenalty, cam_mass_outside, phases, radial_weight
+from importance.interpret.penalty import CamPenalty, cam_mass_outside, phases, radial_weight
 from tasks import spurious, trainer
 
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import importance as imp
-from importance.consolidation import Consolidator, SignedImportanceError, check_lam, normalise
+from importance.continual import Consolidator, SignedImportanceError, check_lam, normalise
 
 
 def _model():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from importance import continual_metrics as cm
+from importance.continual import metrics as cm
 
 # R[i, j]: accuracy on task j after training task i. Task 0 improves while task 1 is learned
 # (R[1, 0] > R[0, 0]), so forgetting (from the best earlier accuracy) differs from -BWT.

@@ -97,12 +97,14 @@ def test_not_tested_blocks_say_why() -> None:
 def test_page_examples_run(page: pathlib.Path, tmp_path: pathlib.Path,
                            monkeypatch: pytest.MonkeyPatch) -> None:
     import importance as imp
+    import importance.continual as continual
     import importance.interpret as interpret
     import tasks
 
     monkeypatch.chdir(tmp_path)  # examples may write files (plots)
     measures, methods = set(imp.available_measures()), set(interpret.available_saliency())
     task_names = set(tasks.available_tasks())
+    strategies = set(continual.available_strategies())
     namespace: dict[str, object] = {"__name__": f"docs_example_{page.stem}"}
     try:
         for start, source in _runnable(page):
@@ -116,6 +118,8 @@ def test_page_examples_run(page: pathlib.Path, tmp_path: pathlib.Path,
             interpret.unregister_saliency(name)
         for name in set(tasks.available_tasks()) - task_names:
             tasks.unregister_task(name)
+        for name in set(continual.available_strategies()) - strategies:
+            continual.unregister_strategy(name)
 
 
 def test_readme_is_short_and_links_every_docs_page() -> None:

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 import importance as imp
-from importance.consolidation import Consolidator
-from tasks.lambda_search import LambdaSearch, log_grid, search_lambda
+from importance.continual import Consolidator
+from tasks.continual.lambda_search import LambdaSearch, log_grid, search_lambda
+from tasks.continual.learner import SequentialLearner, prepare_sequence
 from tasks.registry import Task, TrainingSettings
-from tasks.sequential import SequentialLearner, prepare_sequence
 
 
 def _task(name, seed, *, classes=3, shape=(6,)):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import tasks
-from tasks import continual, datasets, planted
+from tasks import datasets, planted
+from tasks.continual import sequences as continual
 from tasks.registry import Task, TrainingSettings
 
 OFFLINE = ["mnist5k", "digits", "planted", "planted_noise"]

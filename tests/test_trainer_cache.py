@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from importance.consolidation import Consolidator
+from importance.continual import Consolidator
 from tasks import models, trainer
 from tasks.trainer import train
 

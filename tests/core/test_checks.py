@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from importance.checks import check_choice, check_int, check_positive_int, check_seed, is_integer
+from importance.checks import (
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_seed,
+    is_integer,
+    is_number,
+)
 
 
 @pytest.mark.parametrize("value", [0, 7, np.int64(3), np.uint8(2)])
@@ -38,3 +46,16 @@ def test_choices_are_listed_and_unhashable_values_refused():
         check_choice("scope", "glob", ("global", "layer"))
     with pytest.raises(ValueError, match=r"Received: \['global'\]"):
         check_choice("scope", ["global"], {"global": 1, "layer": 2})
+
+
+@pytest.mark.parametrize("value", [0, 2.5, np.float32(0.5), np.int64(3)])
+def test_numbers_pass_and_come_back_as_float(value):
+    assert is_number(value)
+    assert check_number("lam", value, minimum=0) == float(value)
+
+
+@pytest.mark.parametrize("value", [True, "1", None, float("nan"), float("inf"), -1, 0])
+def test_non_numbers_and_out_of_bound_numbers_are_refused_by_name(value):
+    with pytest.raises(ValueError, match=r"^width must be a finite number > 0\. Received: "):
+        check_number("width", value, minimum=0, strict=True)
+

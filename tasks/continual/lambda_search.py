@@ -3,7 +3,7 @@
 For each lambda of a log grid the learner goes back to the same starting point, learns the
 remaining tasks with the strategy, and the lambda with the best *validation* ACC (the mean
 validation accuracy over all tasks after the last one; validation carved from the training data
-by :func:`tasks.sequential.prepare_sequence`) wins; ties go to the smaller lambda. The test
+by :func:`tasks.continual.learner.prepare_sequence`) wins; ties go to the smaller lambda. The test
 accuracy matrix of the winner is what gets reported. The learner is restored to its starting
 point afterwards, whatever happens.
 """
@@ -17,8 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from importance.consolidation import PENALISED_STRATEGIES, Consolidator, check_lam
-from importance.continual_metrics import average_accuracy
+from importance.checks import check_choice
+from importance.continual import (
+    Consolidator,
+    available_strategies,
+    average_accuracy,
+    check_lam,
+    get_strategy,
+)
 
 
 @dataclasses.dataclass
@@ -53,18 +59,21 @@ def search_lambda(
     """Learn the learner's remaining tasks once per lambda; keep the best validation ACC.
 
     Args:
-        learner: A :class:`tasks.sequential.SequentialLearner` (possibly with finished tasks).
-        strategy: See :data:`importance.consolidation.STRATEGIES`; ``naive`` and ``joint``
-            ignore lambda and run once (their grid is ``(0.0,)``).
+        learner: A :class:`tasks.continual.learner.SequentialLearner` (possibly with finished tasks).
+        strategy: A registered strategy name (:func:`importance.continual.available_strategies`);
+            one that is not penalised (``naive``, ``joint``) ignores lambda and runs once (its
+            grid is ``(0.0,)``).
         grid: Lambdas to try (each finite and ``>= 0``).
-        measure, mode, gamma: For :class:`importance.consolidation.Consolidator`.
+        measure, mode, gamma: For :func:`importance.continual.Consolidator`.
         omega: Precomputed importance of finished tasks, reused for every lambda.
         recorder: Trajectory of the last finished task (online measures).
 
     Raises:
-        ValueError: An empty grid or a bad lambda (before anything is trained).
+        ValueError: An unknown strategy, an empty grid or a bad lambda (before anything is
+            trained).
     """
-    grid = tuple(check_lam(v) for v in grid) if strategy in PENALISED_STRATEGIES else (0.0,)
+    check_choice("strategy", strategy, available_strategies())
+    grid = tuple(check_lam(v) for v in grid) if get_strategy(strategy).penalised else (0.0,)
     if not grid:
         raise ValueError("grid must hold at least one lambda. Received: an empty grid")
     start = learner.state()

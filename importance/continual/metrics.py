@@ -30,7 +30,9 @@ def check_matrix(matrix: Any) -> np.ndarray:
     """
     R = np.asarray(matrix, dtype=np.float64)
     if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
-        raise ValueError(f"R must be a non-empty square matrix (tasks x tasks). Received shape: {R.shape}")
+        raise ValueError(
+            f"R must be a non-empty square matrix (tasks x tasks). Received shape: {R.shape}"
+        )
     if not np.all(np.isfinite(R)):
         raise ValueError("R must hold finite accuracies. Received a NaN or inf entry.")
     return R

@@ -42,6 +42,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from importance.checks import check_choice, check_int, check_number, is_integer, is_number
+from importance.interpret.cam import cam_pass, find_cam_layer, hires_cam_maps
+from importance.penalties import Penalty
 from importance.validation import num_classes
 
 VARIANTS = ("true_class", "difference")
@@ -57,10 +60,9 @@ def radial_weight(shape: Sequence[int], *, width: float = 0.25) -> np.ndarray:
     Raises:
         ValueError: ``shape`` not two positive integers, or ``width`` not > 0.
     """
-    if (len(tuple(shape)) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape)):
+    if len(tuple(shape)) != 2 or not all(is_integer(s) and s > 0 for s in shape):
         raise ValueError(f"shape must be two positive integers (h, w). Received: {shape!r}")
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"width must be a number > 0. Received: {width!r}")
+    check_number("width", width, minimum=0, strict=True)
     h, w = (int(s) for s in shape)
     rows, cols = np.mgrid[0:h, 0:w].astype(np.float64)
     r2 = (rows - (h - 1) / 2) ** 2 + (cols - (w - 1) / 2) ** 2
@@ -71,17 +73,15 @@ def radial_weight(shape: Sequence[int], *, width: float = 0.25) -> np.ndarray:
 def phases(*, before: int, during: int) -> list[int]:
     """The original's schedule as epochs: cross-entropy only for ``before`` epochs, then the
     penalty for ``during`` epochs, then cross-entropy only again (until training ends)."""
-    for name, value in (("before", before), ("during", during)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0. Received: {value!r}")
-    return list(range(int(before), int(before) + int(during)))
+    before, during = check_int("before", before, minimum=0), check_int("during", during, minimum=0)
+    return list(range(before, before + during))
 
 
 def _check_schedule(schedule: Any) -> tuple[int, ...] | None:
     if schedule is None:
         return None
     ok = isinstance(schedule, (list, tuple, range)) and all(
-        isinstance(e, (int, np.integer)) and not isinstance(e, bool) and e >= 0 for e in schedule
+        is_integer(e) and e >= 0 for e in schedule
     )
     if not ok:
         raise ValueError(
@@ -91,8 +91,9 @@ def _check_schedule(schedule: Any) -> tuple[int, ...] | None:
     return tuple(sorted({int(e) for e in schedule}))
 
 
-class CamPenalty:
-    """The radial CAM penalty as a :func:`tasks.trainer.train` penalty (``receives_batch``).
+class CamPenalty(Penalty):
+    """The radial CAM penalty as a :class:`~importance.penalties.Penalty` (it uses the batch and
+    the epoch; not traceable), e.g. for :func:`tasks.trainer.train`.
 
     Args:
         model: The CNN to train; its CAM layer is found (or checked) now.
@@ -110,16 +111,11 @@ class CamPenalty:
             whose CAM layer cannot be found.
     """
 
-    receives_batch = True
-
     def __init__(self, model: Any, *, weight: float, variant: str = "true_class",
                  width: float = 0.25, schedule: Sequence[int] | None = None, layer: Any = None):
-        from importance.interpret import find_cam_layer
-
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+        if not is_number(weight) or not weight >= 0:
             raise ValueError(f"weight must be a number >= 0. Received: {weight!r}")
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}. Received: {variant!r}")
+        check_choice("variant", variant, VARIANTS)
         self.weight = float(weight)
         self.variant = variant
         self.width = float(width)
@@ -141,8 +137,10 @@ class CamPenalty:
             return tf.constant(False)
         return tf.reduce_any(tf.equal(tf.cast(epoch, tf.int32), tf.constant(self.schedule, tf.int32)))
 
-    def __call__(self, model: Any, x: Any, y: Any, epoch: Any = 0) -> tf.Tensor:
-        """The weighted penalty on the batch ``(x, y)`` in ``epoch`` (0 when switched off)."""
+    def __call__(self, model: Any, x: Any, y: Any, epoch: Any = 0, *,
+                 state: Sequence[Any] | None = None) -> tf.Tensor:
+        """The weighted penalty on the batch ``(x, y)`` in ``epoch`` (0 when switched off);
+        ``state`` is ignored (the penalty is not traceable)."""
         if self.weight == 0:
             return tf.constant(0.0)
         return tf.cond(self.active(epoch), lambda: self.weight * self.value(model, x, y),
@@ -163,8 +161,6 @@ class CamPenalty:
         """``(N, h, w)`` HiResCAM maps on the CAM grid, differentiable: the true class's
         (``true_class``), or the true class's minus the mean of the other classes'
         (``difference``; one pass per class)."""
-        from importance.interpret import cam_pass, hires_cam_maps
-
         y = tf.reshape(tf.cast(y, tf.int32), [-1])
         if self.variant == "true_class":
             own = cam_pass(model, x, y, layer=self.layer, training=True)

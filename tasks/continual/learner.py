@@ -6,9 +6,8 @@ The network is a shared base (an MLP, Keras functional API) with either one head
 layers shared) or one head for all tasks (``heads="shared"``: one model). Only the base is
 *penalised* by a consolidation strategy; a task's own head is free. ::
 
-    from importance.consolidation import Consolidator
-    from tasks.continual import split_evenodd
-    from tasks.sequential import SequentialLearner, prepare_sequence
+    from importance.continual import Consolidator
+    from tasks.continual import SequentialLearner, prepare_sequence, split_evenodd
 
     learner = SequentialLearner(prepare_sequence(split_evenodd()), seed=0)
     learner.learn(Consolidator("ewc", measure="fisher", lam=100.0))
@@ -21,8 +20,8 @@ the network (base and all heads) and the history are restored to what they were 
 task began; the tasks finished before it are kept, and the exception propagates. If computing
 an importance between two tasks raises, nothing has changed yet: the learner stays at the end of
 the last finished task and the strategy keeps the anchors it had.
-:func:`tasks.lambda_search.search_lambda` puts the learner back at its starting point whatever
-happens.
+:func:`tasks.continual.lambda_search.search_lambda` puts the learner back at its starting point
+whatever happens.
 """
 
 from __future__ import annotations
@@ -192,12 +191,13 @@ class SequentialLearner:
                                        split=split, loss=loss, accuracy=accuracy))
         self.epochs_done = epoch
 
-    def learn(self, consolidator: Any, *, omega: dict[int, list[np.ndarray]] | None = None,
+    def learn(self, strategy: Any, *, omega: dict[int, list[np.ndarray]] | None = None,
               recorder: Any = None) -> None:
-        """Learn the remaining tasks in order with a :class:`importance.consolidation.Consolidator`.
+        """Learn the remaining tasks in order with a :class:`importance.continual.Strategy`.
 
         Args:
-            consolidator: The strategy; ``joint`` trains each task on all data seen so far.
+            strategy: The strategy (e.g. ``Consolidator("ewc", ...)``); it chooses each task's
+                training data (``joint``: all data seen so far) and what is kept between tasks.
             omega: Precomputed normalised importance per finished task index (reused across lambdas).
             recorder: The recorder of the last finished task, for an online measure.
 
@@ -206,34 +206,33 @@ class SequentialLearner:
         so it is not recorded.
 
         Raises:
-            ValueError: ``joint`` with per-task heads (not supported).
+            ValueError: A strategy that does not support the learner's heads (``joint`` with
+                per-task heads).
         """
         import importance
 
-        if consolidator.strategy == "joint" and self.heads != "shared":
-            raise ValueError("strategy 'joint' needs heads='shared'. Received: heads='per_task'")
+        if self.heads not in strategy.supported_heads:
+            needed = strategy.supported_heads[0]
+            raise ValueError(f"strategy {strategy.name!r} needs heads={needed!r}. "
+                             f"Received: heads={self.heads!r}")
         omega = dict(omega or {})
         if self.tasks_done:
-            self._consolidate(consolidator, self.tasks_done - 1, omega, recorder)
+            self._consolidate(strategy, self.tasks_done - 1, omega, recorder)
         for t in range(self.tasks_done, len(self.tasks)):
-            data = self._seen_data(t) if consolidator.strategy == "joint" else None
+            data = strategy.training_data([task.train for task in self.tasks[: t + 1]])
             # Record only a task whose importance will be computed (not the last): a new recorder
             # is part of the trainer's compiled graph, so it would cost a trace for nothing.
             last = t + 1 == len(self.tasks)
-            recorder = (importance.track(self.model(t), [consolidator.measure], patch_fit=False)
-                        if consolidator.needs_recorder and not last else None)
-            penalty = consolidator.penalty if consolidator.active else None
+            recorder = (importance.track(self.model(t), [strategy.measure], patch_fit=False)
+                        if strategy.needs_recorder and not last else None)
+            penalty = strategy.penalty if strategy.active else None
             self.train_task(t, data=data, penalty=penalty, recorder=recorder)
             if not last:
-                self._consolidate(consolidator, t, omega, recorder)
+                self._consolidate(strategy, t, omega, recorder)
 
-    def _consolidate(self, consolidator: Any, t: int, omega: dict, recorder: Any) -> None:
-        consolidator.consolidate(self.model(t), self.penalised(t), data=self.measure_data(t),
-                                 recorder=recorder, omega=omega.get(t))
-
-    def _seen_data(self, t: int) -> Split:
-        seen = self.tasks[: t + 1]
-        return np.concatenate([s.train[0] for s in seen]), np.concatenate([s.train[1] for s in seen])
+    def _consolidate(self, strategy: Any, t: int, omega: dict, recorder: Any) -> None:
+        strategy.consolidate(self.model(t), self.penalised(t), data=self.measure_data(t),
+                             recorder=recorder, omega=omega.get(t))
 
     @property
     def history(self) -> pd.DataFrame:
