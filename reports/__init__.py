@@ -35,6 +35,7 @@ from reports.leaderboard import (
 )
 from reports.records import DEFAULT_OUTPUT_DIR
 from reports.sections import RESULT_KINDS
+from reports.sections.consolidation import plot_task_accuracy
 
 __all__ = [
     "DEFAULT_OUTPUT_DIR",
@@ -45,6 +46,7 @@ __all__ = [
     "atomic_write_text",
     "leaderboard_markdown",
     "merge_meta",
+    "plot_task_accuracy",
     "read_records",
     "results_csv",
     "skipped_lines",

@@ -206,7 +206,7 @@ def plot_task_accuracy(
     """The original project's continual-learning plot: each task's test accuracy over epochs.
 
     One panel per entry of ``histories`` (label -> tidy history of
-    :class:`tasks.sequential.SequentialLearner`, optionally with a ``seed`` column: the line is
+    :class:`tasks.continual.SequentialLearner`, optionally with a ``seed`` column: the line is
     the mean over seeds); dashed vertical lines mark the task boundaries. Written atomically.
     """
     plt = pyplot()

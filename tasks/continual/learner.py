@@ -13,7 +13,7 @@ layers shared) or one head for all tasks (``heads="shared"``: one model). Only t
     learner.learn(Consolidator("ewc", measure="fisher", lam=100.0))
     learner.history                  # tidy: epoch, trained, evaluated, split, loss, accuracy
     learner.accuracy_matrix()        # R[i, j]: test accuracy on task j after training task i
-    learner.plot("accuracy.png")     # each task's accuracy over epochs, dashed task boundaries
+    # the figure: reports.plot_task_accuracy({"ewc": learner.history}, "accuracy.png")
 
 **State after an error or Ctrl-C.** If training a task raises or is interrupted, every weight of
 the network (base and all heads) and the history are restored to what they were before that
@@ -249,9 +249,3 @@ class SequentialLearner:
             at = frame[frame["epoch"] == last].set_index("evaluated")["accuracy"]
             R[i] = [at[n] for n in names]
         return R
-
-    def plot(self, path: Any, *, title: str = "") -> Any:
-        """Each task's test accuracy over epochs, dashed lines at task boundaries (PNG, atomic)."""
-        from reports.sections.consolidation import plot_task_accuracy
-
-        return plot_task_accuracy({title or "accuracy": self.history}, path)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import importance as imp
+import reports
 from importance.continual import Consolidator
 from tasks.continual.lambda_search import LambdaSearch, log_grid, search_lambda
 from tasks.continual.learner import SequentialLearner, prepare_sequence
@@ -190,6 +191,6 @@ def test_search_restores_the_learner_and_a_failing_measure_changes_nothing(tmp_p
             np.testing.assert_array_equal(w.numpy(), before["weights"][id(w)])
     learner.set_state(before)
     learner.learn(Consolidator("naive"))
-    path = learner.plot(tmp_path / "accuracy.png", title="naive")
+    path = reports.plot_task_accuracy({"naive": learner.history}, tmp_path / "accuracy.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
