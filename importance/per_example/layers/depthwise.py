@@ -13,28 +13,35 @@ the one backward pass gives ``d objective / d u`` too: the depthwise kernel's mo
 ``(a, g_u)`` as above, the pointwise kernel's from ``(u, g_z)`` as a Dense layer over positions
 (``sum_positions u_i^T g_i`` per example, chunked).
 
+Not under XLA (it refuses a batch-sized channel count when the batch size is not static): the
+rule's ``under_xla``. A layer called several times takes the per-layer vmap of ``z`` only
+(``g_u`` already holds the path through ``z``): the rule's ``shared_calls``.
+
 Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020;
 Chollet, "Xception: Deep learning with depthwise separable convolutions", CVPR 2017.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._moments import apply_moment, chunked_sum, in_xla
+from importance.per_example.layers.base import Call, plain_float32
+from importance.per_example.moments import apply_moment, chunked_sum
 
 
 def supported(layer: Any) -> bool:
-    """A plain float32, channels_last, 2-D depthwise or separable convolution, not compiled by
-    XLA (which refuses a batch-sized channel count when the batch size is not static)."""
-    for cls in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D):
-        if type(layer) is cls:
-            return (layer.data_format == "channels_last" and layer.compute_dtype == "float32" and layer.trainable
-                    and not in_xla())
+    """A plain float32, channels_last, 2-D depthwise or separable convolution (of exactly these
+    classes)."""
+    return (
+        type(layer) in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+        and layer.data_format == "channels_last"
+        and plain_float32(layer)
+    )
 
 
 def _bias(layer: Any, z: tf.Tensor) -> tf.Tensor:
@@ -80,16 +87,19 @@ def _depthwise_kernel_moment(layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor
 
 
 def moments(
-    layer: Any, a: tf.Tensor, watched: list[tf.Tensor], grads: list[tf.Tensor], moment: str
+    layer: Any, calls: Sequence[Call], grads: Sequence[Sequence[tf.Tensor]], moment: str
 ) -> list[tf.Tensor]:
-    """Moments of ``layer.trainable_weights`` (in that order) from the input ``a``, the watched
-    tensors of :func:`forward` and their gradients."""
+    """Moments of ``layer.trainable_weights`` (in that order) from one call's input ``a``, the
+    watched tensors of :func:`forward` and their gradients (a shared layer takes the per-layer
+    vmap: ``shared_calls="vmap"``)."""
+    (call,), (watched_grads,) = calls, grads
+    a, watched = call.a, call.z
     out = {}
     if isinstance(layer, keras.layers.DepthwiseConv2D):
-        (g,) = grads
+        (g,) = watched_grads
         out[id(layer.kernel)] = _depthwise_kernel_moment(layer, layer.kernel, a, g, moment)
     else:
-        g_u, g = grads
+        g_u, g = watched_grads
         out[id(layer.depthwise_kernel)] = _depthwise_kernel_moment(layer, layer.depthwise_kernel, a, g_u, moment)
         positions = int(np.prod(g.shape[1:-1]))
         u, gz = (tf.reshape(t, [tf.shape(t)[0], positions, t.shape[-1]]) for t in (watched[0], g))

@@ -1,9 +1,13 @@
 """Per-example gradient moments: the kinds, the objective type, the moment function, the chunked
 sum over a batch and the XLA test.
 
-Shared by the dispatcher (:mod:`importance.per_example`) and the engines behind it
-(:mod:`importance._factorized` and the per-family ``_*_moments`` modules), so each is defined
-once.
+Shared by the public face (:mod:`importance.per_example`), the reference methods, the engine
+(:mod:`importance.per_example.engine`) and the layer families
+(:mod:`importance.per_example.layers`), so each is defined once.
+
+Internal surface (tests may set these with ``monkeypatch``): :data:`CHUNK_ELEMENTS`,
+:data:`HELD_FRACTION` and :data:`MIN_CHUNK_ELEMENTS`, the budget of :func:`chunked_sum`, read at
+each call.
 """
 
 from __future__ import annotations
