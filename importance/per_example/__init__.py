@@ -9,8 +9,8 @@ Methods:
     ``loop``: one backward pass per example. Slow; the reference the others are checked against.
     ``vmap``: ``tf.vectorized_map`` over examples of the per-example gradient.
     ``factorized``: one backward pass per batch, moments from layer inputs and output gradients
-        (see :mod:`importance._factorized`); layers without a closed form are vectorised over
-        examples on their own (their weights only).
+        (see :mod:`importance.per_example.engine`); layers without a closed form are
+        vectorised over examples on their own (their weights only).
     ``auto``: ``factorized``, except for models whose layers without a closed form carry the
         cost (only they and small Dense layers hold weights, e.g. an LSTM with a Dense head):
         there the per-layer vectorisation would re-run their forward pass, and ``vmap`` is
