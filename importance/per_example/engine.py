@@ -96,7 +96,8 @@ def per_example_moment_sum(
     # (batch x units, small) and multiply once. Other moments are formed per objective and summed.
     summed_fg: dict[int, tf.Tensor] = {}
     for total in totals if usable else []:
-        with tf.control_dependencies([r for r in results if r is not None] + list(summed_fg.values())):
+        done = [r for r in results if r is not None] + list(summed_fg.values())
+        with tf.control_dependencies(done):
             flat = tape.gradient(
                 total, [z for group in usable for c in group for z in c.z],
                 unconnected_gradients=tf.UnconnectedGradients.ZERO,
@@ -110,12 +111,14 @@ def per_example_moment_sum(
                     fg = apply_moment(grads[0][0], moment)
                     summed_fg[u] = fg if u not in summed_fg else summed_fg[u] + fg
                     continue
-                for variable, value in zip(group[0].variables(), group_moments(group, grads, moment), strict=True):
+                values = group_moments(group, grads, moment)
+                for variable, value in zip(group[0].variables(), values, strict=True):
                     k = index[id(variable)]
                     results[k] = value if results[k] is None else results[k] + value
     for u, fg in summed_fg.items():
         call = usable[u][0]
-        for variable, value in zip(call.variables(), call.rule.moments_of_fg(call, fg, moment), strict=True):
+        values = call.rule.moments_of_fg(call, fg, moment)
+        for variable, value in zip(call.variables(), values, strict=True):
             results[index[id(variable)]] = value
     del tape
     missing = [k for k, r in enumerate(results) if r is None]
@@ -195,7 +198,9 @@ class Walker:
         """A call the layer runs itself; its floating outputs are watched."""
         structure = (args, kwargs)
         leaves = tf.nest.flatten(structure)
-        where = [k for k, leaf in enumerate(leaves) if tf.is_tensor(leaf) or isinstance(leaf, np.ndarray)]
+        where = [
+            k for k, leaf in enumerate(leaves) if tf.is_tensor(leaf) or isinstance(leaf, np.ndarray)
+        ]
         inputs = [tf.convert_to_tensor(leaves[k]) for k in where]
 
         def forward(tensors: list[tf.Tensor]) -> list[tf.Tensor]:
@@ -203,7 +208,8 @@ class Walker:
             for k, t in zip(where, tensors, strict=True):
                 new[k] = t
             call_args, call_kwargs = tf.nest.pack_sequence_as(structure, new)
-            return [t for t in tf.nest.flatten(run(*call_args, **call_kwargs)) if t.dtype.is_floating]
+            outputs = run(*call_args, **call_kwargs)
+            return [t for t in tf.nest.flatten(outputs) if t.dtype.is_floating]
 
         # Inside ``_intercept`` the layer's own ``call`` is routed here: run the class's.
         run = (lambda *a, **k: type(layer).call(layer, *a, **k)) if "call" in vars(layer) else layer
@@ -219,7 +225,8 @@ class Walker:
         patched = []
         try:
             for sub in subs:
-                object.__setattr__(sub, "call", lambda inputs, *rest, _sub=sub, **kw: self.call(_sub, inputs))
+                routed = lambda inputs, *rest, _sub=sub, **kw: self.call(_sub, inputs)  # noqa: E731
+                object.__setattr__(sub, "call", routed)
                 patched.append(sub)
             return layer(*args, **kwargs)
         finally:

@@ -74,7 +74,8 @@ def chunked_sum(
     """
     static_n = tensors[0].shape[0]
     n = tf.shape(tensors[0])[0]
-    if isinstance(per_example, int) and (held is None or (isinstance(held, int) and static_n is not None)):
+    static_held = held is None or (isinstance(held, int) and static_n is not None)
+    if isinstance(per_example, int) and static_held:
         per_example = max(1, per_example)
         chunk = max(1, CHUNK_ELEMENTS // per_example)
         if held is not None:
@@ -86,12 +87,17 @@ def chunked_sum(
         per_example = tf.maximum(tf.cast(per_example, tf.float64), 1.0)
         chunk = tf.math.floor(CHUNK_ELEMENTS / per_example)
         if held is not None:
-            by_batch = tf.math.floor(HELD_FRACTION * tf.cast(n, tf.float64) * tf.cast(held, tf.float64) / per_example)
-            chunk = tf.minimum(chunk, tf.maximum(tf.math.floor(MIN_CHUNK_ELEMENTS / per_example), by_batch))
+            by_batch = tf.math.floor(
+                HELD_FRACTION * tf.cast(n, tf.float64) * tf.cast(held, tf.float64) / per_example
+            )
+            smallest = tf.math.floor(MIN_CHUNK_ELEMENTS / per_example)
+            chunk = tf.minimum(chunk, tf.maximum(smallest, by_batch))
         chunk = tf.cast(tf.maximum(chunk, 1.0), tf.int32)
     _, total = tf.while_loop(
         lambda start, _: start < n,
-        lambda start, acc: (start + chunk, acc + block([t[start : start + chunk] for t in tensors])),
+        lambda start, acc: (
+            start + chunk, acc + block([t[start : start + chunk] for t in tensors])
+        ),
         (tf.constant(0), tf.zeros(shape, tf.float32)),
         parallel_iterations=1,
     )

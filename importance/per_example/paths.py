@@ -113,7 +113,8 @@ def whole_model_vmap_is_cheaper(model: Any) -> bool:
     (e.g. an LSTM with a Dense head, or a subclassed model the engine cannot walk).
     """
     paths = layer_paths(model)
-    if not any(path == "vmap" for _, path in paths) or any(path not in ("vmap", "dense") for _, path in paths):
+    kinds = [path for _, path in paths]
+    if "vmap" not in kinds or any(path not in ("vmap", "dense") for path in kinds):
         return False
     sizes = {"vmap": 0, "dense": 0}
     for layer, path in paths:

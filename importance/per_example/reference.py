@@ -16,7 +16,9 @@ def _call(objective: Any, outputs: tf.Tensor, targets: Any) -> tf.Tensor:
     return objective(outputs) if targets is None else objective(outputs, targets)
 
 
-def loop(model: Any, x: Any, objective: Objective, moment: str, targets: Any = None) -> list[tf.Tensor]:
+def loop(
+    model: Any, x: Any, objective: Objective, moment: str, targets: Any = None
+) -> list[tf.Tensor]:
     """Reference: a Python loop with one gradient per example."""
     weights = model.trainable_weights
     totals = [tf.zeros(w.shape, tf.float32) for w in weights]
@@ -24,7 +26,9 @@ def loop(model: Any, x: Any, objective: Objective, moment: str, targets: Any = N
     if targets is not None:
         targets = tf.nest.map_structure(tf.convert_to_tensor, targets)
     for i in range(int(x.shape[0])):
-        rows = None if targets is None else tf.nest.map_structure(lambda t, i=i: t[i : i + 1], targets)
+        rows = (
+            None if targets is None else tf.nest.map_structure(lambda t, i=i: t[i : i + 1], targets)
+        )
         with tf.GradientTape() as tape:
             value = _call(objective, model(x[i : i + 1], training=False), rows)[0]
         grads = tape.gradient(value, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -32,7 +36,9 @@ def loop(model: Any, x: Any, objective: Objective, moment: str, targets: Any = N
     return totals
 
 
-def vmap(model: Any, x: Any, objective: Objective, moment: str, targets: Any = None) -> list[tf.Tensor]:
+def vmap(
+    model: Any, x: Any, objective: Objective, moment: str, targets: Any = None
+) -> list[tf.Tensor]:
     """``tf.vectorized_map`` of the per-example gradient, then the moment summed over examples.
 
     Raises:

@@ -122,7 +122,9 @@ def test_grouped_path_is_taken_for_several_channels(monkeypatch):
         pytest.skip("this TensorFlow build has no grouped filter gradient")
     calls = []
     original = conv.grouped_kernel_moment
-    monkeypatch.setattr(conv, "grouped_kernel_moment", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        conv, "grouped_kernel_moment", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     model = keras.Sequential([keras.Input((5, 5, 2)), keras.layers.Conv2D(3, 3), keras.layers.Flatten()])
     engine.per_example_moment(model, tf.random.normal([BATCH, 5, 5, 2]), _squared_norm)
     assert calls == [1]

@@ -135,7 +135,8 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
     if channels > 1 and rates == [1, 1] and not in_xla() and grouped_filter_grad_works():
         if padding == "same":  # TensorFlow's SAME pads as computed above: no padded copy
             return grouped_kernel_moment(layer, a, g, sizes, strides, "SAME", moment)
-        return grouped_kernel_moment(layer, tf.pad(a, pads + [[0, 0]]), g, sizes, strides, "VALID", moment)
+        padded = tf.pad(a, pads + [[0, 0]])
+        return grouped_kernel_moment(layer, padded, g, sizes, strides, "VALID", moment)
     a = tf.pad(a, pads + [[0, 0]])
 
     def windows(ac: tf.Tensor) -> list[tf.Tensor]:
@@ -159,14 +160,16 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
             stacked = tf.stack([w[..., 0] for w in windows(ac)], axis=1)
             return tf.reduce_sum(apply_moment(tf.matmul(stacked, gc), moment), axis=0)[:, None, :]
         offsets = [
-            tf.reduce_sum(apply_moment(tf.matmul(w, gc, transpose_a=True), moment), axis=0) for w in windows(ac)
+            tf.reduce_sum(apply_moment(tf.matmul(w, gc, transpose_a=True), moment), axis=0)
+            for w in windows(ac)
         ]
         return tf.stack(offsets)
 
     per_example = out_h * out_w * channels * (sizes[0] * sizes[1] if channels == 1 else 1)
     per_example += out_h * out_w * filters + sizes[0] * sizes[1] * channels * filters
     held = int(np.prod(a.shape[1:])) + out_h * out_w * filters
-    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1], channels, filters], held=held)
+    shape = [sizes[0] * sizes[1], channels, filters]
+    kernel = chunked_sum(block, [a, g], per_example, shape, held=held)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
@@ -206,7 +209,8 @@ def grouped_kernel_moment(
 
     held = height * width * channels + out_h * out_w * filters
     per_example = held + 2 * sizes[0] * sizes[1] * channels * filters
-    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1] * channels, filters], held=held)
+    shape = [sizes[0] * sizes[1] * channels, filters]
+    kernel = chunked_sum(block, [a, g], per_example, shape, held=held)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
@@ -235,7 +239,8 @@ def grouped_filter_grad_works() -> bool:
                 GROUPED = False
             else:
                 # group 0 (channels 0-1, filters 0-2) sees input channels 0-1 only
-                expected = np.stack([x[0, p : p + 2, q : q + 2, :2].sum((0, 1)) for p in range(3) for q in range(3)])
+                group0 = [x[0, p : p + 2, q : q + 2, :2] for p in range(3) for q in range(3)]
+                expected = np.stack([w.sum((0, 1)) for w in group0])
                 GROUPED = bool(np.allclose(got[..., 0].reshape(9, 2), expected, rtol=1e-5))
     return GROUPED
 

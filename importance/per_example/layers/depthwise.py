@@ -45,15 +45,22 @@ def supported(layer: Any) -> bool:
 
 
 def _bias(layer: Any, z: tf.Tensor) -> tf.Tensor:
-    return z if layer.bias is None else keras.ops.add(z, keras.ops.reshape(layer.bias, (1, 1, 1, -1)))
+    if layer.bias is None:
+        return z
+    return keras.ops.add(z, keras.ops.reshape(layer.bias, (1, 1, 1, -1)))
 
 
 def forward(layer: Any, a: tf.Tensor, watch: Any = None) -> list[tf.Tensor]:
     """The tensors the engine watches: ``[z]`` (depthwise) or ``[u, z]`` (separable), ``z``
     before the activation; ``watch(u)`` is called before ``z`` is computed from ``u``."""
-    depthwise = layer.kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.depthwise_kernel
+    plain = isinstance(layer, keras.layers.DepthwiseConv2D)
+    depthwise = layer.kernel if plain else layer.depthwise_kernel
     u = keras.ops.depthwise_conv(
-        a, depthwise, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate
+        a,
+        depthwise,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
     )
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return [_bias(layer, u)]
@@ -62,7 +69,9 @@ def forward(layer: Any, a: tf.Tensor, watch: Any = None) -> list[tf.Tensor]:
     return [u, _bias(layer, keras.ops.conv(u, layer.pointwise_kernel, strides=1, padding="valid"))]
 
 
-def _depthwise_kernel_moment(layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
+def _depthwise_kernel_moment(
+    layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor, moment: str
+) -> tf.Tensor:
     kh, kw, channels, multiplier = (int(d) for d in kernel.shape)
     height, width = int(a.shape[1]), int(a.shape[2])
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
@@ -71,7 +80,9 @@ def _depthwise_kernel_moment(layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor
         ac, gc = chunk
         n = tf.shape(ac)[0]
         image = tf.reshape(tf.transpose(ac, [1, 2, 0, 3]), [1, height, width, n * channels])
-        grads = tf.reshape(tf.transpose(gc, [1, 2, 0, 3]), [1, out_h, out_w, n * channels * multiplier])
+        grads = tf.reshape(
+            tf.transpose(gc, [1, 2, 0, 3]), [1, out_h, out_w, n * channels * multiplier]
+        )
         per_example = tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
             input=image,
             filter_sizes=tf.stack([kh, kw, n * channels, multiplier]),
@@ -80,9 +91,14 @@ def _depthwise_kernel_moment(layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor
             padding=layer.padding.upper(),
             dilations=[1, *layer.dilation_rate, 1],
         )
-        return tf.reduce_sum(apply_moment(tf.reshape(per_example, [kh, kw, n, channels, multiplier]), moment), axis=2)
+        per_example = tf.reshape(per_example, [kh, kw, n, channels, multiplier])
+        return tf.reduce_sum(apply_moment(per_example, moment), axis=2)
 
-    per_example = height * width * channels + out_h * out_w * channels * multiplier + 2 * int(np.prod(kernel.shape))
+    per_example = (
+        height * width * channels
+        + out_h * out_w * channels * multiplier
+        + 2 * int(np.prod(kernel.shape))
+    )
     return chunked_sum(block, [a, g], per_example, kernel.shape)
 
 
@@ -100,15 +116,20 @@ def moments(
         out[id(layer.kernel)] = _depthwise_kernel_moment(layer, layer.kernel, a, g, moment)
     else:
         g_u, g = watched_grads
-        out[id(layer.depthwise_kernel)] = _depthwise_kernel_moment(layer, layer.depthwise_kernel, a, g_u, moment)
+        out[id(layer.depthwise_kernel)] = _depthwise_kernel_moment(
+            layer, layer.depthwise_kernel, a, g_u, moment
+        )
         positions = int(np.prod(g.shape[1:-1]))
         u, gz = (tf.reshape(t, [tf.shape(t)[0], positions, t.shape[-1]]) for t in (watched[0], g))
         shape = layer.pointwise_kernel.shape
         pointwise = chunked_sum(
-            lambda chunk: tf.reduce_sum(apply_moment(tf.matmul(chunk[0], chunk[1], transpose_a=True), moment), 0),
+            lambda chunk: tf.reduce_sum(
+                apply_moment(tf.matmul(chunk[0], chunk[1], transpose_a=True), moment), 0
+            ),
             [u, gz], positions * (int(u.shape[2]) + int(gz.shape[2])), shape[2:],
         )
         out[id(layer.pointwise_kernel)] = tf.reshape(pointwise, shape)
     if layer.bias is not None:
-        out[id(layer.bias)] = tf.reduce_sum(apply_moment(tf.reduce_sum(g, axis=[1, 2]), moment), axis=0)
+        bias_g = tf.reduce_sum(g, axis=[1, 2])
+        out[id(layer.bias)] = tf.reduce_sum(apply_moment(bias_g, moment), axis=0)
     return [out[id(w)] for w in layer.trainable_weights]

@@ -76,7 +76,8 @@ def moments(
     calls = len(inputs)
 
     def kernel_block(chunk: list[tf.Tensor]) -> tf.Tensor:
-        parts = [tf.einsum(per_example_kernel, a, g) for a, g in zip(chunk[:calls], chunk[calls:], strict=True)]
+        pairs = zip(chunk[:calls], chunk[calls:], strict=True)
+        parts = [tf.einsum(per_example_kernel, a, g) for a, g in pairs]
         return tf.reduce_sum(apply_moment(tf.add_n(parts), moment), axis=0)
 
     kernel_size = int(np.prod(layer.kernel.shape))
@@ -84,5 +85,6 @@ def moments(
     out = [chunked_sum(kernel_block, [*inputs, *grads], per_example, layer.kernel.shape)]
     if layer.bias is not None:
         bias_shape = list(layer.bias.shape)
-        out.append(tf.reduce_sum(apply_moment(tf.add_n([_bias_grads(bias_shape, g) for g in grads]), moment), axis=0))
+        bias_g = tf.add_n([_bias_grads(bias_shape, g) for g in grads])
+        out.append(tf.reduce_sum(apply_moment(bias_g, moment), axis=0))
     return out

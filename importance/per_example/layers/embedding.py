@@ -53,7 +53,8 @@ def moments(
         rows = tf.concat([tf.reshape(g, [-1, dim]) for g in chunk[calls:]], 0)
         unique, segment = tf.unique(keys)
         per_pair = tf.math.unsorted_segment_sum(rows, segment, tf.size(unique))
-        return tf.math.unsorted_segment_sum(apply_moment(per_pair, moment), unique % vocabulary, vocabulary)
+        pair_moments = apply_moment(per_pair, moment)
+        return tf.math.unsorted_segment_sum(pair_moments, unique % vocabulary, vocabulary)
 
     lengths = [t.shape[1:].num_elements() for t in inputs]
     positions = sum(lengths) if None not in lengths else tf.add_n([tf.shape(t)[1] for t in ids])

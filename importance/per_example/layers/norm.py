@@ -59,13 +59,17 @@ def per_example_grads(layer: Any, a: tf.Tensor, g: tf.Tensor) -> list[tf.Tensor]
     if beta is not None:
         out[id(beta)] = tf.reduce_sum(g, axis=summed)
     if gamma is not None:
-        mapping = [(gamma, tf.ones_like(gamma.value))] + ([(beta, tf.zeros_like(beta.value))] if beta is not None else [])
+        mapping = [(gamma, tf.ones_like(gamma.value))]
+        if beta is not None:
+            mapping.append((beta, tf.zeros_like(beta.value)))
         kwargs = {"training": False} if getattr(layer, "_call_has_training_arg", False) else {}
         with keras.StatelessScope(state_mapping=mapping):
             x_hat = type(layer).call(layer, a, **kwargs)  # the class's call: also when intercepted
         out[id(gamma)] = tf.reduce_sum(tf.cast(x_hat, tf.float32) * g, axis=summed)
     batch = tf.shape(g)[0]
-    return [tf.reshape(out[id(w)], tf.concat([[batch], w.shape], 0)) for w in layer.trainable_weights]
+    return [
+        tf.reshape(out[id(w)], tf.concat([[batch], w.shape], 0)) for w in layer.trainable_weights
+    ]
 
 
 def moments(

@@ -107,7 +107,9 @@ def moments(
                 for out, g in zip(outs, elems[g_start : g_start + len(gs)], strict=True):
                     total += tf.reduce_sum(tf.cast(out, tf.float32) * g[None])
                 g_start += len(gs)
-        per_example = tape.gradient(total, list(variables), unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        per_example = tape.gradient(
+            total, list(variables), unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
         return [apply_moment(p, moment) for p in per_example]
 
     per_example = tf.vectorized_map(one, flat)
