@@ -360,3 +360,14 @@ def test_layer_paths_agree_with_the_forward_pass():
     walked = {(c.layer.name, c.kind) for c in captures}
     assert {(layer.name, kind) for layer, kind in paths.layer_paths(model)} == walked
     assert {kind for _, kind in walked} == {"embedding", "einsum", "norm", "dense", "vmap"}
+
+
+def test_frozen_einsum_dense_runs_as_a_weightless_layer(monkeypatch):
+    """The shared guard (layers.plain_float32) asks every closed form for a trainable layer: a
+    frozen EinsumDense runs as it is instead of being captured with no weights to match."""
+    inputs = keras.Input((4, 6))
+    frozen = keras.layers.EinsumDense("abc,cd->abd", output_shape=(4, 5), bias_axes="d")
+    frozen.trainable = False
+    model = _randomise(keras.Model(inputs, _head(frozen(inputs))))
+    assert [kind for _, kind in paths.layer_paths(model)] == ["dense"]
+    _check(model, tf.random.normal([BATCH, 4, 6], seed=9), monkeypatch)
