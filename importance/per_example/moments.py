@@ -1,9 +1,13 @@
 """Per-example gradient moments: the kinds, the objective type, the moment function, the chunked
 sum over a batch and the XLA test.
 
-Shared by the dispatcher (:mod:`importance.per_example`) and the engines behind it
-(:mod:`importance._factorized` and the per-family ``_*_moments`` modules), so each is defined
-once.
+Shared by the public face (:mod:`importance.per_example`), the reference methods, the engine
+(:mod:`importance.per_example.engine`) and the layer families
+(:mod:`importance.per_example.layers`), so each is defined once.
+
+Internal surface (tests may set these with ``monkeypatch``): :data:`CHUNK_ELEMENTS`,
+:data:`HELD_FRACTION` and :data:`MIN_CHUNK_ELEMENTS`, the budget of :func:`chunked_sum`, read at
+each call.
 """
 
 from __future__ import annotations
@@ -70,7 +74,8 @@ def chunked_sum(
     """
     static_n = tensors[0].shape[0]
     n = tf.shape(tensors[0])[0]
-    if isinstance(per_example, int) and (held is None or (isinstance(held, int) and static_n is not None)):
+    static_held = held is None or (isinstance(held, int) and static_n is not None)
+    if isinstance(per_example, int) and static_held:
         per_example = max(1, per_example)
         chunk = max(1, CHUNK_ELEMENTS // per_example)
         if held is not None:
@@ -82,12 +87,17 @@ def chunked_sum(
         per_example = tf.maximum(tf.cast(per_example, tf.float64), 1.0)
         chunk = tf.math.floor(CHUNK_ELEMENTS / per_example)
         if held is not None:
-            by_batch = tf.math.floor(HELD_FRACTION * tf.cast(n, tf.float64) * tf.cast(held, tf.float64) / per_example)
-            chunk = tf.minimum(chunk, tf.maximum(tf.math.floor(MIN_CHUNK_ELEMENTS / per_example), by_batch))
+            by_batch = tf.math.floor(
+                HELD_FRACTION * tf.cast(n, tf.float64) * tf.cast(held, tf.float64) / per_example
+            )
+            smallest = tf.math.floor(MIN_CHUNK_ELEMENTS / per_example)
+            chunk = tf.minimum(chunk, tf.maximum(smallest, by_batch))
         chunk = tf.cast(tf.maximum(chunk, 1.0), tf.int32)
     _, total = tf.while_loop(
         lambda start, _: start < n,
-        lambda start, acc: (start + chunk, acc + block([t[start : start + chunk] for t in tensors])),
+        lambda start, acc: (
+            start + chunk, acc + block([t[start : start + chunk] for t in tensors])
+        ),
         (tf.constant(0), tf.zeros(shape, tf.float32)),
         parallel_iterations=1,
     )

@@ -1,4 +1,4 @@
-"""Per-example kernel-gradient moments of Conv1D/Conv2D layers (used by :mod:`importance._factorized`).
+"""Per-example gradient moments of Conv1D, Conv2D and Conv3D layers.
 
 Example ``i``'s kernel gradient is ``sum over output positions of patch_i (x) g_i``; it does not
 factorise like a Dense layer's, so it is formed per example, a chunk of the batch at a time:
@@ -9,16 +9,103 @@ factorise like a Dense layer's, so it is formed per example, a chunk of the batc
 * one input channel: all kernel offsets in one matmul of the stacked shifted windows;
 * otherwise (dilation, XLA, builds without grouped kernels): one kernel offset at a time, so no
   patch tensor is formed.
+
+Conv3D takes one grouped 2-D filter gradient per depth offset; it needs grouped kernels and no
+dilation, and not XLA (its rule's ``under_xla``). ``channels_first`` layers are transposed to
+channels_last for the kernel moments. A layer called several times takes the per-layer vmap.
+
+Internal surface (tests set these with ``monkeypatch``): :data:`GROUPED` (whether grouped filter
+gradients work here; None until probed, False forces the per-offset loop) and
+:func:`grouped_kernel_moment`, looked up at each call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._moments import apply_moment, chunked_sum, in_xla
+from importance.per_example.layers.base import Call, plain_float32
+from importance.per_example.moments import apply_moment, chunked_sum, in_xla
+
+CLASSES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def supported(layer: Any) -> bool:
+    """A plain float32 Conv1D/2D/3D with ``groups=1`` running its class's own ``call`` and
+    ``convolution_op``; a Conv3D also ``channels_last``, without dilation, and only where grouped
+    filter gradients work."""
+    if not plain_float32(layer):
+        return False
+    for cls in CLASSES:
+        if isinstance(layer, cls) and (
+            type(layer).call is cls.call
+            and type(layer).convolution_op is cls.convolution_op
+            and layer.groups == 1
+            and (
+                cls is not keras.layers.Conv3D
+                or (layer.data_format == "channels_last" and _conv3d_usable(layer))
+            )
+        ):
+            return True
+    return False
+
+
+def under_xla(layer: Any) -> bool:
+    """Conv1D/2D also under XLA (per kernel offset); Conv3D not (its grouped filter gradients
+    need a static group count)."""
+    return not isinstance(layer, keras.layers.Conv3D)
+
+
+def forward(layer: Any, a: tf.Tensor, watch: Any = None) -> list[tf.Tensor]:
+    """``[z]``, the pre-activation, with the bias added as the layer adds it."""
+    padded, padding, channels_last = a, layer.padding, layer.data_format == "channels_last"
+    if padding == "causal":
+        left = (layer.kernel_size[0] - 1) * layer.dilation_rate[0]
+        space = [[left, 0]]
+        padded = tf.pad(a, [[0, 0]] + (space + [[0, 0]] if channels_last else [[0, 0]] + space))
+        padding = "valid"
+    z = keras.ops.conv(
+        padded,
+        layer.kernel,
+        strides=list(layer.strides),
+        padding=padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+    if layer.bias is None:
+        return [z]
+    # As the layer does (keras.ops.add, whose bias-add shortcut the bias gradient must follow).
+    if channels_last:
+        shape = (1,) * (layer.rank + 1) + (layer.filters,)
+    else:
+        shape = (1, layer.filters) + (1,) * layer.rank
+    return [keras.ops.add(z, keras.ops.reshape(layer.bias, shape))]
+
+
+def moments(
+    layer: Any, calls: Sequence[Call], grads: Sequence[Sequence[tf.Tensor]], moment: str
+) -> list[tf.Tensor]:
+    """``sum_i f(per-example gradient)`` of the kernel (and bias) of one call (a shared layer
+    takes the per-layer vmap: ``shared_calls="vmap"``)."""
+    (call,), ((g,),) = calls, grads
+    a = call.a
+    # keras.ops.add adds a bias along the last axis whenever its size matches, also for
+    # channels_first outputs (Keras 3.x): the bias gradient follows what the model did.
+    bias_axis = g.shape.rank - 1 if g.shape[-1] == layer.filters else 1
+    bias_g = tf.reduce_sum(g, axis=[ax for ax in range(1, g.shape.rank) if ax != bias_axis])
+    if layer.data_format == "channels_first":  # kernel moments in channels_last layout
+        order = [0, *range(2, a.shape.rank), 1]
+        a, g = tf.transpose(a, order), tf.transpose(g, order)
+    conv3d = isinstance(layer, keras.layers.Conv3D)
+    kernel = (conv3d_kernel_moment if conv3d else conv_kernel_moment)(layer, a, g, moment)
+    out = [kernel]
+    if getattr(layer, "bias", None) is not None:
+        out.append(tf.reduce_sum(apply_moment(bias_g, moment), axis=0))
+    return out
 
 
 def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
@@ -45,10 +132,11 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
             pads.append([0, 0])
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
     channels, filters = int(a.shape[-1]), int(g.shape[-1])
-    if channels > 1 and rates == [1, 1] and not in_xla() and _grouped_filter_grad_works():
+    if channels > 1 and rates == [1, 1] and not in_xla() and grouped_filter_grad_works():
         if padding == "same":  # TensorFlow's SAME pads as computed above: no padded copy
-            return _grouped_kernel_moment(layer, a, g, sizes, strides, "SAME", moment)
-        return _grouped_kernel_moment(layer, tf.pad(a, pads + [[0, 0]]), g, sizes, strides, "VALID", moment)
+            return grouped_kernel_moment(layer, a, g, sizes, strides, "SAME", moment)
+        padded = tf.pad(a, pads + [[0, 0]])
+        return grouped_kernel_moment(layer, padded, g, sizes, strides, "VALID", moment)
     a = tf.pad(a, pads + [[0, 0]])
 
     def windows(ac: tf.Tensor) -> list[tf.Tensor]:
@@ -72,18 +160,20 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
             stacked = tf.stack([w[..., 0] for w in windows(ac)], axis=1)
             return tf.reduce_sum(apply_moment(tf.matmul(stacked, gc), moment), axis=0)[:, None, :]
         offsets = [
-            tf.reduce_sum(apply_moment(tf.matmul(w, gc, transpose_a=True), moment), axis=0) for w in windows(ac)
+            tf.reduce_sum(apply_moment(tf.matmul(w, gc, transpose_a=True), moment), axis=0)
+            for w in windows(ac)
         ]
         return tf.stack(offsets)
 
     per_example = out_h * out_w * channels * (sizes[0] * sizes[1] if channels == 1 else 1)
     per_example += out_h * out_w * filters + sizes[0] * sizes[1] * channels * filters
     held = int(np.prod(a.shape[1:])) + out_h * out_w * filters
-    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1], channels, filters], held=held)
+    shape = [sizes[0] * sizes[1], channels, filters]
+    kernel = chunked_sum(block, [a, g], per_example, shape, held=held)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
-def _grouped_kernel_moment(
+def grouped_kernel_moment(
     layer: Any,
     a: tf.Tensor,
     g: tf.Tensor,
@@ -119,20 +209,24 @@ def _grouped_kernel_moment(
 
     held = height * width * channels + out_h * out_w * filters
     per_example = held + 2 * sizes[0] * sizes[1] * channels * filters
-    kernel = chunked_sum(block, [a, g], per_example, [sizes[0] * sizes[1] * channels, filters], held=held)
+    shape = [sizes[0] * sizes[1] * channels, filters]
+    kernel = chunked_sum(block, [a, g], per_example, shape, held=held)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
-_GROUPED: list[bool] = []
+# Whether grouped filter gradients work on this TensorFlow build: None until probed (once, by
+# grouped_filter_grad_works); tests set it to False to force the per-offset loop.
+GROUPED: bool | None = None
 
 
-def _grouped_filter_grad_works() -> bool:
+def grouped_filter_grad_works() -> bool:
     """Whether this TensorFlow build computes grouped filter gradients (probed once, eagerly).
 
     oneDNN (TensorFlow's default CPU kernels on x86) and cuDNN do; TensorFlow's own CPU kernel
     (``TF_ENABLE_ONEDNN_OPTS=0``) refuses grouped inputs, and the per-offset path is used.
     """
-    if not _GROUPED:
+    global GROUPED
+    if GROUPED is None:
         with tf.init_scope():
             x = np.arange(2 * 4 * 4 * 2, dtype=np.float32).reshape(1, 4, 4, 4) / 10.0
             dy = np.ones((1, 2, 2, 6), np.float32)
@@ -142,18 +236,19 @@ def _grouped_filter_grad_works() -> bool:
                     padding="VALID",
                 ).numpy()
             except (tf.errors.OpError, ValueError):
-                _GROUPED.append(False)
+                GROUPED = False
             else:
                 # group 0 (channels 0-1, filters 0-2) sees input channels 0-1 only
-                expected = np.stack([x[0, p : p + 2, q : q + 2, :2].sum((0, 1)) for p in range(3) for q in range(3)])
-                _GROUPED.append(bool(np.allclose(got[..., 0].reshape(9, 2), expected, rtol=1e-5)))
-    return _GROUPED[0]
+                group0 = [x[0, p : p + 2, q : q + 2, :2] for p in range(3) for q in range(3)]
+                expected = np.stack([w.sum((0, 1)) for w in group0])
+                GROUPED = bool(np.allclose(got[..., 0].reshape(9, 2), expected, rtol=1e-5))
+    return GROUPED
 
 
-def conv3d_usable(layer: Any) -> bool:
-    """Whether :func:`conv3d_kernel_moment` applies: grouped filter gradients available, not
-    under XLA, no dilation (else the engine vectorises the layer on its own)."""
-    return list(layer.dilation_rate) == [1, 1, 1] and not in_xla() and _grouped_filter_grad_works()
+def _conv3d_usable(layer: Any) -> bool:
+    """Whether :func:`conv3d_kernel_moment` applies: grouped filter gradients available, no
+    dilation (else the engine vectorises the layer on its own; XLA: the rule's ``under_xla``)."""
+    return list(layer.dilation_rate) == [1, 1, 1] and grouped_filter_grad_works()
 
 
 def conv3d_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
@@ -162,7 +257,7 @@ def conv3d_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) ->
     For depth offset ``p`` the per-example gradient is a 2-D filter gradient summed over the
     output depth positions: the depth positions become the batch of ``Conv2DBackpropFilter``
     (which sums over its batch) and the examples are folded into the groups, as in
-    :func:`_grouped_kernel_moment`. A chunk's inputs are transposed once, depth first, so each
+    :func:`grouped_kernel_moment`. A chunk's inputs are transposed once, depth first, so each
     offset's window is a slice of the leading axis; the offsets run one after another.
     """
     (kd, kh, kw), (sd, sh, sw) = layer.kernel_size, layer.strides

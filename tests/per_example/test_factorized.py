@@ -9,8 +9,8 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importance import _conv_moments, _factorized, _moments, _scoped_vmap
-from importance.per_example import per_example_moment
+from importance.per_example import engine, moments, per_example_moment
+from importance.per_example.layers import conv, scoped_vmap
 from importance.testing import relative_error
 
 TOL = 1e-5
@@ -52,10 +52,10 @@ def _check(model, x, monkeypatch, *, moment="square", objective="likelihood"):
     def refuse(*args, **kwargs):
         raise AssertionError("the jacobian fallback ran for a supported model")
 
-    monkeypatch.setattr(_factorized, "_jacobian_moments", refuse)
+    monkeypatch.setattr(engine, "jacobian_moments", refuse)
     fn, labelled = OBJECTIVES[objective]
     kwargs = {"targets": tf.constant(np.arange(BATCH) % CLASSES, tf.int32)} if labelled else {}
-    got = _factorized.per_example_moment(model, x, fn, moment=moment, **kwargs)
+    got = engine.per_example_moment(model, x, fn, moment=moment, **kwargs)
     monkeypatch.undo()
     ref = per_example_moment(model, x, fn, moment=moment, method="loop", **kwargs)
     assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in model.trainable_weights]
@@ -105,7 +105,7 @@ CONV2D = [
 )
 def test_conv2d_matches_loop(config, moment, channels, grouped, monkeypatch):
     """One input channel (all offsets in one matmul), grouped filter gradient, per offset."""
-    if grouped and channels > 1 and not _conv_moments._grouped_filter_grad_works():
+    if grouped and channels > 1 and not conv.grouped_filter_grad_works():
         pytest.skip("this TensorFlow build has no grouped filter gradient (TF_ENABLE_ONEDNN_OPTS=0?)")
     model = keras.Sequential(
         [keras.Input((7, 8, channels)), keras.layers.Conv2D(3, activation="relu", **config),
@@ -113,20 +113,20 @@ def test_conv2d_matches_loop(config, moment, channels, grouped, monkeypatch):
     )
     with pytest.MonkeyPatch.context() as patch:
         if not grouped:
-            patch.setattr(_conv_moments, "_GROUPED", [False])
+            patch.setattr(conv, "GROUPED", False)
         _check(model, tf.random.normal([BATCH, 7, 8, channels]), monkeypatch, moment=moment)
 
 
 def test_grouped_path_is_taken_for_several_channels(monkeypatch):
-    if not _conv_moments._grouped_filter_grad_works():
+    if not conv.grouped_filter_grad_works():
         pytest.skip("this TensorFlow build has no grouped filter gradient")
     calls = []
-    original = _conv_moments._grouped_kernel_moment
+    original = conv.grouped_kernel_moment
     monkeypatch.setattr(
-        _conv_moments, "_grouped_kernel_moment", lambda *a, **k: calls.append(1) or original(*a, **k)
+        conv, "grouped_kernel_moment", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
     model = keras.Sequential([keras.Input((5, 5, 2)), keras.layers.Conv2D(3, 3), keras.layers.Flatten()])
-    _factorized.per_example_moment(model, tf.random.normal([BATCH, 5, 5, 2]), _squared_norm)
+    engine.per_example_moment(model, tf.random.normal([BATCH, 5, 5, 2]), _squared_norm)
     assert calls == [1]
 
 
@@ -165,7 +165,7 @@ def test_conv2d_configurations_match_loop(kernel, stride, dilate, padding, size)
          keras.layers.Flatten(), keras.layers.Dense(CLASSES)]
     )
     x = tf.random.normal([3, *size, 2], seed=1)
-    got = _factorized.per_example_moment(model, x, _squared_norm, moment="square")
+    got = engine.per_example_moment(model, x, _squared_norm, moment="square")
     ref = per_example_moment(model, x, _squared_norm, moment="square", method="loop")
     assert relative_error(got, ref) <= TOL
 
@@ -199,7 +199,7 @@ def test_unsupported_layers_fall_back(moment, monkeypatch):
     )
     model.layers[1].moving_mean.assign(tf.random.normal([6]))
     calls = []
-    original = _scoped_vmap.moments
+    original = scoped_vmap.moments
 
     def counting(variables, calls_, grads, moment_):
         calls.append([v.path for v in variables])
@@ -208,11 +208,11 @@ def test_unsupported_layers_fall_back(moment, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the whole-batch jacobian ran")
 
-    monkeypatch.setattr(_scoped_vmap, "moments", counting)
-    monkeypatch.setattr(_factorized, "_jacobian_moments", refuse)
+    monkeypatch.setattr(scoped_vmap, "moments", counting)
+    monkeypatch.setattr(engine, "jacobian_moments", refuse)
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
     x = tf.random.normal([BATCH, 7])
-    got = _factorized.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
+    got = engine.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
     monkeypatch.undo()
     ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
     assert relative_error(got, ref) <= TOL
@@ -237,20 +237,20 @@ def test_shared_layer_and_subclassed_model_fall_back():
     sub(tf.zeros([1, 7]))
     x = tf.random.normal([BATCH, 7])
     for m in (model, sub):
-        got = _factorized.per_example_moment(m, x, _squared_norm, moment="abs")
+        got = engine.per_example_moment(m, x, _squared_norm, moment="abs")
         ref = per_example_moment(m, x, _squared_norm, moment="abs", method="loop")
         assert relative_error(got, ref) <= TOL
 
 
 @pytest.mark.parametrize("jit", [False, True])
 def test_inside_tf_function_with_unknown_batch_and_chunks(jit, monkeypatch):
-    monkeypatch.setattr(_moments, "CHUNK_ELEMENTS", 64)  # forces several chunks per layer
+    monkeypatch.setattr(moments, "CHUNK_ELEMENTS", 64)  # forces several chunks per layer
     model = keras.Sequential(
         [keras.Input((3, 5, 2)), keras.layers.Conv2D(3, 2, padding="same", activation="relu"),
          keras.layers.Dense(4), keras.layers.Flatten(), keras.layers.Dense(CLASSES)]
     )
     fn = tf.function(
-        lambda x, y: _factorized.per_example_moment(model, x, _log_likelihood, targets=y),
+        lambda x, y: engine.per_example_moment(model, x, _log_likelihood, targets=y),
         input_signature=[tf.TensorSpec([None, 3, 5, 2]), tf.TensorSpec([None], tf.int32)],
         jit_compile=jit,
         autograph=False,
@@ -275,7 +275,7 @@ def test_auto_dispatches_to_factorized():
 
 def test_bad_moment_is_named():
     with pytest.raises(ValueError, match="Received: 'cube'"):
-        _factorized.per_example_moment(_mlp(), tf.zeros([2, 7]), _squared_norm, moment="cube")
+        engine.per_example_moment(_mlp(), tf.zeros([2, 7]), _squared_norm, moment="cube")
 
 
 @pytest.mark.parametrize("moment", ["square", "abs"])
@@ -288,7 +288,7 @@ def test_sum_over_objectives_shares_the_forward_and_matches_the_loop(moment):
     )
     x = tf.random.normal([BATCH, 6, 6, 2], seed=3)
     objectives = [_exact_class(c) for c in range(CLASSES)]
-    got = _factorized.per_example_moment_sum(model, x, objectives, moment=moment)
+    got = engine.per_example_moment_sum(model, x, objectives, moment=moment)
     loops = [per_example_moment(model, x, o, moment=moment, method="loop") for o in objectives]
     ref = [tf.add_n(list(parts)) for parts in zip(*loops, strict=True)]
     assert relative_error(got, ref) <= TOL

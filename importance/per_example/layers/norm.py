@@ -10,7 +10,7 @@ them over its calls before the moment is taken.
 
 ``x_hat`` is the layer's own output with gamma = 1 and beta = 0 (``keras.StatelessScope``), so
 every option the layer has (axes, groups, epsilon, ``rms_scaling``) is honoured without
-re-implementing it.
+re-implementing it. The gradients are cast to float32, so any compute dtype is accepted.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from importance._moments import apply_moment
+from importance.per_example.layers.base import Call, plain_float32
+from importance.per_example.moments import apply_moment
 
 NORM_LAYERS = (
     keras.layers.BatchNormalization,
@@ -31,8 +32,11 @@ NORM_LAYERS = (
 
 
 def supported(layer: Any) -> bool:
-    """A standard normalisation layer whose trainable weights are gamma and/or beta only."""
+    """A standard normalisation layer (its class's own ``call``, any compute dtype) whose
+    trainable weights are gamma and/or beta only."""
     if not isinstance(layer, NORM_LAYERS) or type(layer).call not in [c.call for c in NORM_LAYERS]:
+        return False
+    if not plain_float32(layer, float32=False):
         return False
     params = [getattr(layer, "gamma", None), getattr(layer, "beta", None)]
     ids = {id(p) for p in params if p is not None}
@@ -55,17 +59,25 @@ def per_example_grads(layer: Any, a: tf.Tensor, g: tf.Tensor) -> list[tf.Tensor]
     if beta is not None:
         out[id(beta)] = tf.reduce_sum(g, axis=summed)
     if gamma is not None:
-        mapping = [(gamma, tf.ones_like(gamma.value))] + ([(beta, tf.zeros_like(beta.value))] if beta is not None else [])
+        mapping = [(gamma, tf.ones_like(gamma.value))]
+        if beta is not None:
+            mapping.append((beta, tf.zeros_like(beta.value)))
         kwargs = {"training": False} if getattr(layer, "_call_has_training_arg", False) else {}
         with keras.StatelessScope(state_mapping=mapping):
             x_hat = type(layer).call(layer, a, **kwargs)  # the class's call: also when intercepted
         out[id(gamma)] = tf.reduce_sum(tf.cast(x_hat, tf.float32) * g, axis=summed)
     batch = tf.shape(g)[0]
-    return [tf.reshape(out[id(w)], tf.concat([[batch], w.shape], 0)) for w in layer.trainable_weights]
+    return [
+        tf.reshape(out[id(w)], tf.concat([[batch], w.shape], 0)) for w in layer.trainable_weights
+    ]
 
 
-def moments(layer: Any, inputs: Sequence[tf.Tensor], grads: Sequence[tf.Tensor], moment: str) -> list[tf.Tensor]:
-    """``sum_i f(per-example gradient)`` of gamma and beta, summed over the layer's calls first."""
-    per_call = [per_example_grads(layer, a, g) for a, g in zip(inputs, grads, strict=True)]
+def moments(
+    layer: Any, calls: Sequence[Call], grads: Sequence[Sequence[tf.Tensor]], moment: str
+) -> list[tf.Tensor]:
+    """``sum_i f(per-example gradient)`` of gamma and beta, summed over the layer's calls first
+    (``calls[c].a`` the inputs, ``grads[c][0]`` the output gradients)."""
+    inputs, firsts = [c.a for c in calls], [g[0] for g in grads]
+    per_call = [per_example_grads(layer, a, g) for a, g in zip(inputs, firsts, strict=True)]
     totals = [tf.add_n(list(parts)) for parts in zip(*per_call, strict=True)]
     return [tf.reduce_sum(apply_moment(t, moment), axis=0) for t in totals]

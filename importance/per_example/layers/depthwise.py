@@ -13,40 +13,54 @@ the one backward pass gives ``d objective / d u`` too: the depthwise kernel's mo
 ``(a, g_u)`` as above, the pointwise kernel's from ``(u, g_z)`` as a Dense layer over positions
 (``sum_positions u_i^T g_i`` per example, chunked).
 
+Not under XLA (it refuses a batch-sized channel count when the batch size is not static): the
+rule's ``under_xla``. A layer called several times takes the per-layer vmap of ``z`` only
+(``g_u`` already holds the path through ``z``): the rule's ``shared_calls``.
+
 Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020;
 Chollet, "Xception: Deep learning with depthwise separable convolutions", CVPR 2017.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from importance._moments import apply_moment, chunked_sum, in_xla
+from importance.per_example.layers.base import Call, plain_float32
+from importance.per_example.moments import apply_moment, chunked_sum
 
 
 def supported(layer: Any) -> bool:
-    """A plain float32, channels_last, 2-D depthwise or separable convolution, not compiled by
-    XLA (which refuses a batch-sized channel count when the batch size is not static)."""
-    for cls in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D):
-        if type(layer) is cls:
-            return (layer.data_format == "channels_last" and layer.compute_dtype == "float32" and layer.trainable
-                    and not in_xla())
+    """A plain float32, channels_last, 2-D depthwise or separable convolution (of exactly these
+    classes)."""
+    return (
+        type(layer) in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+        and layer.data_format == "channels_last"
+        and plain_float32(layer)
+    )
 
 
 def _bias(layer: Any, z: tf.Tensor) -> tf.Tensor:
-    return z if layer.bias is None else keras.ops.add(z, keras.ops.reshape(layer.bias, (1, 1, 1, -1)))
+    if layer.bias is None:
+        return z
+    return keras.ops.add(z, keras.ops.reshape(layer.bias, (1, 1, 1, -1)))
 
 
 def forward(layer: Any, a: tf.Tensor, watch: Any = None) -> list[tf.Tensor]:
     """The tensors the engine watches: ``[z]`` (depthwise) or ``[u, z]`` (separable), ``z``
     before the activation; ``watch(u)`` is called before ``z`` is computed from ``u``."""
-    depthwise = layer.kernel if isinstance(layer, keras.layers.DepthwiseConv2D) else layer.depthwise_kernel
+    plain = isinstance(layer, keras.layers.DepthwiseConv2D)
+    depthwise = layer.kernel if plain else layer.depthwise_kernel
     u = keras.ops.depthwise_conv(
-        a, depthwise, strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate
+        a,
+        depthwise,
+        strides=layer.strides,
+        padding=layer.padding,
+        dilation_rate=layer.dilation_rate,
     )
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         return [_bias(layer, u)]
@@ -55,7 +69,9 @@ def forward(layer: Any, a: tf.Tensor, watch: Any = None) -> list[tf.Tensor]:
     return [u, _bias(layer, keras.ops.conv(u, layer.pointwise_kernel, strides=1, padding="valid"))]
 
 
-def _depthwise_kernel_moment(layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
+def _depthwise_kernel_moment(
+    layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor, moment: str
+) -> tf.Tensor:
     kh, kw, channels, multiplier = (int(d) for d in kernel.shape)
     height, width = int(a.shape[1]), int(a.shape[2])
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
@@ -64,7 +80,9 @@ def _depthwise_kernel_moment(layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor
         ac, gc = chunk
         n = tf.shape(ac)[0]
         image = tf.reshape(tf.transpose(ac, [1, 2, 0, 3]), [1, height, width, n * channels])
-        grads = tf.reshape(tf.transpose(gc, [1, 2, 0, 3]), [1, out_h, out_w, n * channels * multiplier])
+        grads = tf.reshape(
+            tf.transpose(gc, [1, 2, 0, 3]), [1, out_h, out_w, n * channels * multiplier]
+        )
         per_example = tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
             input=image,
             filter_sizes=tf.stack([kh, kw, n * channels, multiplier]),
@@ -73,32 +91,45 @@ def _depthwise_kernel_moment(layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor
             padding=layer.padding.upper(),
             dilations=[1, *layer.dilation_rate, 1],
         )
-        return tf.reduce_sum(apply_moment(tf.reshape(per_example, [kh, kw, n, channels, multiplier]), moment), axis=2)
+        per_example = tf.reshape(per_example, [kh, kw, n, channels, multiplier])
+        return tf.reduce_sum(apply_moment(per_example, moment), axis=2)
 
-    per_example = height * width * channels + out_h * out_w * channels * multiplier + 2 * int(np.prod(kernel.shape))
+    per_example = (
+        height * width * channels
+        + out_h * out_w * channels * multiplier
+        + 2 * int(np.prod(kernel.shape))
+    )
     return chunked_sum(block, [a, g], per_example, kernel.shape)
 
 
 def moments(
-    layer: Any, a: tf.Tensor, watched: list[tf.Tensor], grads: list[tf.Tensor], moment: str
+    layer: Any, calls: Sequence[Call], grads: Sequence[Sequence[tf.Tensor]], moment: str
 ) -> list[tf.Tensor]:
-    """Moments of ``layer.trainable_weights`` (in that order) from the input ``a``, the watched
-    tensors of :func:`forward` and their gradients."""
+    """Moments of ``layer.trainable_weights`` (in that order) from one call's input ``a``, the
+    watched tensors of :func:`forward` and their gradients (a shared layer takes the per-layer
+    vmap: ``shared_calls="vmap"``)."""
+    (call,), (watched_grads,) = calls, grads
+    a, watched = call.a, call.z
     out = {}
     if isinstance(layer, keras.layers.DepthwiseConv2D):
-        (g,) = grads
+        (g,) = watched_grads
         out[id(layer.kernel)] = _depthwise_kernel_moment(layer, layer.kernel, a, g, moment)
     else:
-        g_u, g = grads
-        out[id(layer.depthwise_kernel)] = _depthwise_kernel_moment(layer, layer.depthwise_kernel, a, g_u, moment)
+        g_u, g = watched_grads
+        out[id(layer.depthwise_kernel)] = _depthwise_kernel_moment(
+            layer, layer.depthwise_kernel, a, g_u, moment
+        )
         positions = int(np.prod(g.shape[1:-1]))
         u, gz = (tf.reshape(t, [tf.shape(t)[0], positions, t.shape[-1]]) for t in (watched[0], g))
         shape = layer.pointwise_kernel.shape
         pointwise = chunked_sum(
-            lambda chunk: tf.reduce_sum(apply_moment(tf.matmul(chunk[0], chunk[1], transpose_a=True), moment), 0),
+            lambda chunk: tf.reduce_sum(
+                apply_moment(tf.matmul(chunk[0], chunk[1], transpose_a=True), moment), 0
+            ),
             [u, gz], positions * (int(u.shape[2]) + int(gz.shape[2])), shape[2:],
         )
         out[id(layer.pointwise_kernel)] = tf.reshape(pointwise, shape)
     if layer.bias is not None:
-        out[id(layer.bias)] = tf.reduce_sum(apply_moment(tf.reduce_sum(g, axis=[1, 2]), moment), axis=0)
+        bias_g = tf.reduce_sum(g, axis=[1, 2])
+        out[id(layer.bias)] = tf.reduce_sum(apply_moment(bias_g, moment), axis=0)
     return [out[id(w)] for w in layer.trainable_weights]

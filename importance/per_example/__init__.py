@@ -9,8 +9,8 @@ Methods:
     ``loop``: one backward pass per example. Slow; the reference the others are checked against.
     ``vmap``: ``tf.vectorized_map`` over examples of the per-example gradient.
     ``factorized``: one backward pass per batch, moments from layer inputs and output gradients
-        (see :mod:`importance._factorized`); layers without a closed form are vectorised over
-        examples on their own (their weights only).
+        (see :mod:`importance.per_example.engine`); layers without a closed form are
+        vectorised over examples on their own (their weights only).
     ``auto``: ``factorized``, except for models whose layers without a closed form carry the
         cost (only they and small Dense layers hold weights, e.g. an LSTM with a Dense head):
         there the per-layer vectorisation would re-run their forward pass, and ``vmap`` is
@@ -19,6 +19,11 @@ Methods:
 ``vmap`` refuses models with attention layers: vectorising Keras ``MultiHeadAttention`` over
 examples kills the process inside TensorFlow on oneDNN CPU builds (TF 2.21), so it raises a
 ``ValueError`` up front; ``auto`` and ``factorized`` handle attention without vectorising it.
+
+Where the code is (``docs/per_example.md``): this module is the public face; ``moments`` (the
+kinds, the chunked sum), ``engine`` (the one-backward-pass engine), ``paths`` (which path each
+layer takes), ``reference`` (``loop`` and ``vmap``) and ``layers`` (one module per layer family
+and the ``RULES`` table) are the internal surface the tests use.
 """
 
 from __future__ import annotations
@@ -27,15 +32,18 @@ from typing import Any
 
 import tensorflow as tf
 
-from importance import _factorized, _layer_paths, _scoped_vmap
-from importance._moments import MOMENTS, Objective, apply_moment, check_moment
 from importance.checks import check_choice
+from importance.per_example import engine, reference
+from importance.per_example.moments import MOMENTS, Objective, check_moment
+from importance.per_example.paths import layer_paths, whole_model_vmap_is_cheaper
 
 __all__ = [
     "METHODS",
     "MOMENTS",
     "Objective",
     "check_method",
+    "check_moment",
+    "layer_paths",
     "per_example_moment",
     "per_example_moment_sum",
     "resolve_method",
@@ -55,7 +63,8 @@ def check_method(method: Any) -> str:
 
 def resolve_method(model: Any, method: str = "auto") -> str:
     """The method that runs for ``method`` on ``model``: ``auto`` becomes ``factorized`` or
-    ``vmap`` (see :func:`importance._layer_paths.whole_model_vmap_is_cheaper`); others are kept.
+    ``vmap`` (see :func:`importance.per_example.paths.whole_model_vmap_is_cheaper`); others are
+    kept.
 
     Raises:
         ValueError: Unknown method.
@@ -63,7 +72,7 @@ def resolve_method(model: Any, method: str = "auto") -> str:
     check_method(method)
     if method != "auto":
         return method
-    return "vmap" if _layer_paths.whole_model_vmap_is_cheaper(model) else "factorized"
+    return "vmap" if whole_model_vmap_is_cheaper(model) else "factorized"
 
 
 def per_example_moment(
@@ -97,17 +106,10 @@ def per_example_moment(
     check_moment(moment)
     method = resolve_method(model, method)
     if method == "factorized":
-        return _factorized.per_example_moment(model, x, objective, moment=moment, targets=targets)
+        return engine.per_example_moment(model, x, objective, moment=moment, targets=targets)
     if method == "loop":
-        return _loop(model, x, objective, moment, targets)
-    attention = _scoped_vmap.attention_layers(model)
-    if attention:
-        raise ValueError(
-            f"method='vmap' cannot vectorise attention layers (tf.vectorized_map over "
-            f"{type(attention[0]).__name__} {attention[0].name!r} crashes TensorFlow's oneDNN CPU "
-            "kernels). Received: method='vmap'. Use method='auto' (or 'factorized', or 'loop')."
-        )
-    return _vmap(model, x, objective, moment, targets)
+        return reference.loop(model, x, objective, moment, targets)
+    return reference.vmap(model, x, objective, moment, targets)
 
 
 def per_example_moment_sum(
@@ -136,7 +138,7 @@ def per_example_moment_sum(
     check_moment(moment)
     method = resolve_method(model, method)
     if method == "factorized":
-        return _factorized.per_example_moment_sum(model, x, objectives, moment=moment)
+        return engine.per_example_moment_sum(model, x, objectives, moment=moment)
     total: list[tf.Tensor] | None = None
     for objective in objectives:
         with tf.control_dependencies(total or []):
@@ -144,44 +146,3 @@ def per_example_moment_sum(
             sums = per_example_moment(model, chained, objective, moment=moment, method=method)
         total = sums if total is None else [t + s for t, s in zip(total, sums, strict=True)]
     return total
-
-
-def _call(objective: Any, outputs: tf.Tensor, targets: Any) -> tf.Tensor:
-    return objective(outputs) if targets is None else objective(outputs, targets)
-
-
-def _loop(model: Any, x: Any, objective: Objective, moment: str, targets: Any = None) -> list[tf.Tensor]:
-    """Reference: a Python loop with one gradient per example."""
-    weights = model.trainable_weights
-    totals = [tf.zeros(w.shape, tf.float32) for w in weights]
-    x = tf.convert_to_tensor(x)
-    if targets is not None:
-        targets = tf.nest.map_structure(tf.convert_to_tensor, targets)
-    for i in range(int(x.shape[0])):
-        rows = None if targets is None else tf.nest.map_structure(lambda t, i=i: t[i : i + 1], targets)
-        with tf.GradientTape() as tape:
-            value = _call(objective, model(x[i : i + 1], training=False), rows)[0]
-        grads = tape.gradient(value, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        totals = [t + apply_moment(g, moment) for t, g in zip(totals, grads, strict=True)]
-    return totals
-
-
-def _vmap(model: Any, x: Any, objective: Objective, moment: str, targets: Any = None) -> list[tf.Tensor]:
-    """``tf.vectorized_map`` of the per-example gradient, then the moment summed over examples."""
-    weights = model.trainable_weights
-
-    def one(elems: Any) -> list[tf.Tensor]:
-        example, target = elems
-        rows = None if targets is None else tf.nest.map_structure(lambda t: t[None], target)
-        with tf.GradientTape() as tape:
-            value = _call(objective, model(example[None], training=False), rows)[0]
-        grads = tape.gradient(value, weights, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return [apply_moment(g, moment) for g in grads]
-
-    x = tf.convert_to_tensor(x)
-    if targets is None:
-        elems = (x, tf.zeros([tf.shape(x)[0]], tf.int32))
-    else:
-        elems = (x, tf.nest.map_structure(tf.convert_to_tensor, targets))
-    per_example = tf.vectorized_map(one, elems)
-    return [tf.reduce_sum(g, axis=0) for g in per_example]

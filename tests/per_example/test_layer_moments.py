@@ -10,8 +10,8 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from importance import _factorized, _layer_paths, _moments, _scoped_vmap
-from importance.per_example import per_example_moment
+from importance.per_example import engine, moments, paths, per_example_moment
+from importance.per_example.layers import scoped_vmap
 from importance.testing import relative_error
 
 TOL = 1e-5
@@ -27,7 +27,7 @@ def _check(model, x, monkeypatch, *, moment="square", vmapped=0, method="auto"):
     """Engine vs loop; the whole-batch jacobian must not run, and exactly ``vmapped`` layers
     may take the per-layer vectorised path (no closed form)."""
     scoped = []
-    original = _scoped_vmap.moments
+    original = scoped_vmap.moments
 
     def counting(*args, **kwargs):
         scoped.append(1)
@@ -36,8 +36,8 @@ def _check(model, x, monkeypatch, *, moment="square", vmapped=0, method="auto"):
     def refuse(*args, **kwargs):
         raise AssertionError("the whole-batch jacobian ran")
 
-    monkeypatch.setattr(_factorized, "_jacobian_moments", refuse)
-    monkeypatch.setattr(_scoped_vmap, "moments", counting)
+    monkeypatch.setattr(engine, "jacobian_moments", refuse)
+    monkeypatch.setattr(scoped_vmap, "moments", counting)
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
     got = per_example_moment(model, x, _log_likelihood, moment=moment, method=method, targets=y)
     monkeypatch.undo()
@@ -93,7 +93,7 @@ def test_norm_layers_random_shapes(length, width, kind):
                                          keras.layers.Dense(CLASSES)]), seed=length)
     x = tf.random.normal([BATCH, length, width], seed=2)
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
-    got = _factorized.per_example_moment(model, x, _log_likelihood, targets=y)
+    got = engine.per_example_moment(model, x, _log_likelihood, targets=y)
     ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
     assert relative_error(got, ref) <= TOL
 
@@ -115,7 +115,7 @@ def test_embedding_random_shapes(vocabulary, length, dim):
     model = _randomise(keras.Sequential([keras.Input((length,), dtype="int32"), keras.layers.Embedding(vocabulary, dim),
                                          keras.layers.Flatten(), keras.layers.Dense(CLASSES)]))
     x = tf.constant(np.random.default_rng(length).integers(0, vocabulary, size=(BATCH, length)), tf.int32)
-    got = _factorized.per_example_moment(model, x, lambda o: tf.reduce_sum(o**2, -1), moment="abs")
+    got = engine.per_example_moment(model, x, lambda o: tf.reduce_sum(o**2, -1), moment="abs")
     ref = per_example_moment(model, x, lambda o: tf.reduce_sum(o**2, -1), moment="abs", method="loop")
     assert relative_error(got, ref) <= TOL
 
@@ -200,7 +200,7 @@ def test_depthwise_and_separable_random_shapes(size, kernel, stride, multiplier,
     x = tf.random.normal([BATCH, size, size, 2], seed=6)
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
     for moment in ("square", "abs"):
-        got = _factorized.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
+        got = engine.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
         ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
         assert relative_error(got, ref) <= TOL
 
@@ -219,7 +219,7 @@ def test_conv3d_random_shapes(size, kernel, stride, channels, padding):
                                          keras.layers.Dense(CLASSES)]), seed=size)
     x = tf.random.normal([BATCH, size, 4, 3, channels], seed=7)
     y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
-    got = _factorized.per_example_moment(model, x, _log_likelihood, targets=y)
+    got = engine.per_example_moment(model, x, _log_likelihood, targets=y)
     ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
     assert relative_error(got, ref) <= TOL
 
@@ -234,19 +234,19 @@ def test_task_resnet_bn_takes_closed_forms_only(monkeypatch):
 
 def test_chunks_stay_under_the_budget_and_the_held_fraction(monkeypatch):
     """chunked_sum's rule on a planted batch: chunk sizes and the sum."""
-    monkeypatch.setattr(_moments, "MIN_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(moments, "MIN_CHUNK_ELEMENTS", 1)
     x = tf.reshape(tf.range(40, dtype=tf.float32), [10, 4])
     # 8 temporary elements per example; half the held elements of 10 examples: 5 * held
     for budget, held, expected in [(1 << 22, None, [10]), (24, None, [3, 3, 3, 1]), (1 << 22, 8, [5, 5]),
                                    (1 << 22, 4, [2] * 5), (24, 8, [3, 3, 3, 1])]:
-        monkeypatch.setattr(_moments, "CHUNK_ELEMENTS", budget)
+        monkeypatch.setattr(moments, "CHUNK_ELEMENTS", budget)
         sizes = []
 
         def block(chunk, sizes=sizes):
             sizes.append(int(chunk[0].shape[0]))
             return tf.reduce_sum(chunk[0], axis=0)
 
-        total = _moments.chunked_sum(block, [x], 8, [4], held=held)  # eager: one call per chunk
+        total = moments.chunked_sum(block, [x], 8, [4], held=held)  # eager: one call per chunk
         assert sizes == expected
         np.testing.assert_array_equal(total.numpy(), tf.reduce_sum(x, axis=0).numpy())
 
@@ -285,11 +285,11 @@ def test_chunked_closed_forms_inside_tf_function_with_unknown_batch(name, jit, m
     model = _randomise(model, seed=3)
     y = tf.constant(np.arange(7) % CLASSES, tf.int32)
     ref = per_example_moment(model, x, _log_likelihood, method="loop", targets=y)
-    monkeypatch.setattr(_moments, "CHUNK_ELEMENTS", 64)
-    monkeypatch.setattr(_moments, "MIN_CHUNK_ELEMENTS", 1)
-    monkeypatch.setattr(_factorized, "_jacobian_moments", lambda *a, **k: pytest.fail("the jacobian ran"))
+    monkeypatch.setattr(moments, "CHUNK_ELEMENTS", 64)
+    monkeypatch.setattr(moments, "MIN_CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(engine, "jacobian_moments", lambda *a, **k: pytest.fail("the jacobian ran"))
     fn = tf.function(
-        lambda x, y: _factorized.per_example_moment(model, x, _log_likelihood, targets=y),
+        lambda x, y: engine.per_example_moment(model, x, _log_likelihood, targets=y),
         input_signature=[tf.TensorSpec([None, *model.input_shape[1:]], x.dtype), tf.TensorSpec([None], tf.int32)],
         autograph=False,
         jit_compile=jit,
@@ -356,7 +356,18 @@ def test_layer_paths_agree_with_the_forward_pass():
     model = keras.Model(tokens, keras.layers.Dense(CLASSES)(inner(h)))
     captures = []
     with tf.GradientTape() as tape:
-        _factorized._Walker(tape, captures).call(model, tf.zeros([2, 6], tf.int32))
+        engine.Walker(tape, captures).call(model, tf.zeros([2, 6], tf.int32))
     walked = {(c.layer.name, c.kind) for c in captures}
-    assert {(layer.name, kind) for layer, kind in _layer_paths.layer_paths(model)} == walked
+    assert {(layer.name, kind) for layer, kind in paths.layer_paths(model)} == walked
     assert {kind for _, kind in walked} == {"embedding", "einsum", "norm", "dense", "vmap"}
+
+
+def test_frozen_einsum_dense_runs_as_a_weightless_layer(monkeypatch):
+    """The shared guard (layers.plain_float32) asks every closed form for a trainable layer: a
+    frozen EinsumDense runs as it is instead of being captured with no weights to match."""
+    inputs = keras.Input((4, 6))
+    frozen = keras.layers.EinsumDense("abc,cd->abd", output_shape=(4, 5), bias_axes="d")
+    frozen.trainable = False
+    model = _randomise(keras.Model(inputs, _head(frozen(inputs))))
+    assert [kind for _, kind in paths.layer_paths(model)] == ["dense"]
+    _check(model, tf.random.normal([BATCH, 4, 6], seed=9), monkeypatch)

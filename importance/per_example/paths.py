@@ -1,14 +1,15 @@
 """Which path the per-example engine takes for each layer, read from the model's structure.
 
-A layer with trainable weights takes a closed form (``dense``, ``conv``, ``einsum``, ``norm``,
-``embedding``, ``depthwise``: see :mod:`importance._factorized` and the modules it names), is
-walked (Sequential and functional models, nested ones too), is intercepted (a layer whose weights
-all belong to sub-layers with closed forms, e.g. MultiHeadAttention), or is vectorised over
-examples on its own (``vmap``); attention inside a layer the engine can neither walk nor
-intercept takes the whole-batch Jacobian (``jacobian``). The engine's forward pass
-(``_factorized._Walker``) decides with these functions; :func:`layer_paths` reads the same
-decisions without running the model, and :func:`whole_model_vmap_is_cheaper` is what
-``method="auto"`` decides on.
+A layer with trainable weights takes a closed form (a row of
+:data:`importance.per_example.layers.RULES`: ``einsum``, ``norm``, ``embedding``, ``depthwise``,
+``dense``, ``conv``), is walked (Sequential and functional models, nested ones too), is
+intercepted (a layer whose weights all belong to sub-layers with closed forms, e.g.
+MultiHeadAttention), or is vectorised over examples on its own (``vmap``,
+:data:`~importance.per_example.layers.FALLBACK`); attention inside a layer the engine can neither
+walk nor intercept takes the whole-batch Jacobian (``jacobian``). The engine's forward pass
+(:class:`importance.per_example.engine.Walker`) decides with these functions; :func:`layer_paths`
+reads the same decisions without running the model, and :func:`whole_model_vmap_is_cheaper` is
+what ``method="auto"`` decides on.
 """
 
 from __future__ import annotations
@@ -18,40 +19,15 @@ from typing import Any
 import keras
 import numpy as np
 
-from importance import (
-    _depthwise_moments,
-    _embedding_moments,
-    _norm_moments,
-    _scoped_vmap,
-    _sequence_moments,
-)
-from importance._conv_moments import conv3d_usable
+from importance.per_example.layers import FALLBACK, RULES
 
 
 def closed_form(layer: Any) -> str | None:
-    """The closed form a layer's weights take, or None."""
-    if _sequence_moments.supported(layer):
-        return "einsum"
-    if _norm_moments.supported(layer):
-        return "norm"
-    if _embedding_moments.supported(layer):
-        return "embedding"
-    if _depthwise_moments.supported(layer):
-        return "depthwise"
-    if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
-        return None
-    if getattr(layer, "compute_dtype", None) != "float32" or not getattr(layer, "trainable", False):
-        return None
-    if isinstance(layer, keras.layers.Dense):
-        return "dense" if type(layer).call is keras.layers.Dense.call else None
-    for cls in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D):
-        if isinstance(layer, cls) and (
-            type(layer).call is cls.call
-            and type(layer).convolution_op is cls.convolution_op
-            and layer.groups == 1
-            and (cls is not keras.layers.Conv3D or (layer.data_format == "channels_last" and conv3d_usable(layer)))
-        ):
-            return "conv"
+    """The kind of the first rule of :data:`~importance.per_example.layers.RULES` that applies
+    to ``layer`` (XLA permitting), or None."""
+    for rule in RULES:
+        if rule.applies(layer):
+            return rule.kind
     return None
 
 
@@ -93,12 +69,12 @@ def decide(layer: Any, *, single_input: bool = True) -> tuple[str, list[Any]]:
         return closed, []
     if walkable(layer):
         return "walk", []
-    if not getattr(layer, "trainable_weights", None):
+    if not FALLBACK.supported(layer):
         return "none", []
     subs = interceptable(layer)
     if subs:
         return "intercept", subs
-    return ("jacobian" if _scoped_vmap.attention_layers(layer) else "vmap"), []
+    return ("jacobian" if FALLBACK.unvectorisable(layer) else FALLBACK.kind), []
 
 
 def layer_paths(model: Any) -> list[tuple[Any, str]]:
@@ -106,8 +82,9 @@ def layer_paths(model: Any) -> list[tuple[Any, str]]:
     structure (as the forward pass will meet them; a shared layer once).
 
     Returns:
-        ``(layer, kind)`` pairs: a closed form (``dense``, ``conv``, ``einsum``, ``norm``,
-        ``embedding``, ``depthwise``), ``vmap`` (vectorised over examples on its own) or
+        ``(layer, kind)`` pairs: a closed form (the ``kind`` of a row of
+        :data:`~importance.per_example.layers.RULES`: ``einsum``, ``norm``, ``embedding``,
+        ``depthwise``, ``dense``, ``conv``), ``vmap`` (vectorised over examples on its own) or
         ``jacobian`` (attention inside a layer the engine can neither walk nor intercept).
     """
     found: dict[int, tuple[Any, str]] = {}
@@ -136,7 +113,8 @@ def whole_model_vmap_is_cheaper(model: Any) -> bool:
     (e.g. an LSTM with a Dense head, or a subclassed model the engine cannot walk).
     """
     paths = layer_paths(model)
-    if not any(path == "vmap" for _, path in paths) or any(path not in ("vmap", "dense") for _, path in paths):
+    kinds = [path for _, path in paths]
+    if "vmap" not in kinds or any(path not in ("vmap", "dense") for path in kinds):
         return False
     sizes = {"vmap": 0, "dense": 0}
     for layer, path in paths:

@@ -5,9 +5,13 @@ positions ``t`` where example ``i`` holds token ``v`` (it is zero for tokens the
 hold). Each (example, token) pair that occurs gets one segment: the output gradients are summed
 per segment (``unsorted_segment_sum``), the moment is taken per segment, and the segments are
 summed into their token's row, a chunk of the batch at a time. Memory is (tokens in a chunk x
-dim), under half of the output gradients' (see ``_moments.chunked_sum``), never batch x
+dim), under half of the output gradients' (see ``moments.chunked_sum``), never batch x
 vocabulary x dim. A layer called several times (shared) puts all its calls' positions in the
 same segments, so the gradient is summed over calls before the moment is taken.
+
+Not under XLA (the rule's ``under_xla``): XLA pads the sizes of a batch's chunks, which the pair
+segments must not see (it gave wrong sums there in TF 2.21), so the layer takes the per-layer
+vmap. The gradients are cast to float32, so any compute dtype is accepted.
 """
 
 from __future__ import annotations
@@ -18,25 +22,27 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from importance._moments import apply_moment, chunked_sum, in_xla
+from importance.per_example.layers.base import Call, plain_float32
+from importance.per_example.moments import apply_moment, chunked_sum
 
 
 def supported(layer: Any) -> bool:
-    """A plain float32 ``keras.layers.Embedding`` (no LoRA, no quantisation), not compiled by XLA
-    (whose chunks of a batch have padded sizes, which the pair segments must not see: XLA gave
-    wrong sums there in TF 2.21, so the layer takes the per-layer vmap)."""
+    """A plain ``keras.layers.Embedding`` (its own ``call``, no LoRA, no quantisation, any compute
+    dtype) whose one trainable weight is the table."""
     return (
         isinstance(layer, keras.layers.Embedding)
         and type(layer).call is keras.layers.Embedding.call
-        and not getattr(layer, "lora_enabled", False)
-        and not getattr(layer, "quantization_mode", None)
+        and plain_float32(layer, float32=False)
         and [id(w) for w in layer.trainable_weights] == [id(layer.embeddings)]
-        and not in_xla()
     )
 
 
-def moments(layer: Any, inputs: Sequence[tf.Tensor], grads: Sequence[tf.Tensor], moment: str) -> list[tf.Tensor]:
-    """``sum_i f(d objective_i / d embeddings)`` from the ids ``inputs`` and output gradients."""
+def moments(
+    layer: Any, calls: Sequence[Call], grads: Sequence[Sequence[tf.Tensor]], moment: str
+) -> list[tf.Tensor]:
+    """``sum_i f(d objective_i / d embeddings)`` from the ids (``calls[c].a``) and output
+    gradients (``grads[c][0]``)."""
+    inputs, grads = [c.a for c in calls], [g[0] for g in grads]
     vocabulary, dim = int(layer.input_dim), int(layer.output_dim)
     calls = len(inputs)
     ids = [tf.reshape(tf.cast(t, tf.int64), [tf.shape(t)[0], -1]) for t in inputs]
@@ -47,7 +53,8 @@ def moments(layer: Any, inputs: Sequence[tf.Tensor], grads: Sequence[tf.Tensor],
         rows = tf.concat([tf.reshape(g, [-1, dim]) for g in chunk[calls:]], 0)
         unique, segment = tf.unique(keys)
         per_pair = tf.math.unsorted_segment_sum(rows, segment, tf.size(unique))
-        return tf.math.unsorted_segment_sum(apply_moment(per_pair, moment), unique % vocabulary, vocabulary)
+        pair_moments = apply_moment(per_pair, moment)
+        return tf.math.unsorted_segment_sum(pair_moments, unique % vocabulary, vocabulary)
 
     lengths = [t.shape[1:].num_elements() for t in inputs]
     positions = sum(lengths) if None not in lengths else tf.add_n([tf.shape(t)[1] for t in ids])

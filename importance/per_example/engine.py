@@ -1,0 +1,247 @@
+"""Per-example gradient moments in one backward pass (the BackPACK idea, in TensorFlow).
+
+The engine runs the model's forward pass itself, layer by layer (:class:`Walker`: Sequential and
+functional models, nested ones too), and captures every call of a layer with trainable weights
+(:class:`~importance.per_example.layers.Call`): the tensors its family's rule watches (the
+pre-activation, or the layer's outputs). One backward pass of ``sum_i objective_i`` then gives
+every call's output gradients ``g`` at once (example ``i`` only affects ``objective_i``), and each
+family's rule (:data:`importance.per_example.layers.RULES`) turns a layer's calls and gradients
+into the moments of its weights: closed forms for Dense, Conv1D/2D/3D, normalisation, Embedding,
+EinsumDense (so MultiHeadAttention's projections) and depthwise/separable convolutions, each
+float32 without LoRA or quantisation; a layer called several times sums its per-example
+gradients over the calls before the moment. Every other layer with trainable weights
+(recurrent, custom, subclassed models) is vectorised over examples on its own
+(:data:`~importance.per_example.layers.FALLBACK`); the whole-batch Jacobian
+(:func:`jacobian_moments`) is left only for attention inside a layer that is neither walkable
+nor covered by closed forms.
+
+Internal surface: tests replace :func:`jacobian_moments` with ``monkeypatch`` to check it does
+not run (it is looked up at each call), and read :class:`Walker`'s captured calls.
+
+Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from importance.per_example.layers import Call, LayerRule, rule, scoped_vmap
+from importance.per_example.moments import Objective, apply_moment, check_moment
+from importance.per_example.paths import decide
+
+
+def per_example_moment(
+    model: Any, x: Any, objective: Objective, *, moment: str = "square", targets: Any = None
+) -> list[tf.Tensor]:
+    """Sum over the batch of per-example gradient moments, from one backward pass.
+
+    Args:
+        model: A built Keras model.
+        x: One batch of inputs (a tensor or the nested structure the model takes).
+        objective: Maps the model's outputs on the whole batch, shape ``(B, ...)``, to one scalar
+            per example, shape ``(B,)``; example ``i``'s value must depend only on example ``i``.
+        moment: ``"square"`` for ``sum_i g_i**2`` or ``"abs"`` for ``sum_i |g_i|``.
+        targets: Optional per-example values aligned with ``x`` (e.g. labels); when given the
+            objective is called as ``objective(outputs, targets)`` on the whole batch.
+
+    Returns:
+        One float32 tensor per ``model.trainable_weights`` entry.
+
+    Raises:
+        ValueError: Unknown moment.
+    """
+    if targets is not None:
+        objective = _bind(objective, targets)
+    return per_example_moment_sum(model, x, [objective], moment=moment)
+
+
+def per_example_moment_sum(
+    model: Any, x: Any, objectives: list[Objective], *, moment: str = "square"
+) -> list[tf.Tensor]:
+    """Sum over several objectives of :func:`per_example_moment`, sharing one forward pass.
+
+    The objectives' backward passes and moments run one after another (each waits for the
+    previous one's sums), so the peak memory is that of one objective. Used by the exact Fisher
+    (one objective per class).
+
+    Args:
+        model: A built Keras model.
+        x: One batch of inputs.
+        objectives: Functions of the model's outputs, each as ``objective`` of
+            :func:`per_example_moment`.
+        moment: ``"square"`` or ``"abs"``.
+
+    Returns:
+        One float32 tensor per ``model.trainable_weights`` entry.
+    """
+    check_moment(moment)
+    weights = list(model.trainable_weights)
+    index = {id(w): k for k, w in enumerate(weights)}
+    captures: list[Call] = []
+    with tf.GradientTape(watch_accessed_variables=False, persistent=len(objectives) > 1) as tape:
+        outputs = Walker(tape, captures).call(model, x)
+        totals = [tf.reduce_sum(objective(outputs)) for objective in objectives] if captures else []
+    groups: dict[int, list[Call]] = {}
+    for capture in captures:
+        if all(id(v) in index for v in capture.variables()):
+            groups.setdefault(id(capture.layer), []).append(capture)
+    usable = list(groups.values())
+    results: list[tf.Tensor | None] = [None] * len(weights)
+    # Moments linear in f(g) (2-D Dense: the rule's linear_in_fg): sum the objectives' f(g)
+    # (batch x units, small) and multiply once. Other moments are formed per objective and summed.
+    summed_fg: dict[int, tf.Tensor] = {}
+    for total in totals if usable else []:
+        done = [r for r in results if r is not None] + list(summed_fg.values())
+        with tf.control_dependencies(done):
+            flat = tape.gradient(
+                total, [z for group in usable for c in group for z in c.z],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            for u, group in enumerate(usable):
+                grads = []
+                for c in group:
+                    grads.append(flat[: len(c.z)])
+                    flat = flat[len(c.z) :]
+                if len(group) == 1 and group[0].rule.linear_in_fg(group[0]):
+                    fg = apply_moment(grads[0][0], moment)
+                    summed_fg[u] = fg if u not in summed_fg else summed_fg[u] + fg
+                    continue
+                values = group_moments(group, grads, moment)
+                for variable, value in zip(group[0].variables(), values, strict=True):
+                    k = index[id(variable)]
+                    results[k] = value if results[k] is None else results[k] + value
+    for u, fg in summed_fg.items():
+        call = usable[u][0]
+        values = call.rule.moments_of_fg(call, fg, moment)
+        for variable, value in zip(call.variables(), values, strict=True):
+            results[index[id(variable)]] = value
+    del tape
+    missing = [k for k, r in enumerate(results) if r is None]
+    for objective in objectives if missing else []:
+        fallback = jacobian_moments(model, x, objective, [weights[k] for k in missing], moment)
+        for k, value in zip(missing, fallback, strict=True):
+            results[k] = value if results[k] is None else results[k] + value
+    return results
+
+
+def _bind(objective: Callable[..., tf.Tensor], targets: Any) -> Objective:
+    return lambda outputs: objective(outputs, targets)
+
+
+def jacobian_moments(
+    model: Any, x: Any, objective: Objective, variables: list[Any], moment: str
+) -> list[tf.Tensor]:
+    """The last resort, for weights no call's rule covered (attention inside a layer the engine
+    can neither walk nor intercept): per-example gradients as the whole batch's Jacobian of the
+    ``(B,)`` objective (pfor), then the moment summed over examples."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch([v.value for v in variables])
+        values = objective(model(x, training=False))
+    jac = tape.jacobian(
+        values,
+        [v.value for v in variables],
+        unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        experimental_use_pfor=True,
+    )
+    return [tf.reduce_sum(apply_moment(j, moment), axis=0) for j in jac]
+
+
+def group_moments(group: list[Call], grads: list[list[tf.Tensor]], moment: str) -> list[tf.Tensor]:
+    """Moments of one layer's weights from all its calls, by the layer's rule: a rule with
+    ``shared_calls="vmap"`` sends a layer called several times to the per-layer vmap of its
+    output; otherwise the rule's ``moments`` sums the calls' per-example gradients itself."""
+    head = group[0]
+    if len(group) > 1 and head.rule.shared_calls == "vmap":
+        return scoped_vmap.output_moments(group, grads, moment)
+    return head.rule.moments(head.layer, group, grads, moment)
+
+
+class Walker:
+    """Runs a model's forward pass layer by layer, appending every call of a layer with
+    trainable weights to ``captures`` (a :class:`~importance.per_example.layers.Call` each)."""
+
+    def __init__(self, tape: tf.GradientTape, captures: list[Call]) -> None:
+        self.tape, self.captures = tape, captures
+
+    def call(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
+        """Runs one call of ``layer`` as :func:`~importance.per_example.paths.decide` says."""
+        path, subs = decide(layer, single_input=len(args) == 1)
+        family = rule(path)  # None for the structural paths
+        if family is not None and family.forward is not None:
+            return self._capture(layer, args[0], family)
+        if path == "walk":
+            return self._walk(layer, args[0] if len(args) == 1 else list(args))
+        kwargs.pop("training", None)
+        if getattr(layer, "_call_has_training_arg", False):
+            kwargs["training"] = False
+        if path == "intercept":
+            return self._intercept(layer, subs, args, kwargs)
+        if family is None:  # none, or jacobian (vmap would crash on attention)
+            return layer(*args, **kwargs)
+        return self._capture_outputs(layer, family, args, kwargs)  # e.g. norm, embedding, vmap
+
+    def _capture(self, layer: Any, a: Any, family: LayerRule) -> tf.Tensor:
+        """A call whose watched tensors the rule's ``forward`` computes from its one input."""
+        a = tf.convert_to_tensor(a)
+        z = family.forward(layer, a, watch=self.tape.watch)
+        self.tape.watch(z)
+        replay = lambda ts: family.forward(layer, ts[0])  # noqa: E731
+        self.captures.append(Call(layer, family, a, z, inputs=[a], forward=replay))
+        return layer.activation(z[-1]) if layer.activation is not None else z[-1]
+
+    def _capture_outputs(self, layer: Any, family: LayerRule, args: Any, kwargs: Any) -> Any:
+        """A call the layer runs itself; its floating outputs are watched."""
+        structure = (args, kwargs)
+        leaves = tf.nest.flatten(structure)
+        where = [
+            k for k, leaf in enumerate(leaves) if tf.is_tensor(leaf) or isinstance(leaf, np.ndarray)
+        ]
+        inputs = [tf.convert_to_tensor(leaves[k]) for k in where]
+
+        def forward(tensors: list[tf.Tensor]) -> list[tf.Tensor]:
+            new = list(leaves)
+            for k, t in zip(where, tensors, strict=True):
+                new[k] = t
+            call_args, call_kwargs = tf.nest.pack_sequence_as(structure, new)
+            outputs = run(*call_args, **call_kwargs)
+            return [t for t in tf.nest.flatten(outputs) if t.dtype.is_floating]
+
+        # Inside ``_intercept`` the layer's own ``call`` is routed here: run the class's.
+        run = (lambda *a, **k: type(layer).call(layer, *a, **k)) if "call" in vars(layer) else layer
+        outputs = run(*args, **kwargs)
+        z = [t for t in tf.nest.flatten(outputs) if t.dtype.is_floating]
+        self.tape.watch(z)
+        a = inputs[0] if inputs else None
+        self.captures.append(Call(layer, family, a, z, inputs=inputs, forward=forward))
+        return outputs
+
+    def _intercept(self, layer: Any, subs: list[Any], args: Any, kwargs: Any) -> Any:
+        """Runs ``layer`` with its sub-layers' calls routed through the walker (restored after)."""
+        patched = []
+        try:
+            for sub in subs:
+                routed = lambda inputs, *rest, _sub=sub, **kw: self.call(_sub, inputs)  # noqa: E731
+                object.__setattr__(sub, "call", routed)
+                patched.append(sub)
+            return layer(*args, **kwargs)
+        finally:
+            for sub in patched:
+                sub.__dict__.pop("call", None)
+
+    def _walk(self, model: Any, x: Any) -> Any:
+        if isinstance(model, keras.Sequential):
+            if model._functional is not None:
+                return self._walk(model._functional, x)
+            for layer in model.layers:
+                x = self.call(layer, x)
+            return x
+        inputs = model._standardize_inputs(x)
+        outputs = model._run_through_graph(
+            inputs, operation_fn=lambda op: lambda *a, **k: self.call(op, *a, **k)
+        )
+        return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
