@@ -9,6 +9,7 @@ import pytest
 import importance as imp
 import reports
 from importance.continual import Consolidator
+from tasks.continual import learner as learner_module
 from tasks.continual.lambda_search import LambdaSearch, log_grid, search_lambda
 from tasks.continual.learner import SequentialLearner, prepare_sequence
 from tasks.registry import Task, TrainingSettings
@@ -116,16 +117,16 @@ def test_an_interrupted_task_leaves_the_state_it_started_from(monkeypatch):
     learner = _learner()
     learner.train_task(0)
     before = learner.state()
-    calls = {"n": 0}
-    evaluate_all = learner._evaluate_all
+    real_train = learner_module.train
 
-    def interrupted(**kwargs):
-        evaluate_all(**kwargs)
-        calls["n"] += 1
-        if calls["n"] == 1:  # after the first epoch of task 1: weights have moved
-            raise KeyboardInterrupt
+    def interrupted(*args, on_epoch_end, **kwargs):
+        def after_epoch(epoch, logs):
+            on_epoch_end(epoch, logs)  # the learner records the epoch's accuracies
+            raise KeyboardInterrupt  # after the first epoch of task 1: weights have moved
 
-    monkeypatch.setattr(learner, "_evaluate_all", interrupted)
+        return real_train(*args, on_epoch_end=after_epoch, **kwargs)
+
+    monkeypatch.setattr(learner_module, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
         learner.train_task(1)
     assert learner.tasks_done == 1 and len(learner.history) == len(before["rows"])
