@@ -36,9 +36,11 @@ def _model(kind: str, activation: str = "relu", *, softmax: bool = False) -> ker
             head,
         ]
     model = keras.Sequential(layers)
-    for w in model.trainable_weights:  # non-zero biases, so that they are really tested
+    # Non-zero biases, so that they are really tested; seeded by position, not by the weight's
+    # path, whose auto-generated layer name depends on how many layers the process built before.
+    for i, w in enumerate(model.trainable_weights):
         w.assign(
-            np.random.default_rng(len(w.path))
+            np.random.default_rng(i)
             .normal(scale=0.5, size=tuple(w.shape))
             .astype(np.float32)
         )
