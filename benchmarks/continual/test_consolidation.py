@@ -55,7 +55,8 @@ def _outcome(consolidation, bench_records, scenario, seed, strategy, measure):
     try:
         outcome = consolidation.outcome(scenario, seed, strategy, measure)
     except MeasureFailed as error:
-        bench_records.write([continual.record(scenario, seed, strategy, measure, None, error=str(error))])
+        failed = continual.record(scenario, seed, strategy, measure, None, error=str(error))
+        bench_records.write([failed])
         if isinstance(error, continual.NotApplicable):  # listed in the leaderboard with the reason
             pytest.skip(f"not applicable to EWC: {error}")
         pytest.fail(str(error), pytrace=False)
@@ -101,6 +102,7 @@ def test_same_seed_same_numbers(consolidation, scenario, strategy, measure):
     """A fresh study (first task trained again) at the same seed and lambda gives bitwise the same R."""
     seed = consolidation.plan.seeds[0]
     kept = consolidation.outcome(scenario, seed, strategy, measure)
-    again = continual.Study(consolidation.plan).outcome(scenario, seed, strategy, measure, grid=(kept.lam,))
+    fresh = continual.Study(consolidation.plan)
+    again = fresh.outcome(scenario, seed, strategy, measure, grid=(kept.lam,))
     np.testing.assert_array_equal(again.R, kept.R)
     assert again.history.equals(kept.history)

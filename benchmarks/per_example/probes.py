@@ -94,8 +94,16 @@ class Timed:
     plain: Interleaved
 
 
-def time_method(benchmark: Any, fn: Callable[[Any], Any], data: Any, *, rounds: int,
-                plain_pass: Callable[[], Any], interleave: bool = True, warmup: Any = None) -> Timed:
+def time_method(
+    benchmark: Any,
+    fn: Callable[[Any], Any],
+    data: Any,
+    *,
+    rounds: int,
+    plain_pass: Callable[[], Any],
+    interleave: bool = True,
+    warmup: Any = None,
+) -> Timed:
     """The timing protocol of the per-example groups: ``fn(data)`` timed over ``rounds`` rounds.
 
     1. One warm-up call outside the timing, ``fn(warmup)`` (``fn(data)`` by default): tracing,

@@ -116,7 +116,8 @@ class RunOptions:
         seeds = config.getoption("--bench-seeds")
         if seeds is not None and seeds < 1:
             raise pytest.UsageError(f"--bench-seeds must be at least 1. Received: {seeds}")
-        return cls("full" if full else "quick", seeds, _parse_tasks(config.getoption("--bench-tasks")))
+        tasks = _parse_tasks(config.getoption("--bench-tasks"))
+        return cls("full" if full else "quick", seeds, tasks)
 
 
 class BenchSession:
@@ -141,7 +142,7 @@ class BenchSession:
 
         self.report_dir = pathlib.Path(option).resolve() if option else config.rootpath / DEFAULT_OUTPUT_DIR
         self.worker = config.workerinput["workerid"] if hasattr(config, "workerinput") else "main"
-        self.run_dir: pathlib.Path | None = None  # set by start(): the controller's, or the xdist worker input
+        self.run_dir: pathlib.Path | None = None  # set by start()
         self.summary: str | None = None
         self._writer: Any = None
         self._study: thresholding.Study | None = None
