@@ -3,7 +3,7 @@
 The machinery lives in :mod:`benchmarks.plugin`; this file wires it into pytest.
 
 * The options (``--quick``/``--full``, ``--bench-seeds``, ``--bench-tasks``,
-  ``--bench-report-dir``) are declared here (:func:`benchmarks.plugin.session.add_options`).
+  ``--bench-report-dir``) are declared here (:func:`benchmarks.plugin.options.add_options`).
   pytest reads a ``pytest_addoption`` only from an initial conftest: this file is one whenever
   ``benchmarks`` or a path inside it is on the command line (``pytest benchmarks``,
   ``pytest benchmarks/thresholding/test_leaderboard.py``, ``./run bench``, ``tox -e bench``).
@@ -24,13 +24,8 @@ from typing import Any
 import pytest
 
 from benchmarks.plugin import progress
-from benchmarks.plugin.session import (
-    SESSION_KEY,
-    BenchSession,
-    RunOptions,
-    add_options,
-    bench_session_of,
-)
+from benchmarks.plugin.options import RunOptions, add_options
+from benchmarks.plugin.session import SESSION_KEY, BenchSession, bench_session_of
 from benchmarks.thresholding.study import Plan, Study
 
 

@@ -9,12 +9,10 @@ asked for.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from benchmarks.plugin.options import RunOptions
 from reports.records import CAM_SPLITS, cam_training_record
-
-if TYPE_CHECKING:
-    from benchmarks.plugin.session import RunOptions
 
 TASK = "spurious_mnist"
 VARIANT = "difference"

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from benchmarks.plugin.failures import MeasureFailed
+from benchmarks.plugin.options import RunOptions
 from reports.records import consolidation_record
-
-if TYPE_CHECKING:
-    from benchmarks.plugin.session import RunOptions
 
 REFERENCES = ("naive", "l2", "joint")
 

@@ -20,7 +20,8 @@ import pytest
 
 from benchmarks.continual import study as continual
 from benchmarks.plugin.failures import MeasureFailed
-from benchmarks.plugin.session import RunOptions, bench_session_of
+from benchmarks.plugin.options import RunOptions
+from benchmarks.plugin.session import bench_session_of
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

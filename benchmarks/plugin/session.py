@@ -1,22 +1,10 @@
-"""The benchmark session: the options declared and parsed once, and what the run holds.
+"""The benchmark session: the run's options parsed once, and what the run holds.
 
-The pytest-benchmark pattern (its ``plugin.py`` declares the options, its ``BenchmarkSession``
-holds the run): :func:`add_options` declares them (called from ``benchmarks/conftest.py``), and one
-:class:`BenchSession`, built in ``pytest_configure`` from them, is stored in ``config.stash`` and
-read by the fixtures and the hooks. Bad option values raise ``pytest.UsageError`` before anything
-runs.
-
-Options:
-
-* ``--quick`` (the default) / ``--full``: the size of every axis's plan (seeds, thresholds, tasks,
-  treatments, the rounds of the timing groups).
-* ``--bench-seeds N``: seeds ``0 .. N-1`` (N >= 1).
-* ``--bench-tasks NAMES``: comma-separated ``task`` or ``task.variant``.
-* ``--bench-report-dir DIR``: where the leaderboard, results and plots go.
-
-Every axis makes its plan from the parsed :class:`RunOptions` (``make_plan(options)`` in its
-``study.py``); the thresholding plan is also the suite's (:attr:`BenchSession.plan`, the meta
-record's seeds and thresholds).
+The pytest-benchmark pattern (its ``BenchmarkSession``): one object, built in ``pytest_configure``
+from the options (:mod:`benchmarks.plugin.options`), stored in ``config.stash`` and read by the
+fixtures and the hooks. Every axis makes its plan from the parsed :class:`RunOptions`
+(``make_plan(options)`` in its ``study.py``); the thresholding plan is also the suite's
+(:attr:`BenchSession.plan`, the meta record's seeds and thresholds).
 
 At the end of the session (also after Ctrl-C) the controller merges the record shards into
 ``<report dir>/results.jsonl`` and writes ``leaderboard.md``, ``results.csv`` and ``plots/``
@@ -25,7 +13,6 @@ At the end of the session (also after Ctrl-C) the controller merges the record s
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 import pathlib
@@ -35,89 +22,11 @@ from typing import Any
 
 import pytest
 
+from benchmarks.plugin.options import RunOptions
 from benchmarks.thresholding import study as thresholding
 
 RUN_DIR_KEY = "importance_bench_run_dir"
 KEEP_RUNS = 5
-
-
-def add_options(parser: pytest.Parser) -> None:
-    """Declare the benchmark options (``--quick``/``--full``, ``--bench-*``)."""
-    group = parser.getgroup("importance-bench")
-    group.addoption(
-        "--full",
-        action="store_true",
-        default=False,
-        help="Run the full study (more seeds, finer thresholds, bigger tasks when available).",
-    )
-    group.addoption(
-        "--quick",
-        action="store_true",
-        default=False,
-        help="Run the quick study: 3 seeds, thresholds in tenths, the 4 offline tasks, fewer "
-        "timing rounds (the default; excludes --full).",
-    )
-    group.addoption(
-        "--bench-seeds",
-        type=int,
-        default=None,
-        metavar="N",
-        help="Benchmarks: number of seeds (0 .. N-1); default 3 quick, 5 full.",
-    )
-    group.addoption(
-        "--bench-tasks",
-        default=None,
-        metavar="NAMES",
-        help="Benchmarks: comma-separated tasks (task or task.variant), e.g. planted,mnist5k.cnn; "
-        "default: the mode's tasks.",
-    )
-    group.addoption(
-        "--bench-report-dir",
-        default=None,
-        metavar="DIR",
-        help="Benchmarks: where leaderboard.md, results.csv/.jsonl and plots go (default: results/).",
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """The run's options as given, from which every axis makes its plan.
-
-    Attributes:
-        mode: ``"quick"`` or ``"full"``.
-        seeds: ``--bench-seeds`` (None when not given: each axis has its own default).
-        tasks: ``--bench-tasks`` as ``(task, variant)`` pairs (None when not given).
-    """
-
-    mode: str
-    seeds: int | None = None
-    tasks: tuple[tuple[str, str | None], ...] | None = None
-
-    @property
-    def full(self) -> bool:
-        """Whether this is the full study."""
-        return self.mode == "full"
-
-    def seed_range(self, default: int) -> tuple[int, ...]:
-        """Seeds ``0 .. N-1``: N from ``--bench-seeds`` when given, else ``default``."""
-        return tuple(range(self.seeds if self.seeds is not None else default))
-
-    @classmethod
-    def from_config(cls, config: pytest.Config) -> RunOptions:
-        """Parse and check the options.
-
-        Raises:
-            pytest.UsageError: ``--quick`` with ``--full``, a ``--bench-seeds`` below 1, or an
-                empty or malformed ``--bench-tasks`` entry.
-        """
-        full, quick = config.getoption("--full"), config.getoption("--quick")
-        if full and quick:
-            raise pytest.UsageError("--quick and --full exclude each other.")
-        seeds = config.getoption("--bench-seeds")
-        if seeds is not None and seeds < 1:
-            raise pytest.UsageError(f"--bench-seeds must be at least 1. Received: {seeds}")
-        tasks = _parse_tasks(config.getoption("--bench-tasks"))
-        return cls("full" if full else "quick", seeds, tasks)
 
 
 class BenchSession:
@@ -239,19 +148,6 @@ SESSION_KEY = pytest.StashKey[BenchSession]()
 def bench_session_of(config: pytest.Config) -> BenchSession:
     """The :class:`BenchSession` of a pytest run (for hooks such as ``pytest_generate_tests``)."""
     return config.stash[SESSION_KEY]
-
-
-def _parse_tasks(text: str | None) -> tuple[tuple[str, str | None], ...] | None:
-    """``"planted,mnist5k.cnn"`` -> ``(("planted", None), ("mnist5k", "cnn"))``; None if not given."""
-    if not text:
-        return None
-    chosen = []
-    for item in text.split(","):
-        name, _, variant = item.strip().partition(".")
-        if not name:
-            raise pytest.UsageError(f"--bench-tasks entries must be task or task.variant. Received: {text!r}")
-        chosen.append((name, variant or None))
-    return tuple(chosen)
 
 
 def _relative(path: os.PathLike[str] | str) -> str:

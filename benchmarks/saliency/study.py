@@ -8,12 +8,11 @@ fixture), so a model or a score is computed once per process whichever axis asks
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from benchmarks.plugin.session import RunOptions
+from benchmarks.plugin.options import RunOptions
 
 TASKS = (("planted_region", None), ("mnist5k", "cnn"))
 ASSERT_BEATS_RANDOM = {"planted_region": ("grad_cam", "occlusion", "integrated_gradients")}

@@ -29,7 +29,8 @@ import numpy as np
 import pytest
 
 from benchmarks.plugin.failures import MeasureFailed
-from benchmarks.plugin.session import RunOptions, bench_session_of
+from benchmarks.plugin.options import RunOptions
+from benchmarks.plugin.session import bench_session_of
 from benchmarks.saliency import study as saliency
 from reports.records import explanation_record, saliency_record, task_label
 

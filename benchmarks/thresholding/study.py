@@ -13,12 +13,13 @@ import dataclasses
 import math
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.plugin.failures import MeasureFailed
+from benchmarks.plugin.options import RunOptions
 from reports.records import (
     DEFAULT_REPLACE,
     DEFAULT_SCOPE,
@@ -28,11 +29,8 @@ from reports.records import (
     timing_record,
 )
 
-if TYPE_CHECKING:
-    from benchmarks.plugin.session import RunOptions
-
 DEFAULT_TREATMENT = (DEFAULT_SCOPE, DEFAULT_REPLACE)
-__all__ = ["DEFAULT_TREATMENT", "MeasureFailed", "Plan", "Study", "Subject", "make_plan", "task_label"]
+__all__ = ["DEFAULT_TREATMENT", "Plan", "Study", "Subject", "make_plan", "task_label"]
 # On `planted` these must beat `random` (paired over seeds); elsewhere rankings are only reported.
 INFORMED = ("magnitude", "mas", "si", "obd", "snip", "lamp", "synflow", "wanda", "hessian_diag")
 INFORMED_PREFIX = "fisher"
