@@ -1,11 +1,11 @@
-"""Root pytest configuration: seeds, TensorFlow determinism, suite options, a no-network guard.
+"""Root pytest configuration: seeds, TensorFlow determinism, a no-network guard.
 
-Applies to both ``tests/`` and ``benchmarks/``. Suite options:
+Applies to both ``tests/`` and ``benchmarks/``. Option:
 
-* ``--quick`` (default) / ``--full``: size of the benchmark study (seeds, thresholds, tasks);
-  parsed with the other benchmark options by ``benchmarks/_session.py``.
-* ``--bench-seeds``, ``--bench-tasks``, ``--bench-report-dir``: narrow or redirect a benchmark run.
 * ``--allow-network``: lift the guard that fails any test opening a network socket.
+
+The benchmark options (``--quick``/``--full``, ``--bench-*``) are declared with the benchmark
+plugin, in ``benchmarks/conftest.py``.
 """
 
 from __future__ import annotations
@@ -67,39 +67,6 @@ SEED = 1234
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("importance-bench")
-    group.addoption(
-        "--full",
-        action="store_true",
-        default=False,
-        help="Run the full study (more seeds, finer thresholds, bigger tasks when available).",
-    )
-    group.addoption(
-        "--quick",
-        action="store_true",
-        default=False,
-        help="Run the quick study: 3 seeds, thresholds in tenths, the 4 offline tasks, fewer "
-        "timing rounds (the default; excludes --full).",
-    )
-    group.addoption(
-        "--bench-seeds",
-        type=int,
-        default=None,
-        metavar="N",
-        help="Benchmarks: number of seeds (0 .. N-1); default 3 quick, 5 full.",
-    )
-    group.addoption(
-        "--bench-tasks",
-        default=None,
-        metavar="NAMES",
-        help="Benchmarks: comma-separated tasks (task or task.variant), e.g. planted,mnist5k.cnn; "
-        "default: the mode's tasks.",
-    )
-    group.addoption(
-        "--bench-report-dir",
-        default=None,
-        metavar="DIR",
-        help="Benchmarks: where leaderboard.md, results.csv/.jsonl and plots go (default: results/).",
-    )
     group.addoption(
         "--allow-network",
         action="store_true",

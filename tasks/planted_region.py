@@ -19,7 +19,7 @@ mass inside the region with bars on a Flatten-headed CNN, HiResCAM about half), 
 Draelos & Carin 2020 describe. With single pixels Grad-CAM still keeps about half of its mass
 outside the region (0.47-0.48 in the benchmark), HiResCAM and LayerCAM about 0.7, occlusion and
 integrated gradients 0.7-0.9; the tests assert the fractions stated in
-``tests/test_saliency_planted.py``.
+``tests/interpret/test_saliency_planted.py``.
 """
 
 from __future__ import annotations

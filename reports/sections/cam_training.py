@@ -1,7 +1,7 @@
 """The CAM-guided training section: plain vs CAM-guided on a spurious-background task.
 
 Reads ``cam_training`` records, the kind declared here (:func:`cam_training_record`, one per
-trained model of ``benchmarks/test_cam_training.py``): ``task, seed, method`` (``plain`` or
+trained model of ``benchmarks/cam_training/test_cam_training.py``): ``task, seed, method`` (``plain`` or
 ``cam``), ``variant, weight, width, schedule`` and the accuracies ``<split>_average`` /
 ``<split>_worst_group`` for ``test``, ``val`` (training correlation) and ``val_balanced``
 (group-balanced: an oracle), plus ``mass_outside`` (share of the class-evidence map outside the

@@ -8,7 +8,7 @@ thresholding mean rank (from the context) beside the consolidation mean rank. Pu
 the records; nothing is recomputed.
 
 Declares the ``consolidation`` record kind (:func:`consolidation_record`), written by
-``benchmarks/test_consolidation.py``.
+``benchmarks/continual/test_consolidation.py``.
 """
 
 from __future__ import annotations

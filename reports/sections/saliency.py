@@ -1,7 +1,7 @@
 """The saliency section: faithfulness tables, explanation-kept table, pictures.
 
 Reads ``saliency`` and ``explanation`` records, the two kinds declared here
-(:func:`saliency_record`, :func:`explanation_record`, written by ``benchmarks/test_saliency.py``);
+(:func:`saliency_record`, :func:`explanation_record`, written by ``benchmarks/saliency/test_saliency.py``);
 recomputes nothing.
 
 * Faithfulness, per task: methods ranked by the mean deletion area (lower is better; Petsiuk et al.

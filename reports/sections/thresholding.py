@@ -256,7 +256,7 @@ def overall_ranking(tables: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
 def coverage_notes(records: Sequence[Record]) -> dict[str, str]:
     """measure -> what it does where its criterion is undefined, for the measures that declare it
     (the ``coverage`` field of their compute timing records: the measure function's ``coverage``
-    attribute, see ``benchmarks/_study.py``)."""
+    attribute, see ``benchmarks/thresholding/study.py``)."""
     return {r["measure"]: str(r["coverage"]) for r in records
             if r["kind"] == "timing" and r.get("group") == "compute" and r.get("coverage")}
 

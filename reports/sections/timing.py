@@ -1,6 +1,6 @@
 """The timing section: the Fisher computation per device (``fisher_device`` timing records).
 
-Reads the core ``timing`` records of that group (``benchmarks/test_fisher_timing.py``); the
+Reads the core ``timing`` records of that group (``benchmarks/thresholding/test_fisher_timing.py``); the
 compute time of each measure is a column of the thresholding tables instead. The section is
 always printed, with a note when the files hold no such timing.
 """

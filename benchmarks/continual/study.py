@@ -1,4 +1,5 @@
-"""The consolidation study: scenarios, lambda grids and a per-process memo of finished runs.
+"""The consolidation study: its plan (scenarios, lambda grid, seeds) and a per-process memo of
+finished runs.
 
 Per scenario and seed the first task is trained once (with every online tracker recording) and
 shared by every strategy, measure and lambda; each measure's importance of that task is computed
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.plugin.failures import MeasureFailed
+from benchmarks.plugin.options import RunOptions
 from reports.sections.consolidation import consolidation_record
 
 
@@ -51,12 +54,22 @@ QUICK_GRID = (0.1, 0.3, 1.0)
 FULL_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
 
 
-def scenarios(mode: str) -> tuple[Scenario, ...]:
-    return FULL_SCENARIOS if mode == "full" else QUICK_SCENARIOS
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What the consolidation cases of one run cover."""
+
+    mode: str
+    seeds: tuple[int, ...]
+    scenarios: tuple[Scenario, ...]
+    grid: tuple[float, ...]
 
 
-class MeasureFailed(Exception):
-    """A measure raised while computing the importance of a task."""
+def make_plan(options: RunOptions) -> Plan:
+    """Quick: the even/odd split, seeds 0-2, a 3-point grid; ``--full``: four scenarios, seeds 0-4,
+    a 5-point grid. ``--bench-seeds N`` gives seeds ``0 .. N-1`` in either mode."""
+    if options.full:
+        return Plan(options.mode, options.seed_range(5), FULL_SCENARIOS, FULL_GRID)
+    return Plan(options.mode, options.seed_range(3), QUICK_SCENARIOS, QUICK_GRID)
 
 
 class NotApplicable(MeasureFailed):
@@ -64,11 +77,15 @@ class NotApplicable(MeasureFailed):
 
 
 class Study:
-    """Memo of first tasks, importances and outcomes for this process."""
+    """Memo of first tasks, importances and outcomes for this process.
 
-    def __init__(self, mode: str):
-        self.mode = mode
-        self.grid = FULL_GRID if mode == "full" else QUICK_GRID
+    Args:
+        plan: The consolidation plan of this run.
+    """
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.grid = plan.grid
         self._first: dict[tuple, tuple] = {}
         self._omega: dict[tuple, Any] = {}
         self._outcomes: dict[tuple, Any] = {}

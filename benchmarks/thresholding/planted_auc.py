@@ -3,7 +3,8 @@
 For seeds 0-2 of ``planted`` and ``planted_noise``, each measure scores the trained model (from
 the task cache) on the first 1,000 training examples; the AUC separates the first kernel's
 signal rows (known important) from its nuisance rows (known irrelevant), as in
-``tests/tasks/test_tasks_quality.py``. Prints a markdown table: ``python benchmarks/planted_auc.py``.
+``tests/tasks/test_tasks_quality.py``. Prints a markdown table:
+``python benchmarks/thresholding/planted_auc.py``.
 """
 
 from __future__ import annotations

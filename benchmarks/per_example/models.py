@@ -1,23 +1,11 @@
-"""Fixtures' helpers for the per-example benchmark group (``benchmarks/test_per_example.py``).
+"""Models, data and the ways of computing a per-example moment timed by the ``per-example`` group.
 
-Models, data, the five ways of computing a per-example moment that are timed side by side, a
-peak-memory probe, and the README table (``python benchmarks/_per_example_models.py BENCH.json``
-prints it from a ``--benchmark-json`` file).
-
-Peak memory is TensorFlow's own allocator statistics: on CPU the statistics are switched on
-through ``tsl::EnableCPUAllocatorStats`` (exported by ``libtensorflow_framework``; TF only counts
-CPU allocations once that is called), on GPU through ``tf.config.experimental.get_memory_info``.
-Each method's peak is measured on one batch after a warm-up call, as the allocator's peak minus
-the bytes in use just before the call (so the model, data and earlier results are excluded).
+The five ways of :data:`WAYS` are timed side by side by ``test_per_example.py`` (with
+:mod:`benchmarks.per_example.probes`); :func:`runner` turns one into ``data -> scores``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import json
-import os
-import sys
-import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -128,88 +116,3 @@ def runner(model: Any, measure: str, method: str) -> Callable[[Any], list[np.nda
 
 def subset(data: tuple[np.ndarray, np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
     return data[0][:n], data[1][:n]
-
-
-_CPU_STATS: list[bool] = []
-
-
-def _enable_cpu_stats() -> None:
-    if not _CPU_STATS:
-        library = os.path.join(os.path.dirname(tf.__file__), "libtensorflow_framework.so.2")
-        ctypes.CDLL(library)._ZN3tsl23EnableCPUAllocatorStatsEv()
-        _CPU_STATS.append(True)
-
-
-def peak_memory(fn: Callable[[], Any], device: str, *, repeats: int = 3) -> int:
-    """Peak bytes TensorFlow allocates during ``fn()`` beyond what was in use before it.
-
-    The median of ``repeats`` readings: on the CPU one reading of a small model's pass varies
-    by up to ~50% between calls (allocator reuse), which alone could cross a 2x bar.
-    """
-    name = f"{device}:0"
-    if device == "CPU":
-        _enable_cpu_stats()
-    fn()  # warm-up: tracing and caches
-    readings = []
-    for _ in range(repeats):
-        tf.config.experimental.reset_memory_stats(name)
-        before = tf.config.experimental.get_memory_info(name)["current"]
-        fn()
-        readings.append(tf.config.experimental.get_memory_info(name)["peak"] - before)
-    return int(np.median(readings))
-
-
-class Interleaved:
-    """Times ``fn()`` before each benchmark round (pedantic ``setup``): the plain pass measured
-    next to every round of the method, so slow swings of a shared machine hit both alike."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn, self.times = fn, []
-
-    def __call__(self) -> None:
-        start = time.perf_counter()
-        self.fn()
-        self.times.append(time.perf_counter() - start)
-
-    def median(self) -> float:
-        return float(np.median(self.times[1:] if len(self.times) > 1 else self.times))
-
-
-def manual_median(fn: Callable[[], Any], rounds: int) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def table(path: str) -> str:
-    """Markdown table of a ``--benchmark-json`` file of this group."""
-    with open(path, encoding="utf-8") as handle:
-        runs = json.load(handle)["benchmarks"]
-    rows = [r["extra_info"] for r in runs if r["extra_info"].get("group") == "per-example"]
-    lines = [
-        "| device | model | measure | method | time (s, N) | x plain (interleaved) | x plain per class | "
-        "loop / method | rel. error vs loop | peak MiB | x plain memory |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-
-    def fmt(value: Any, spec: str) -> str:
-        return "-" if value is None else format(value, spec)
-
-    for r in rows:
-        lines.append(
-            f"| {r['device']} | {r['model']} (N={r['examples']}) | {r['measure']} | {r['method']}"
-            f"{'*' if r['timed_examples'] < r['examples'] else ''} | {r['seconds']:.3f} | "
-            f"{fmt(r['ratio_vs_plain'], '.2f')} ({fmt(r.get('ratio_vs_plain_interleaved'), '.2f')}) | "
-            f"{fmt(r.get('ratio_per_class'), '.2f')} | "
-            f"{fmt(r.get('speedup_vs_loop'), '.1f')} | {fmt(r['rel_error_vs_loop'], '.1e')} | "
-            f"{r['peak_bytes'] / 2**20:.2f} | {fmt(r['memory_vs_plain'], '.2f')} |"
-        )
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(table(sys.argv[1]))

@@ -26,7 +26,7 @@ import textwrap
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SELECT = "(plugin or random-) and not beats and not global-zero and not layer-noise and not consolidation"
 
 PLUGIN = '''
@@ -202,3 +202,22 @@ def test_progress_lines_show_under_quiet_serial_and_xdist(runs):
         assert any(group.startswith("test_case random-planted: done") for *_, group in lines)
     assert re.search(r"^training planted/mlp seed 1: epoch \d+/\d+, \d+s elapsed, ~\d+s left$",
                      serial.stdout, flags=re.M), serial.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_benchmark_options_work_when_one_file_is_named(tmp_path):
+    """The options live in ``benchmarks/conftest.py``: pytest honours them when a path inside
+    ``benchmarks`` is named, not only ``benchmarks`` itself (as ``./run bench`` and tox call it)."""
+    target = "benchmarks/thresholding/test_leaderboard.py"
+    command = [sys.executable, "-m", "pytest", target, "--co", "-q", "-p", "no:cacheprovider",
+               "--full", "--bench-seeds", "1", "--bench-tasks", "planted",
+               "--bench-report-dir", str(tmp_path / "out")]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cases = [line for line in done.stdout.splitlines() if "::" in line]
+    assert cases and all(line.startswith(f"{target}::") for line in cases), done.stdout[-3000:]
+    # --bench-tasks reached the plan: every case is on planted.
+    assert all(re.search(r"-planted[-\]]", line) for line in cases), cases[:5]
+    refused = subprocess.run([*command, "--quick"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert "--quick and --full exclude each other." in refused.stderr, refused.stderr[-3000:]

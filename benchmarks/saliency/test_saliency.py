@@ -23,64 +23,28 @@ session's report directory.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
-import _study
 import numpy as np
 import pytest
-from _session import BenchSession, bench_session_of
 
+from benchmarks.plugin.failures import MeasureFailed
+from benchmarks.plugin.options import RunOptions
+from benchmarks.plugin.session import bench_session_of
+from benchmarks.saliency import study as saliency
+from reports.records import task_label
 from reports.sections.saliency import explanation_record, saliency_record
-
-TASKS = (("planted_region", None), ("mnist5k", "cnn"))
-ASSERT_BEATS_RANDOM = {"planted_region": ("grad_cam", "occlusion", "integrated_gradients")}
-CONTROLS = ("random_map", "centre_prior")
-
-
-@dataclasses.dataclass(frozen=True)
-class SaliencyPlan:
-    seeds: dict[str, tuple[int, ...]]
-    tasks: tuple[tuple[str, str | None], ...]
-    images: int
-    steps: int
-    skip: tuple[str, ...]
-    kept_measures: tuple[str, ...] | None  # None: every registered measure
-    overlay_methods: tuple[str, ...] = (
-        "grad_cam",
-        "hires_cam",
-        "occlusion",
-        "integrated_gradients",
-    )
-
-
-def make_saliency_plan(session: BenchSession) -> SaliencyPlan:
-    """This study's plan, from the session's: its own tasks and seeds unless the options name them."""
-    plan = session.plan
-    full = plan.mode == "full"
-    chosen = TASKS
-    if session.requested_tasks:
-        chosen = tuple(task for task in TASKS if task in session.requested_tasks)
-    if session.requested_seeds:
-        seeds = dict.fromkeys((t for t, _ in TASKS), plan.seeds)
-    else:  # the plan's first seeds: 0-2 with --full; quick: 0-1 on planted_region, 0 on mnist5k
-        counts = dict.fromkeys((t for t, _ in TASKS), 3) if full else {"planted_region": 2, "mnist5k": 1}
-        seeds = {task: plan.seeds[:count] for task, count in counts.items()}
-    if full:
-        return SaliencyPlan(seeds, chosen, images=128, steps=20, skip=(), kept_measures=None)
-    return SaliencyPlan(seeds, chosen, images=32, steps=10, skip=("score_cam", "smoothgrad"),
-                        kept_measures=("magnitude", "random"))  # fmt: skip
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     import importance as imp
     from importance.interpret import available_saliency
 
-    plan = make_saliency_plan(bench_session_of(metafunc.config))
+    plan = saliency.make_plan(bench_session_of(metafunc.config).options)
     grouped = metafunc.config.pluginmanager.hasplugin("xdist")
     params = []
     for task, variant in plan.tasks:
-        label = _study.task_label(task, variant)
+        label = task_label(task, variant)
         marks = [pytest.mark.xdist_group(label)] if grouped else []
         if metafunc.function.__name__ == "test_saliency":
             methods = [m for m in available_saliency() if m not in plan.skip]
@@ -99,15 +63,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize(names[metafunc.function.__name__], params)
 
 
-def _images(run, plan: SaliencyPlan):
-    x, y = run.test_data
-    return np.asarray(x[: plan.images]), np.asarray(y[: plan.images])
-
-
 @pytest.fixture(scope="session")
-def saliency_plan(bench_session: BenchSession) -> SaliencyPlan:
-    """This run's saliency plan (see :func:`make_saliency_plan`)."""
-    return make_saliency_plan(bench_session)
+def saliency_plan(bench_options: RunOptions) -> saliency.Plan:
+    """This run's saliency plan (see :func:`benchmarks.saliency.study.make_plan`)."""
+    return saliency.make_plan(bench_options)
 
 
 def test_saliency(benchmark, study, bench_records, bench_session, saliency_plan, method, task, variant):
@@ -116,11 +75,11 @@ def test_saliency(benchmark, study, bench_records, bench_session, saliency_plan,
     from importance.interpret.faithfulness import deletion_insertion
 
     plan = saliency_plan
-    benchmark.group = f"saliency: {_study.task_label(task, variant)}"
+    benchmark.group = f"saliency: {task_label(task, variant)}"
     lifts = []
     for index, seed in enumerate(plan.seeds[task]):
         run = study.subject(task, variant, seed)
-        x, y = _images(run, plan)
+        x, y = saliency.images(run, plan)
         options = {"seed": seed} if method in ("random_map", "smoothgrad") else {}
         start = time.perf_counter()
         if index == 0:
@@ -144,7 +103,7 @@ def test_saliency(benchmark, study, bench_records, bench_session, saliency_plan,
                 ((mass * region_mask()).sum((1, 2)) / mass.sum((1, 2))).mean()
             )
         bench_records.write([saliency_record(**fields)])
-        if method in ASSERT_BEATS_RANDOM.get(task, ()):
+        if method in saliency.ASSERT_BEATS_RANDOM.get(task, ()):
             chance = compute_saliency("random_map", run.model, x, target=y, seed=seed)
             random_area = deletion_insertion(
                 run.model, x, chance, target=y, steps=plan.steps, seed=seed
@@ -165,7 +124,7 @@ def _overlay(report_dir, plan, run, x, y, task, variant) -> None:
     from reports.sections.saliency import plot_overlay_grid
 
     maps = {m: compute_saliency(m, run.model, x[:6], target=y[:6]) for m in plan.overlay_methods}
-    label = _study.task_label(task, run.variant)  # as the report names it
+    label = task_label(task, run.variant)  # as the report names it
     plot_overlay_grid(x[:6], maps, report_dir / "plots" / f"saliency-overlay-{label}.png",
                       title=f"{label}, seed {run.seed}: true class explained")  # fmt: skip
 
@@ -179,9 +138,9 @@ def test_explanation_kept(study, bench_records, saliency_plan, measure, task, va
         run = study.subject(task, variant, seed)
         try:
             scores = study.scores(measure, run)
-        except _study.MeasureFailed as error:
+        except MeasureFailed as error:
             pytest.fail(str(error), pytrace=False)
-        x, y = _images(run, plan)
+        x, y = saliency.images(run, plan)
         frame = explanation_kept(run.model, scores, x, y, thresholds=(0.3, 0.5, 0.7), seed=seed)
         bench_records.write([
             explanation_record(

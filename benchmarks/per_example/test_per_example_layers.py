@@ -1,5 +1,5 @@
 """Per-example moments of models beyond Dense/Conv: ResNet-BN, MobileNet-style, channels_first
-CNN, text Embedding, transformer encoder, LSTM, Conv3D (``_per_example_layer_models``).
+CNN, text Embedding, transformer encoder, LSTM, Conv3D (:mod:`benchmarks.per_example.layer_models`).
 
 pytest-benchmark group ``per-example-layers``, a sibling of ``per-example``. For each model and
 measure (Fisher with empirical labels, MAS), CPU, batch 128, generated data, random weights:
@@ -25,16 +25,10 @@ method), MAS and the ``vmap`` and ``factorized`` rows.
 from __future__ import annotations
 
 import pytest
-from _per_example_layer_models import MODELS, RECURRENT, build
-from _per_example_models import (
-    BATCH,
-    Interleaved,
-    manual_median,
-    peak_memory,
-    runner,
-    subset,
-)
 
+from benchmarks.per_example.layer_models import MODELS, RECURRENT, build
+from benchmarks.per_example.models import BATCH, runner, subset
+from benchmarks.per_example.probes import peak_memory, time_method
 from importance.per_example import resolve_method
 from importance.testing import relative_error
 
@@ -64,8 +58,8 @@ def state() -> dict:
 
 
 @pytest.mark.parametrize(("model_name", "measure", "method"), CASES, ids=["-".join(c) for c in CASES])
-def test_per_example_layers(benchmark, bench_plan, state, model_name, measure, method):
-    full = bench_plan.mode == "full"
+def test_per_example_layers(benchmark, bench_options, state, model_name, measure, method):
+    full = bench_options.full
     if not full and not _quick(model_name, measure, method):
         pytest.skip("--full only")
     benchmark.group = "per-example-layers"
@@ -82,18 +76,11 @@ def test_per_example_layers(benchmark, bench_plan, state, model_name, measure, m
         benchmark.pedantic(lambda: None, rounds=1, iterations=1)
         return
     rounds = ROUNDS_FULL if full else ROUNDS
-    fn(data)  # warm-up: tracing. Every method runs on all N examples (a per-call cost weighs alike).
     plain_fn = runner(model, measure, "plain")
-    interleaved = Interleaved(lambda: plain_fn(data))
-
-    def setup() -> tuple:
-        interleaved()
-        return (data,), {}
-
-    benchmark.pedantic(fn, setup=setup, rounds=rounds, iterations=1)
-    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
-    seconds = stats.median if stats is not None else manual_median(lambda: fn(data), rounds)
-    ratio = state["ratios"][key + (method,)] = seconds / interleaved.median()
+    # Every method runs on all N examples (a per-call cost weighs alike).
+    timing = time_method(benchmark, fn, data, rounds=rounds, plain_pass=lambda: plain_fn(data))
+    seconds = timing.seconds
+    ratio = state["ratios"][key + (method,)] = seconds / timing.plain.median()
     peak = state["memory"][key + (method,)] = peak_memory(lambda: fn(subset(data, BATCH)), "CPU")
     if key + ("plain",) not in state["memory"]:
         state["memory"][key + ("plain",)] = peak_memory(lambda: plain_fn(subset(data, BATCH)), "CPU")

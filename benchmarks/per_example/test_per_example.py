@@ -9,12 +9,13 @@ order in one session, so that every ratio compares timings from the same run:
 * ``loop``: ``method="loop"`` of the measure, the slow per-example reference (eager);
 * ``vmap``: ``method="vmap"`` (``tf.vectorized_map``, compiled);
 * ``shortcut``: square (abs for MAS) of each minibatch's mean gradient (``fisher_batch``);
-* ``factorized``: ``method="factorized"`` (:mod:`importance._factorized`).
+* ``factorized``: ``method="factorized"`` (:mod:`importance.per_example.engine`).
 
 ``loop`` is timed on the first 32 examples (8 for exact labels) and ``vmap`` on the first
 batch (32 examples for exact labels), one round each, scaled linearly to N. Each row's ``extra_info`` holds the time scaled to N, its ratio to the plain
 pass, the relative error against the loop (on those first examples), and the peak memory from
-TensorFlow's allocator on one batch (see ``_per_example_models``). The factorised rows assert the
+TensorFlow's allocator on one batch (see :mod:`benchmarks.per_example.probes`, which also holds
+the timing protocol both per-example files share). The factorised rows assert the
 issue's bars: at most 1.5x the plain pass (per class for exact labels), at least 20x faster than
 the loop, relative error at most 1e-5, peak memory at most 2x the plain pass.
 
@@ -27,23 +28,21 @@ from __future__ import annotations
 
 import pytest
 import tensorflow as tf
-from _devices import NO_GPU_REASON, device_name
-from _per_example_models import (
+
+from benchmarks.per_example.models import (
     BATCH,
     EXACT,
     EXACT_LABELS,
     MEASURES,
     OBD_WAYS,
     WAYS,
-    Interleaved,
     build,
-    manual_median,
-    peak_memory,
     runner,
     subset,
     timed_examples,
 )
-
+from benchmarks.per_example.probes import manual_median, peak_memory, time_method
+from benchmarks.plugin.devices import NO_GPU_REASON, device_name
 from importance.testing import relative_error
 
 # [model][exact labels]. An MLP call takes ~80 ms, so one load spike moves a median of few rounds.
@@ -97,10 +96,10 @@ def _reference(state, key, model, measure, data):
     [pytest.param(*c, marks=[pytest.mark.gpu] if c[0] == "GPU" else []) for c in CASES],
     ids=["-".join(c) for c in CASES],
 )
-def test_per_example(benchmark, bench_plan, state, device, model_name, measure, method):
+def test_per_example(benchmark, bench_options, state, device, model_name, measure, method):
     if device == "GPU" and not tf.config.list_physical_devices("GPU"):
         pytest.skip(NO_GPU_REASON)
-    full = bench_plan.mode == "full"
+    full = bench_options.full
     benchmark.group = "per-example"
     if model_name not in state["built"]:
         state["built"][model_name] = build(model_name)
@@ -115,24 +114,12 @@ def test_per_example(benchmark, bench_plan, state, device, model_name, measure, 
     rounds = 1 if slow else (ROUNDS_FULL if full else ROUNDS[model_name][exact])
 
     with tf.device(f"/{device}:0"):
-        if method == "loop":
-            fn(subset(data, 4))  # warm-up outside the timing (eager kernels, caches)
-        else:
-            fn(timed)  # warm-up: tracing
         plain_fn = runner(model, measure, "plain")
-        interleaved = Interleaved(lambda: plain_fn(data))
-
-        def setup() -> tuple:
-            interleaved()
-            return (timed,), {}
-
-        if slow or method == "plain":
-            result = benchmark.pedantic(fn, args=(timed,), rounds=rounds, iterations=1)
-        else:
-            result = benchmark.pedantic(fn, setup=setup, rounds=rounds, iterations=1)
-        stats = getattr(getattr(benchmark, "stats", None), "stats", None)
-        median = stats.median if stats is not None else manual_median(lambda: fn(timed), rounds)
-        seconds = median * n / n_timed
+        timing = time_method(benchmark, fn, timed, rounds=rounds, plain_pass=lambda: plain_fn(data),
+                             interleave=not (slow or method == "plain"),
+                             warmup=subset(data, 4) if method == "loop" else None)
+        result, interleaved = timing.result, timing.plain
+        seconds = timing.seconds * n / n_timed
         state["seconds"][key + (method,)] = seconds
 
         memory_n = LOOP_MEMORY_EXAMPLES if method == "loop" else BATCH

@@ -1,4 +1,4 @@
-"""The benchmark study behind ``benchmarks/``: plan, shared models, scores and curves.
+"""The thresholding study: plan, shared models, scores and curves.
 
 Everything expensive is computed once per process and shared by every case that needs it:
 trained models come from the task cache (:func:`tasks.trained`), scores are computed once per
@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks.plugin.failures import MeasureFailed
+from benchmarks.plugin.options import RunOptions
 from reports.records import (
     DEFAULT_REPLACE,
     DEFAULT_SCOPE,
@@ -57,14 +59,12 @@ class Plan:
         return (DEFAULT_TREATMENT,)
 
 
-def make_plan(
-    *, full: bool, seeds: int | None = None, tasks: tuple[tuple[str, str | None], ...] | None = None
-) -> Plan:
-    """The quick plan (default) or the full one, narrowed to seeds ``0 .. seeds-1`` and ``tasks``.
+def make_plan(options: RunOptions) -> Plan:
+    """The quick plan (default) or the full one, narrowed to ``--bench-seeds`` and ``--bench-tasks``.
 
-    The options are checked by the benchmark session (:mod:`_session`).
+    The options are checked by the benchmark session (:mod:`benchmarks.plugin.session`).
     """
-    if full:
+    if options.full:
         plan = Plan(
             mode="full", seeds=tuple(range(5)), thresholds=tuple(round(0.05 * i, 2) for i in range(21)),
             tasks=(("planted", None), ("planted_noise", None), ("digits", None), ("mnist5k", None),
@@ -79,20 +79,15 @@ def make_plan(
             treatments=(("global", "noise"), ("layer", "noise"), ("global", "zero")),
             extra_treatment_tasks=("planted",), measure_examples=512,
         )
-    if seeds is not None:
-        plan = dataclasses.replace(plan, seeds=tuple(range(seeds)))
-    if tasks:
-        plan = dataclasses.replace(plan, tasks=tuple(tasks))
+    plan = dataclasses.replace(plan, seeds=options.seed_range(len(plan.seeds)))
+    if options.tasks:
+        plan = dataclasses.replace(plan, tasks=tuple(options.tasks))
     return plan
 
 
 def is_informed(measure: str) -> bool:
     """Whether ``measure`` must beat random on the planted task."""
     return measure in INFORMED or (measure.startswith(INFORMED_PREFIX) and "shuffled" not in measure)
-
-
-class MeasureFailed(RuntimeError):
-    """A measure raised (or returned invalid scores) on a task."""
 
 
 @dataclasses.dataclass

@@ -15,11 +15,13 @@ head; ``--full`` adds 5-task split MNIST (task heads, and one shared head) and p
 
 from __future__ import annotations
 
-import _consolidation
-import _study
 import numpy as np
 import pytest
-from _session import bench_session_of
+
+from benchmarks.continual import study as continual
+from benchmarks.plugin.failures import MeasureFailed
+from benchmarks.plugin.options import RunOptions
+from benchmarks.plugin.session import bench_session_of
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -28,48 +30,49 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     name = metafunc.function.__name__
     if name not in ("test_consolidation", "test_same_seed_same_numbers"):
         return
-    mode = bench_session_of(metafunc.config).plan.mode
+    plan = continual.make_plan(bench_session_of(metafunc.config).options)
     # Under xdist every consolidation case goes to one worker, which trains each first task once.
     marks = [pytest.mark.xdist_group("consolidation")] if metafunc.config.pluginmanager.hasplugin("xdist") else []
     params = []
-    for scenario in _consolidation.scenarios(mode):
+    for scenario in plan.scenarios:
         if name == "test_same_seed_same_numbers":
             params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}", marks=marks)
                        for m in ("fisher", "si") if scenario.name == "evenodd"]
             continue
         params += [pytest.param(scenario, s, None, id=f"{s}-{scenario.name}", marks=marks)
-                   for s in _consolidation.references()]
+                   for s in continual.references()]
         params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}", marks=marks)
                    for m in imp.available_measures()]
     metafunc.parametrize("scenario,strategy,measure", params)
 
 
 @pytest.fixture(scope="session")
-def consolidation(bench_plan: _study.Plan) -> _consolidation.Study:
-    """The process-wide memo of first tasks and outcomes, for the plan's mode."""
-    return _consolidation.Study(bench_plan.mode)
+def consolidation(bench_options: RunOptions) -> continual.Study:
+    """The process-wide memo of first tasks and outcomes, for this run's consolidation plan."""
+    return continual.Study(continual.make_plan(bench_options))
 
 
 def _outcome(consolidation, bench_records, scenario, seed, strategy, measure):
     try:
         outcome = consolidation.outcome(scenario, seed, strategy, measure)
-    except _consolidation.MeasureFailed as error:
-        bench_records.write([_consolidation.record(scenario, seed, strategy, measure, None, error=str(error))])
-        if isinstance(error, _consolidation.NotApplicable):  # listed in the leaderboard with the reason
+    except MeasureFailed as error:
+        failed = continual.record(scenario, seed, strategy, measure, None, error=str(error))
+        bench_records.write([failed])
+        if isinstance(error, continual.NotApplicable):  # listed in the leaderboard with the reason
             pytest.skip(f"not applicable to EWC: {error}")
         pytest.fail(str(error), pytrace=False)
     return outcome
 
 
-def test_consolidation(consolidation, bench_records, bench_plan, scenario, strategy, measure):
+def test_consolidation(consolidation, bench_records, scenario, strategy, measure):
     """Per seed: the chosen lambda's accuracy matrix, recorded; then its sanity properties."""
     from importance.continual import get_strategy
 
     if scenario.heads not in get_strategy(strategy).supported_heads:
         pytest.skip(f"strategy {strategy!r} does not support heads={scenario.heads!r}")
-    for seed in bench_plan.seeds:
+    for seed in consolidation.plan.seeds:
         outcome = _outcome(consolidation, bench_records, scenario, seed, strategy, measure)
-        bench_records.write([_consolidation.record(scenario, seed, strategy, measure, outcome)])
+        bench_records.write([continual.record(scenario, seed, strategy, measure, outcome)])
         tasks = outcome.R.shape[1]
         assert outcome.R.shape == (tasks, tasks) and tasks >= 2
         assert np.all((outcome.R >= 0) & (outcome.R <= 1))
@@ -80,13 +83,13 @@ def test_consolidation(consolidation, bench_records, bench_plan, scenario, strat
         np.testing.assert_array_equal(outcome.R[0], naive.R[0])
 
 
-def test_fisher_beats_naive_and_l2(consolidation, bench_records, bench_plan):
+def test_fisher_beats_naive_and_l2(consolidation, bench_records):
     """Even/odd split, one shared head: EWC(fisher) ends with a higher ACC than naive and than L2
     (each at its own chosen lambda), paired over seeds: the mean of the per-seed ACC differences
     is positive."""
-    scenario = _consolidation.QUICK_SCENARIOS[0]
+    scenario = continual.QUICK_SCENARIOS[0]
     lifts = {"naive": [], "l2": []}
-    for seed in bench_plan.seeds:
+    for seed in consolidation.plan.seeds:
         fisher = _outcome(consolidation, bench_records, scenario, seed, "ewc", "fisher")
         acc = float(fisher.R[-1].mean())
         for reference in lifts:
@@ -98,10 +101,11 @@ def test_fisher_beats_naive_and_l2(consolidation, bench_records, bench_plan):
             + ", ".join(f"{v:+.3f}" for v in values))
 
 
-def test_same_seed_same_numbers(consolidation, bench_plan, scenario, strategy, measure):
+def test_same_seed_same_numbers(consolidation, scenario, strategy, measure):
     """A fresh study (first task trained again) at the same seed and lambda gives bitwise the same R."""
-    seed = bench_plan.seeds[0]
+    seed = consolidation.plan.seeds[0]
     kept = consolidation.outcome(scenario, seed, strategy, measure)
-    again = _consolidation.Study(bench_plan.mode).outcome(scenario, seed, strategy, measure, grid=(kept.lam,))
+    fresh = continual.Study(consolidation.plan)
+    again = fresh.outcome(scenario, seed, strategy, measure, grid=(kept.lam,))
     np.testing.assert_array_equal(again.R, kept.R)
     assert again.history.equals(kept.history)

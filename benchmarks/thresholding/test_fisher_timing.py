@@ -11,8 +11,8 @@ import statistics
 import time
 
 import pytest
-from _devices import NO_GPU_REASON, device_name
 
+from benchmarks.plugin.devices import NO_GPU_REASON, device_name
 from reports.records import timing_record
 
 ROUNDS = 3

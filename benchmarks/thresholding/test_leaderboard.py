@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 
-import _study
 import numpy as np
 import pandas as pd
 import pytest
-from _session import bench_session_of
 
+from benchmarks.plugin.failures import MeasureFailed
+from benchmarks.plugin.session import bench_session_of
+from benchmarks.thresholding import study as thresholding
 from reports.records import LEVELS
 
 # Stated tolerances of the properties (see the README, "The scores").
@@ -37,12 +38,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     import importance as imp
 
     config = metafunc.config
-    plan: _study.Plan = bench_session_of(config).plan
+    plan: thresholding.Plan = bench_session_of(config).plan
     measures = imp.available_measures()
     grouped = config.pluginmanager.hasplugin("xdist")
     params = []
     for task, variant in plan.tasks:
-        label = _study.task_label(task, variant)
+        label = thresholding.task_label(task, variant)
         marks = _task_marks(task, label, grouped)
         if metafunc.function.__name__ == "test_compute_time":
             params += [pytest.param(m, task, variant, id=f"{m}-{label}", marks=marks) for m in measures]
@@ -51,13 +52,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 for scope, replace in plan.treatments_for(task):
                     if level == "layer" and scope == "layer":
                         continue  # one score per layer ranked within the layer: ties only
-                    extra = "" if (scope, replace) == _study.DEFAULT_TREATMENT else f"-{scope}-{replace}"
+                    extra = "" if (scope, replace) == thresholding.DEFAULT_TREATMENT else f"-{scope}-{replace}"
                     params += [pytest.param(m, task, variant, level, scope, replace,
                                             id=f"{m}-{label}-{level}{extra}", marks=marks) for m in measures]
         elif metafunc.function.__name__ == "test_beats_random" and task == "planted":
-            informed = [m for m in measures if _study.is_informed(m)]
+            informed = [m for m in measures if thresholding.is_informed(m)]
             params += [pytest.param(m, task, variant, level, id=f"{m}-{label}-{level}", marks=marks)
-                       for level in _study.BEATS_RANDOM_LEVELS for m in informed]
+                       for level in thresholding.BEATS_RANDOM_LEVELS for m in informed]
     names = {
         "test_compute_time": "measure,task,variant",
         "test_case": "measure,task,variant,level,scope,replace",
@@ -83,18 +84,18 @@ def test_compute_time(benchmark, study, measure, task, variant):
     """Time one computation of the measure on the task (seed 0); keep its scores for the cases."""
     seed = study.plan.seeds[0]
     subject = study.subject(task, variant, seed)
-    benchmark.group = f"compute: {_study.task_label(task, variant)}"
+    benchmark.group = f"compute: {thresholding.task_label(task, variant)}"
     benchmark.extra_info.update(measure=measure, task=task, variant=subject.variant, seed=seed,
                                 examples=int(len(subject.measure_data[1])))
     try:
         benchmark.pedantic(study.scores, args=(measure, subject), kwargs={"fresh": True},
                            rounds=1, iterations=1, warmup_rounds=0)
-    except _study.MeasureFailed as error:
+    except MeasureFailed as error:
         pytest.fail(str(error), pytrace=False)
     from reports.scoring import robustness_score, safe_fraction
 
     for level in LEVELS:
-        curve = study.curve(measure, subject, level, *_study.DEFAULT_TREATMENT).frame
+        curve = study.curve(measure, subject, level, *thresholding.DEFAULT_TREATMENT).frame
         benchmark.extra_info[f"robustness_score_{level}"] = robustness_score(
             curve["threshold"], curve["loss"], num_classes=subject.task.num_classes, base_loss=subject.base_loss)
         benchmark.extra_info[f"safe_fraction_{level}"] = safe_fraction(
@@ -108,9 +109,9 @@ def test_case(study, bench_records, measure, task, variant, level, scope, replac
         subject = study.subject(task, variant, seed)
         try:
             curve = study.curve(measure, subject, level, scope, replace)
-        except _study.MeasureFailed as error:
+        except MeasureFailed as error:
             pytest.fail(str(error), pytrace=False)
-        bench_records.write(_study.point_records(measure, subject, level, scope, replace, curve))
+        bench_records.write(thresholding.point_records(measure, subject, level, scope, replace, curve))
         curves.append((subject, curve))
     for index, (subject, curve) in enumerate(curves):
         _check_properties(study, measure, subject, level, scope, replace, curve, rerun=index == 0)
@@ -125,18 +126,18 @@ def _check_properties(study, measure, subject, level, scope, replace, curve, *, 
     assert frame.loc[0.0, "loss"] == pytest.approx(subject.base_loss, rel=BASE_LOSS_RTOL), where
     assert frame.loc[0.0, "accuracy"] == subject.base_accuracy, where
     # p = 1: at chance.
-    chance = _study.ln_k(subject.task.num_classes)
+    chance = thresholding.ln_k(subject.task.num_classes)
     tolerance = CHANCE_LOSS_ATOL if replace == "noise" else ZERO_LOSS_ATOL
     assert abs(frame.loc[1.0, "loss"] - chance) <= tolerance, (
         f"{where}: loss at p=1 is {frame.loc[1.0, 'loss']:.4f}, ln K = {chance:.4f} (tolerance {tolerance})")
-    majority = _study.chance_accuracy(subject.test_data[1])
+    majority = thresholding.chance_accuracy(subject.test_data[1])
     assert frame.loc[1.0, "accuracy"] <= majority + CHANCE_ACCURACY_ATOL, (
         f"{where}: accuracy at p=1 is {frame.loc[1.0, 'accuracy']:.3f}, majority class {majority:.3f}")
     # The replaced fraction is exact at every threshold, and the weights really were replaced.
     total = sum(curve.sizes)
     assert len(curve.changed) == len(thresholds), where
     for p, changed in zip(thresholds, curve.changed, strict=True):
-        expected = _study.expected_count(p, curve.sizes)
+        expected = thresholding.expected_count(p, curve.sizes)
         assert frame.loc[p, "fraction_replaced"] == pytest.approx(expected / total, abs=1e-12), (where, p)
         slack = curve.zeros if replace == "zero" else 0  # an original 0 replaced by 0 looks unchanged
         assert expected - slack <= changed <= expected, (
@@ -161,8 +162,8 @@ def test_beats_random(study, measure, task, variant, level):
         subject = study.subject(task, variant, seed)
         for name in robustness:
             try:
-                frame = study.curve(name, subject, level, *_study.DEFAULT_TREATMENT).frame
-            except _study.MeasureFailed as error:
+                frame = study.curve(name, subject, level, *thresholding.DEFAULT_TREATMENT).frame
+            except MeasureFailed as error:
                 pytest.fail(str(error), pytrace=False)
             robustness[name].append(robustness_score(frame["threshold"], frame["loss"],
                                                  num_classes=subject.task.num_classes, base_loss=subject.base_loss))

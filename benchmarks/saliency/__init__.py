@@ -1,0 +1,1 @@
+"""Saliency axis: faithfulness of every saliency method, and explanations kept under thresholding."""
