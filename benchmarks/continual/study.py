@@ -150,12 +150,17 @@ class Study:
 
 def record(scenario: Scenario, seed: int, strategy: str, measure: str | None, outcome: Any,
            *, mode: str = "separate", error: str | None = None) -> dict[str, Any]:
-    """The ``consolidation`` result record of one outcome (or of a failure, with ``error``)."""
-    from importance.continual import summary
+    """The ``consolidation`` result record of one outcome (or of a failure, with ``error``).
+
+    The strategy names its own display label and whether lambda matters (``method``,
+    ``penalised``), so the report needs no table of strategy names.
+    """
+    from importance.continual import Consolidator, get_strategy, summary
 
     base = {"scenario": scenario.name, "sequence": scenario.sequence,
             "heads": scenario.heads, "strategy": strategy, "measure": measure or strategy, "mode": mode,
-            "seed": int(seed)}
+            "seed": int(seed), "method": Consolidator(strategy, measure=measure, mode=mode).method,
+            "penalised": get_strategy(strategy).penalised}
     if outcome is None:
         return consolidation_record(**base, error=error or "failed")
     history = outcome.history[outcome.history["split"] == "test"]

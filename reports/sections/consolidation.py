@@ -29,20 +29,24 @@ from reports.sections.contract import Context, Record
 # One strategy (and measure) on one continual-learning scenario and seed, at the lambda chosen
 # on validation data: ``scenario, sequence, heads, strategy, measure, mode, seed, lam, grid,
 # val_acc, acc, bwt, forgetting, R, curve, tasks, seconds`` (``curve``: rows ``[epoch, trained
-# task, evaluated task, test accuracy]``); a failed measure has ``error`` instead.
+# task, evaluated task, test accuracy]``); a failed measure has ``error`` instead. ``method`` (the
+# strategy's display label, e.g. ``EWC(fisher)``) and ``penalised`` (whether lambda matters) come
+# from the strategy; records written before they existed are labelled by the legacy rule below.
 CONSOLIDATION_OUTCOME = ("acc", "bwt", "forgetting", "lam", "grid", "val_acc", "R", "curve",
                          "seconds", "tasks")
 consolidation_record = record_kind(
     "consolidation",
     required=("scenario", "sequence", "heads", "strategy", "measure", "mode", "seed"),
-    optional=(*CONSOLIDATION_OUTCOME, "error"),
+    optional=(*CONSOLIDATION_OUTCOME, "error", "method", "penalised"),
     identity=("scenario", "strategy", "measure", "mode", "seed"),
 )
 KINDS = ("consolidation",)
 
 COLUMNS = ["rank", "method", "strategy", "measure", "acc", "low", "high", "bwt", "forgetting",
            "lams", "lift", "lift_p", "seeds", "error"]
-REFERENCE_LABELS = {"naive": "naive", "l2": "L2", "joint": "joint"}
+# Only for records without ``method``/``penalised`` (written before the strategies named them).
+LEGACY_LABELS = {"naive": "naive", "l2": "L2", "joint": "joint"}
+LEGACY_PENALISED = ("l2", "ewc")
 
 
 # --- the section ---------------------------------------------------------------------------
@@ -71,7 +75,7 @@ def plots(
             curves = [pd.DataFrame(r.curve, columns=["epoch", "trained", "evaluated", "accuracy"])
                       .assign(seed=r.seed) for r in rows.itertuples()]
             if curves:
-                histories[method_label(strategy, measure)] = pd.concat(curves).assign(split="test")
+                histories[rows["method"].iloc[0]] = pd.concat(curves).assign(split="test")
         if histories:
             path = pathlib.Path(out_dir) / f"consolidation-{scenario}.png"
             written.append(plot_task_accuracy(histories, path))
@@ -86,14 +90,16 @@ def records_frame(records: Sequence[Record]) -> pd.DataFrame:
     rows = [r for r in records if r["kind"] == "consolidation"]
     columns = ["scenario", "strategy", "measure", "mode", "seed", "acc", "bwt", "forgetting", "lam",
                "error"]
-    return pd.DataFrame(rows).reindex(columns=columns + ["curve", "tasks"])
-
-
-def method_label(strategy: str, measure: str, mode: str = "separate") -> str:
-    """``naive``, ``L2``, ``joint`` or ``EWC(fisher)`` (``EWC-online(...)`` in online mode)."""
-    if strategy in REFERENCE_LABELS:
-        return REFERENCE_LABELS[strategy]
-    return f"EWC{'-online' if mode == 'online' else ''}({measure})"
+    frame = pd.DataFrame(rows).reindex(columns=columns + ["curve", "tasks", "method", "penalised"])
+    frame[["method", "penalised"]] = frame[["method", "penalised"]].astype(object)
+    legacy = frame["method"].isna()
+    frame.loc[legacy, "method"] = [
+        LEGACY_LABELS.get(s, f"EWC{'-online' if m == 'online' else ''}({measure})")
+        for s, measure, m in zip(frame.loc[legacy, "strategy"], frame.loc[legacy, "measure"],
+                                 frame.loc[legacy, "mode"], strict=True)
+    ]
+    frame.loc[legacy, "penalised"] = frame.loc[legacy, "strategy"].isin(LEGACY_PENALISED)
+    return frame
 
 
 def scenario_tables(records: Sequence[Record]) -> list[tuple[str, pd.DataFrame]]:
@@ -104,15 +110,15 @@ def scenario_tables(records: Sequence[Record]) -> list[tuple[str, pd.DataFrame]]
         naive = rows[(rows["strategy"] == "naive") & rows["error"].isna()].set_index("seed")["acc"]
         ranked = []
         groups = rows.groupby(["strategy", "measure", "mode"], sort=True)
-        for (strategy, measure, mode), group in groups:
+        for (strategy, measure, _mode), group in groups:
             ok = group[group["error"].isna()]
             error = None if len(ok) else str(group["error"].dropna().iloc[0])
-            row = {"method": method_label(strategy, measure, mode), "strategy": strategy,
+            row = {"method": str(group["method"].iloc[0]), "strategy": strategy,
                    "measure": measure, "seeds": len(ok), "error": error}
             if len(ok):
                 row["acc"], row["low"], row["high"] = mean_interval(ok["acc"].to_numpy())
                 row["bwt"], row["forgetting"] = ok["bwt"].mean(), ok["forgetting"].mean()
-                penalised = strategy in ("l2", "ewc")
+                penalised = bool(ok["penalised"].iloc[0])
                 row["lams"] = sorted(set(ok["lam"].astype(float))) if penalised else []
                 paired = ok.set_index("seed")["acc"].reindex(naive.index).dropna()
                 if strategy != "naive" and len(paired):

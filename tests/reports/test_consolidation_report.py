@@ -57,3 +57,23 @@ def test_markdown_has_both_axes_and_the_consolidation_section(tmp_path):
     paths = consolidation.plots(_records(), build_context(_records()), tmp_path)
     assert [p.name for p in paths] == ["consolidation-evenodd.png"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_records_name_the_method_and_whether_lambda_matters():
+    """A strategy the report has never heard of (a plugin) shows under its own label, and its
+    lambdas are listed only when the record says it is penalised."""
+    records = _records()
+    for seed, acc in enumerate([0.85, 0.86, 0.87]):
+        records.append({"kind": "consolidation", "scenario": "evenodd", "strategy": "stay_close",
+                        "measure": "stay_close", "mode": "separate", "seed": seed, "acc": acc,
+                        "bwt": 0.0, "forgetting": 0.0, "lam": 3.0, "curve": [], "R": [[0.9]],
+                        "method": "stay close", "penalised": True})
+        records.append({"kind": "consolidation", "scenario": "evenodd", "strategy": "replay",
+                        "measure": "replay", "mode": "separate", "seed": seed, "acc": acc - 0.5,
+                        "bwt": 0.0, "forgetting": 0.0, "lam": 7.0, "curve": [], "R": [[0.9]],
+                        "method": "replay", "penalised": False})
+    table = consolidation.scenario_tables(records)[0][1].set_index("method")
+    assert table.loc["stay close", "lams"] == [3.0]
+    assert table.loc["replay", "lams"] == []
+    assert table.loc["stay close", "strategy"] == "stay_close"
+    assert "| stay close |" in reports.leaderboard_markdown(records)
