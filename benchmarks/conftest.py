@@ -26,7 +26,7 @@ import pytest
 from benchmarks.plugin import progress
 from benchmarks.plugin.options import RunOptions, add_options
 from benchmarks.plugin.session import SESSION_KEY, BenchSession, bench_session_of
-from benchmarks.thresholding.study import Plan, Study
+from benchmarks.thresholding.study import Study
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -62,12 +62,6 @@ def study(bench_session: BenchSession) -> Study:
 def bench_records(bench_session: BenchSession) -> Any:
     """The record writer of this process (for other benchmark groups' timing records)."""
     return bench_session.writer
-
-
-@pytest.fixture(scope="session")
-def bench_plan(bench_session: BenchSession) -> Plan:
-    """The suite's plan (quick or full, narrowed by --bench-seeds/--bench-tasks)."""
-    return bench_session.plan
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
