@@ -141,6 +141,32 @@ def paired_p_value(baseline: Sequence[float], candidate: Sequence[float]) -> flo
     return float(stats.ttest_rel(a, b).pvalue)
 
 
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (Holm 1979).
+
+    Controls the family-wise error rate at any level alpha: the k-th smallest of m p-values is
+    multiplied by ``m - k + 1`` (k from 1), running maxima keep the order, and values are capped
+    at 1. ``None`` (an undefined test) is passed through and does not count towards m.
+
+    Returns:
+        The adjusted p-values, in the input's order.
+
+    Raises:
+        ValueError: A p-value outside [0, 1] or not finite.
+    """
+    defined = [(i, float(p)) for i, p in enumerate(p_values) if p is not None]
+    for i, p in defined:
+        if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+            raise ValueError(f"p_values[{i}] must be a probability in [0, 1]. Received: {p}")
+    adjusted: list[float | None] = [None] * len(p_values)
+    m = len(defined)
+    running = 0.0
+    for k, (i, p) in enumerate(sorted(defined, key=lambda item: item[1])):
+        running = max(running, min(1.0, (m - k) * p))
+        adjusted[i] = running
+    return adjusted
+
+
 def _sorted_curve(thresholds: Sequence[float], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     p = np.asarray(thresholds, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)

@@ -269,3 +269,13 @@ def test_reports_imports_no_tensorflow_and_none_of_the_other_packages():
             "print(bad)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_holm_matches_hand_computed_step_down():
+    from reports.scoring import holm
+
+    # m = 4 defined p-values, sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, 0.06, 0.06 (running max), 0.5.
+    assert holm([0.03, 0.01, None, 0.5, 0.02]) == pytest.approx([0.06, 0.04, None, 0.5, 0.06])
+    assert holm([0.4, 0.6]) == [0.8, 0.8]  # capped and monotone: min(1, 2*0.4)=0.8, max(0.8, 0.6)
+    with pytest.raises(ValueError, match=r"p_values\[1\].*1\.5"):
+        holm([0.1, 1.5])
