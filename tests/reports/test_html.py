@@ -12,8 +12,8 @@ import subprocess
 import pytest
 
 import reports
-from reports.html import headings, inline, markdown_to_html
 from reports import records as rec
+from reports.html import headings, inline, markdown_to_html
 
 
 def synthetic_records() -> list[dict]:
