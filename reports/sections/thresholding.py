@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.markdown import escape, join, number, seconds, table
+from reports.markdown import details, escape, join, number, seconds, table
 from reports.plots import plot_rank_heatmap, pyplot, save_figure, slug
 from reports.records import BASELINE, CURVE_KEYS, DEFAULT_REPLACE, DEFAULT_SCOPE, LEVELS, task_label
 from reports.scoring import (
@@ -52,8 +52,9 @@ def markdown(records: Sequence[Record], context: Context) -> str:
     else:
         parts = ["## Overall ranking (mean rank across tasks)", "",
                  _overall_markdown(context.overall)]
-        for key, frame in context.tables:
-            parts += [f"## {_title(key)}", "", _ranked_markdown(frame)]
+        parts += ["## Per task, level and treatment", "",
+                  "One table per task, aggregation level and treatment (click to open)."]
+        parts += [details(_title(key), _ranked_markdown(frame)) for key, frame in context.tables]
     notes = coverage_notes(records)
     if notes:
         parts += ["## Measure coverage", "", _coverage_markdown(notes)]
