@@ -52,7 +52,9 @@ def plot_rank_heatmap(ranks: Any, path: pathlib.Path, *, title: str) -> pathlib.
     plt = pyplot()
     values = ranks.to_numpy(dtype=float)
     rows, cols = values.shape
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * cols + 1.6, 0.8 + 0.28 * rows))
+    # No tight_layout: with few rows and long rotated labels it cannot fit and warns; the
+    # figure is sized for its labels and save_figure crops to the drawn area.
+    fig, ax = plt.subplots(figsize=(2.6 + 0.55 * cols, 2.0 + 0.28 * rows))
     shown = np.ma.masked_invalid(values)
     top = np.nanmax(values) if np.isfinite(values).any() else 1.0
     image = ax.imshow(shown, aspect="auto", cmap="viridis", vmin=1, vmax=max(top, 2.0))
@@ -67,7 +69,6 @@ def plot_rank_heatmap(ranks: Any, path: pathlib.Path, *, title: str) -> pathlib.
     ax.set_yticks(range(rows), [str(r) for r in ranks.index], fontsize=8)
     ax.set_title(title, fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="rank (1 = best)")
-    fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
     return path

@@ -80,3 +80,16 @@ def test_rank_matrix_rows_follow_the_overall_order(tmp_path):
     matrix = thresholding.rank_matrix(context.tables, context.overall)
     assert list(matrix.index) == ["good", "mid", "random"]
     assert matrix["a · weight"].tolist() == [1.0, 2.0, 3.0]
+
+
+def test_rank_heatmap_of_a_small_run_draws_without_warnings(tmp_path):
+    import pandas as pd
+
+    from reports.plots import plot_rank_heatmap
+
+    ranks = pd.DataFrame({"planted_noise.mlp · weight": [1.0, 2.0],
+                          "planted_noise.mlp · unit": [2.0, float("nan")],
+                          "a_very_long_task_name.variant · layer": [1.0, 2.0]},
+                         index=["conftest_plugin", "random"])
+    path = plot_rank_heatmap(ranks, tmp_path / "r.png", title="ranks")
+    assert path.stat().st_size > 0  # pytest turns a matplotlib layout warning into an error
