@@ -43,6 +43,7 @@ from reports.sections import thresholding
 from reports.sections.consolidation import records_frame
 
 HISTORY_DIR = "history"
+KEEP_RUNS = 20  # runs kept under history/ (the oldest by modification time go first)
 
 
 class IncomparableRunsError(ValueError):
@@ -132,11 +133,21 @@ def run_key(records: Sequence[dict[str, Any]]) -> str:
     return f"{commit[:12]}-{digest(definition(records))[:12]}-tf{tf}"
 
 
-def store_run(records: Sequence[dict[str, Any]], root: str | os.PathLike[str]) -> pathlib.Path:
+def store_run(
+    records: Sequence[dict[str, Any]], root: str | os.PathLike[str], *, keep: int = KEEP_RUNS
+) -> pathlib.Path:
     """Keep a run's records as ``<root>/history/<key>/results.jsonl`` (atomic); returns the
-    folder. A later run of the same key (same commit, definition and TensorFlow) replaces it."""
+    folder. A later run of the same key (same commit, definition and TensorFlow) replaces it;
+    beyond ``keep`` runs the least recently written are removed."""
+    import shutil
+
     folder = pathlib.Path(root) / HISTORY_DIR / run_key(records)
     write_records(folder / "results.jsonl", records)
+    runs = sorted((p for p in folder.parent.iterdir() if (p / "results.jsonl").is_file()),
+                  key=lambda p: (p / "results.jsonl").stat().st_mtime_ns)
+    for old in runs[:-keep] if keep > 0 else []:
+        if old != folder:
+            shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

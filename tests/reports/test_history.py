@@ -89,3 +89,15 @@ def test_cli_compare_exit_codes(tmp_path, capsys):
     assert "differ in: seeds" in capsys.readouterr().err
     assert reports_main(["--compare", str(old), "nokey", "--history", str(tmp_path)]) == 2
     assert "'nokey' not found" in capsys.readouterr().err
+
+
+def test_store_run_keeps_the_most_recent_runs(tmp_path):
+    import os
+
+    folders = []
+    for i in range(4):
+        folder = history.store_run(_run(commit=f"{i:012d}"), tmp_path, keep=2)
+        os.utime(folder / "results.jsonl", ns=(i * 10**9, i * 10**9))
+        folders.append(folder)
+    left = sorted(p.name for p in (tmp_path / "history").iterdir())
+    assert left == sorted(f.name for f in folders[-2:])
