@@ -103,5 +103,6 @@ def evaluation(options: RunOptions) -> Evaluation:
     """Quick: 16 images through the cascade and ROAD, ROAD at 10/30/50/70/90 %; ``--full``: 64
     images and ROAD at every 10 % as the paper."""
     if options.full:
-        return Evaluation(randomisation_images=64, road_fractions=tuple(np.arange(1, 10) / 10))
+        fractions = tuple(k / 10 for k in range(1, 10))
+        return Evaluation(randomisation_images=64, road_fractions=fractions)
     return Evaluation(randomisation_images=16, road_fractions=(0.1, 0.3, 0.5, 0.7, 0.9))

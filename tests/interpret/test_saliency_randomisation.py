@@ -147,3 +147,20 @@ def test_layers_option_and_errors(model, images):
         model_randomisation(model, images, target=5)
     with pytest.raises(ValueError, match="first and second must be maps of one shape"):
         ssim(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))
+
+
+def test_batch_norm_and_nested_layers_are_randomised_and_restored():
+    keras.utils.set_random_seed(7)
+    inner = keras.Sequential([keras.Input((6, 6, 4)), keras.layers.Conv2D(4, 3, padding="same")],
+                             name="inner")  # fmt: skip
+    model = keras.Sequential([
+        keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, padding="same", name="first"),
+        keras.layers.BatchNormalization(name="bn"), inner, keras.layers.Flatten(),
+        keras.layers.Dense(2, name="head"),
+    ])  # fmt: skip
+    x = np.random.default_rng(8).random((4, 6, 6, 1)).astype(np.float32)
+    model(x, training=True)  # moving statistics away from their initial values
+    before = _weights(model)
+    result = model_randomisation(model, x, target=0, method="gradient")
+    assert result.layers == ("head", inner.layers[0].name, "bn", "first")
+    assert _weights(model) == before
