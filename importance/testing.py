@@ -16,7 +16,9 @@ In a plugin's own test suite::
     def test_my_measure_contract(name, check):
         check(name)
 
-or ``check_measure("my_measure")`` to run them all at once. The project's own contract suite
+or ``check_measure("my_measure")`` to run them all at once. Saliency methods have their own:
+``check_saliency("my_map")`` (shapes, finiteness, determinism, model unchanged; see
+:data:`SALIENCY_CHECKS`). The project's own contract suite
 (``tests/measures/test_contract.py``) runs them on every registered measure. :func:`relative_error` is the
 comparison the project's reference tests use (a measure against an independent slow loop).
 """
@@ -24,7 +26,7 @@ comparison the project's reference tests use (a measure against an independent s
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,9 +41,12 @@ __all__ = [
     "check_measure",
     "check_model_unchanged",
     "check_one_array_per_weight",
+    "check_saliency",
     "parametrize_with_checks",
     "relative_error",
+    "SALIENCY_CHECKS",
     "tiny_classifier",
+    "tiny_image_classifier",
 ]
 
 MODELS = ("dense", "conv")
@@ -171,3 +176,137 @@ def parametrize_with_checks(names: Iterable[str] | None = None, *, models: Itera
         for check in CHECKS
     ]
     return pytest.mark.parametrize(("name", "check"), params)
+
+
+# --- saliency methods ----------------------------------------------------------------------
+
+
+@functools.cache
+def tiny_image_classifier() -> Any:
+    """The model the saliency checks explain: 6 x 6 x 2 images -> Conv2D(3, 3 x 3, ReLU) ->
+    Flatten -> Dense(3) logits, seeded initial weights, untrained (a map's contract does not
+    need a trained model); built once per process."""
+    import keras
+
+    model = keras.Sequential([
+        keras.Input((6, 6, 2)),
+        keras.layers.Conv2D(3, 3, activation="relu",
+                            kernel_initializer=keras.initializers.GlorotUniform(seed=21),
+                            bias_initializer=keras.initializers.RandomNormal(seed=22)),
+        keras.layers.Flatten(),
+        keras.layers.Dense(3, kernel_initializer=keras.initializers.GlorotUniform(seed=23)),
+    ], name="tiny_image_classifier")  # fmt: skip
+    return model
+
+
+def _saliency_fn(method: Any) -> tuple[str, Callable[..., Any]]:
+    """``(label, fn)`` of a registered method's name (its defaults applied) or a callable."""
+    if callable(method):
+        return getattr(method, "__name__", repr(method)), method
+    from importance.interpret import get_saliency
+
+    entry = get_saliency(method)
+    return method, functools.partial(entry.fn, **entry.defaults)
+
+
+def _saliency_runs(method: Any, kind: str, options: Any = None) -> dict[str, Any]:
+    """:func:`_saliency_computed`, once per process for a registered name and options."""
+    frozen = tuple(sorted((options or {}).items()))
+    if isinstance(method, str):
+        return _saliency_cached(method, kind, frozen)
+    return _saliency_computed(method, kind, frozen)
+
+
+@functools.cache
+def _saliency_cached(name: str, kind: str, options: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    return _saliency_computed(name, kind, options)
+
+
+def _saliency_computed(
+    method: Any, kind: str, options: tuple[tuple[str, Any], ...]
+) -> dict[str, Any]:
+    """The method run twice on the tiny image classifier's 4 images, per-image targets,
+    with ``options`` (and ``seed`` when it takes one); the model's weights before and after."""
+    import inspect
+
+    label, fn = _saliency_fn(method)
+    model = tiny_image_classifier()
+    images = np.random.default_rng(24).normal(size=(4, 6, 6, 2)).astype(np.float32)
+    target = np.array([0, 1, 2, 1], np.int32)
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    options = {**({"seed": SEED} if "seed" in parameters else {}), **dict(options)}
+    before = _weights(model)
+    first = fn(model, images, target=target, **options)
+    second = fn(model, images, target=target, **options)
+    return {"label": label, "images": images, "maps": (first, second), "before": before,
+            "after": _weights(model)}  # fmt: skip
+
+
+def check_saliency_shape(
+    method: Any, *, model: str = "conv", options: Any = None
+) -> None:
+    """Maps of shape (N, H, W), one per image, of a real (float or integer) dtype."""
+    run = _saliency_runs(method, model, options)
+    maps, expected = np.asarray(run["maps"][0]), tuple(run["images"].shape[:3])
+    assert maps.shape == expected, f"{run['label']}: maps of shape {maps.shape}, expected {expected}"
+    assert np.issubdtype(maps.dtype, np.floating) or np.issubdtype(maps.dtype, np.integer), (
+        f"{run['label']}: maps of dtype {maps.dtype}, expected a real number type")
+
+
+def check_saliency_finite(
+    method: Any, *, model: str = "conv", options: Any = None
+) -> None:
+    """No NaN or infinite value in the maps."""
+    run = _saliency_runs(method, model, options)
+    assert np.all(np.isfinite(np.asarray(run["maps"][0], np.float64))), (
+        f"{run['label']} returned non-finite maps")
+
+
+def check_saliency_deterministic(
+    method: Any, *, model: str = "conv", options: Any = None
+) -> None:
+    """The same maps twice (same ``seed`` when the method takes one)."""
+    run = _saliency_runs(method, model, options)
+    np.testing.assert_array_equal(*run["maps"], err_msg=f"{run['label']} is not deterministic")
+
+
+def check_saliency_model_unchanged(
+    method: Any, *, model: str = "conv", options: Any = None
+) -> None:
+    """Every weight of the model (trainable or not) bitwise unchanged by the method."""
+    run = _saliency_runs(method, model, options)
+    assert run["after"] == run["before"], f"{run['label']} changed the model's weights"
+
+
+SALIENCY_CHECKS: tuple[Callable[..., None], ...] = (
+    check_saliency_shape,
+    check_saliency_finite,
+    check_saliency_deterministic,
+    check_saliency_model_unchanged,
+)
+
+
+def check_saliency(
+    method: Any, *, models: Iterable[str] = ("conv",), options: Mapping[str, Any] | None = None
+) -> None:
+    """Run every check of :data:`SALIENCY_CHECKS` on a saliency method, like :func:`check_measure`.
+
+    The method, a registered name or ``fn(model, images, *, target, **options)``, explains 4
+    seeded random 6 x 6 x 2 images to :func:`tiny_image_classifier` (``models``: only
+    ``"conv"``) with one target class per image; it must return (N, H, W) finite
+    maps, the same maps twice (given ``seed`` when it takes one), and leave every weight of the
+    model bitwise unchanged. ``options`` go to the method (e.g. ``{"window": 3}`` for
+    ``occlusion``, whose default window is larger than the tiny images).
+
+    Raises:
+        AssertionError: The first failed check, naming the method.
+        KeyError: An unknown method name.
+    """
+    for kind in models:
+        if kind != "conv":
+            raise ValueError(f"models must hold only 'conv' (image inputs). Received: {kind!r}")
+        for check in SALIENCY_CHECKS:
+            check(method, model=kind, options=options)

@@ -6,7 +6,14 @@ Ids read ``<method>-<task>``; ``-k saliency`` selects this file's cases. Two gro
 * ``test_saliency``: pytest-benchmark times one method's maps on the task's test images (per
   seed), then the deletion / insertion curves (Petsiuk et al. 2018) are recorded as ``saliency``
   records. On ``planted_region`` each informed method must beat ``random_map`` on deletion area
-  (mean over seeds); elsewhere rankings are reported.
+  (mean over seeds); elsewhere rankings are reported. The same case records, on the first
+  16 images (64 with ``--full``), ROAD MoRF/LeRF (Rong et al. 2022), the cascading
+  model-parameter randomisation (Adebayo et al. 2018; a ``randomisation`` record, the model
+  checked bitwise restored; the model-free controls must fail it) and, on ``planted_region``,
+  the pointing game, relevance rank accuracy and the early insertion area (see
+  ``study.EARLY_INSERTION_TASKS`` for why).
+* ``test_randomisation_cascade``: per task, the cascade figure of a few methods on 2 images
+  (``plots/saliency-randomisation-<task>.png``).
 * ``test_explanation_kept``: per weight measure, the ``mnist5k`` CNN thresholded at p in {0.3,
   0.5, 0.7} (threshold_sweep's rules, global scope, noise), Grad-CAM correlated with the untouched
   model's (``explanation`` records).
@@ -33,7 +40,7 @@ from benchmarks.plugin.options import RunOptions
 from benchmarks.plugin.session import bench_session_of
 from benchmarks.saliency import study as saliency
 from reports.records import task_label
-from reports.sections.saliency import explanation_record, saliency_record
+from reports.sections.saliency import explanation_record, randomisation_record, saliency_record
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -51,6 +58,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params += [
                 pytest.param(m, task, variant, id=f"{m}-{label}", marks=marks) for m in methods
             ]
+        elif metafunc.function.__name__ == "test_randomisation_cascade":
+            params.append(pytest.param(task, variant, id=label, marks=marks))
         elif metafunc.function.__name__ == "test_explanation_kept" and task == "mnist5k":
             measures = plan.kept_measures or tuple(imp.available_measures())
             params += [
@@ -59,6 +68,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = {
         "test_saliency": "method,task,variant",
         "test_explanation_kept": "measure,task,variant",
+        "test_randomisation_cascade": "task,variant",
     }
     metafunc.parametrize(names[metafunc.function.__name__], params)
 
@@ -69,7 +79,14 @@ def saliency_plan(bench_options: RunOptions) -> saliency.Plan:
     return saliency.make_plan(bench_options)
 
 
-def test_saliency(benchmark, study, bench_records, bench_session, saliency_plan, method, task, variant):
+@pytest.fixture(scope="session")
+def saliency_evaluation(bench_options: RunOptions) -> saliency.Evaluation:
+    """This run's sanity / ROAD / localisation sizes (see :func:`benchmarks.saliency.study.evaluation`)."""
+    return saliency.evaluation(bench_options)
+
+
+def test_saliency(benchmark, study, bench_records, bench_session, saliency_plan,
+                  saliency_evaluation, method, task, variant):  # fmt: skip
     """Time the method's maps, record their deletion / insertion curves for every seed."""
     from importance.interpret import compute_saliency
     from importance.interpret.faithfulness import deletion_insertion
@@ -102,6 +119,8 @@ def test_saliency(benchmark, study, bench_records, bench_session, saliency_plan,
             fields["mass_inside"] = float(
                 ((mass * region_mask()).sum((1, 2)) / mass.sum((1, 2))).mean()
             )
+        fields.update(_evaluate(run, x, y, maps, method, options, task, seed,
+                                saliency_evaluation, bench_records))  # fmt: skip
         bench_records.write([saliency_record(**fields)])
         if method in saliency.ASSERT_BEATS_RANDOM.get(task, ()):
             chance = compute_saliency("random_map", run.model, x, target=y, seed=seed)
@@ -116,6 +135,67 @@ def test_saliency(benchmark, study, bench_records, bench_session, saliency_plan,
     )
     if lifts:
         assert np.mean(lifts) > 0, f"{method} does not beat random_map on {task}: lifts {lifts}"
+
+
+def _evaluate(run, x, y, maps, method, options, task, seed, evaluation, bench_records) -> dict:
+    """ROAD, localisation, early insertion (saliency-record fields) and the randomisation cascade
+    (its own record) of one method, task and seed (issue 24)."""
+    from importance.interpret.faithfulness import deletion_insertion
+    from importance.interpret.localisation import pointing_game, relevance_rank_accuracy
+    from importance.interpret.randomisation import PASS_THRESHOLD, model_randomisation
+    from importance.interpret.road import road
+
+    n = evaluation.randomisation_images
+    result = road(run.model, x[:n], maps[:n], target=y[:n], fractions=evaluation.road_fractions,
+                  seed=seed)  # fmt: skip
+    fields = {"road_morf": result.morf.tolist(), "road_lerf": result.lerf.tolist(),
+              "road_fractions": list(evaluation.road_fractions)}  # fmt: skip
+    if task == "planted_region":
+        from tasks.planted_region import region_mask
+
+        fields["pointing_game"] = pointing_game(maps, region_mask()).tolist()
+        fields["relevance_rank_accuracy"] = relevance_rank_accuracy(maps, region_mask()).tolist()
+    if task in saliency.EARLY_INSERTION_TASKS:
+        fine = deletion_insertion(run.model, x[:n], maps[:n], target=y[:n],
+                                  steps=evaluation.fine_steps, seed=seed).curves  # fmt: skip
+        early = fine[fine.fraction <= evaluation.early_fraction + 1e-12]
+        fields["insertion_early"] = float(
+            np.trapezoid(early.insertion_probability, early.fraction) / evaluation.early_fraction
+        )
+        fields["early_fraction"] = evaluation.early_fraction
+    before = [w.numpy().tobytes() for w in run.model.weights]
+    cascade = model_randomisation(run.model, x[:n], target=y[:n], method=method,
+                                  options=options, seed=seed)  # fmt: skip
+    assert [w.numpy().tobytes() for w in run.model.weights] == before, "model not restored"
+    bench_records.write([randomisation_record(
+        method=method, task=task, variant=run.variant, seed=seed, images=len(y[:n]),
+        layers=list(cascade.layers), spearman=cascade.spearman.mean(axis=1).tolist(),
+        ssim=cascade.ssim.mean(axis=1).tolist(), threshold=PASS_THRESHOLD)])  # fmt: skip
+    if method in saliency.MODEL_FREE:
+        assert not cascade.passed(), f"{method} reads no model yet passed the randomisation check"
+    return fields
+
+
+def test_randomisation_cascade(study, bench_session, saliency_plan, saliency_evaluation, task,
+                               variant):  # fmt: skip
+    """The cascade figure of the first seed: a few methods' maps as the layers are randomised."""
+    from importance.interpret.randomisation import model_randomisation
+    from reports.sections.saliency import plot_randomisation_cascade
+
+    evaluation = saliency_evaluation
+    run = study.subject(task, variant, saliency_plan.seeds[task][0])
+    x, y = saliency.images(run, saliency_plan)
+    x, y = x[: evaluation.cascade_images], y[: evaluation.cascade_images]
+    cascades, layers = {}, ()
+    for method in evaluation.cascade_methods:
+        result = model_randomisation(run.model, x, target=y, method=method, keep_maps=True,
+                                     seed=run.seed)  # fmt: skip
+        cascades[method], layers = result.maps, result.layers
+    label = task_label(task, run.variant)
+    path = bench_session.report_dir / "plots" / f"saliency-randomisation-{label}.png"
+    plot_randomisation_cascade(x, cascades, layers, path, title=(
+        f"{label}, seed {run.seed}: maps as layers are re-initialised from the top"))  # fmt: skip
+    assert path.exists()
 
 
 def _overlay(report_dir, plan, run, x, y, task, variant) -> None:

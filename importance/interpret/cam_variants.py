@@ -32,6 +32,21 @@ def grad_cam_plus_plus_maps(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
     return tf.nn.relu(tf.reduce_sum(weights * a, axis=-1))
 
 
+def grad_cam_plus_plus_normalised_maps(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    """Grad-CAM++ as the authors' released code computes it, (N, h, w, K) -> (N, h, w).
+
+    The alphas of :func:`grad_cam_plus_plus_maps` are divided by their sum over each channel's
+    positions (a zero sum left as 1) before weighting ``relu(g)``.
+    """
+    g2 = g * g
+    denominator = 2.0 * g2 + tf.reduce_sum(a, axis=(1, 2), keepdims=True) * g2 * g
+    alpha = tf.math.divide_no_nan(g2, denominator)
+    total = tf.reduce_sum(alpha, axis=(1, 2), keepdims=True)
+    alpha = alpha / tf.where(total != 0.0, total, tf.ones_like(total))
+    weights = tf.reduce_sum(alpha * tf.nn.relu(g), axis=(1, 2), keepdims=True)
+    return tf.nn.relu(tf.reduce_sum(weights * a, axis=-1))
+
+
 def layer_cam_maps(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
     """LayerCAM of activations ``a`` and gradients ``g`` (N, h, w, K) -> (N, h, w)."""
     return tf.nn.relu(tf.reduce_sum(tf.nn.relu(g) * a, axis=-1))
@@ -53,6 +68,26 @@ def grad_cam_plus_plus(
     Arguments as :func:`importance.interpret.cam.cam_map`.
     """
     return cam_map(grad_cam_plus_plus_maps, model, images, target=target, layer=layer)
+
+
+@register_saliency
+def grad_cam_plus_plus_normalised(
+    model: keras.Model, images: Any, *, target: Any, layer: Any = None
+) -> np.ndarray:
+    """Grad-CAM++ with the alpha normalisation of the authors' released code, (N, H, W).
+
+    Chattopadhay et al. 2018 define ``alpha_k_ij`` by eq. 19 (:func:`grad_cam_plus_plus`). Their
+    released implementation (github.com/adityac94/Grad_CAM_plus_plus, followed by
+    tf-keras-vis's ``GradcamPlusPlus``) then divides each channel's alphas by their sum over the
+    positions, ``alpha_k_ij / sum_ab alpha_k_ab`` (a zero sum left as is), before
+    ``w_k = sum_ij alpha_k_ij relu(g_ij)``. The normalisation reweights the channels (a channel
+    whose gradient is spread over many positions gains against one with few), so the two maps
+    differ in shape, not only in scale. The positive per-image factor ``exp(S_c)`` is dropped as
+    in :func:`grad_cam_plus_plus`.
+
+    Arguments as :func:`importance.interpret.cam.cam_map`.
+    """
+    return cam_map(grad_cam_plus_plus_normalised_maps, model, images, target=target, layer=layer)
 
 
 @register_saliency

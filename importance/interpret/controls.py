@@ -1,4 +1,4 @@
-"""Control maps that look at no model: ``random_map`` (seeded) and ``centre_prior``.
+"""Control maps that look at no model: ``random_map`` (seeded), ``centre_prior`` and ``sobel_map``.
 
 A method that does not beat ``random_map`` on the faithfulness curves explains nothing; one that
 does not beat ``centre_prior`` may only have learnt that objects sit in the middle.
@@ -55,3 +55,32 @@ def centre_prior(
     dx = (np.arange(width_px) - (width_px - 1) / 2) / (width * width_px)
     bump = np.exp(-(dy[:, None] ** 2 + dx[None, :] ** 2) / 2)
     return np.broadcast_to(bump, (n, height, width_px)).copy()
+
+
+@register_saliency
+def sobel_map(model: keras.Model, images: Any, *, target: Any) -> np.ndarray:
+    """The Sobel edge detector's gradient magnitude, a control that looks at the image only.
+
+    Adebayo et al. 2018 ("Sanity Checks for Saliency Maps", fig. 1) show that an edge detector
+    draws maps that look much like many saliency methods' while knowing nothing of the model;
+    Quantus uses it as its edge-detection control. Per channel, the 3 x 3 Sobel derivatives
+    (Sobel & Feldman 1968) ``gy = [[1, 2, 1], [0, 0, 0], [-1, -2, -1]] * x`` and
+    ``gx = gy^T * x`` (correlation, border pixels repeated) give ``sqrt(gx^2 + gy^2)``; the map
+    is its maximum over the channels. It ignores the model and the target, so it fails the
+    model-randomisation check by construction.
+
+    Args:
+        model: Only used to check ``images`` and ``target``.
+        images: (N, H, W, C) images.
+        target: One class id, or one per image (checked, not used).
+    """
+    from scipy import ndimage
+
+    images = check_images(images, model)
+    class_ids(model, images, target)
+    x = images.numpy().astype(np.float64)
+    # ndimage.sobel would also smooth across the image and channel axes: correlate in H, W only
+    kernel = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])
+    gy = ndimage.correlate(x, kernel[None, :, :, None], mode="nearest")
+    gx = ndimage.correlate(x, kernel.T[None, :, :, None], mode="nearest")
+    return np.hypot(gx, gy).max(axis=-1)

@@ -23,10 +23,10 @@ from importance.interpret import available_saliency, compute_saliency, get_salie
 from importance.interpret.faithfulness import deletion_insertion
 
 READ_PROBABILITIES = {"occlusion": {"window": 3, "strides": 2}, "score_cam": {}}
-READ_NO_OUTPUTS = {"random_map": {}, "centre_prior": {}}
+READ_NO_OUTPUTS = {"random_map": {}, "centre_prior": {}, "sobel_map": {}}
 EXPLAIN_THE_OUTPUT_COLUMN = {
     "gradient", "smoothgrad", "gradient_x_input", "integrated_gradients", "grad_cam",
-    "hires_cam", "grad_cam_plus_plus", "layer_cam",
+    "hires_cam", "grad_cam_plus_plus", "layer_cam", "grad_cam_plus_plus_normalised",
 }  # fmt: skip
 TARGET = np.array([0, 1, 2, 1])
 

@@ -84,3 +84,52 @@ def test_pngs_exist_and_are_not_blank(tmp_path):
     _not_blank(grid)
     written = reports.write_reports(RECORDS, tmp_path / "report")
     assert any(p.name == "saliency-curves-toy.cnn.png" for p in written["plots"])
+
+
+def _evaluated(method, seed, spearman, morf, pointing=None, early=None):
+    record = _record(method, seed, [0.3, 0.4], [0.9, 0.9])
+    record.update(road_morf=morf, road_lerf=[0.9, 0.8], road_fractions=[0.1, 0.5, 0.9])
+    if pointing is not None:
+        record.update(pointing_game=pointing, relevance_rank_accuracy=[0.5, 0.7])
+    if early is not None:
+        record.update(insertion_early=early, early_fraction=0.05)
+    cascade = {"kind": "randomisation", "method": method, "task": "toy", "variant": "cnn",
+               "seed": seed, "images": 2, "layers": ["logits", "conv"],
+               "spearman": spearman, "ssim": [0.5, 0.2], "threshold": 0.5}  # fmt: skip
+    return [record, cascade]
+
+
+EVALUATED = [
+    *_evaluated("good", 0, [0.4, 0.2], [0.2, 0.4], pointing=[1.0, 0.0], early=0.8),
+    *_evaluated("good", 1, [0.2, 0.4], [0.4, 0.4], pointing=[1.0, 1.0], early=0.6),
+    *_evaluated("random_map", 0, [1.0, 1.0], [0.8, 0.8], pointing=[0.0, 0.0], early=0.5),
+    *_evaluated("random_map", 1, [1.0, 1.0], [0.9, 0.7], pointing=[0.0, 1.0], early=0.5),
+]
+
+
+def test_sanity_road_localisation_and_early_insertion_by_hand():
+    table = faithfulness_table(EVALUATED).set_index("method")
+    assert table.loc["good", "randomisation_top"] == pytest.approx(0.3)
+    assert table.loc["good", "randomisation_all"] == pytest.approx(0.3)
+    assert table.loc["good", "road_morf"] == pytest.approx(0.35)
+    assert table.loc["good", "pointing_game"] == pytest.approx(0.75)
+    assert table.loc["good", "insertion_early"] == pytest.approx(0.7)
+    text = saliency.markdown(EVALUATED, build_context(EVALUATED))
+    assert "## Saliency sanity, ROAD and localisation · toy.cnn" in text
+    assert "| good | pass | 0.300 | 0.300 | 0.200 | 0.350 | 0.850 | 0.750 | 0.600 |" in text
+    assert "| random_map | **fail** | 1.000 | 1.000 |" in text
+    assert "below 0.5" in text and "plots/saliency-randomisation-toy.cnn.png" in text
+    assert "insertion area, first 5% of pixels" in text
+    assert "| 1 | good | 0.350 [0.258, 0.442] | 0.700 | +0.000 | +0.200 |" in text
+    plain = saliency.markdown(RECORDS, build_context(RECORDS))  # no evaluation fields
+    assert "Saliency sanity" not in plain and "first 5%" not in plain
+
+
+def test_randomisation_cascade_png_is_not_blank(tmp_path):
+    from reports.sections.saliency import plot_randomisation_cascade
+
+    rng = np.random.default_rng(1)
+    images = rng.random((2, 12, 10, 1))
+    cascades = {"a": rng.random((3, 2, 12, 10)), "b": np.zeros((3, 2, 12, 10))}
+    path = plot_randomisation_cascade(images, cascades, ["logits", "conv"], tmp_path / "c.png")
+    _not_blank(path)
