@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from importance.registry import Entry, Registry
-from importance.validation import check_explained
+from importance.validation import check_explained, checked_call
 
 ENTRY_POINT_GROUP = "importance.saliency"
 SALIENCY = Registry(
@@ -72,8 +72,9 @@ def compute_saliency(
             another shape or non-finite values (naming it).
     """
     entry = get_saliency(name)
-    check_explained(model, images, target, from_logits=options.get("from_logits"))
-    maps = np.asarray(entry.fn(model, images, target=target, **{**entry.defaults, **options}))
+    checked = check_explained(model, images, target, from_logits=options.get("from_logits"))
+    with checked_call(model, images, target, checked):
+        maps = np.asarray(entry.fn(model, images, target=target, **{**entry.defaults, **options}))
     expected = tuple(np.shape(images)[:3])
     if maps.shape != expected:
         raise ValueError(
