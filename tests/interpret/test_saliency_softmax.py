@@ -105,3 +105,22 @@ def test_deletion_insertion_do_not_depend_on_the_head(heads, images):
     # A softmax of the softmax (what the issue found) would move the areas: the test can fail.
     doubled = deletion_insertion(softmax, images, maps, from_logits=True, **options)
     assert not np.allclose(doubled.deletion_area, expected.deletion_area, rtol=1e-3)
+
+
+def test_cam_mass_outside_does_not_depend_on_the_head_nor_on_the_centring(heads, images):
+    """The class-evidence (difference) map cancels the centring, so the figure of a logits model
+    is the one of its raw logits (the CAM penalty's score), and a softmax head gives it too."""
+    from importance.interpret.penalty import CamPenalty, cam_mass_outside
+
+    logits, softmax = heads
+    mask = np.zeros((6, 6), bool)
+    mask[1:4, 2:5] = True
+    labels = np.array([0, 1, 2, 1])
+    expected = cam_mass_outside(logits, images, labels, centre_mask=mask)
+    assert 0 < expected < 1
+    np.testing.assert_allclose(cam_mass_outside(softmax, images, labels, centre_mask=mask),
+                               expected, rtol=1e-4)
+    penalty = CamPenalty(logits, weight=0.0, variant="difference")
+    raw = penalty.maps(logits, images, labels, training=False, score="output")
+    centred = penalty.maps(logits, images, labels, training=False, score="centred")
+    np.testing.assert_allclose(centred, raw, rtol=1e-4, atol=1e-6 * float(np.abs(raw).max()))
