@@ -57,6 +57,11 @@ class Penalty:
         """The values a traceable penalty takes as ``state`` (none by default)."""
         return []
 
+    def check_training(self, model: Any, *, epochs: int) -> None:
+        """Called by the trainer before any step: refuse a training run in which the penalty
+        cannot do what it was built for (e.g. a schedule past the last epoch), naming the value.
+        Nothing by default."""
+
 
 class FunctionPenalty(Penalty):
     """A function of the model alone, ``fn(model) -> scalar``, as an untraceable :class:`Penalty`.

@@ -55,22 +55,28 @@ _KINDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (kin
 _CLASSES: contextvars.ContextVar[int | None] = contextvars.ContextVar("classes", default=None)
 
 
-def check_model(model: Any, *, name: str = "model") -> None:
+def check_model(model: Any, *, name: str = "model", trainable: bool = True) -> None:
     """Check that ``model`` is a built Keras model with trainable weights.
+
+    Args:
+        model: What was received.
+        name: Argument name for messages.
+        trainable: Require trainable weights (False for callers that only run the model, such
+            as the saliency methods: a frozen model can be explained).
 
     Raises:
         TypeError: Not a Keras model.
         ValueError: An unbuilt model, or one without trainable weights.
     """
     label = f"{type(model).__name__} {getattr(model, 'name', '')!r}"
-    if not hasattr(model, "trainable_weights"):
+    if not (hasattr(type(model), "trainable_weights") or hasattr(model, "trainable_weights")):
         raise TypeError(f"{name} must be a Keras model. Received: {type(model).__name__}")
     if not getattr(model, "built", False):
         raise ValueError(
             f"{name} must be built (call it on a batch or give it an Input). "
             f"Received an unbuilt {label}."
         )
-    if not model.trainable_weights:
+    if trainable and not model.trainable_weights:
         raise ValueError(
             f"{name} {getattr(model, 'name', '')!r} has no trainable weights to score or "
             "threshold; expected a model with at least one trainable weight."
@@ -101,7 +107,7 @@ def num_classes(model: Any, x: Any = None) -> int | None:
     return int(model(x[:1], training=False).shape[-1])
 
 
-def check_classifier(model: Any, *, name: str = "model") -> int | None:
+def check_classifier(model: Any, *, name: str = "model", trainable: bool = True) -> int | None:
     """Check that ``model`` is a single-output classifier; return its number of classes.
 
     Returns:
@@ -112,7 +118,7 @@ def check_classifier(model: Any, *, name: str = "model") -> int | None:
         ValueError: As :func:`check_model`, a multi-output model, or one with fewer than two
             output units.
     """
-    check_model(model, name=name)
+    check_model(model, name=name, trainable=trainable)
     outputs = _symbolic_outputs(model)
     if outputs is not None and len(outputs) != 1:
         raise ValueError(
@@ -429,3 +435,232 @@ def model_input_shape(model: Any) -> tuple | None:
     if not inputs or len(inputs) != 1:
         return None
     return tuple(inputs[0].shape[1:])
+
+
+# ---- input importance (importance.interpret): images, targets, explained models ----------------
+
+
+def check_single_input(model: Any, *, name: str = "model") -> None:
+    """Refuse a model with several inputs (the saliency methods explain one image input).
+
+    Raises:
+        ValueError: ``model`` declares more than one input, naming how many.
+    """
+    try:
+        inputs = getattr(model, "inputs", None)
+    except (AttributeError, ValueError):
+        return
+    if inputs and len(inputs) != 1:
+        raise ValueError(
+            f"{name} {getattr(model, 'name', '')!r} has {len(inputs)} inputs; the saliency methods "
+            "explain a model of one image input. Wrap it: keras.Model(image_input, outputs) with "
+            "the other inputs fixed."
+        )
+
+
+def check_images(images: Any, model: Any = None, *, name: str = "images") -> tf.Tensor:
+    """``images`` as a float tensor (N, H, W, C), checked: numeric, rank 4, at least one image,
+    the model's input shape (height, width and channels), finite values.
+
+    Integer images become float32. Inside a ``tf.function`` (symbolic images) only the shape is
+    checked.
+
+    Raises:
+        ValueError: Not numeric, not rank 4, empty, a shape the model does not accept, or a NaN /
+            infinite pixel (the message names the image, the pixel and the value).
+    """
+    values = None
+    if isinstance(images, np.ndarray) or not tf.is_tensor(images):
+        values = np.asarray(images)
+        if not np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_:
+            raise ValueError(f"{name} must be numeric. Received dtype: {values.dtype}")
+        if values.dtype.kind not in "fc":
+            values = values.astype(np.float32)
+        shape = values.shape
+    else:
+        if not images.dtype.is_floating:
+            images = tf.cast(images, tf.float32)
+        shape = tuple(images.shape)
+        if hasattr(images, "numpy"):  # eager: the values are there to check
+            values = images.numpy()
+    if len(shape) != 4:
+        raise ValueError(f"{name} must have rank 4 (N, H, W, C). Received shape: {shape}")
+    if shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one image. Received shape: {shape}")
+    expected = model_input_shape(model) if model is not None else None
+    if expected is not None and len(expected) == 3:
+        if any(
+            e is not None and s is not None and e != s
+            for e, s in zip(expected, shape[1:], strict=True)
+        ):
+            raise ValueError(
+                f"{name} of shape {shape} do not fit model {model.name!r}, which expects "
+                f"(N, {', '.join(str(e) for e in expected)}) (height, width, channels)."
+            )
+    if values is not None and not np.isfinite(values).all():
+        n, row, col, channel = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
+        raise ValueError(
+            f"{name} must be finite. Received {values[n, row, col, channel]} in image {n} at "
+            f"pixel (row {row}, column {col}, channel {channel})."
+        )
+    return images if tf.is_tensor(images) else tf.convert_to_tensor(values)
+
+
+def check_target(
+    target: Any,
+    *,
+    num_images: Any,
+    outputs: Any = None,
+    num_classes: int | None = None,
+    name: str = "target",
+) -> tf.Tensor:
+    """``target`` as int32 class ids (N,): one id broadcast to all images, or one per image.
+
+    Integer-valued floats (e.g. ``np.float32(2.0)``) are accepted. The number of classes comes
+    from ``num_classes`` or the last axis of ``outputs``. Inside a ``tf.function`` (symbolic
+    target) the range is asserted in the graph.
+
+    Raises:
+        ValueError: Not integers, one-hot rows, the wrong length, or a class id outside
+            ``[0, classes)`` (naming the first one and its image).
+    """
+    if num_classes is None and outputs is not None:
+        num_classes = outputs.shape[-1]
+    if tf.is_tensor(target) and not tf.executing_eagerly():
+        ids = tf.broadcast_to(tf.cast(target, tf.int32), [num_images])
+        if num_classes is not None:
+            tf.debugging.assert_less(ids, int(num_classes), message="target outside the classes")
+            tf.debugging.assert_non_negative(ids, message="target outside the classes")
+        return ids
+    return tf.constant(_target_ids(target, num_images, num_classes, name))
+
+
+def _target_ids(target: Any, num_images: int, num_classes: int | None, name: str) -> np.ndarray:
+    """The eager part of :func:`check_target`: int32 ids (N,) as NumPy."""
+    try:
+        array = np.asarray(target)
+    except ValueError as error:  # ragged lists
+        raise ValueError(
+            f"{name} must be a class id or one class id per image (integers). "
+            f"Received: {target!r}"
+        ) from error
+    integral = array.dtype.kind in "iu" or (
+        array.dtype.kind == "f" and bool(np.all(np.isfinite(array) & (array == np.round(array))))
+    )
+    if array.ndim == 2 and integral and array.shape[0] == num_images and array.shape[1] > 1:
+        raise ValueError(
+            f"{name} must hold class ids, not one-hot rows: pass np.argmax({name}, axis=1). "
+            f"Received an array of shape {array.shape}."
+        )
+    if not integral or array.ndim > 1:
+        shown = target if array.size <= 8 else f"an array of shape {array.shape}"
+        raise ValueError(
+            f"{name} must be a class id or one class id per image (integers). Received: {shown!r}"
+        )
+    if array.ndim == 1 and array.shape[0] != num_images:
+        raise ValueError(
+            f"{name} must hold one class id per image ({num_images}). "
+            f"Received {array.shape[0]} ids."
+        )
+    if num_classes is not None:
+        bad = (array < 0) | (array >= int(num_classes))
+        if bad.any():
+            index = int(np.argmax(bad)) if array.ndim == 1 else 0
+            where = f" for image {index}" if array.ndim == 1 else ""
+            raise ValueError(
+                f"{name} must be a class id in [0, {int(num_classes)}). "
+                f"Received: {int(array.reshape(-1)[index])}{where}."
+            )
+    if array.ndim == 0:
+        return np.full((num_images,), int(array), np.int32)
+    return array.astype(np.int32)
+
+
+_CHECKED: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("checked", default=None)
+
+
+@contextlib.contextmanager
+def checked_call(model: Any, images: Any, target: Any, result: tuple) -> Iterator[None]:
+    """Within the block, :func:`check_explained` of these very objects (``model``, ``images``,
+    ``target``, by identity) returns ``result`` without checking again.
+
+    :func:`importance.interpret.compute_saliency` checks once, then calls the method (which
+    checks what it is given, as any direct call does) inside this block.
+    """
+    token = _CHECKED.set((model, images, target, result))
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
+def check_explained(
+    model: Any, images: Any, target: Any, *, from_logits: bool | None = None,
+    target_name: str = "target",
+) -> tuple[tf.Tensor, np.ndarray, bool]:
+    """The edge checks of every saliency method, before any work: the model (a built classifier
+    of one image input and one output of at least two classes; frozen weights are fine), the
+    images (:func:`check_images`), the target (:func:`check_target`) and what the model outputs
+    (:func:`output_kind` on the images; an explicit ``from_logits`` wins).
+
+    Returns:
+        ``(images as a float tensor, target ids as int32 (N,), from_logits)``.
+
+    Raises:
+        TypeError: Not a Keras model.
+        ValueError: Anything else above, naming the argument and the value.
+    """
+    done = _CHECKED.get()
+    if (done is not None and done[0] is model and done[1] is images and done[2] is target
+            and from_logits in (None, done[3][2])):
+        return done[3]
+    check_classifier(model, trainable=False)
+    check_single_input(model)
+    images = check_images(images, model)
+    count = int(images.shape[0])
+    classes = num_classes(model)  # symbolic: the target is checked before the model runs
+    if classes is not None:
+        ids = _target_ids(target, count, classes, target_name)
+    kind = output_kind(model, images, from_logits=from_logits)
+    if classes is None:
+        ids = _target_ids(target, count, num_classes(model, images), target_name)
+    return images, ids, kind == "logits"
+
+
+def check_feature_map(layer: Any, *, model: Any = None, name: str = "layer") -> None:
+    """A layer a CAM or a filter visualisation reads must output a spatial (N, h, w, K) map.
+
+    Layers without a symbolic output (in a subclassed model) pass; their output is checked when
+    the model runs.
+
+    Raises:
+        ValueError: The layer's output is not rank 4, naming the layer and its shape.
+    """
+    try:
+        shape = tuple(layer.output.shape)
+    except (AttributeError, ValueError):
+        return
+    if len(shape) != 4:
+        owner = f" of model {model.name!r}" if model is not None else ""
+        raise ValueError(
+            f"{name} {layer.name!r}{owner} outputs shape {shape}; expected a spatial "
+            "(N, h, w, K) feature map (a convolution or pooling layer)."
+        )
+
+
+def check_probability_outputs(outputs: Any, *, name: str = "model") -> None:
+    """Probabilities whose logarithm the class score needs must be positive (no underflow to 0).
+
+    Raises:
+        ValueError: A probability <= 0 (or non-finite), naming the image and the class.
+    """
+    values = np.asarray(outputs)
+    bad = ~(values > np.finfo(np.float32).tiny) | ~np.isfinite(values)
+    if bad.any():
+        n, c = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{name} outputs probability {values[n, c]} for class {c} of image {n}; the class "
+            "score log p_c - mean_k log p_k needs every probability > 0 (it underflowed). "
+            "Explain the same network with a logits head (no final softmax), or pass "
+            "from_logits=True if these are logits."
+        )

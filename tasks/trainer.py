@@ -141,6 +141,8 @@ def train(
         )
 
     penalty = as_penalty(penalty)
+    if penalty is not None:
+        penalty.check_training(model, epochs=int(epochs))  # e.g. a CAM schedule past the last epoch
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(int(seed))

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from importance.checks import check_number
+
 BASELINES = ("zero", "mean", "blur")
 
 
@@ -28,8 +30,7 @@ def baseline_images(images: np.ndarray, kind: str, *, blur_sigma: float = 5.0) -
         return np.zeros_like(images)
     if kind == "mean":
         return np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape).copy()
-    if not (isinstance(blur_sigma, (int, float)) and blur_sigma > 0):
-        raise ValueError(f"blur_sigma must be a positive number. Received: {blur_sigma!r}")
+    blur_sigma = check_number("blur_sigma", blur_sigma, minimum=0, strict=True)
     return ndimage.gaussian_filter(images, sigma=(0, blur_sigma, blur_sigma, 0), mode="nearest")
 
 

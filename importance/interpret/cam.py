@@ -6,8 +6,12 @@ built on :class:`tf.GradientTape` with no NumPy in the path, so it can run insid
 an outer tape differentiates the maps made from it (:func:`grad_cam_maps`, :func:`hires_cam_maps`)
 with respect to the model's weights.
 
-The class score ``y_c`` is the model's output column ``c``; for the project's models (logits out)
-that is the pre-softmax score the papers use.
+The saliency methods (:func:`cam_map`, :func:`grad_cam`, :func:`hires_cam` and the variants)
+explain the centred class score of :func:`importance.interpret.outputs.class_scores`: the
+target's logit minus the mean logit (``log p`` standing for the logits of a probability model),
+so a softmax head and a logits head give the same maps. :func:`cam_pass` differentiates the raw
+output column by default (``score="output"``: what a training step on a logits model, such as
+the CAM penalty, differentiates), or that centred score (``score="centred"``).
 
 References:
     Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
@@ -25,10 +29,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance.interpret.inputs import check_images, check_target
+from importance.checks import check_choice
+from importance.interpret.outputs import class_scores
 from importance.interpret.registry import register_saliency
 from importance.layers import model_layers
+from importance.validation import (
+    check_explained,
+    check_feature_map,
+    check_images,
+    check_probability_outputs,
+    check_target,
+    known_output_kind,
+    output_kind,
+)
 
+SCORES = ("output", "centred")
 CONV_TYPES = (
     keras.layers.Conv2D,
     keras.layers.SeparableConv2D,
@@ -123,10 +138,13 @@ def cam_pass(
     *,
     layer: str | keras.layers.Layer | None = None,
     training: bool = False,
+    score: str = "output",
+    from_logits: bool | None = None,
 ) -> CamPass:
     """Activations of a layer and the target-class score's gradients w.r.t. them, in one pass.
 
-    Signature: ``cam_pass(model, images, target, *, layer=None, training=False) -> CamPass``.
+    Signature: ``cam_pass(model, images, target, *, layer=None, training=False,
+    score="output", from_logits=None) -> CamPass``.
 
     Differentiable: no NumPy between the weights and the result, so inside an outer
     ``tf.GradientTape`` (e.g. a training step) the returned tensors, and maps made from them with
@@ -141,6 +159,13 @@ def cam_pass(
         layer: The layer to explain (name or object); default the last 2-D convolution
             (:func:`find_cam_layer`).
         training: Passed to the model call (True inside a training step).
+        score: What ``y_c`` is: ``"output"``, the model's output column ``c`` as it is (the
+            logit of a logits model); ``"centred"``, the centred class score of
+            :func:`importance.interpret.outputs.class_scores` (the same for a softmax head and
+            a logits head; what the saliency methods explain).
+        from_logits: For ``score="centred"``: whether the model outputs logits; decided on the
+            images by :func:`importance.validation.output_kind` when None (inside a
+            ``tf.function`` the decision must already be known for the model, or given).
 
     Returns:
         ``CamPass(activations, gradients, outputs)``.
@@ -149,8 +174,19 @@ def cam_pass(
         ValueError: Bad images, a target outside the classes, no convolution / unknown layer, a
             layer whose output is not (N, h, w, K), or a layer called more than once per pass.
     """
+    check_choice("score", score, SCORES)
     images = check_images(images, model)
     chosen = find_cam_layer(model, layer)
+    check_feature_map(chosen, model=model)
+    eager = tf.executing_eagerly()
+    if score == "centred" and from_logits is None:
+        kind = output_kind(model, images) if eager else known_output_kind(model)
+        if kind is None:
+            raise ValueError(
+                "cam_pass(score='centred') inside a tf.function needs from_logits=True/False, or "
+                "a model whose outputs were seen eagerly once. Received from_logits=None."
+            )
+        from_logits = kind == "logits"
     with tf.GradientTape() as tape:
         with watch_layer_output(chosen, tape) as captured:
             outputs = model(images, training=training)
@@ -168,7 +204,12 @@ def cam_pass(
         # A batch of unknown size (e.g. inside tasks.trainer.train's compiled loop) has no static N.
         num_images = images.shape[0] if images.shape[0] is not None else tf.shape(images)[0]
         targets = check_target(target, num_images=num_images, outputs=outputs)
-        scores = tf.gather(outputs, targets, axis=1, batch_dims=1)
+        if score == "output":
+            scores = tf.gather(outputs, targets, axis=1, batch_dims=1)
+        else:
+            if not from_logits and eager:
+                check_probability_outputs(outputs)
+            scores = class_scores(outputs, targets, from_logits=from_logits)
     gradients = tape.gradient(scores, activations)
     return CamPass(activations, gradients, outputs)
 
@@ -200,10 +241,20 @@ def hires_cam_maps(activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
 
 
 def cam_map(
-    combine: Any, model: keras.Model, images: Any, *, target: Any, layer: Any = None
+    combine: Any,
+    model: keras.Model,
+    images: Any,
+    *,
+    target: Any,
+    layer: Any = None,
+    from_logits: bool | None = None,
 ) -> np.ndarray:
     """A CAM resized to the input, (N, H, W) float64: ``combine(activations, gradients)`` of one
-    :func:`cam_pass` (e.g. :func:`grad_cam_maps`), bilinearly resized to the images' size.
+    :func:`cam_pass` of the centred class score (``score="centred"``; e.g.
+    :func:`grad_cam_maps`), bilinearly resized to the images' size.
+
+    Model, images, target and layer are checked (:func:`importance.validation.check_explained`,
+    :func:`find_cam_layer`, :func:`importance.validation.check_feature_map`) before the pass.
 
     Args:
         combine: ``combine(activations, gradients) -> (N, h, w)`` tensor.
@@ -211,28 +262,43 @@ def cam_map(
         images: (N, H, W, C) images.
         target: One class id, or one per image.
         layer: Layer name or object; default the last 2-D convolution.
+        from_logits: Whether the model outputs logits; decided on the images when None.
     """
-    cam = cam_pass(model, images, target, layer=layer)
+    images, ids, from_logits = check_explained(model, images, target, from_logits=from_logits)
+    chosen = find_cam_layer(model, layer)
+    check_feature_map(chosen, model=model)
+    cam = cam_pass(model, images, ids, layer=chosen, score="centred", from_logits=from_logits)
     maps = combine(cam.activations, cam.gradients)
     return resize_maps(maps, spatial_size(images)).numpy().astype(np.float64)
 
 
 @register_saliency
-def grad_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
+def grad_cam(
+    model: keras.Model, images: Any, *, target: Any, layer: Any = None,
+    from_logits: bool | None = None,
+) -> np.ndarray:
     """Grad-CAM (Selvaraju et al. 2017) resized to the input: (N, H, W) float64.
 
-    Arguments as :func:`cam_map` (``layer``: default the last 2-D convolution).
+    ``y_c`` is the centred class score (:func:`importance.interpret.outputs.class_scores`), a
+    pre-softmax score as in the paper. Arguments as :func:`cam_map` (``layer``: default the last
+    2-D convolution).
     """
-    return cam_map(grad_cam_maps, model, images, target=target, layer=layer)
+    return cam_map(grad_cam_maps, model, images, target=target, layer=layer,
+                   from_logits=from_logits)
 
 
 @register_saliency
-def hires_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
+def hires_cam(
+    model: keras.Model, images: Any, *, target: Any, layer: Any = None,
+    from_logits: bool | None = None,
+) -> np.ndarray:
     """HiResCAM (Draelos & Carin 2020) resized to the input: (N, H, W) float64.
 
-    Arguments as :func:`cam_map` (``layer``: default the last 2-D convolution).
+    Of the centred class score, as :func:`grad_cam`. Arguments as :func:`cam_map` (``layer``:
+    default the last 2-D convolution).
     """
-    return cam_map(hires_cam_maps, model, images, target=target, layer=layer)
+    return cam_map(hires_cam_maps, model, images, target=target, layer=layer,
+                   from_logits=from_logits)
 
 
 def spatial_size(images: Any) -> tuple[int, int]:

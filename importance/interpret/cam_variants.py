@@ -16,11 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from importance.checks import check_positive_int
-from importance.interpret.cam import cam_map, cam_pass, spatial_size
-from importance.interpret.inputs import check_target
+from importance.interpret.cam import cam_map, cam_pass, find_cam_layer, spatial_size
 from importance.interpret.outputs import target_probabilities
 from importance.interpret.registry import register_saliency
-from importance.validation import output_kind
+from importance.validation import check_explained, check_feature_map
 
 
 def grad_cam_plus_plus_maps(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
@@ -54,11 +53,14 @@ def layer_cam_maps(a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
 
 @register_saliency
 def grad_cam_plus_plus(
-    model: keras.Model, images: Any, *, target: Any, layer: Any = None
+    model: keras.Model, images: Any, *, target: Any, layer: Any = None,
+    from_logits: bool | None = None,
 ) -> np.ndarray:
     """Grad-CAM++ (Chattopadhay et al. 2018): pixel-weighted positive gradients, (N, H, W).
 
-    With ``g = dS_c/dA`` (S_c the class score), eq. 19 of the paper for an exponential output
+    With ``g = dS_c/dA`` (S_c the centred class score of
+    :func:`importance.interpret.outputs.class_scores`, linear in the logits as the paper's
+    derivation needs), eq. 19 of the paper for an exponential output
     ``Y = exp(S_c)`` of a piecewise-linear network gives
     ``alpha_k_ij = g^2 / (2 g^2 + sum_ab A_k_ab g^3)`` (0 where the denominator is 0) and
     ``w_k = sum_ij alpha_k_ij relu(g_ij)``; the map is ``relu(sum_k w_k A_k)`` resized to the
@@ -67,12 +69,14 @@ def grad_cam_plus_plus(
 
     Arguments as :func:`importance.interpret.cam.cam_map`.
     """
-    return cam_map(grad_cam_plus_plus_maps, model, images, target=target, layer=layer)
+    return cam_map(grad_cam_plus_plus_maps, model, images, target=target, layer=layer,
+                   from_logits=from_logits)
 
 
 @register_saliency
 def grad_cam_plus_plus_normalised(
-    model: keras.Model, images: Any, *, target: Any, layer: Any = None
+    model: keras.Model, images: Any, *, target: Any, layer: Any = None,
+    from_logits: bool | None = None,
 ) -> np.ndarray:
     """Grad-CAM++ with the alpha normalisation of the authors' released code, (N, H, W).
 
@@ -83,25 +87,36 @@ def grad_cam_plus_plus_normalised(
     ``w_k = sum_ij alpha_k_ij relu(g_ij)``. The normalisation reweights the channels (a channel
     whose gradient is spread over many positions gains against one with few), so the two maps
     differ in shape, not only in scale. The positive per-image factor ``exp(S_c)`` is dropped as
-    in :func:`grad_cam_plus_plus`.
+    in :func:`grad_cam_plus_plus`; ``S_c`` the centred class score.
 
     Arguments as :func:`importance.interpret.cam.cam_map`.
     """
-    return cam_map(grad_cam_plus_plus_normalised_maps, model, images, target=target, layer=layer)
+    return cam_map(grad_cam_plus_plus_normalised_maps, model, images, target=target, layer=layer,
+                   from_logits=from_logits)
 
 
 @register_saliency
-def layer_cam(model: keras.Model, images: Any, *, target: Any, layer: Any = None) -> np.ndarray:
+def layer_cam(
+    model: keras.Model, images: Any, *, target: Any, layer: Any = None,
+    from_logits: bool | None = None,
+) -> np.ndarray:
     """LayerCAM (Jiang et al. 2021, eq. 5-6): ``relu(sum_k relu(dS_c/dA_k) * A_k)``, (N, H, W).
 
-    Arguments as :func:`importance.interpret.cam.cam_map`.
+    ``S_c`` the centred class score. Arguments as :func:`importance.interpret.cam.cam_map`.
     """
-    return cam_map(layer_cam_maps, model, images, target=target, layer=layer)
+    return cam_map(layer_cam_maps, model, images, target=target, layer=layer,
+                   from_logits=from_logits)
 
 
 @register_saliency
 def score_cam(
-    model: keras.Model, images: Any, *, target: Any, layer: Any = None, batch_size: int = 256
+    model: keras.Model,
+    images: Any,
+    *,
+    target: Any,
+    layer: Any = None,
+    batch_size: int = 256,
+    from_logits: bool | None = None,
 ) -> np.ndarray:
     """Score-CAM (Wang et al. 2020): channels weighted by the score of the input they mask.
 
@@ -109,7 +124,8 @@ def score_cam(
     ``H_k`` in [0, 1] (a constant channel gives ``H_k = 0``). Its weight is the increase of
     confidence ``C_k = p_c(X * H_k) - p_c(X_b)`` (Definition 2 of the paper, ``p`` the class
     probabilities: the softmax of a logits model's outputs, a probability model's outputs as
-    they are, decided on ``images`` by :func:`importance.validation.output_kind`; ``X_b`` the
+    they are, decided on ``images`` by :func:`importance.validation.output_kind` unless
+    ``from_logits`` is given; ``X_b`` the
     all-zero baseline image). The map is
     ``relu(sum_k C_k * upsampled A_k)``. Costs one forward pass per image and channel.
 
@@ -119,16 +135,18 @@ def score_cam(
         target: One class id, or one per image.
         layer: Layer name or object; default the last 2-D convolution.
         batch_size: Masked images per forward pass.
+        from_logits: Whether the model outputs logits; decided on the images when None.
     """
     batch_size = check_positive_int("batch_size", batch_size)
-    cam = cam_pass(model, images, target, layer=layer)
+    images, ids, from_logits = check_explained(model, images, target, from_logits=from_logits)
+    chosen = find_cam_layer(model, layer)
+    check_feature_map(chosen, model=model)
+    cam = cam_pass(model, images, ids, layer=chosen)  # the activations only
     images = tf.cast(images, cam.activations.dtype)
-    ids = check_target(target, num_images=int(images.shape[0]), outputs=cam.outputs).numpy()
     up = tf.image.resize(cam.activations, spatial_size(images), method="bilinear")  # (N, H, W, K)
     low = tf.reduce_min(up, axis=(1, 2), keepdims=True)
     high = tf.reduce_max(up, axis=(1, 2), keepdims=True)
     masks = tf.math.divide_no_nan(up - low, high - low)
-    from_logits = output_kind(model, images) == "logits"  # decided on the images, not the masks
     baseline = target_probabilities(
         model, tf.zeros_like(images), ids, batch_size=batch_size, from_logits=from_logits
     )

@@ -11,9 +11,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from importance.checks import check_seed
-from importance.interpret.inputs import check_images, class_ids
+from importance.checks import check_number, check_seed
 from importance.interpret.registry import register_saliency
+from importance.validation import check_explained
 
 
 @register_saliency
@@ -26,8 +26,8 @@ def random_map(model: keras.Model, images: Any, *, target: Any, seed: int = 0) -
         target: One class id, or one per image (checked, not used).
         seed: Seed of the values.
     """
-    images = check_images(images, model)
-    class_ids(model, images, target)
+    seed = check_seed(seed)
+    images, _, _ = check_explained(model, images, target)
     return np.random.default_rng(check_seed(seed)).random(tuple(images.shape[:3]))
 
 
@@ -46,10 +46,8 @@ def centre_prior(
         target: One class id, or one per image (checked, not used).
         width: Standard deviation as a fraction of the image's height and width (> 0).
     """
-    if not (isinstance(width, (int, float)) and width > 0):
-        raise ValueError(f"width must be a positive number. Received: {width!r}")
-    images = check_images(images, model)
-    class_ids(model, images, target)
+    width = check_number("width", width, minimum=0, strict=True)
+    images, _, _ = check_explained(model, images, target)
     n, height, width_px = (int(d) for d in images.shape[:3])
     dy = (np.arange(height) - (height - 1) / 2) / (width * height)
     dx = (np.arange(width_px) - (width_px - 1) / 2) / (width * width_px)
@@ -76,8 +74,7 @@ def sobel_map(model: keras.Model, images: Any, *, target: Any) -> np.ndarray:
     """
     from scipy import ndimage
 
-    images = check_images(images, model)
-    class_ids(model, images, target)
+    images, _, _ = check_explained(model, images, target)
     x = images.numpy().astype(np.float64)
     # ndimage.sobel would also smooth across the image and channel axes: correlate in H, W only
     kernel = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])

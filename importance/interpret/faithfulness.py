@@ -19,9 +19,8 @@ import pandas as pd
 
 from importance.checks import check_positive_int, check_seed
 from importance.interpret.baselines import baseline_images, check_baseline
-from importance.interpret.inputs import check_images, class_ids
 from importance.interpret.outputs import probabilities
-from importance.validation import output_kind
+from importance.validation import check_explained, check_target, num_classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +63,7 @@ def deletion_insertion(
     insertion_baseline: str = "blur",
     seed: int = 0,
     batch_size: int = 512,
+    from_logits: bool | None = None,
 ) -> Faithfulness:
     """Deletion and insertion curves of ``maps`` for the target classes.
 
@@ -79,14 +79,22 @@ def deletion_insertion(
         insertion_baseline: What the insertion curve starts from.
         seed: Seed of the tie-breaking order.
         batch_size: Images per forward pass.
+        from_logits: Whether the model outputs logits; decided from its outputs on the images
+            when None (:func:`importance.validation.output_kind`). The probabilities tracked are
+            the softmax of a logits model's outputs and a probability model's outputs as they
+            are, so a softmax head and a logits head give the same curves.
 
     Raises:
-        ValueError: Maps of another shape than the images', non-finite maps, bad options.
+        ValueError: Bad model, images, target or labels (checked by
+            :func:`importance.validation.check_explained` before any work), maps of another
+            shape than the images', non-finite maps, bad options.
     """
     steps = check_positive_int("steps", steps)
     check_baseline(deletion_baseline)
     check_baseline(insertion_baseline)
-    images = check_images(images, model)
+    seed = check_seed(seed)
+    batch_size = check_positive_int("batch_size", batch_size)
+    images, ids, from_logits = check_explained(model, images, target, from_logits=from_logits)
     maps = np.asarray(maps, dtype=np.float64)
     if maps.shape != tuple(images.shape[:3]):
         raise ValueError(
@@ -94,9 +102,15 @@ def deletion_insertion(
             f"Received: {maps.shape}"
         )
     if not np.all(np.isfinite(maps)):
-        raise ValueError("maps must be finite. Received NaN or inf values.")
-    ids = class_ids(model, images, target)
-    truth = ids if labels is None else class_ids(model, images, labels)
+        first = int(np.argmax(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1)))
+        raise ValueError(
+            f"maps must be finite. Received NaN or inf values in the map of image {first}."
+        )
+    truth = ids
+    if labels is not None:
+        classes = num_classes(model, images)
+        truth = check_target(labels, num_images=len(ids), num_classes=classes, name="labels")
+        truth = truth.numpy()
     x = images.numpy()
     ranks = pixel_ranks(maps, seed=seed)[..., None]
     fractions = np.linspace(0.0, 1.0, steps + 1)
@@ -105,7 +119,6 @@ def deletion_insertion(
     start = baseline_images(x, insertion_baseline)
     deletion = np.stack([np.where(ranks < round(f * pixels), removed, x) for f in fractions])
     insertion = np.stack([np.where(ranks < round(f * pixels), x, start) for f in fractions])
-    from_logits = output_kind(model, x) == "logits"  # decided on the images themselves
     results = {}
     for name, stack in (("deletion", deletion), ("insertion", insertion)):
         probs = probabilities(

@@ -18,9 +18,31 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance.checks import check_positive_int, check_seed
+from importance.checks import check_number, check_positive_int, check_seed, is_integer
 from importance.interpret.cam import CONV_TYPES, find_cam_layer, watch_layer_output
-from importance.validation import model_input_shape
+from importance.validation import (
+    check_classifier,
+    check_feature_map,
+    check_model,
+    check_single_input,
+    check_target,
+    model_input_shape,
+    num_classes,
+)
+
+
+def _check_ascent(model: Any, steps: Any, step_size: Any, seed: Any) -> tuple[int, float, int]:
+    """The edge checks of an ascent, before any work: a model of one fixed-shape image input,
+    positive steps, a finite step size >= 0 (0 returns the start), a seed."""
+    check_single_input(model)
+    shape = model_input_shape(model)
+    if shape is None or len(shape) != 3 or any(d is None for d in shape):
+        raise ValueError(
+            f"model {model.name!r} needs a fixed (H, W, C) image input shape. Received: {shape}"
+        )
+    steps = check_positive_int("steps", steps)
+    step_size = check_number("step_size", step_size, minimum=0)
+    return steps, step_size, check_seed(seed)
 
 
 def _start(model: Any, count: int, seed: int) -> tf.Tensor:
@@ -62,10 +84,21 @@ def maximise_filters(
         seed: Seed of the starting noise.
 
     Raises:
-        ValueError: Unknown layer, a filter index outside ``[0, K)``, bad steps or seed.
+        ValueError: Unknown layer, a layer without a spatial output, a filter index that is not
+            an integer in ``[0, K)``, no filters, bad steps, step size or seed.
     """
+    check_model(model, trainable=False)
+    steps, step_size, seed = _check_ascent(model, steps, step_size, seed)
     chosen = find_cam_layer(model, layer)
+    check_feature_map(chosen, model=model)
     width = int(chosen.output.shape[-1]) if hasattr(chosen, "output") else None
+    if filters is not None and (
+        isinstance(filters, (str, bytes)) or np.ndim(filters) != 1 or not len(filters)
+        or not all(is_integer(f) for f in filters)
+    ):
+        raise ValueError(
+            f"filters must be a non-empty sequence of integer filter indices. Received: {filters!r}"
+        )
     indices = list(range(width)) if filters is None else [int(f) for f in filters]
     if width is not None and any(not 0 <= f < width for f in indices):
         raise ValueError(
@@ -91,14 +124,20 @@ def maximise_classes(
 ) -> np.ndarray:
     """Images that maximise each class's score (the model's output column), (len(classes), H, W, C).
 
-    Raises:
-        ValueError: A class outside the model's outputs, bad steps or seed.
-    """
-    from importance.interpret.inputs import check_target
+    The score is the model's output column (the logit of a logits model, as in Simonyan et al.
+    2014; for a probability model its probability, which saturates: pass a logits head).
 
+    Raises:
+        ValueError: A class outside the model's outputs, no classes, bad steps, step size or seed.
+    """
+    check_classifier(model, trainable=False)
+    steps, step_size, seed = _check_ascent(model, steps, step_size, seed)
+    if isinstance(classes, (str, bytes)) or np.ndim(classes) != 1 or not len(classes):
+        raise ValueError(f"classes must be a non-empty sequence of class ids. Received: {classes!r}")
     start = _start(model, len(classes), seed)
     ids = check_target(
-        np.asarray(classes), num_images=len(classes), outputs=model(start[:1], training=False)
+        np.asarray(classes), num_images=len(classes), num_classes=num_classes(model, start[:1]),
+        name="classes",
     )
 
     def objective(tape: tf.GradientTape, x: tf.Tensor) -> tf.Tensor:
@@ -111,7 +150,11 @@ def kernel_images(model: keras.Model, *, layer: Any = None) -> np.ndarray:
     """The raw kernels of a convolution, one per output filter, (K, kh, kw, C_in), each in [0, 1].
 
     Each filter's kernel is min-max scaled on its own (a constant kernel becomes 0.5).
+
+    Raises:
+        ValueError: An unknown layer, or one that is not a 2-D convolution with a kernel.
     """
+    check_model(model, trainable=False)
     chosen = find_cam_layer(model, layer)
     if not isinstance(chosen, CONV_TYPES) or not hasattr(chosen, "kernel"):
         raise ValueError(f"layer {chosen.name!r} is not a 2-D convolution with a kernel.")

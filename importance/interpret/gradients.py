@@ -1,8 +1,13 @@
 """Gradient saliency: vanilla gradient, SmoothGrad, gradient x input, integrated gradients.
 
-All differentiate the target class score ``S_c`` (the model's output column ``c``; pre-softmax
-for the project's logits models) with respect to the input pixels, and reduce the channel axis
-as stated per method. References are in each function.
+All differentiate the target class score ``S_c`` with respect to the input pixels and reduce
+the channel axis as stated per method. ``S_c`` is the centred class score of
+:func:`importance.interpret.outputs.class_scores`: the target's logit minus the mean logit, the
+logits of a probability model being ``log p``. It is a pre-softmax score as the papers use,
+and the same for a softmax head and the same network with a logits head, so their maps are
+equal. Each method checks its model, images, target and options
+(:func:`importance.validation.check_explained`) before any work; ``from_logits`` (default:
+decided from the model's outputs) is an option of each. References are in each function.
 """
 
 from __future__ import annotations
@@ -13,28 +18,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance.checks import check_positive_int, check_seed
-from importance.interpret.inputs import check_images, class_ids
+from importance.checks import check_number, check_positive_int, check_seed
 from importance.interpret.outputs import input_gradients
 from importance.interpret.registry import register_saliency
-
-
-def _prepare(model: Any, images: Any, target: Any) -> tuple[tf.Tensor, np.ndarray]:
-    images = check_images(images, model)
-    return images, class_ids(model, images, target)
+from importance.validation import check_explained
 
 
 @register_saliency
-def gradient(model: keras.Model, images: Any, *, target: Any) -> np.ndarray:
+def gradient(
+    model: keras.Model, images: Any, *, target: Any, from_logits: bool | None = None
+) -> np.ndarray:
     """Vanilla gradient (Simonyan et al. 2014, sec. 3.1): ``max_channels |dS_c/dx|``, (N, H, W).
 
     Args:
         model: A Keras classifier.
         images: (N, H, W, C) images.
         target: One class id, or one per image.
+        from_logits: Whether the model outputs logits; decided on the images when None.
     """
-    images, ids = _prepare(model, images, target)
-    return np.abs(input_gradients(model, images, ids)).max(axis=-1)
+    images, ids, logits = check_explained(model, images, target, from_logits=from_logits)
+    return np.abs(input_gradients(model, images, ids, from_logits=logits)).max(axis=-1)
 
 
 @register_saliency
@@ -46,6 +49,7 @@ def smoothgrad(
     samples: int = 25,
     sigma: float = 0.15,
     seed: int = 0,
+    from_logits: bool | None = None,
 ) -> np.ndarray:
     """SmoothGrad (Smilkov et al. 2017): gradients averaged over noisy copies, (N, H, W).
 
@@ -57,26 +61,28 @@ def smoothgrad(
         model: A Keras classifier.
         images: (N, H, W, C) images.
         target: One class id, or one per image.
+        from_logits: Whether the model outputs logits; decided on the images when None.
         samples: Noisy copies per image.
         sigma: Noise level, a fraction of each image's value range (> 0).
         seed: Seed of the noise.
     """
     samples = check_positive_int("samples", samples)
-    if not (isinstance(sigma, (int, float)) and sigma > 0):
-        raise ValueError(f"sigma must be a positive number. Received: {sigma!r}")
+    check_number("sigma", sigma, minimum=0, strict=True)
     rng = np.random.default_rng(check_seed(seed))
-    images, ids = _prepare(model, images, target)
+    images, ids, logits = check_explained(model, images, target, from_logits=from_logits)
     x = images.numpy().astype(np.float64)
     spread = sigma * (x.max(axis=(1, 2, 3), keepdims=True) - x.min(axis=(1, 2, 3), keepdims=True))
     total = np.zeros_like(x)
     for _ in range(samples):
         noisy = x + rng.standard_normal(x.shape) * spread
-        total += input_gradients(model, tf.constant(noisy, images.dtype), ids)
+        total += input_gradients(model, tf.constant(noisy, images.dtype), ids, from_logits=logits)
     return np.abs(total / samples).max(axis=-1)
 
 
 @register_saliency
-def gradient_x_input(model: keras.Model, images: Any, *, target: Any) -> np.ndarray:
+def gradient_x_input(
+    model: keras.Model, images: Any, *, target: Any, from_logits: bool | None = None
+) -> np.ndarray:
     """Gradient * input (Shrikumar et al. 2016; Ancona et al. 2018): ``sum_channels x * dS_c/dx``.
 
     Signed, (N, H, W): positive where a pixel's value pushes the class score up.
@@ -85,14 +91,22 @@ def gradient_x_input(model: keras.Model, images: Any, *, target: Any) -> np.ndar
         model: A Keras classifier.
         images: (N, H, W, C) images.
         target: One class id, or one per image.
+        from_logits: Whether the model outputs logits; decided on the images when None.
     """
-    images, ids = _prepare(model, images, target)
-    return (images.numpy().astype(np.float64) * input_gradients(model, images, ids)).sum(axis=-1)
+    images, ids, logits = check_explained(model, images, target, from_logits=from_logits)
+    grads = input_gradients(model, images, ids, from_logits=logits)
+    return (images.numpy().astype(np.float64) * grads).sum(axis=-1)
 
 
 @register_saliency
 def integrated_gradients(
-    model: keras.Model, images: Any, *, target: Any, steps: int = 32, baseline: float = 0.0
+    model: keras.Model,
+    images: Any,
+    *,
+    target: Any,
+    steps: int = 32,
+    baseline: float = 0.0,
+    from_logits: bool | None = None,
 ) -> np.ndarray:
     """Integrated gradients (Sundararajan et al. 2017, eq. 3), summed over channels, (N, H, W).
 
@@ -104,15 +118,18 @@ def integrated_gradients(
         model: A Keras classifier.
         images: (N, H, W, C) images.
         target: One class id, or one per image.
+        from_logits: Whether the model outputs logits; decided on the images when None.
         steps: Riemann steps ``m``.
         baseline: Value of every pixel of the baseline image.
     """
     steps = check_positive_int("steps", steps)
-    images, ids = _prepare(model, images, target)
+    baseline = check_number("baseline", baseline)
+    images, ids, logits = check_explained(model, images, target, from_logits=from_logits)
     x = images.numpy().astype(np.float64)
-    reference = np.full_like(x, float(baseline))
+    reference = np.full_like(x, baseline)
     alphas = np.arange(1, steps + 1) / steps
     path = reference[None] + alphas[:, None, None, None, None] * (x - reference)[None]
     flat = tf.constant(path.reshape(-1, *x.shape[1:]), images.dtype)
-    grads = input_gradients(model, flat, np.tile(ids, steps)).reshape(path.shape)
+    grads = input_gradients(model, flat, np.tile(ids, steps), from_logits=logits)
+    grads = grads.reshape(path.shape)
     return ((x - reference) * grads.mean(axis=0)).sum(axis=-1)

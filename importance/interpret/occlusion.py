@@ -21,10 +21,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from importance.checks import check_positive_int
 from importance.interpret.baselines import baseline_images, check_baseline
-from importance.interpret.inputs import check_images, class_ids
 from importance.interpret.outputs import target_probabilities
 from importance.interpret.registry import register_saliency
+from importance.validation import check_explained
 
 
 def _pair(name: str, value: Any) -> tuple[int, int]:
@@ -56,6 +57,7 @@ def occlusion(
     strides: int | tuple[int, int] = 3,
     baseline: str = "zero",
     batch_size: int = 1024,
+    from_logits: bool | None = None,
 ) -> np.ndarray:
     """Occlusion sensitivity: mean probability drop of the windows covering each pixel, (N, H, W).
 
@@ -67,6 +69,7 @@ def occlusion(
         strides: Step (vertical, horizontal), or one int; from 1 up to the window.
         baseline: What replaces occluded pixels: ``"zero"``, ``"mean"`` or ``"blur"``.
         batch_size: Occluded images per forward pass.
+        from_logits: Whether the model outputs logits; decided on the images when None.
 
     Raises:
         ValueError: A window larger than the image, a stride below 1 or above the window, an
@@ -75,7 +78,8 @@ def occlusion(
     wh, ww = _pair("window", window)
     sh, sw = _pair("strides", strides)
     check_baseline(baseline)
-    images = check_images(images, model)
+    batch_size = check_positive_int("batch_size", batch_size)
+    images, ids, from_logits = check_explained(model, images, target, from_logits=from_logits)
     n, height, width = (int(d) for d in images.shape[:3])
     if wh > height or ww > width:
         raise ValueError(
@@ -89,8 +93,9 @@ def occlusion(
         )
     x = images.numpy()
     base = baseline_images(x, baseline)
-    ids = class_ids(model, images, target)
-    probabilities = target_probabilities(model, x, ids, batch_size=batch_size)
+    probabilities = target_probabilities(
+        model, x, ids, batch_size=batch_size, from_logits=from_logits
+    )
     positions = [
         (r, c) for r in window_starts(height, wh, sh) for c in window_starts(width, ww, sw)
     ]
@@ -107,6 +112,7 @@ def occlusion(
             occluded.reshape(-1, *x.shape[1:]),
             np.tile(ids, len(chunk)),
             batch_size=batch_size,
+            from_logits=from_logits,
         ).reshape(len(chunk), n)
         for i, (r, c) in enumerate(chunk):
             total[:, r : r + wh, c : c + ww] += (probabilities - dropped[i])[:, None, None]

@@ -42,10 +42,23 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from importance.checks import check_choice, check_int, check_number, is_integer, is_number
+from importance.checks import (
+    check_choice,
+    check_int,
+    check_number,
+    check_positive_int,
+    is_integer,
+    is_number,
+)
 from importance.interpret.cam import cam_pass, find_cam_layer, hires_cam_maps
 from importance.penalties import Penalty
-from importance.validation import num_classes
+from importance.validation import (
+    check_classifier,
+    check_explained,
+    check_feature_map,
+    check_single_input,
+    num_classes,
+)
 
 VARIANTS = ("true_class", "difference")
 
@@ -103,31 +116,68 @@ class CamPenalty(Penalty):
             map minus the mean of the other classes' maps.
         width: Standard deviation of the Gaussian as a fraction of the map's side.
         schedule: Epochs (0-based) in which the penalty is on; None: every epoch. See
-            :func:`phases` for the original's off-on-off schedule.
+            :func:`phases` for the original's off-on-off schedule. A schedule reaching past the
+            last epoch of a training run is refused by :func:`tasks.trainer.train` (through
+            :meth:`check_training`), never silently cut: the penalty would be on for fewer
+            epochs than asked, or never.
         layer: The CAM layer (name or layer); found by the CAM code when None.
 
+    The class score is the model's output column, the logit (the original's CAM of the class
+    weights): the trainer takes logits models only.
+
     Raises:
-        ValueError: A negative weight, an unknown variant, a bad width or schedule, or a model
-            whose CAM layer cannot be found.
+        ValueError: A negative or non-finite weight, an unknown variant, a bad width or
+            schedule, a model that is not a single-input classifier, or one whose CAM layer
+            cannot be found or has no spatial output of a fixed size.
     """
 
     def __init__(self, model: Any, *, weight: float, variant: str = "true_class",
                  width: float = 0.25, schedule: Sequence[int] | None = None, layer: Any = None):
-        if not is_number(weight) or not weight >= 0:
-            raise ValueError(f"weight must be a number >= 0. Received: {weight!r}")
+        if not is_number(weight) or not weight >= 0 or not np.isfinite(weight):
+            finite = "" if not is_number(weight) or np.isfinite(weight) else "; expected finite"
+            raise ValueError(f"weight must be a number >= 0. Received: {weight!r}{finite}")
         check_choice("variant", variant, VARIANTS)
+        self.width = check_number("width", width, minimum=0, strict=True)
         self.weight = float(weight)
         self.variant = variant
-        self.width = float(width)
         self.schedule = _check_schedule(schedule)
+        check_classifier(model)
+        check_single_input(model)
         self.layer = find_cam_layer(model, layer)
-        h, w = (int(d) for d in self.layer.output.shape[1:3])
-        self.radial = radial_weight((h, w), width=width)
+        check_feature_map(self.layer, model=model)
+        grid = tuple(self.layer.output.shape[1:3])
+        if any(d is None for d in grid):
+            raise ValueError(
+                f"layer {self.layer.name!r} has a map of unknown size {grid}; the radial weight "
+                "needs a fixed (h, w): build the model on an Input of a fixed image size."
+            )
+        self.radial = radial_weight(grid, width=self.width)
 
     def __repr__(self) -> str:
         return (f"CamPenalty(weight={self.weight:g}, variant={self.variant!r}, width={self.width:g}, "
                 f"schedule={list(self.schedule) if self.schedule is not None else None}, "
                 f"layer={self.layer.name!r})")
+
+    def check_training(self, model: Any, *, epochs: int) -> None:
+        """Refuse a training run of ``epochs`` epochs in which the schedule cannot run whole, or
+        a model that does not hold this penalty's CAM layer.
+
+        Raises:
+            ValueError: A scheduled epoch at or past ``epochs`` (naming them), or another model.
+        """
+        find_cam_layer(model, self.layer)
+        if self.schedule is None or not epochs:
+            return
+        beyond = [e for e in self.schedule if e >= epochs]
+        if beyond:
+            effect = "would never be on" if len(beyond) == len(self.schedule) else (
+                f"would be on in {len(self.schedule) - len(beyond)} of its "
+                f"{len(self.schedule)} epochs")
+            raise ValueError(
+                f"schedule {list(self.schedule)} names epochs {beyond} past the last epoch of this "
+                f"training (epochs={epochs}: 0-based epochs 0..{epochs - 1}); the CAM penalty "
+                f"{effect}. Expected scheduled epochs in [0, {epochs})."
+            )
 
     def active(self, epoch: Any) -> Any:
         """Whether the penalty is on in ``epoch`` (a bool tensor)."""
@@ -157,18 +207,23 @@ class CamPenalty(Penalty):
             value = tf.reduce_mean(tf.square(radial) * tf.abs(maps) / (size + 1e-12))
         return tf.cast(value, tf.float32)
 
-    def maps(self, model: Any, x: Any, y: Any) -> tf.Tensor:
+    def maps(self, model: Any, x: Any, y: Any, *, training: bool = True,
+             score: str = "output", from_logits: bool | None = None) -> tf.Tensor:
         """``(N, h, w)`` HiResCAM maps on the CAM grid, differentiable: the true class's
         (``true_class``), or the true class's minus the mean of the other classes'
-        (``difference``; one pass per class)."""
+        (``difference``; one pass per class). ``score`` and ``from_logits`` as in
+        :func:`importance.interpret.cam.cam_pass` (the difference map is the same for both
+        scores: the centring cancels in it)."""
         y = tf.reshape(tf.cast(y, tf.int32), [-1])
+        options = {"layer": self.layer, "training": training, "score": score,
+                   "from_logits": from_logits}
         if self.variant == "true_class":
-            own = cam_pass(model, x, y, layer=self.layer, training=True)
+            own = cam_pass(model, x, y, **options)
             return hires_cam_maps(own.activations, own.gradients)
         k = num_classes(model, x)
         difference = 0.0
         for c in range(k):
-            other = cam_pass(model, x, tf.fill(tf.shape(y), c), layer=self.layer, training=True)
+            other = cam_pass(model, x, tf.fill(tf.shape(y), c), **options)
             maps = hires_cam_maps(other.activations, other.gradients)
             is_true = tf.cast(tf.equal(y, c), maps.dtype)[:, None, None]
             difference += (is_true - (1.0 - is_true) / max(k - 1, 1)) * maps
@@ -183,15 +238,33 @@ def cam_mass_outside(model: Any, x: Any, y: Any, *, centre_mask: np.ndarray, lay
     ``difference`` map of :class:`CamPenalty`; for a GAP + Dense head its mean is the logit margin
     up to the biases), on the CAM grid. ``centre_mask`` is an ``(H, W)`` boolean mask of the input
     (the object region); a map cell counts as outside by the share of its area outside the mask.
-    Examples whose map is exactly 0 are skipped; NaN when all are.
+    Examples whose map is exactly 0 are skipped; NaN when all are. The class scores are the
+    centred ones of :func:`importance.interpret.outputs.class_scores`, so a softmax head and a
+    logits head give the same figure (for a logits model the difference map equals that of the
+    raw logits: the centring cancels in it).
+
+    Raises:
+        ValueError: A bad model, images (``x``) or labels (``y``), checked before any map by
+            :func:`importance.validation.check_explained`; a ``centre_mask`` that is not an
+            ``(H, W)`` mask of the images' size; a bad ``batch_size``.
     """
+    batch_size = check_positive_int("batch_size", batch_size)
     maps_of = CamPenalty(model, weight=0.0, variant="difference", layer=layer)
+    images, ids, from_logits = check_explained(model, x, y, target_name="y")
+    size = tuple(int(d) for d in images.shape[1:3])
+    mask = np.asarray(centre_mask)
+    if mask.shape != size or mask.dtype.kind not in "bui" or not np.isin(mask, (0, 1)).all():
+        raise ValueError(
+            f"centre_mask must be a boolean (H, W) = {size} mask of the images. Received an array "
+            f"of shape {mask.shape} and dtype {mask.dtype}."
+        )
     h, w = maps_of.radial.shape
-    mask = tf.constant(np.asarray(centre_mask, np.float32)[None, ..., None])
+    mask = tf.constant(mask.astype(np.float32)[None, ..., None])
     outside = 1.0 - tf.image.resize(mask, (h, w), method="area")[0, ..., 0]
     shares = []
-    for i in range(0, len(y), batch_size):
-        size = tf.abs(maps_of.maps(model, x[i:i + batch_size], y[i:i + batch_size]))
+    for i in range(0, len(ids), batch_size):
+        size = tf.abs(maps_of.maps(model, images[i:i + batch_size], ids[i:i + batch_size],
+                                   training=False, score="centred", from_logits=from_logits))
         total = tf.reduce_sum(size, axis=[1, 2]).numpy()
         out = tf.reduce_sum(size * tf.cast(outside, size.dtype), axis=[1, 2]).numpy()
         shares += list(out[total > 0] / total[total > 0])

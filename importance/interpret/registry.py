@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from importance.registry import Entry, Registry
+from importance.validation import check_explained, checked_call
 
 ENTRY_POINT_GROUP = "importance.saliency"
 SALIENCY = Registry(
@@ -58,20 +59,31 @@ def compute_saliency(
         target: The class to explain: one id, or one per image.
         **options: The method's keyword options, over its registered defaults.
 
+    Model, images and target are checked first, whatever the method (a plugin too), by
+    :func:`importance.validation.check_explained`: a built single-input, single-output
+    classifier, finite (N, H, W, C) images of its input shape, class ids in range.
+
     Returns:
         float64 maps (N, H, W).
 
     Raises:
         KeyError: Unknown method.
-        ValueError: The method returned another shape or non-finite values (naming it).
+        ValueError: Bad model, images or target (naming the value), or the method returned
+            another shape or non-finite values (naming it).
     """
     entry = get_saliency(name)
-    maps = np.asarray(entry.fn(model, images, target=target, **{**entry.defaults, **options}))
+    checked = check_explained(model, images, target, from_logits=options.get("from_logits"))
+    with checked_call(model, images, target, checked):
+        maps = np.asarray(entry.fn(model, images, target=target, **{**entry.defaults, **options}))
     expected = tuple(np.shape(images)[:3])
     if maps.shape != expected:
         raise ValueError(
             f"Saliency method {name!r} returned shape {maps.shape}, expected {expected}."
         )
     if not np.all(np.isfinite(maps)):
-        raise ValueError(f"Saliency method {name!r} returned non-finite values.")
+        first = int(np.argmax(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1)))
+        raise ValueError(
+            f"Saliency method {name!r} returned non-finite values for image {first} of finite "
+            "images (a fault of the method or of the model's weights, not of the input)."
+        )
     return maps.astype(np.float64)

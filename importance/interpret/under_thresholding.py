@@ -16,8 +16,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from importance.interpret.registry import compute_saliency
-from importance.thresholding import threshold_sweep
+from importance.checks import check_choice, check_number, check_seed
+from importance.interpret.registry import compute_saliency, get_saliency
+from importance.scores import validate_scores
+from importance.thresholding import REPLACEMENTS, SCOPES, threshold_sweep
+from importance.validation import check_classifier, check_explained
 
 
 def rank_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -68,7 +71,29 @@ def explanation_kept(
     Returns:
         One row per threshold: ``threshold``, ``loss``, ``accuracy`` (on ``images``),
         ``fraction_replaced`` and ``explanation_kept`` (mean Spearman correlation over images).
+
+    Raises:
+        KeyError: Unknown method.
+        ValueError: A bad model, images, labels, scores or option, checked before any map is
+            computed (:func:`importance.validation.check_explained`,
+            :func:`importance.scores.validate_scores`); the model is never changed then. An
+            error raised while the model is thresholded ends the sweep with the model restored.
     """
+    get_saliency(method)
+    check_classifier(model)  # thresholding needs trainable weights
+    check_explained(model, images, labels, from_logits=options.get("from_logits"),
+                    target_name="labels")
+    validate_scores(scores, model)
+    check_choice("scope", scope, SCOPES)
+    check_choice("replace", replace, REPLACEMENTS)
+    check_seed(seed)
+    if isinstance(thresholds, (str, bytes)) or np.ndim(thresholds) != 1 or not len(thresholds):
+        raise ValueError(
+            f"thresholds must be a non-empty sequence of numbers in [0, 1]. Received: {thresholds!r}"
+        )
+    for value in thresholds:
+        if check_number("thresholds", value, minimum=0) > 1:
+            raise ValueError(f"thresholds must be numbers in [0, 1]. Received: {value!r}")
     reference = compute_saliency(method, model, images, target=labels, **options)
     kept: dict[float, float] = {}
 

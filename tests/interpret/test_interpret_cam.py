@@ -46,10 +46,13 @@ def _nested():
 
 
 def _gap_reference(model, images, target):
-    """Grad-CAM of GAP + Dense in closed form: alpha_k = w_kc / (h w), A from the conv layers."""
+    """Grad-CAM of GAP + Dense in closed form, A from the conv layers. The class score is the
+    centred logit z_c - mean_j z_j (the one a softmax head also determines), so
+    alpha_k = (w_kc - mean_j w_kj) / (h w)."""
     conv_a, conv_b, head = (find_cam_layer(model, name) for name in ("conv_a", "conv_b", "head"))
     a = np.asarray(conv_b(conv_a(images)))
-    alpha = np.asarray(head.kernel)[:, target] / (a.shape[1] * a.shape[2])
+    kernel = np.asarray(head.kernel)
+    alpha = (kernel[:, target] - kernel.mean(axis=1)) / (a.shape[1] * a.shape[2])
     return np.maximum(np.einsum("nhwk,k->nhw", a, alpha), 0.0)
 
 
