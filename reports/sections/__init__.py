@@ -24,10 +24,19 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from reports.sections import cam_training, consolidation, saliency, thresholding, timing
+from reports.sections import (
+    cam_training,
+    consolidation,
+    overall,
+    saliency,
+    thresholding,
+    timing,
+)
 from reports.sections.contract import Context, Record, Section
+from reports.stats import rank_axis
 
-SECTIONS: tuple[Section, ...] = (consolidation, thresholding, cam_training, saliency, timing)
+SECTIONS: tuple[Section, ...] = (overall, consolidation, thresholding, cam_training, saliency,
+                                 timing)
 # Kinds whose presence means a benchmark case finished (a run with none writes no leaderboard).
 RESULT_KINDS: tuple[str, ...] = tuple(kind for section in SECTIONS for kind in section.KINDS)
 
@@ -42,5 +51,8 @@ def build_context(records: Sequence[Record], *, points: pd.DataFrame | None = No
         points: ``thresholding.points_frame(records)`` when the caller has it already.
     """
     points = thresholding.points_frame(records) if points is None else points
-    tables = thresholding.ranked_tables(thresholding.curves_frame(points), records)
-    return Context(points=points, tables=tables, overall=thresholding.overall_ranking(tables))
+    curves = thresholding.curves_frame(points)
+    tables = thresholding.ranked_tables(curves, records)
+    removal = rank_axis(thresholding.removal_axis(curves, records)) if len(curves) else None
+    return Context(points=points, tables=tables, overall=thresholding.overall_ranking(tables),
+                   curves=curves, removal=removal)
