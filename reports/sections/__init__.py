@@ -8,8 +8,7 @@ Every module in :data:`SECTIONS` has (see :mod:`reports.sections.contract`)::
 
 ``records`` is the list of :func:`reports.read_records`; ``context`` is the :class:`Context`
 of :func:`build_context`, computed once per leaderboard, through which a section shows what
-another computed (the consolidation section's "both axes" table shows the thresholding overall
-ranking). :mod:`reports.leaderboard` writes the header, then every section's markdown in this
+another computed (the overall section shows the removal axis the thresholding records give). :mod:`reports.leaderboard` writes the header, then every section's markdown in this
 order, every section's plots, and ``results.csv`` (the thresholding section's :func:`csv
 <reports.sections.thresholding.csv>`).
 

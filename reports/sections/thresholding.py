@@ -393,9 +393,10 @@ def _p(value: float) -> str:
 
 def _overall_intro(removal: AxisRanking | None) -> str:
     """How to read the overall ranking, and what its tests say."""
-    text = ("Mean rank of each measure across the non-degenerate tables (lower is better), "
-            "overall and per aggregation level (a level whose tables are all degenerate shows "
-            "*degenerate*).")
+    text = ("Lower is better. **Mean rank (task x seed)**: in each task and seed, the measure's "
+            "rank averaged over the task's non-degenerate tables, then averaged over tasks and "
+            "seeds; **mean rank (level)**: over the tables of that level (a level whose tables "
+            "are all degenerate shows *degenerate*).")
     if removal is None or removal.test is None:
         return text
     return text + " " + axis_sentence(removal)
@@ -410,6 +411,11 @@ def axis_sentence(ranking: AxisRanking) -> str:
     text = (f"**Position [95% interval]**: the measure's place by mean rank over {blocks} blocks "
             f"({escape(axis.blocks)}), with a percentile bootstrap interval (B = "
             f"{BOOTSTRAP_SAMPLES}, seed {BOOTSTRAP_SEED}, tasks then seeds resampled).")
+    if len(set(axis.groups)) == 1 or blocks < 5:
+        distinct = math.comb(2 * blocks - 1, blocks)
+        text += (f" With {blocks} blocks from {len(set(axis.groups))} task(s) the bootstrap has "
+                 f"at most {distinct} distinct resamples: these intervals understate the "
+                 "uncertainty; read the test.")
     if test is None:
         return text + " Too few blocks for a test."
     pairs = significant_pairs(ranking)
@@ -431,25 +437,35 @@ def axis_sentence(ranking: AxisRanking) -> str:
 
 def _overall_markdown(frame: pd.DataFrame, removal: AxisRanking | None = None,
                       tables: Sequence[tuple[dict, pd.DataFrame]] = ()) -> str:
-    """The overall ranking: mean rank across tasks, overall and per level, and the position
-    interval over task x seed blocks."""
+    """The overall ranking: per measure its position over task x seed blocks with the bootstrap
+    interval and mean rank (when the removal axis is ranked), then its mean rank per level."""
     levels = [c for c in frame.columns if c not in ("rank", "measure", "mean_rank", "sections")]
     all_levels = sorted({w["level"] for w, _ in tables} | set(levels),
                         key=lambda v: LEVEL_ORDER.get(v, 9))
     dead = {lv for lv in all_levels
             if all(w.get("degenerate") for w, _ in tables if w["level"] == lv) and tables}
-    position = ({} if removal is None else
-                {r.measure: f"{int(r.position)} [{int(r.low)}, {int(r.high)}]"
-                 for r in removal.table.itertuples()})
-    headers = ["rank", "measure", "mean rank", "position [95% interval]",
-               *[f"mean rank ({escape(lv)})" for lv in all_levels], "tables"]
-    rows = [
-        [str(int(r["rank"])), escape(r["measure"]), number(r["mean_rank"], 2),
-         position.get(r["measure"], "–"),
-         *["*degenerate*" if lv in dead else number(r.get(lv), 2) for lv in all_levels],
-         str(int(r["sections"]))]
-        for _, r in frame.iterrows()
-    ]
+    per_level = frame.set_index("measure")
+    level_cells = [f"mean rank ({escape(lv)})" for lv in all_levels]
+
+    def levels_of(measure: str) -> list[str]:
+        return ["*degenerate*" if lv in dead else
+                number(per_level[lv].get(measure) if lv in per_level else None, 2)
+                for lv in all_levels]
+
+    if removal is not None and len(removal.table):
+        headers = ["position [95% interval]", "measure", "mean rank (task x seed)",
+                   *level_cells, "tables"]
+        rows = [[f"{int(r.position)} [{int(r.low)}, {int(r.high)}]", escape(r.measure),
+                 number(r.mean_rank, 2), *levels_of(r.measure),
+                 str(int(per_level["sections"].get(r.measure, 0)))]
+                for r in removal.table.itertuples()]
+        left_out = [m for m in frame["measure"] if m not in set(removal.table["measure"])]
+        rows += [["–", escape(m), "– " + escape(removal.axis.missing.get(m, "not in every block")),
+                  *levels_of(m), str(int(per_level["sections"].get(m, 0)))] for m in left_out]
+        return table(headers, rows, align="rl" + "r" * (len(headers) - 2))
+    headers = ["rank", "measure", "mean rank", *level_cells, "tables"]
+    rows = [[str(int(r["rank"])), escape(r["measure"]), number(r["mean_rank"], 2),
+             *levels_of(r["measure"]), str(int(r["sections"]))] for _, r in frame.iterrows()]
     return table(headers, rows, align="rl" + "r" * (len(headers) - 2))
 
 
