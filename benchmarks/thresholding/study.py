@@ -60,11 +60,12 @@ class Plan:
 
         return dict(self.task_levels).get((task, variant), tuple(LEVELS))
 
-    def times_compute(self, task: str, variant: str | None) -> bool:
-        """Whether ``(task, variant)`` has its own compute-time cases (a second, timed
-        computation); a task the plan narrows has none: its compute time comes from the timing
-        record of its first computation (the leaderboard's compute-time column)."""
-        return (task, variant) not in dict(self.task_levels)
+    def narrowed(self, task: str, variant: str | None) -> bool:
+        """Whether the plan narrows ``(task, variant)`` (the quick CNN table). A narrowed task has
+        no compute-time case (a second, timed computation: its compute time comes from the timing
+        record of its first computation) and no same-seed rerun of its curves (the sweep is the
+        other tasks'; ``--full`` runs both on it)."""
+        return (task, variant) in dict(self.task_levels)
 
     def treatments_for(self, task: str) -> tuple[tuple[str, str], ...]:
         """(scope, replace) pairs (treatments) run on ``task``: the default everywhere, the rest where asked."""
