@@ -3,8 +3,12 @@
 Reads ``point`` and ``failure`` records (and the ``compute`` timing records for compute times
 and coverage notes); recomputes nothing. Per task, variant, aggregation level, scope and
 replacement, one table ranks the measures by robustness score (mean over seeds, 95 % Student-t
-interval), with the largest safe fraction, the paired lift over ``random`` and the compute time;
-before them, the overall ranking (mean rank across tables); after them, the coverage notes.
+interval from 3 seeds on, :func:`reports.stats.seed_interval`), with the seeds, the largest safe
+fraction, the paired lift over ``random`` with its Holm-adjusted p over the table's family of
+tests, and the compute time; a degenerate table (:func:`degenerate_tables`: most measures tie)
+is marked and ranks nothing. Before them, the overall ranking: the removal axis ranked over
+task x seed blocks (:func:`removal_axis`, :func:`reports.stats.rank_axis`: position interval,
+Friedman, Nemenyi) and the mean rank per level; after them, the coverage notes.
 
 Also the tidy points table (``results.csv``, :func:`csv`) and ``plots/loss-<task>.png``.
 """
