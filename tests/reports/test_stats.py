@@ -235,3 +235,14 @@ def test_cam_training_two_seeds_print_values_not_intervals():
     text = cam_training.markdown(rows, build_context(rows))
     assert "0.575 (n = 2, no interval: 0.500, 0.650)" in text
     assert "[-" not in text  # no interval, so none below 0
+
+
+def test_thresholding_rows_with_two_seeds_print_values_and_seeds():
+    records = [r for r in _overall_records() if r["kind"] == "meta"
+               or (r["kind"] == "point" and r["seed"] < 2)]
+    text = reports.leaderboard_markdown(records)
+    section = text.split("## toy · weight")[1].split("\n## ")[0]
+    good = next(line for line in section.splitlines() if "| good |" in line)
+    cells = [c.strip() for c in good.split("|")]
+    assert cells[4].startswith("n = 2, no interval: ") and cells[5] == "2"
+    assert "[" not in cells[4]
