@@ -20,6 +20,7 @@ from reports.markdown import escape, join
 from reports.records import task_label
 from reports.scoring import SAFE_ACCURACY_DROP, SIGNIFICANCE_LEVEL
 from reports.sections import SECTIONS, Context, build_context, thresholding
+from reports.stats import MIN_INTERVAL_SEEDS
 
 
 def merge_meta(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -72,12 +73,15 @@ def header(meta: dict[str, Any]) -> str:
         "How to read: each measure ranks the trainable weights; the least important fraction p is "
         "replaced and the loss on the task's test split is measured. **Robustness score** = area "
         "under (loss(p) − loss(0)) / (ln K − loss(0)) over p in [0, 1], mean over seeds with a "
-        "95% Student-t interval; **lower is better** (0: nothing lost, 1: at chance at once). "
+        f"95% Student-t interval from {MIN_INTERVAL_SEEDS} seeds on (below, the values are "
+        "printed: no interval); **lower is better** (0: nothing lost, 1: at chance at once). "
         f"**Largest safe fraction**: largest p with accuracy within {SAFE_ACCURACY_DROP * 100:.0f} "
         "point of the untouched model up to p. **Lift over random** = random's score − the "
-        "measure's, paired by seed; \\* = two-sided paired t-test (scipy.stats.ttest_rel) over "
-        f"seeds, p < {SIGNIFICANCE_LEVEL}. Compute time: mean seconds of one computation of the "
-        "measure on the task.",
+        "measure's, paired by seed; two-sided paired t-test (scipy.stats.ttest_rel) over seeds, "
+        "Holm-adjusted over each table's family of tests (every measure against random on one "
+        f"task, level and treatment); \\* = adjusted p < {SIGNIFICANCE_LEVEL}, the adjusted p "
+        "in its own column. Bounded figures (accuracies, fractions) get intervals inside their "
+        "range. Compute time: mean seconds of one computation of the measure on the task.",
     ]
     return "\n".join(lines)
 

@@ -9,7 +9,7 @@ outside the object on training images, plain training's worst-group accuracy sit
 average (the task is spurious), and runs are deterministic by seed. Whether CAM-guided training
 *wins* is reported, not asserted.
 
-Quick: seeds 0-1, weights 1 and 10; ``--full``: seeds 0-4, weights 0.3 ... 30. ``--bench-seeds N``
+Quick: seeds 0-2, weights 1 and 10; ``--full``: seeds 0-4, weights 0.3 ... 30. ``--bench-seeds N``
 gives seeds 0 .. N-1 in either mode. The overlay picture goes to the session's report directory.
 """
 

@@ -14,14 +14,14 @@ Ids read ``<method>-<task>``; ``-k saliency`` selects this file's cases. Two gro
   ``study.EARLY_INSERTION_TASKS`` for why).
 * ``test_randomisation_cascade``: per task, the cascade figure of a few methods on 2 images
   (``plots/saliency-randomisation-<task>.png``).
-* ``test_explanation_kept``: per weight measure, the ``mnist5k`` CNN thresholded at p in {0.3,
-  0.5, 0.7} (threshold_sweep's rules, global scope, noise), Grad-CAM correlated with the untouched
-  model's (``explanation`` records).
+* ``test_explanation_kept``: per weight measure, the ``mnist5k`` CNN of seeds 0-2 thresholded at
+  p in {0.3, 0.5, 0.7} (threshold_sweep's rules, global scope, noise), Grad-CAM correlated with
+  the untouched model's (``explanation`` records): the explanation axis of the overall table.
 
 Quick mode (default): planted_region seeds 0-1 and mnist5k.cnn seed 0, 32 test images, an
 11-point deletion grid, every method but ``score_cam`` and ``smoothgrad`` (one forward pass per
-channel / 25 gradient passes per image; run with ``--full``), explanation kept for ``magnitude``
-and ``random`` only (the quick weight study has no mnist5k CNN whose scores it could share).
+channel / 25 gradient passes per image; run with ``--full``), explanation kept for every
+registered measure on 3 seeds (the scores are the quick removal table's on the mnist5k CNN).
 ``--full``: seeds 0-2, 128 images, a 21-point grid, every method and every registered measure.
 ``--bench-seeds N`` gives every task seeds 0 .. N-1 and ``--bench-tasks`` keeps the tasks above it
 names, in either mode (as parsed by the benchmark session); the overlay pictures go to the
@@ -214,7 +214,7 @@ def test_explanation_kept(study, bench_records, saliency_plan, measure, task, va
     from importance.interpret.under_thresholding import explanation_kept
 
     plan = saliency_plan
-    for seed in plan.seeds[task]:
+    for seed in plan.kept_seeds:
         run = study.subject(task, variant, seed)
         try:
             scores = study.scores(measure, run)

@@ -51,6 +51,21 @@ class Plan:
     treatments: tuple[tuple[str, str], ...]
     extra_treatment_tasks: tuple[str, ...]
     measure_examples: int
+    # (task, variant) -> the aggregation levels run on it; a task not named runs every level.
+    task_levels: tuple[tuple[tuple[str, str | None], tuple[str, ...]], ...] = ()
+
+    def levels_for(self, task: str, variant: str | None) -> tuple[str, ...]:
+        """The aggregation levels run on ``(task, variant)``: all of them unless the plan narrows."""
+        from reports.records import LEVELS
+
+        return dict(self.task_levels).get((task, variant), tuple(LEVELS))
+
+    def narrowed(self, task: str, variant: str | None) -> bool:
+        """Whether the plan narrows ``(task, variant)`` (the quick CNN table). A narrowed task has
+        no compute-time case (a second, timed computation: its compute time comes from the timing
+        record of its first computation) and no same-seed rerun of its curves (the sweep is the
+        other tasks'; ``--full`` runs both on it)."""
+        return (task, variant) in dict(self.task_levels)
 
     def treatments_for(self, task: str) -> tuple[tuple[str, str], ...]:
         """(scope, replace) pairs (treatments) run on ``task``: the default everywhere, the rest where asked."""
@@ -75,9 +90,13 @@ def make_plan(options: RunOptions) -> Plan:
     else:
         plan = Plan(
             mode="quick", seeds=(0, 1, 2), thresholds=tuple(round(0.1 * i, 1) for i in range(11)),
-            tasks=(("planted", None), ("planted_noise", None), ("digits", None), ("mnist5k", None)),
+            tasks=(("planted", None), ("planted_noise", None), ("digits", None), ("mnist5k", None),
+                   ("mnist5k", "cnn")),
             treatments=(("global", "noise"), ("layer", "noise"), ("global", "zero")),
             extra_treatment_tasks=("planted",), measure_examples=512,
+            # The CNN (shared with the saliency and explanation cases): weight level only, the
+            # quick removal table beside the explanation axis; every level with --full.
+            task_levels=((("mnist5k", "cnn"), ("weight",)),),
         )
     plan = dataclasses.replace(plan, seeds=options.seed_range(len(plan.seeds)))
     if options.tasks:

@@ -8,8 +8,7 @@ Every module in :data:`SECTIONS` has (see :mod:`reports.sections.contract`)::
 
 ``records`` is the list of :func:`reports.read_records`; ``context`` is the :class:`Context`
 of :func:`build_context`, computed once per leaderboard, through which a section shows what
-another computed (the consolidation section's "both axes" table shows the thresholding overall
-ranking). :mod:`reports.leaderboard` writes the header, then every section's markdown in this
+another computed (the overall section shows the removal axis the thresholding records give). :mod:`reports.leaderboard` writes the header, then every section's markdown in this
 order, every section's plots, and ``results.csv`` (the thresholding section's :func:`csv
 <reports.sections.thresholding.csv>`).
 
@@ -24,10 +23,19 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from reports.sections import cam_training, consolidation, saliency, thresholding, timing
+from reports.sections import (
+    cam_training,
+    consolidation,
+    overall,
+    saliency,
+    thresholding,
+    timing,
+)
 from reports.sections.contract import Context, Record, Section
+from reports.stats import rank_axis
 
-SECTIONS: tuple[Section, ...] = (consolidation, thresholding, cam_training, saliency, timing)
+SECTIONS: tuple[Section, ...] = (overall, consolidation, thresholding, cam_training, saliency,
+                                 timing)
 # Kinds whose presence means a benchmark case finished (a run with none writes no leaderboard).
 RESULT_KINDS: tuple[str, ...] = tuple(kind for section in SECTIONS for kind in section.KINDS)
 
@@ -42,5 +50,8 @@ def build_context(records: Sequence[Record], *, points: pd.DataFrame | None = No
         points: ``thresholding.points_frame(records)`` when the caller has it already.
     """
     points = thresholding.points_frame(records) if points is None else points
-    tables = thresholding.ranked_tables(thresholding.curves_frame(points), records)
-    return Context(points=points, tables=tables, overall=thresholding.overall_ranking(tables))
+    curves = thresholding.curves_frame(points)
+    tables = thresholding.ranked_tables(curves, records)
+    removal = rank_axis(thresholding.removal_axis(curves, records)) if len(curves) else None
+    return Context(points=points, tables=tables, overall=thresholding.overall_ranking(tables),
+                   curves=curves, removal=removal)

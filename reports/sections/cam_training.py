@@ -25,8 +25,8 @@ import pandas as pd
 
 from reports.markdown import escape, number, table
 from reports.records import record_kind
-from reports.scoring import mean_interval
 from reports.sections.contract import Context, Record
+from reports.stats import format_seed_interval
 
 # One model of the CAM-guided training benchmark; its accuracies on each split
 # (``<split>_average``, ``<split>_worst_group``) and CAM mass outside.
@@ -82,17 +82,15 @@ def choose_weight(runs: pd.DataFrame, column: str) -> float | None:
     return float(means.index[int(np.argmax(means.to_numpy()))])
 
 
-def _interval(values: Any) -> str:
-    values = list(values)
-    if not values:
-        return "–"
-    mean, low, high = mean_interval(values)
-    return f"{number(mean)} [{number(low)}, {number(high)}]" if len(values) > 1 else number(mean)
+def _interval(values: Any, bounds: tuple[float, float] = (0.0, 1.0)) -> str:
+    """Mean with a 95% Student-t interval clipped to ``bounds`` from 3 seeds on; below, the
+    values (:func:`reports.stats.format_seed_interval`)."""
+    return format_seed_interval(list(values), bounds=bounds)
 
 
 def _paired(cam: pd.DataFrame, plain: pd.DataFrame, column: str) -> str:
     joined = cam.merge(plain, on="seed", suffixes=("", "_plain"))
-    return _interval(joined[column] - joined[f"{column}_plain"])
+    return _interval(joined[column] - joined[f"{column}_plain"], bounds=(-1.0, 1.0))
 
 
 def _how_to_read(group: pd.DataFrame) -> str:
@@ -103,7 +101,9 @@ def _how_to_read(group: pd.DataFrame) -> str:
     return (
         f"Seeds {', '.join(map(str, seeds))}. Accuracy on the group-balanced test split: "
         "**average** over examples and **worst group** (class x background), mean over seeds "
-        "with a 95% Student-t interval; **Δ** = CAM-guided − plain, paired by seed. The penalty "
+        "with a 95% Student-t interval clipped to [0, 1] (Δ: to [−1, 1]) from 3 seeds on; with "
+        "fewer seeds the values are printed and no interval is drawn. **Δ** = CAM-guided − "
+        "plain, paired by seed. The penalty "
         "weight is chosen on the validation split with the *training* correlation; the oracle row "
         "chooses on a group-balanced validation split, which needs the group labels. **Mass "
         "outside**: share of the class-evidence map outside the object, on training images. "
@@ -114,9 +114,10 @@ def _how_to_read(group: pd.DataFrame) -> str:
 
 def _summary(group: pd.DataFrame, plain: pd.DataFrame) -> str:
     headers = ["model", "weight chosen on", "weight", "average acc", "worst-group acc",
-               "Δ average", "Δ worst-group", "mass outside"]
+               "Δ average", "Δ worst-group", "mass outside", "seeds"]
     rows = [["plain", "–", "0", _interval(plain["test_average"]),
-             _interval(plain["test_worst_group"]), "–", "–", _interval(plain["mass_outside"])]]
+             _interval(plain["test_worst_group"]), "–", "–", _interval(plain["mass_outside"]),
+             str(plain["seed"].nunique())]]
     for _, column, label in SELECTIONS:
         weight = choose_weight(group, column)
         if weight is None:
@@ -124,8 +125,9 @@ def _summary(group: pd.DataFrame, plain: pd.DataFrame) -> str:
         cam = group[(group["method"] == "cam") & (group["weight"] == weight)].sort_values("seed")
         rows.append(["CAM-guided", escape(label), f"{weight:g}", _interval(cam["test_average"]),
                      _interval(cam["test_worst_group"]), _paired(cam, plain, "test_average"),
-                     _paired(cam, plain, "test_worst_group"), _interval(cam["mass_outside"])])
-    return table(headers, rows, align="lllrrrrr")
+                     _paired(cam, plain, "test_worst_group"), _interval(cam["mass_outside"]),
+                     str(cam["seed"].nunique())])
+    return table(headers, rows, align="lllrrrrrr")
 
 
 def _grid(group: pd.DataFrame) -> str:

@@ -2,10 +2,9 @@
 
 Per scenario, strategies and EWC measures are ranked by ACC (mean over seeds, 95 % Student-t
 interval), with BWT, forgetting, the chosen lambdas and the paired lift over naive fine-tuning
-(same seed). Naive, L2 and joint stay in the table as reference rows. Before the scenario
-tables, when there are consolidation records, the overall ranking on both axes: the
-thresholding mean rank (from the context) beside the consolidation mean rank. Pure pandas on
-the records; nothing is recomputed.
+(same seed). Naive, L2 and joint stay in the table as reference rows. The overall ranking of
+the three axes is :mod:`reports.sections.overall`'s. Pure pandas on the records; nothing is
+recomputed.
 
 Declares the ``consolidation`` record kind (:func:`consolidation_record`), written by
 ``benchmarks/continual/test_consolidation.py``.
@@ -17,7 +16,6 @@ import os
 import pathlib
 from collections.abc import Sequence
 
-import numpy as np
 import pandas as pd
 
 from reports.markdown import escape, join, number, table
@@ -53,8 +51,9 @@ LEGACY_PENALISED = ("l2", "ewc")
 
 
 def markdown(records: Sequence[Record], context: Context) -> str:
-    """Both axes side by side, then one ranked table per scenario (``""`` without records)."""
-    return join([both_axes(context.overall, records), _scenarios_markdown(records)])
+    """One ranked table per scenario (``""`` without records); the overall table of the three
+    axes is the overall section's (:mod:`reports.sections.overall`)."""
+    return join([_scenarios_markdown(records)])
 
 
 def plots(
@@ -144,29 +143,6 @@ def consolidation_ranks(tables: list[tuple[str, pd.DataFrame]]) -> pd.Series:
 
 
 # --- tables -> markdown --------------------------------------------------------------------
-
-
-def both_axes(threshold_overall: pd.DataFrame, records: Sequence[Record]) -> str:
-    """The overall ranking with both axes side by side: thresholding mean rank, consolidation rank.
-
-    ``threshold_overall`` is the thresholding overall ranking (``Context.overall``); ``""``
-    without consolidation records.
-    """
-    consolidation = consolidation_ranks(scenario_tables(records))
-    if consolidation.empty:
-        return ""
-    thresholding = (threshold_overall.set_index("measure")["mean_rank"]
-                    if not threshold_overall.empty else pd.Series(dtype=float))
-    measures = sorted(set(thresholding.index) | set(consolidation.index),
-                      key=lambda m: (consolidation.get(m, np.inf), thresholding.get(m, np.inf), m))
-    rows = [[escape(m), number(thresholding.get(m, np.nan), 2),
-             number(consolidation.get(m, np.nan), 2)] for m in measures]
-    headers = ["measure", "thresholding mean rank", "consolidation mean rank"]
-    return "\n".join(["## Overall: both axes", "",
-                      "Mean rank of each measure on thresholding robustness (across tasks and "
-                      "levels) and on consolidation (by ACC as EWC importance, across scenarios); "
-                      "lower is better.", "",
-                      table(headers, rows, align="lrr")])
 
 
 def _scenarios_markdown(records: Sequence[Record]) -> str:

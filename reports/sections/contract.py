@@ -25,6 +25,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
+from reports.stats import AxisRanking
+
 Record = dict[str, Any]
 
 
@@ -36,13 +38,17 @@ class Context:
         points: The tidy table of curve points, one row per point (``results.csv``).
         tables: The thresholding tables: ``(key, ranked frame)`` per task, variant, level,
             scope and replacement.
-        overall: The thresholding overall ranking (mean rank of each measure across tables),
-            shown beside the consolidation ranking.
+        overall: The thresholding overall ranking (mean rank of each measure across tables).
+        curves: One row per thresholding curve with its robustness score and safe fraction.
+        removal: The removal axis ranked over task x seed blocks (rank intervals, Friedman,
+            Nemenyi), shown by the thresholding and the overall sections.
     """
 
     points: pd.DataFrame
     tables: list[tuple[dict[str, Any], pd.DataFrame]]
     overall: pd.DataFrame
+    curves: pd.DataFrame | None = None
+    removal: AxisRanking | None = None
 
 
 @runtime_checkable

@@ -3,8 +3,12 @@
 Reads ``point`` and ``failure`` records (and the ``compute`` timing records for compute times
 and coverage notes); recomputes nothing. Per task, variant, aggregation level, scope and
 replacement, one table ranks the measures by robustness score (mean over seeds, 95 % Student-t
-interval), with the largest safe fraction, the paired lift over ``random`` and the compute time;
-before them, the overall ranking (mean rank across tables); after them, the coverage notes.
+interval from 3 seeds on, :func:`reports.stats.seed_interval`), with the seeds, the largest safe
+fraction, the paired lift over ``random`` with its Holm-adjusted p over the table's family of
+tests, and the compute time; a degenerate table (:func:`degenerate_tables`: most measures tie)
+is marked and ranks nothing. Before them, the overall ranking: the removal axis ranked over
+task x seed blocks (:func:`removal_axis`, :func:`reports.stats.rank_axis`: position interval,
+Friedman, Nemenyi) and the mean rank per level; after them, the coverage notes.
 
 Also the tidy points table (``results.csv``, :func:`csv`) and ``plots/loss-<task>.png``.
 """
@@ -25,14 +29,15 @@ from reports.plots import plot_rank_heatmap, pyplot, save_figure, slug
 from reports.records import BASELINE, CURVE_KEYS, DEFAULT_REPLACE, DEFAULT_SCOPE, LEVELS, task_label
 from reports.scoring import (
     SIGNIFICANCE_LEVEL,
+    holm,
     lift,
-    mean_interval,
     paired_p_value,
     robustness_score,
     safe_fraction,
 )
 from reports.sections.contract import Context, Record
 from reports.style import BASELINE_STYLES, LineStyle, line_kwargs, measure_styles
+from reports.stats import AxisRanking, AxisScores, seed_interval
 
 KINDS = ("point", "failure")  # core kinds, declared in reports.records
 RESULT_COLUMNS = [*CURVE_KEYS, "threshold", "loss", "accuracy", "fraction_replaced"]
@@ -51,10 +56,16 @@ def markdown(records: Sequence[Record], context: Context) -> str:
         parts = ["No finished thresholding case in these result files."]
     else:
         parts = ["## Overall ranking (mean rank across tasks)", "",
-                 _overall_markdown(context.overall)]
+                 _overall_intro(context.removal), "",
+                 _overall_markdown(context.overall, context.removal, context.tables)]
         parts += ["## Per task, level and treatment", "",
                   "One table per task, aggregation level and treatment (click to open)."]
-        parts += [details(_title(key), _ranked_markdown(frame)) for key, frame in context.tables]
+        for key, frame in context.tables:
+            body = _ranked_markdown(frame, degenerate=bool(key.get("degenerate")))
+            if key.get("degenerate"):
+                body = (f"Not ranked: {escape(key['degenerate'])}; left out of the overall "
+                        f"ranking.\n\n{body}")
+            parts.append(details(_title(key), body))
     notes = coverage_notes(records)
     if notes:
         parts += ["## Measure coverage", "", _coverage_markdown(notes)]
@@ -226,6 +237,7 @@ def ranked_tables(
     """
     times = compute_times(records)
     failures = _failures(records)
+    degenerate = degenerate_tables(curves)
     tables = []
     keys = curves[TABLE_KEYS].drop_duplicates()
     keys = keys.assign(_lvl=keys["level"].map(lambda v: LEVEL_ORDER.get(v, 9)))
@@ -241,8 +253,19 @@ def ranked_tables(
                 ranked.loc[present, "error"] = error
             else:
                 ranked.loc[len(ranked)] = {"measure": measure, "error": error, "seeds": 0}
-        tables.append((where, ranked))
+        where["degenerate"] = degenerate.get(tuple(where[k] for k in TABLE_KEYS), "")
+        tables.append((where, _holm_lifts(ranked)))
     return tables
+
+
+def _holm_lifts(ranked: pd.DataFrame) -> pd.DataFrame:
+    """Holm's adjustment over the table's family of lift tests (every measure against random on
+    one task, level and treatment); ``significant`` is then adjusted p < 0.05."""
+    raw = [None if p is None or pd.isna(p) else float(p) for p in ranked["lift_p"]]
+    ranked["lift_p_holm"] = pd.Series(holm(raw), index=ranked.index, dtype=object)
+    ranked["significant"] = [p is not None and p < SIGNIFICANCE_LEVEL
+                             for p in ranked["lift_p_holm"]]
+    return ranked
 
 
 def _rank(curves: pd.DataFrame, where: dict, times: dict) -> pd.DataFrame:
@@ -255,18 +278,19 @@ def _rank(curves: pd.DataFrame, where: dict, times: dict) -> pd.DataFrame:
             row["error"] = "no valid curve (untouched model at or above chance loss)"
             rows.append(row)
             continue
-        row["robustness"], row["low"], row["high"] = mean_interval(values.to_numpy())
+        # No interval below 3 seeds (reports.stats.seed_interval); the score is unbounded above.
+        row["robustness"], row["low"], row["high"] = seed_interval(values.to_numpy())
+        row["values"] = values.to_numpy().tolist()
         row["safe"] = float(group["safe"].mean())
         paired = base.reindex(values.index).dropna()
         if measure != BASELINE and not paired.empty:
             mine = values.loc[paired.index]
             row["lift"] = float(lift(paired.to_numpy(), mine.to_numpy()).mean())
             row["lift_p"] = paired_p_value(paired.to_numpy(), mine.to_numpy())
-            row["significant"] = row["lift_p"] is not None and row["lift_p"] < SIGNIFICANCE_LEVEL
         row["seconds"] = times.get((measure, where["task"], where["variant"]), math.nan)
         rows.append(row)
     columns = ["rank", "measure", "robustness", "low", "high", "seeds", "safe", "lift", "lift_p",
-               "significant", "seconds", "error"]
+               "significant", "seconds", "error", "values"]
     ranked = pd.DataFrame(rows, columns=columns)
     ranked = ranked.sort_values(["robustness", "measure"], na_position="last", kind="stable")
     ranked["rank"] = ranked["robustness"].rank(method="min")
@@ -283,17 +307,76 @@ def _failures(records: Sequence[Record]) -> dict[tuple[str, str], dict[tuple, st
     return out
 
 
+def degenerate_tables(curves: pd.DataFrame) -> dict[tuple, str]:
+    """Tables that cannot rank the measures, with the reason: table key -> text.
+
+    A table is degenerate when, at every seed, its measures' robustness scores take at most half
+    as many distinct values as there are measures: most measures tie, because the level leaves
+    few orders to choose from (the ``layer`` level of a 2-layer MLP has two).
+    """
+    out = {}
+    for key, frame in curves.dropna(subset=["robustness"]).groupby(TABLE_KEYS, sort=True):
+        measures = frame["measure"].nunique()
+        distinct = frame.groupby("seed")["robustness"].apply(lambda v: v.round(9).nunique())
+        if measures >= 2 and int(distinct.max()) <= measures / 2:
+            out[tuple(key)] = (f"degenerate: at most {int(distinct.max())} distinct scores among "
+                               f"{measures} measures at every seed (most measures tie)")
+    return out
+
+
+def removal_axis(curves: pd.DataFrame, records: Sequence[Record] = ()) -> AxisScores:
+    """The removal axis of the overall table: one block per task (and variant) and seed.
+
+    In each block, the measures are ranked by robustness score (lower is better) in every
+    non-degenerate table of the task (level, scope, replacement) and their ranks averaged: the
+    block's score (lower is better). A measure without a score in every block is left out, with
+    the reason (its failure, or the blocks it lacks).
+    """
+    degenerate = degenerate_tables(curves)
+    usable = curves[[tuple(k) not in degenerate for k in curves[TABLE_KEYS].to_numpy()]]
+    usable = usable.assign(_rank=usable.groupby([*TABLE_KEYS, "seed"])["robustness"].rank())
+    blocks = usable.pivot_table(index=["task", "variant", "seed"], columns="measure",
+                                values="_rank", aggfunc="mean")
+    expected = usable.groupby(["task", "variant", "seed"])[[*TABLE_KEYS]].apply(
+        lambda g: len(g.drop_duplicates()))
+    counts = usable.dropna(subset=["_rank"]).pivot_table(
+        index=["task", "variant", "seed"], columns="measure", values="_rank", aggfunc="size")
+    complete = counts.reindex_like(blocks).eq(expected, axis=0)
+    failures = {m: e for where in _failures(records).values() for (m, _), e in where.items()}
+    missing = {}
+    for measure in blocks.columns:
+        if not complete[measure].all():
+            missing[measure] = _reason(failures.get(measure), int((~complete[measure]).sum()),
+                                       len(blocks))
+    for measure, error in failures.items():
+        if measure not in blocks.columns:
+            missing[measure] = _reason(error, len(blocks), len(blocks))
+    scores = blocks.drop(columns=list(set(missing) & set(blocks.columns)))
+    scores.index = [f"{task_label(t, v)} seed {s}" for t, v, s in scores.index]
+    groups = tuple(task_label(t, v) for t, v, _ in blocks.index)
+    return AxisScores("removal", scores, groups, higher_is_better=False, missing=missing,
+                      blocks="task x seed (mean rank over the task's non-degenerate tables)")
+
+
+def _reason(error: str | None, lacking: int, total: int) -> str:
+    if error:
+        return "failed: " + _short(error, 80)
+    return f"no score on {lacking} of {total} blocks"
+
+
 def overall_ranking(tables: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
     """Mean rank of each measure across tasks: overall and per aggregation level."""
     rows = []
     for where, ranked in tables:
         for _, row in ranked.dropna(subset=["rank"]).iterrows():
-            rows.append({"measure": row["measure"], "level": where["level"], "rank": row["rank"]})
+            rows.append({"measure": row["measure"], "level": where["level"], "rank": row["rank"],
+                         "degenerate": bool(where.get("degenerate"))})
     if not rows:
         return pd.DataFrame(columns=["rank", "measure", "mean_rank", "sections"])
     ranks = pd.DataFrame(rows)
-    overall = ranks.groupby("measure")["rank"].agg(mean_rank="mean", sections="size").reset_index()
     levels = sorted(ranks["level"].unique(), key=lambda v: LEVEL_ORDER.get(v, 9))
+    ranks = ranks[~ranks["degenerate"]]  # degenerate tables rank nothing (marked in the table)
+    overall = ranks.groupby("measure")["rank"].agg(mean_rank="mean", sections="size").reset_index()
     for level in levels:
         per = ranks[ranks["level"] == level].groupby("measure")["rank"].mean()
         overall[level] = overall["measure"].map(per)
@@ -320,38 +403,123 @@ def _title(where: dict[str, Any]) -> str:
                   f"{where['replace']} replacement")
 
 
-def _ranked_markdown(frame: pd.DataFrame) -> str:
-    """One ranked table: rank, measure, robustness score, 95% CI, safe fraction, lift, time."""
+def _ranked_markdown(frame: pd.DataFrame, *, degenerate: bool = False) -> str:
+    """One ranked table: rank, measure, robustness score, 95% CI, seeds, safe fraction, lift with
+    its Holm-adjusted p, time."""
     rows = []
     for _, r in frame.iterrows():
         if pd.isna(r.get("robustness")):
             rows.append(["–", escape(r["measure"]), f"failed: {escape(_short(r['error']))}",
+                         "–", str(int(r["seeds"])) if not pd.isna(r["seeds"]) else "0",
                          "–", "–", "–", "–"])
             continue
-        interval = "–" if r["seeds"] < 2 else f"[{number(r['low'])}, {number(r['high'])}]"
+        if r["low"] is None or pd.isna(r["low"]):
+            values = r["values"] if isinstance(r["values"], list) else []
+            interval = (f"n = {len(values)}, no interval" if len(values) != 2 else
+                        "n = 2, no interval: " + ", ".join(f"{v:.3f}" for v in values))
+        else:
+            interval = f"[{number(r['low'])}, {number(r['high'])}]"
         lift_text = number(r.get("lift"))
         if lift_text != "–" and bool(r.get("significant")):
             lift_text += "\\*"
+        adjusted = r.get("lift_p_holm")
+        p_text = "–" if adjusted is None or pd.isna(adjusted) else _p(adjusted)
         name = escape(r["measure"])
         if r.get("error"):
             name += f" (failed on some seeds: {escape(_short(r['error']))})"
-        rows.append([str(int(r["rank"])), name, number(r["robustness"]), interval,
-                     number(r["safe"], 2), lift_text, seconds(r.get("seconds"))])
-    headers = ["rank", "measure", "robustness score ↓", "95% CI", "largest safe fraction",
-               "lift over random", "compute time"]
-    return table(headers, rows, align="rlrrrrr")
+        rank = "–" if degenerate else str(int(r["rank"]))
+        rows.append([rank, name, number(r["robustness"]), interval, str(int(r["seeds"])),
+                     number(r["safe"], 2), lift_text, p_text, seconds(r.get("seconds"))])
+    headers = ["rank", "measure", "robustness score ↓", "95% CI", "seeds",
+               "largest safe fraction", "lift over random", "Holm p", "compute time"]
+    return table(headers, rows, align="rlrrrrrrr")
 
 
-def _overall_markdown(frame: pd.DataFrame) -> str:
-    """The overall ranking: mean rank across tasks, overall and per aggregation level."""
+def _pe(value: float) -> str:
+    """``= 0.012`` or ``< 0.001``, for a sentence."""
+    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
+
+
+def _p(value: float) -> str:
+    """A p-value with the precision it needs (``<0.001`` below)."""
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _overall_intro(removal: AxisRanking | None) -> str:
+    """How to read the overall ranking, and what its tests say."""
+    text = ("Lower is better. **Mean rank (task x seed)**: in each task and seed, the measure's "
+            "rank averaged over the task's non-degenerate tables, then averaged over tasks and "
+            "seeds; **mean rank (level)**: over the tables of that level (a level whose tables "
+            "are all degenerate shows *degenerate*).")
+    if removal is None or removal.test is None:
+        return text
+    return text + " " + axis_sentence(removal)
+
+
+def axis_sentence(ranking: AxisRanking) -> str:
+    """One paragraph: the blocks, the bootstrap, Friedman, Nemenyi and what differs."""
+    from reports.stats import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, significant_pairs
+
+    test, axis = ranking.test, ranking.axis
+    blocks, k = ranking.ranks.shape
+    text = (f"**Position [95% interval]**: the measure's place by mean rank over {blocks} blocks "
+            f"({escape(axis.blocks)}), with a percentile bootstrap interval (B = "
+            f"{BOOTSTRAP_SAMPLES}, seed {BOOTSTRAP_SEED}, tasks then seeds resampled).")
+    if len(set(axis.groups)) == 1 or blocks < 5:
+        distinct = math.comb(2 * blocks - 1, blocks)
+        text += (f" With {blocks} blocks from {len(set(axis.groups))} task(s) the bootstrap has "
+                 f"at most {distinct} distinct resamples: these intervals understate the "
+                 "uncertainty; read the test.")
+    if test is None:
+        return text + " Too few blocks for a test."
+    pairs = significant_pairs(ranking)
+    text += (f" Friedman test over the {blocks} blocks and {k} measures: χ² = {test.chi2:.1f}, "
+             f"Iman–Davenport F = {test.f:.2f}, p {_pe(test.p)}")
+    if not test.p < SIGNIFICANCE_LEVEL:
+        return text + " : the measures are **not** shown to differ; no post-hoc test."
+    best = ranking.table["measure"].iloc[0]
+    beaten = [b for a, b in pairs if a == best]
+    together = [m for m in ranking.table["measure"] if m != best and m not in beaten]
+    return text + (
+        f". Nemenyi critical difference (α = 0.05, Demsar 2006) = {ranking.cd:.2f} mean ranks: "
+        f"{len(pairs)} of {k * (k - 1) // 2} pairs differ. The best-ranked, "
+        f"{escape(best)}, is significantly better than "
+        f"{escape(', '.join(beaten)) if beaten else 'no other measure'}; not shown to differ "
+        f"from {escape(', '.join(together)) if together else 'any'}. "
+        "See the critical-difference diagram (plots/critical-difference.png).")
+
+
+def _overall_markdown(frame: pd.DataFrame, removal: AxisRanking | None = None,
+                      tables: Sequence[tuple[dict, pd.DataFrame]] = ()) -> str:
+    """The overall ranking: per measure its position over task x seed blocks with the bootstrap
+    interval and mean rank (when the removal axis is ranked), then its mean rank per level."""
     levels = [c for c in frame.columns if c not in ("rank", "measure", "mean_rank", "sections")]
-    headers = ["rank", "measure", "mean rank", *[f"mean rank ({escape(lv)})" for lv in levels],
-               "sections"]
-    rows = [
-        [str(int(r["rank"])), escape(r["measure"]), number(r["mean_rank"], 2),
-         *[number(r[lv], 2) for lv in levels], str(int(r["sections"]))]
-        for _, r in frame.iterrows()
-    ]
+    all_levels = sorted({w["level"] for w, _ in tables} | set(levels),
+                        key=lambda v: LEVEL_ORDER.get(v, 9))
+    dead = {lv for lv in all_levels
+            if all(w.get("degenerate") for w, _ in tables if w["level"] == lv) and tables}
+    per_level = frame.set_index("measure")
+    level_cells = [f"mean rank ({escape(lv)})" for lv in all_levels]
+
+    def levels_of(measure: str) -> list[str]:
+        return ["*degenerate*" if lv in dead else
+                number(per_level[lv].get(measure) if lv in per_level else None, 2)
+                for lv in all_levels]
+
+    if removal is not None and len(removal.table):
+        headers = ["position [95% interval]", "measure", "mean rank (task x seed)",
+                   *level_cells, "tables"]
+        rows = [[f"{int(r.position)} [{int(r.low)}, {int(r.high)}]", escape(r.measure),
+                 number(r.mean_rank, 2), *levels_of(r.measure),
+                 str(int(per_level["sections"].get(r.measure, 0)))]
+                for r in removal.table.itertuples()]
+        left_out = [m for m in frame["measure"] if m not in set(removal.table["measure"])]
+        rows += [["–", escape(m), "– " + escape(removal.axis.missing.get(m, "not in every block")),
+                  *levels_of(m), str(int(per_level["sections"].get(m, 0)))] for m in left_out]
+        return table(headers, rows, align="rl" + "r" * (len(headers) - 2))
+    headers = ["rank", "measure", "mean rank", *level_cells, "tables"]
+    rows = [[str(int(r["rank"])), escape(r["measure"]), number(r["mean_rank"], 2),
+             *levels_of(r["measure"]), str(int(r["sections"]))] for _, r in frame.iterrows()]
     return table(headers, rows, align="rl" + "r" * (len(headers) - 2))
 
 

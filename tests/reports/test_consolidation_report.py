@@ -47,9 +47,9 @@ def test_table_ranks_by_acc_with_interval_lift_and_failures():
     assert broken["seeds"] == 0 and "ValueError" in broken["error"]
 
 
-def test_markdown_has_both_axes_and_the_consolidation_section(tmp_path):
+def test_markdown_has_the_overall_table_and_the_consolidation_section(tmp_path):
     text = reports.leaderboard_markdown(_records())
-    assert "## Overall: both axes" in text and "## Consolidation" in text
+    assert "## Overall: three axes" in text and "## Consolidation" in text
     assert "| 2 | EWC(fisher) | 0.830 |" in text
     assert "failed: broken: ValueError: no" in text
     ranks = consolidation.consolidation_ranks(consolidation.scenario_tables(_records()))

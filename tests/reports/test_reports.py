@@ -177,11 +177,12 @@ def test_leaderboard_ranks_escapes_and_marks_significance():
     names = [re.split(r"(?<!\\)\|", row)[2].strip() for row in rows]
     assert names[:3] == ["good", "random", "bad\\|pipe"]
     assert names[3] == "broken"
-    for row in rows:  # every row has exactly the header's 7 columns (8 unescaped bars)
-        assert len(re.findall(r"(?<!\\)\|", row)) == 8
+    for row in rows:  # every row has exactly the header's 9 columns (10 unescaped bars)
+        assert len(re.findall(r"(?<!\\)\|", row)) == 10
     assert "failed: RuntimeError: boom \\| bang" in section
     good = rows[0]
-    assert good.split("|")[6].strip().endswith("\\*")  # lift over random is significant
+    assert good.split("|")[5].strip() == "3"  # seeds
+    assert good.split("|")[7].strip().endswith("\\*")  # lift over random is significant (Holm)
     assert "1.50 s" in good  # mean compute time over seeds 0.5, 1.5, 2.5
     assert "Test CPU" in text and "2.21.0 / 3.15.1" in text
     assert "seeds**: 0, 1, 2" in text
