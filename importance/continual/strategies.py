@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from importance.checks import check_choice, is_number
+from importance.checks import check_choice, check_number
 from importance.continual.consolidation import (
     MODES,
     ConsolidationPenalty,
@@ -52,6 +52,7 @@ from importance.continual.consolidation import (
 )
 from importance.continual.registry import STRATEGIES, available_strategies, register_strategy
 from importance.measures import compute_importance, get_measure
+from importance.validation import check_classifier, check_data
 
 __all__ = ["EWC", "L2", "Consolidator", "Joint", "Naive", "Strategy"]
 
@@ -108,8 +109,17 @@ class Strategy:
     ):
         self.name = name or self.label or type(self).__name__
         check_choice("mode", mode, MODES)
-        if not is_number(gamma) or not 0 < gamma <= 1:
+        try:
+            check_number("gamma", gamma, minimum=0, strict=True)
+        except ValueError:
+            ok = False
+        else:
+            ok = gamma <= 1
+        if not ok:
             raise ValueError(f"gamma must be in (0, 1]. Received: {gamma!r}")
+        if measure_options is not None and not isinstance(measure_options, dict):
+            raise TypeError("measure_options must be a dict of the measure's keyword options. "
+                            f"Received: {measure_options!r}")
         if self.uses_measure and measure is None:
             raise ValueError(
                 f"strategy {self.name!r} needs a measure (a registered name). Received: None"
@@ -167,9 +177,37 @@ class Strategy:
         """
         if not self.penalised:
             return
+        data = self.check_inputs(model, penalised, data=data, omega=omega)
         if omega is None:
             omega = self.importance(model, penalised, data=data, recorder=recorder)
         self.terms = anchor(self.terms, model, penalised, omega, mode=self.mode, gamma=self.gamma)
+
+    def check_inputs(self, model: Any, penalised: Sequence[bool], *, data: Any = None,
+                     omega: Sequence[Any] | None = None) -> Any:
+        """Check what :meth:`consolidate` is given, before any work, through
+        :mod:`importance.validation`; return ``data`` checked (arrays as a checked ``(x, y)``).
+
+        Raises:
+            TypeError: Not a Keras model, or ``penalised`` not a sequence of booleans.
+            ValueError: A multi-output or unbuilt model, ``penalised`` or ``omega`` without one
+                entry per trainable weight, bad data for a post-hoc measure (NaN/inf inputs,
+                labels out of the model's class range, wrong input width, no examples).
+        """
+        check_classifier(model)
+        count = len(model.trainable_weights)
+        if isinstance(penalised, (str, bytes)) or not isinstance(penalised, Sequence) or not all(
+                isinstance(p, (bool, np.bool_)) for p in penalised):
+            raise TypeError("penalised must be a sequence of booleans, one per trainable weight. "
+                            f"Received: {penalised!r}")
+        if len(penalised) != count:
+            raise ValueError(f"penalised must have one flag per trainable weight ({count}). "
+                             f"Received: {len(penalised)} flags")
+        if omega is not None and len(omega) != count:
+            raise ValueError(f"omega must have one array per trainable weight ({count}). "
+                             f"Received: {len(omega)} arrays")
+        if omega is None and data is not None and self.spec is not None and not self.spec.online:
+            return check_data(data, model=model)
+        return data
 
     @property
     def penalty(self) -> ConsolidationPenalty:
