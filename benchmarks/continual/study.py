@@ -42,6 +42,9 @@ class Scenario:
     max_test: int = 500
     epochs: int = 3
     hidden: tuple[int, ...] = (128,)
+    init: str = "keras"
+    measure_examples: int | None = None  # None: each importance sees its whole task
+    evaluate_every_epoch: bool = True
 
 
 QUICK_SCENARIOS = (Scenario("evenodd", "split_evenodd", "shared"),)
@@ -100,7 +103,9 @@ class Study:
             data = prepare_sequence(continual_sequence(scenario.sequence, **dict(scenario.options)),
                                     max_train=scenario.max_train, max_test=scenario.max_test, heads=scenario.heads)
             learner = SequentialLearner(data, heads=scenario.heads, hidden=scenario.hidden, seed=seed,
-                                        epochs=scenario.epochs)
+                                        epochs=scenario.epochs, init=scenario.init,
+                                        measure_examples=scenario.measure_examples,
+                                        evaluate_every_epoch=scenario.evaluate_every_epoch)
             recorder = importance.track(learner.model(0), patch_fit=False)
             learner.train_task(0, recorder=recorder)
             self._first[key] = (learner, learner.state(), recorder)
@@ -152,6 +157,10 @@ def record(scenario: Scenario, seed: int, strategy: str, measure: str | None, ou
            *, mode: str = "separate", error: str | None = None) -> dict[str, Any]:
     """The ``consolidation`` result record of one outcome (or of a failure, with ``error``).
 
+    ``measure_examples``: the examples each consolidated task's importance was computed on (one
+    count per task but the last; None for strategies without a measure and for online measures,
+    which read the training trajectory); ``init``: the learner's initialisation.
+
     The strategy names its own display label and whether lambda matters (``method``,
     ``penalised``), so the report needs no table of strategy names.
     """
@@ -160,11 +169,13 @@ def record(scenario: Scenario, seed: int, strategy: str, measure: str | None, ou
     base = {"scenario": scenario.name, "sequence": scenario.sequence,
             "heads": scenario.heads, "strategy": strategy, "measure": measure or strategy, "mode": mode,
             "seed": int(seed), "method": Consolidator(strategy, measure=measure, mode=mode).method,
-            "penalised": get_strategy(strategy).penalised}
+            "penalised": get_strategy(strategy).penalised, "init": scenario.init}
     if outcome is None:
         return consolidation_record(**base, error=error or "failed")
     history = outcome.history[outcome.history["split"] == "test"]
     curve = [[int(r.epoch), str(r.trained), str(r.evaluated), float(r.accuracy)] for r in history.itertuples()]
     return consolidation_record(**base, **summary(outcome.R), **{"lam": outcome.lam, "grid": list(outcome.grid),
             "val_acc": outcome.val_acc, "R": outcome.R.tolist(), "curve": curve, "seconds": getattr(outcome, "seconds", None),
-            "tasks": list(dict.fromkeys(history["evaluated"]))})
+            "tasks": list(dict.fromkeys(history["evaluated"])),
+            "measure_examples": [int(outcome.measure_seen[t]) for t in sorted(outcome.measure_seen)]
+            or None})
