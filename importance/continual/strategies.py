@@ -20,6 +20,12 @@ The built-ins (:data:`~importance.continual.registry.STRATEGIES`):
   computed on the task just learned: post-hoc measures from the model and that task's training
   data, online measures (SI, the seed trackers) from the trajectory recorded while learning it.
 * ``joint``: multi-task training on all data seen so far, no penalty (the upper bound).
+* ``replay``: experience replay, a small reference that is **not an importance method**: each
+  task is trained on its own data plus a fixed memory of ``memory`` examples (default 200) drawn
+  evenly and seeded from the earlier tasks' training data, no penalty. It is the rehearsal row the
+  literature quotes beside the regularisers (Hsu et al. 2018, "Re-evaluating continual learning
+  scenarios", "naive rehearsal"; Chaudhry et al. 2019, "On tiny episodic memories in continual
+  learning").
 
 A new strategy is one subclass, registered by name::
 
@@ -54,7 +60,7 @@ from importance.continual.registry import STRATEGIES, available_strategies, regi
 from importance.measures import compute_importance, get_measure
 from importance.validation import check_classifier, check_data
 
-__all__ = ["EWC", "L2", "Consolidator", "Joint", "Naive", "Strategy"]
+__all__ = ["EWC", "L2", "Consolidator", "Joint", "Naive", "Replay", "Strategy"]
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -287,6 +293,45 @@ class Joint(Strategy):
     def training_data(self, seen: Sequence[Split]) -> Split:
         """Every seen task's training split, concatenated in task order."""
         return np.concatenate([s[0] for s in seen]), np.concatenate([s[1] for s in seen])
+
+
+@register_strategy("replay")
+class Replay(Strategy):
+    """Experience replay with a small memory (a reference, not an importance method).
+
+    Task ``t`` trains on its own training split plus ``memory`` examples of the earlier tasks
+    (``memory // t`` from each, the first of a seeded permutation of its training split, so the
+    stored examples of a task do not change as later tasks arrive). No penalty. One shared head
+    only: a replayed example of another task needs that task's head.
+
+    Args:
+        memory: Examples kept in memory over all earlier tasks (a positive integer).
+        seed: Seed of the choice of stored examples.
+        **options: As for :class:`Strategy`.
+    """
+
+    label = "replay"
+    supported_heads = ("shared",)
+
+    def __init__(self, *, memory: int = 200, seed: int = 0, **options: Any):
+        super().__init__(**options)
+        from importance.checks import check_positive_int, check_seed
+
+        self.memory = check_positive_int("memory", memory)
+        self.seed = check_seed(seed)
+
+    def training_data(self, seen: Sequence[Split]) -> Split:
+        """The current split plus the memory drawn from the earlier splits (task order)."""
+        *earlier, current = seen
+        if not earlier:
+            return current
+        per_task = max(1, self.memory // len(earlier))
+        xs, ys = [current[0]], [current[1]]
+        for t, (x, y) in enumerate(earlier):
+            order = np.random.default_rng([self.seed, t]).permutation(len(y))[:per_task]
+            xs.append(x[np.sort(order)])
+            ys.append(y[np.sort(order)])
+        return np.concatenate(xs), np.concatenate(ys)
 
 
 def Consolidator(strategy: str, **options: Any) -> Strategy:  # noqa: N802 - the public entry, kept
