@@ -96,7 +96,7 @@ def test_fisher_beats_naive_and_l2(consolidation, bench_records):
     """Even/odd split, one shared head: EWC(fisher) ends with a higher ACC than naive and than L2
     (each at its own chosen lambda), paired over seeds: the mean of the per-seed ACC differences
     is positive."""
-    scenario = continual.QUICK_SCENARIOS[0]
+    scenario = next(s for s in consolidation.plan.scenarios if s.name == "evenodd")
     lifts = {"naive": [], "l2": []}
     for seed in consolidation.plan.seeds_of(scenario):
         fisher = _outcome(consolidation, bench_records, scenario, seed, "ewc", "fisher")
