@@ -228,10 +228,19 @@ def separation(frame: pd.DataFrame) -> str:
 
 
 def consolidation_ranks(tables: list[tuple[str, pd.DataFrame]]) -> pd.Series:
-    """Mean rank by ACC of each EWC measure across scenarios, ranked among the measures only."""
+    """Mean rank by ACC of each EWC measure across scenarios, ranked among the measures only.
+
+    Only the scenarios that ran the most EWC measures count: a scenario run with a few chosen
+    measures (the quick permuted-MNIST power check) would otherwise give those few small ranks.
+    """
     ranks = []
-    for _, ranked in tables:
-        ewc = ranked[(ranked["strategy"] == "ewc") & ranked["acc"].notna()]
+    ewcs = [ranked[(ranked["strategy"] == "ewc") & ranked["acc"].notna()
+                   & (ranked["method"] == "EWC(" + ranked["measure"].astype(str) + ")")]
+            for _, ranked in tables]
+    widest = max((len(ewc) for ewc in ewcs), default=0)
+    for ewc in ewcs:
+        if len(ewc) < widest:
+            continue
         ranks.append(ewc.set_index("measure")["acc"].rank(method="min", ascending=False))
     return pd.concat(ranks).groupby(level=0).mean() if ranks else pd.Series(dtype=float)
 

@@ -163,3 +163,14 @@ def test_section_names_init_grid_edges_examples_and_whether_measures_separate():
     assert "0 of 4 EWC measures beat EWC(uniform) = L2" in text
     assert "the importance measure does not matter measurably" in text
     assert "### permuted (init: keras)" in text
+
+
+def test_overall_consolidation_rank_counts_only_the_scenarios_with_every_measure():
+    """A scenario that ran a few chosen measures must not hand them rank 1 in the overall."""
+    records = _records() + [
+        {**r, "scenario": "permuted"} for r in _measure_records()
+        if r.get("measure") == "random"
+    ]
+    tables = consolidation.scenario_tables(records)
+    assert [s for s, _ in tables] == ["evenodd", "permuted"]
+    assert consolidation.consolidation_ranks(tables).to_dict() == {"fisher": 1.0, "magnitude": 2.0}
