@@ -32,7 +32,14 @@ def references() -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
-    """One continual-learning benchmark scenario."""
+    """One continual-learning benchmark scenario.
+
+    ``measures``: the EWC measures run on it (None: every registered measure); ``online``: the
+    measures also run as online EWC (one anchor, omega accumulated with gamma = 1, Schwarz et al.
+    2018); ``seeds``: its default number of seeds (``--bench-seeds`` overrides); ``grid``: its
+    lambda grid (None: the plan's); ``init``, ``measure_examples`` and ``evaluate_every_epoch``
+    go to the learner (:class:`tasks.continual.SequentialLearner`).
+    """
 
     name: str
     sequence: str
@@ -42,16 +49,43 @@ class Scenario:
     max_test: int = 500
     epochs: int = 3
     hidden: tuple[int, ...] = (128,)
+    init: str = "keras"
+    measure_examples: int | None = None  # None: each importance sees its whole task
+    evaluate_every_epoch: bool = False
+    measures: tuple[str, ...] | None = None
+    online: tuple[str, ...] = ()
+    seeds: int | None = None
+    grid: tuple[float, ...] | None = None
 
 
-QUICK_SCENARIOS = (Scenario("evenodd", "split_evenodd", "shared"),)
-FULL_SCENARIOS = QUICK_SCENARIOS + (
-    Scenario("splitmnist-task", "split_mnist", "per_task", max_train=400, max_test=300),
-    Scenario("splitmnist-domain", "split_mnist", "shared", max_train=400, max_test=300),
-    Scenario("permuted", "permuted_mnist", "shared", options=(("num_tasks", 3),), max_train=800),
+# Lambda grids log-spaced one point per decade over 4 decades, so that an optimum cannot hide
+# (issue 22); the chosen lambda is flagged in the leaderboard when it sits at an edge.
+GRID = (0.01, 0.1, 1.0, 10.0, 100.0)
+LOW_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)  # permuted MNIST: L2 and random choose lambda <= 0.01
+# The literature's methods (Hsu et al. 2018, Table 2) and the two controls that answer "does the
+# measure matter?" (EWC(uniform) is L2, which runs as a reference row).
+LITERATURE = ("fisher", "fisher_argmax", "si", "mas", "random")
+POWER = ("fisher", "mas", "random")
+QUICK_SCENARIOS = (
+    Scenario("evenodd", "split_evenodd", "shared"),
+    Scenario("permuted", "permuted_mnist", "shared", options=(("num_tasks", 3),), measures=POWER,
+             grid=LOW_GRID, seeds=5),
 )
-QUICK_GRID = (0.1, 0.3, 1.0)
-FULL_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
+FULL_SCENARIOS = (
+    Scenario("evenodd", "split_evenodd", "shared", evaluate_every_epoch=True),
+    Scenario("splitmnist-task", "split_mnist", "per_task", max_train=400, max_test=300,
+             measures=LITERATURE, online=("fisher",)),
+    Scenario("splitmnist-domain", "split_mnist", "shared", max_train=400, max_test=300,
+             measures=LITERATURE, online=("fisher",)),
+    Scenario("splitmnist-class", "split_mnist", "shared", options=(("labels", "digit"),),
+             max_train=400, max_test=300, measures=LITERATURE, online=("fisher",)),
+    Scenario("permuted", "permuted_mnist", "shared", options=(("num_tasks", 5),),
+             measures=LITERATURE, online=("fisher",), grid=LOW_GRID),
+    Scenario("evenodd-pytorch", "split_evenodd", "shared", init="pytorch",
+             measures=LITERATURE + ("uniform",)),
+    Scenario("permuted-pytorch", "permuted_mnist", "shared", options=(("num_tasks", 5),),
+             init="pytorch", measures=LITERATURE, online=("fisher",), grid=LOW_GRID),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,14 +96,25 @@ class Plan:
     seeds: tuple[int, ...]
     scenarios: tuple[Scenario, ...]
     grid: tuple[float, ...]
+    scenario_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def seeds_of(self, scenario: Scenario) -> tuple[int, ...]:
+        """The seeds run on ``scenario`` (its own default count, or ``--bench-seeds``)."""
+        return dict(self.scenario_seeds).get(scenario.name, self.seeds)
+
+    def grid_of(self, scenario: Scenario) -> tuple[float, ...]:
+        """The lambda grid of ``scenario``."""
+        return scenario.grid or self.grid
 
 
 def make_plan(options: RunOptions) -> Plan:
-    """Quick: the even/odd split, seeds 0-2, a 3-point grid; ``--full``: four scenarios, seeds 0-4,
-    a 5-point grid. ``--bench-seeds N`` gives seeds ``0 .. N-1`` in either mode."""
-    if options.full:
-        return Plan(options.mode, options.seed_range(5), FULL_SCENARIOS, FULL_GRID)
-    return Plan(options.mode, options.seed_range(3), QUICK_SCENARIOS, QUICK_GRID)
+    """Quick: the even/odd split with every measure (seeds 0-2) and permuted MNIST with the
+    measures of the power check (seeds 0-4); ``--full``: the literature's scenarios, seeds 0-4.
+    ``--bench-seeds N`` gives seeds ``0 .. N-1`` on every scenario."""
+    scenarios, default = (FULL_SCENARIOS, 5) if options.full else (QUICK_SCENARIOS, 3)
+    seeds = {s.name: options.seed_range(s.seeds or default) for s in scenarios}
+    return Plan(options.mode, options.seed_range(default), scenarios, GRID,
+                tuple(seeds.items()))
 
 
 class NotApplicable(MeasureFailed):
@@ -100,7 +145,9 @@ class Study:
             data = prepare_sequence(continual_sequence(scenario.sequence, **dict(scenario.options)),
                                     max_train=scenario.max_train, max_test=scenario.max_test, heads=scenario.heads)
             learner = SequentialLearner(data, heads=scenario.heads, hidden=scenario.hidden, seed=seed,
-                                        epochs=scenario.epochs)
+                                        epochs=scenario.epochs, init=scenario.init,
+                                        measure_examples=scenario.measure_examples,
+                                        evaluate_every_epoch=scenario.evaluate_every_epoch)
             recorder = importance.track(learner.model(0), patch_fit=False)
             learner.train_task(0, recorder=recorder)
             self._first[key] = (learner, learner.state(), recorder)
@@ -126,12 +173,12 @@ class Study:
         return self._omega[key]
 
     def outcome(self, scenario: Scenario, seed: int, strategy: str, measure: str | None = None,
-                *, grid: tuple[float, ...] | None = None) -> Any:
+                *, grid: tuple[float, ...] | None = None, mode: str = "separate") -> Any:
         """The :class:`tasks.continual.LambdaSearch` of one strategy (and measure), cached."""
         from importance.continual import get_strategy
         from tasks.continual import search_lambda
 
-        key = (scenario.name, seed, strategy, measure, grid)
+        key = (scenario.name, seed, strategy, measure, grid, mode)
         if key not in self._outcomes:
             penalised = get_strategy(strategy).penalised
             omega = {0: self.omega(scenario, seed, strategy, measure)} if penalised else None
@@ -139,8 +186,8 @@ class Study:
             learner.set_state(state)
             started = time.perf_counter()
             try:
-                search = search_lambda(learner, strategy, grid=grid or self.grid, measure=measure,
-                                       omega=omega, recorder=recorder)
+                search = search_lambda(learner, strategy, grid=grid or self.plan.grid_of(scenario),
+                                       measure=measure, omega=omega, recorder=recorder, mode=mode)
             except Exception as error:  # noqa: BLE001 - an online measure may fail on later tasks
                 raise MeasureFailed(f"{measure or strategy}: {type(error).__name__}: {error}") from error
             search.seconds = time.perf_counter() - started
@@ -152,6 +199,10 @@ def record(scenario: Scenario, seed: int, strategy: str, measure: str | None, ou
            *, mode: str = "separate", error: str | None = None) -> dict[str, Any]:
     """The ``consolidation`` result record of one outcome (or of a failure, with ``error``).
 
+    ``measure_examples``: the examples each consolidated task's importance was computed on (one
+    count per task but the last; None for strategies without a measure and for online measures,
+    which read the training trajectory); ``init``: the learner's initialisation.
+
     The strategy names its own display label and whether lambda matters (``method``,
     ``penalised``), so the report needs no table of strategy names.
     """
@@ -160,11 +211,13 @@ def record(scenario: Scenario, seed: int, strategy: str, measure: str | None, ou
     base = {"scenario": scenario.name, "sequence": scenario.sequence,
             "heads": scenario.heads, "strategy": strategy, "measure": measure or strategy, "mode": mode,
             "seed": int(seed), "method": Consolidator(strategy, measure=measure, mode=mode).method,
-            "penalised": get_strategy(strategy).penalised}
+            "penalised": get_strategy(strategy).penalised, "init": scenario.init}
     if outcome is None:
         return consolidation_record(**base, error=error or "failed")
     history = outcome.history[outcome.history["split"] == "test"]
     curve = [[int(r.epoch), str(r.trained), str(r.evaluated), float(r.accuracy)] for r in history.itertuples()]
     return consolidation_record(**base, **summary(outcome.R), **{"lam": outcome.lam, "grid": list(outcome.grid),
             "val_acc": outcome.val_acc, "R": outcome.R.tolist(), "curve": curve, "seconds": getattr(outcome, "seconds", None),
-            "tasks": list(dict.fromkeys(history["evaluated"]))})
+            "tasks": list(dict.fromkeys(history["evaluated"])),
+            "measure_examples": [int(outcome.measure_seen[t]) for t in sorted(outcome.measure_seen)]
+            or None})

@@ -1,11 +1,14 @@
 """The consolidation cases: every registered measure as EWC importance x scenario, over seeds.
 
-Ids read ``<strategy>-<measure>-<scenario>`` for EWC (``-k ewc-fisher-evenodd``) and
-``<strategy>-<scenario>`` for the references naive, L2 and joint (``-k l2-evenodd``). A case runs
-every seed of the plan: per seed, the lambda of the grid with the best validation ACC, and its
-test accuracy matrix, recorded as a ``consolidation`` record. A measure that raises is recorded
-as failed (the case fails, the run goes on). Quick mode: the even/odd split with one shared
-head; ``--full`` adds 5-task split MNIST (task heads, and one shared head) and permuted MNIST.
+Ids read ``<strategy>-<measure>-<scenario>`` for EWC (``-k ewc-fisher-evenodd``,
+``-k ewc-online-fisher-permuted``) and ``<strategy>-<scenario>`` for the references naive, L2,
+replay and joint (``-k l2-evenodd``). A case runs every seed of the scenario: per seed, the lambda
+of the grid with the best validation ACC, and its test accuracy matrix, recorded as a
+``consolidation`` record. A measure that raises is recorded as failed (the case fails, the run
+goes on). Quick mode: the even/odd split with every measure, and 3-task permuted MNIST with the
+measures of the power check (see docs/consolidation.md); ``--full``: split MNIST task-, domain-
+and class-incremental, 5-task permuted MNIST, and the even/odd split and permuted MNIST again
+under PyTorch's initialisation.
 
 * ``test_consolidation``: one strategy (and measure) on one scenario over seeds.
 * ``test_fisher_beats_naive_and_l2``: EWC with ``fisher`` ends with a higher ACC than naive and
@@ -36,14 +39,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = []
     for scenario in plan.scenarios:
         if name == "test_same_seed_same_numbers":
-            params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}", marks=marks)
+            params += [pytest.param(scenario, "ewc", m, "separate", id=f"ewc-{m}-{scenario.name}",
+                                    marks=marks)
                        for m in ("fisher", "si") if scenario.name == "evenodd"]
             continue
-        params += [pytest.param(scenario, s, None, id=f"{s}-{scenario.name}", marks=marks)
+        params += [pytest.param(scenario, s, None, "separate", id=f"{s}-{scenario.name}", marks=marks)
                    for s in continual.references()]
-        params += [pytest.param(scenario, "ewc", m, id=f"ewc-{m}-{scenario.name}", marks=marks)
-                   for m in imp.available_measures()]
-    metafunc.parametrize("scenario,strategy,measure", params)
+        measures = imp.available_measures() if scenario.measures is None else scenario.measures
+        params += [pytest.param(scenario, "ewc", m, "separate", id=f"ewc-{m}-{scenario.name}",
+                                marks=marks) for m in measures]
+        params += [pytest.param(scenario, "ewc", m, "online", id=f"ewc-online-{m}-{scenario.name}",
+                                marks=marks) for m in scenario.online]
+    metafunc.parametrize("scenario,strategy,measure,mode", params)
 
 
 @pytest.fixture(scope="session")
@@ -52,11 +59,12 @@ def consolidation(bench_options: RunOptions) -> continual.Study:
     return continual.Study(continual.make_plan(bench_options))
 
 
-def _outcome(consolidation, bench_records, scenario, seed, strategy, measure):
+def _outcome(consolidation, bench_records, scenario, seed, strategy, measure, mode="separate"):
     try:
-        outcome = consolidation.outcome(scenario, seed, strategy, measure)
+        outcome = consolidation.outcome(scenario, seed, strategy, measure, mode=mode)
     except MeasureFailed as error:
-        failed = continual.record(scenario, seed, strategy, measure, None, error=str(error))
+        failed = continual.record(scenario, seed, strategy, measure, None, mode=mode,
+                                  error=str(error))
         bench_records.write([failed])
         if isinstance(error, continual.NotApplicable):  # listed in the leaderboard with the reason
             pytest.skip(f"not applicable to EWC: {error}")
@@ -64,15 +72,16 @@ def _outcome(consolidation, bench_records, scenario, seed, strategy, measure):
     return outcome
 
 
-def test_consolidation(consolidation, bench_records, scenario, strategy, measure):
+def test_consolidation(consolidation, bench_records, scenario, strategy, measure, mode):
     """Per seed: the chosen lambda's accuracy matrix, recorded; then its sanity properties."""
     from importance.continual import get_strategy
 
     if scenario.heads not in get_strategy(strategy).supported_heads:
         pytest.skip(f"strategy {strategy!r} does not support heads={scenario.heads!r}")
-    for seed in consolidation.plan.seeds:
-        outcome = _outcome(consolidation, bench_records, scenario, seed, strategy, measure)
-        bench_records.write([continual.record(scenario, seed, strategy, measure, outcome)])
+    for seed in consolidation.plan.seeds_of(scenario):
+        outcome = _outcome(consolidation, bench_records, scenario, seed, strategy, measure, mode)
+        bench_records.write([continual.record(scenario, seed, strategy, measure, outcome,
+                                              mode=mode)])
         tasks = outcome.R.shape[1]
         assert outcome.R.shape == (tasks, tasks) and tasks >= 2
         assert np.all((outcome.R >= 0) & (outcome.R <= 1))
@@ -87,9 +96,9 @@ def test_fisher_beats_naive_and_l2(consolidation, bench_records):
     """Even/odd split, one shared head: EWC(fisher) ends with a higher ACC than naive and than L2
     (each at its own chosen lambda), paired over seeds: the mean of the per-seed ACC differences
     is positive."""
-    scenario = continual.QUICK_SCENARIOS[0]
+    scenario = next(s for s in consolidation.plan.scenarios if s.name == "evenodd")
     lifts = {"naive": [], "l2": []}
-    for seed in consolidation.plan.seeds:
+    for seed in consolidation.plan.seeds_of(scenario):
         fisher = _outcome(consolidation, bench_records, scenario, seed, "ewc", "fisher")
         acc = float(fisher.R[-1].mean())
         for reference in lifts:
@@ -101,9 +110,9 @@ def test_fisher_beats_naive_and_l2(consolidation, bench_records):
             + ", ".join(f"{v:+.3f}" for v in values))
 
 
-def test_same_seed_same_numbers(consolidation, scenario, strategy, measure):
+def test_same_seed_same_numbers(consolidation, scenario, strategy, measure, mode):
     """A fresh study (first task trained again) at the same seed and lambda gives bitwise the same R."""
-    seed = consolidation.plan.seeds[0]
+    seed = consolidation.plan.seeds_of(scenario)[0]
     kept = consolidation.outcome(scenario, seed, strategy, measure)
     fresh = continual.Study(consolidation.plan)
     again = fresh.outcome(scenario, seed, strategy, measure, grid=(kept.lam,))

@@ -27,7 +27,7 @@ from importance.continual.registry import (
     register_strategy,
     unregister_strategy,
 )
-from importance.continual.strategies import EWC, L2, Consolidator, Joint, Naive, Strategy
+from importance.continual.strategies import EWC, L2, Consolidator, Joint, Naive, Replay, Strategy
 
 __all__ = [
     "EWC",
@@ -38,6 +38,7 @@ __all__ = [
     "Consolidator",
     "Joint",
     "Naive",
+    "Replay",
     "SignedImportanceError",
     "Strategy",
     "available_strategies",

@@ -22,19 +22,34 @@ from typing import Any
 import numpy as np
 
 
-def check_matrix(matrix: Any) -> np.ndarray:
-    """``matrix`` as a float64 square array.
+def check_matrix(matrix: Any, *, name: str = "R") -> np.ndarray:
+    """``matrix`` as a float64 square array of accuracies.
+
+    Accepts nested lists and arrays of any real dtype (``np.float32`` accuracies included).
 
     Raises:
-        ValueError: Unless it is a non-empty square 2-D array of finite numbers.
+        ValueError: Unless it is a non-empty square 2-D array of finite accuracies in ``[0, 1]``;
+            the message names the first bad entry by its position and value.
+        TypeError: Entries that are not numbers.
     """
-    R = np.asarray(matrix, dtype=np.float64)
+    try:
+        R = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"{name} must be a square matrix of accuracies (tasks x tasks). "
+            f"Received: {matrix!r} ({error})"
+        ) from None
     if R.ndim != 2 or R.shape[0] != R.shape[1] or R.shape[0] == 0:
         raise ValueError(
-            f"R must be a non-empty square matrix (tasks x tasks). Received shape: {R.shape}"
+            f"{name} must be a non-empty square matrix (tasks x tasks). Received shape: {R.shape}"
         )
-    if not np.all(np.isfinite(R)):
-        raise ValueError("R must hold finite accuracies. Received a NaN or inf entry.")
+    for bad, expected in ((~np.isfinite(R), "finite accuracies"),
+                          ((R < 0) | (R > 1), "accuracies in [0, 1]")):
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{name} must hold {expected}. Received {name}[{i}, {j}] = {float(R[i, j])!r}"
+            )
     return R
 
 

@@ -20,6 +20,12 @@ The built-ins (:data:`~importance.continual.registry.STRATEGIES`):
   computed on the task just learned: post-hoc measures from the model and that task's training
   data, online measures (SI, the seed trackers) from the trajectory recorded while learning it.
 * ``joint``: multi-task training on all data seen so far, no penalty (the upper bound).
+* ``replay``: experience replay, a small reference that is **not an importance method**: each
+  task is trained on its own data plus a fixed memory of ``memory`` examples (default 200) drawn
+  evenly and seeded from the earlier tasks' training data, no penalty. It is the rehearsal row the
+  literature quotes beside the regularisers (Hsu et al. 2018, "Re-evaluating continual learning
+  scenarios", "naive rehearsal"; Chaudhry et al. 2019, "On tiny episodic memories in continual
+  learning").
 
 A new strategy is one subclass, registered by name::
 
@@ -41,7 +47,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from importance.checks import check_choice, is_number
+from importance.checks import check_choice, check_number
 from importance.continual.consolidation import (
     MODES,
     ConsolidationPenalty,
@@ -52,8 +58,9 @@ from importance.continual.consolidation import (
 )
 from importance.continual.registry import STRATEGIES, available_strategies, register_strategy
 from importance.measures import compute_importance, get_measure
+from importance.validation import check_classifier, check_data
 
-__all__ = ["EWC", "L2", "Consolidator", "Joint", "Naive", "Strategy"]
+__all__ = ["EWC", "L2", "Consolidator", "Joint", "Naive", "Replay", "Strategy"]
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -108,8 +115,17 @@ class Strategy:
     ):
         self.name = name or self.label or type(self).__name__
         check_choice("mode", mode, MODES)
-        if not is_number(gamma) or not 0 < gamma <= 1:
+        try:
+            check_number("gamma", gamma, minimum=0, strict=True)
+        except ValueError:
+            ok = False
+        else:
+            ok = gamma <= 1
+        if not ok:
             raise ValueError(f"gamma must be in (0, 1]. Received: {gamma!r}")
+        if measure_options is not None and not isinstance(measure_options, dict):
+            raise TypeError("measure_options must be a dict of the measure's keyword options. "
+                            f"Received: {measure_options!r}")
         if self.uses_measure and measure is None:
             raise ValueError(
                 f"strategy {self.name!r} needs a measure (a registered name). Received: None"
@@ -167,9 +183,37 @@ class Strategy:
         """
         if not self.penalised:
             return
+        data = self.check_inputs(model, penalised, data=data, omega=omega)
         if omega is None:
             omega = self.importance(model, penalised, data=data, recorder=recorder)
         self.terms = anchor(self.terms, model, penalised, omega, mode=self.mode, gamma=self.gamma)
+
+    def check_inputs(self, model: Any, penalised: Sequence[bool], *, data: Any = None,
+                     omega: Sequence[Any] | None = None) -> Any:
+        """Check what :meth:`consolidate` is given, before any work, through
+        :mod:`importance.validation`; return ``data`` checked (arrays as a checked ``(x, y)``).
+
+        Raises:
+            TypeError: Not a Keras model, or ``penalised`` not a sequence of booleans.
+            ValueError: A multi-output or unbuilt model, ``penalised`` or ``omega`` without one
+                entry per trainable weight, bad data for a post-hoc measure (NaN/inf inputs,
+                labels out of the model's class range, wrong input width, no examples).
+        """
+        check_classifier(model)
+        count = len(model.trainable_weights)
+        if isinstance(penalised, (str, bytes)) or not isinstance(penalised, Sequence) or not all(
+                isinstance(p, (bool, np.bool_)) for p in penalised):
+            raise TypeError("penalised must be a sequence of booleans, one per trainable weight. "
+                            f"Received: {penalised!r}")
+        if len(penalised) != count:
+            raise ValueError(f"penalised must have one flag per trainable weight ({count}). "
+                             f"Received: {len(penalised)} flags")
+        if omega is not None and len(omega) != count:
+            raise ValueError(f"omega must have one array per trainable weight ({count}). "
+                             f"Received: {len(omega)} arrays")
+        if omega is None and data is not None and self.spec is not None and not self.spec.online:
+            return check_data(data, model=model)
+        return data
 
     @property
     def penalty(self) -> ConsolidationPenalty:
@@ -249,6 +293,45 @@ class Joint(Strategy):
     def training_data(self, seen: Sequence[Split]) -> Split:
         """Every seen task's training split, concatenated in task order."""
         return np.concatenate([s[0] for s in seen]), np.concatenate([s[1] for s in seen])
+
+
+@register_strategy("replay")
+class Replay(Strategy):
+    """Experience replay with a small memory (a reference, not an importance method).
+
+    Task ``t`` trains on its own training split plus ``memory`` examples of the earlier tasks
+    (``memory // t`` from each, the first of a seeded permutation of its training split, so the
+    stored examples of a task do not change as later tasks arrive). No penalty. One shared head
+    only: a replayed example of another task needs that task's head.
+
+    Args:
+        memory: Examples kept in memory over all earlier tasks (a positive integer).
+        seed: Seed of the choice of stored examples.
+        **options: As for :class:`Strategy`.
+    """
+
+    label = "replay"
+    supported_heads = ("shared",)
+
+    def __init__(self, *, memory: int = 200, seed: int = 0, **options: Any):
+        super().__init__(**options)
+        from importance.checks import check_positive_int, check_seed
+
+        self.memory = check_positive_int("memory", memory)
+        self.seed = check_seed(seed)
+
+    def training_data(self, seen: Sequence[Split]) -> Split:
+        """The current split plus the memory drawn from the earlier splits (task order)."""
+        *earlier, current = seen
+        if not earlier:
+            return current
+        per_task = max(1, self.memory // len(earlier))
+        xs, ys = [current[0]], [current[1]]
+        for t, (x, y) in enumerate(earlier):
+            order = np.random.default_rng([self.seed, t]).permutation(len(y))[:per_task]
+            xs.append(x[np.sort(order)])
+            ys.append(y[np.sort(order)])
+        return np.concatenate(xs), np.concatenate(ys)
 
 
 def Consolidator(strategy: str, **options: Any) -> Strategy:  # noqa: N802 - the public entry, kept

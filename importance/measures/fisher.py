@@ -6,7 +6,12 @@ with the gradient taken *per example*. Which y is a choice the literature often 
 
 * ``exact``: the expectation over all classes under the model's own p(y|x) (the true Fisher);
 * ``sampled``: one y drawn from the model's p(y|x) per example (a Monte Carlo estimate of it);
-* ``empirical``: the true label (the "empirical Fisher", Kunstner et al. 2019).
+* ``empirical``: the true label (the "empirical Fisher", Kunstner et al. 2019);
+* ``argmax``: the model's most probable class for each example (the convention of FACIL's EWC,
+  Masana et al. 2022, "Class-incremental learning: survey and performance evaluation on image
+  classification", TPAMI, and of Hsu et al. 2018, "Re-evaluating continual learning scenarios",
+  whose EWC code takes ``pred.max(1)``): a deterministic, single-label stand-in for the
+  expectation, registered as ``fisher_argmax``.
 
 ``fisher_batch`` is the shortcut of many EWC implementations (the EWC blog posts, Avalanche): the
 square of a minibatch's *mean* gradient, averaged over minibatches. It is a different quantity
@@ -33,9 +38,10 @@ from importance.measures.registry import register_measure
 from importance.per_example import check_method, per_example_moment, per_example_moment_sum
 from importance.validation import num_classes
 
-LABELS = ("exact", "sampled", "empirical")
+LABELS = ("exact", "sampled", "empirical", "argmax")
 
 
+@register_measure("fisher_argmax", labels="argmax")
 @register_measure("fisher_empirical", labels="empirical")
 @register_measure("fisher_sampled", labels="sampled")
 @register_measure("fisher")
@@ -65,7 +71,8 @@ def fisher(
     Args:
         model: A built Keras classifier (logits or softmax outputs).
         data: ``(x, y)`` with integer or one-hot labels, or a batched ``tf.data.Dataset``.
-        labels: ``"exact"``, ``"sampled"`` or ``"empirical"`` (see the module docstring).
+        labels: ``"exact"``, ``"sampled"``, ``"empirical"`` or ``"argmax"`` (see the module
+            docstring).
         seed: Seed of the sampled labels (``labels="sampled"``); batch b of the data uses the
             stateless seed ``(seed, b)``, see :func:`sample_labels`.
         batch_size: Examples per batch when ``data`` is arrays.
@@ -195,6 +202,17 @@ def _fisher_sums(
             model, x, sampled_log_likelihood, moment="square", method=method,
             targets=_uniforms(x, seed_pair),
         )
+
+    if labels == "argmax":
+        # The label is the model's own prediction on the example, read from the outputs the
+        # objective already has (ties go to the lowest class, as in argmax everywhere).
+
+        def predicted_log_likelihood(outputs: tf.Tensor) -> tf.Tensor:
+            logp = log_probabilities_from_outputs(outputs, from_logits=from_logits)
+            predicted = tf.argmax(tf.stop_gradient(logp), axis=-1, output_type=tf.int32)
+            return tf.gather(logp, predicted, axis=1, batch_dims=1)
+
+        return per_example_moment(model, x, predicted_log_likelihood, moment="square", method=method)
 
     def log_likelihood(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         logp = log_probabilities_from_outputs(outputs, from_logits=from_logits)

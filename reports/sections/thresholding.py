@@ -36,8 +36,8 @@ from reports.scoring import (
     safe_fraction,
 )
 from reports.sections.contract import Context, Record
-from reports.style import BASELINE_STYLES, LineStyle, line_kwargs, measure_styles
 from reports.stats import AxisRanking, AxisScores, seed_interval
+from reports.style import BASELINE_STYLES, LineStyle, line_kwargs, measure_styles
 
 KINDS = ("point", "failure")  # core kinds, declared in reports.records
 RESULT_COLUMNS = [*CURVE_KEYS, "threshold", "loss", "accuracy", "fraction_replaced"]

@@ -6,7 +6,10 @@ model (same architecture, input shape and number of classes in every task of a s
 * ``split_evenodd`` (2 tasks): even digits, then odd digits, label ``floor(d / 2)`` (5 classes),
   as in the EWC tutorial's two-task split.
 * ``split_mnist`` (5 tasks): digit pairs (0, 1), (2, 3), ..., (8, 9); label ``d mod 2``
-  ("first or second digit of the pair", 2 classes, domain-incremental).
+  ("first or second digit of the pair", 2 classes: task-incremental with a head per task,
+  domain-incremental with one shared head), or with ``labels="digit"`` the digit itself (10
+  classes, one shared head: class-incremental), the three scenarios of Hsu et al. (2018),
+  "Re-evaluating continual learning scenarios", and van de Ven & Tolias (2019).
 * ``permuted_mnist`` (``num_tasks``, default 3): all ten digits, pixels shuffled by one fixed,
   seeded permutation per task; the first task keeps the original order unless
   ``identity_first=False``.
@@ -26,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from importance.checks import check_positive_int
+from importance.checks import check_choice, check_positive_int
 from importance.registry import Registry
 from tasks import datasets, models
 from tasks.registry import Task, TrainingSettings
@@ -86,8 +89,21 @@ def split_evenodd() -> list[Task]:
 
 
 @register_sequence
-def split_mnist() -> list[Task]:
-    """Five tasks: digit pairs (2t, 2t + 1), label ``d mod 2`` (2 classes)."""
+def split_mnist(*, labels: str = "pair") -> list[Task]:
+    """Five tasks: digit pairs (2t, 2t + 1); label ``d mod 2`` (``labels="pair"``, 2 classes) or
+    the digit ``d`` (``labels="digit"``, 10 classes: class-incremental).
+
+    Raises:
+        ValueError: ``labels`` other than ``"pair"`` or ``"digit"``.
+    """
+    check_choice("labels", labels, ("pair", "digit"))
+    if labels == "digit":
+        return [
+            _task(f"split_mnist_class_{t}",
+                  f"mnist5k digits {2 * t} and {2 * t + 1}, label d of 10 (task {t + 1} of 5).",
+                  10, _select((2 * t, 2 * t + 1), lambda y: y))
+            for t in range(5)
+        ]
     return [
         _task(
             f"split_mnist_{t}",

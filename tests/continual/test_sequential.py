@@ -195,3 +195,68 @@ def test_search_restores_the_learner_and_a_failing_measure_changes_nothing(tmp_p
     path = reports.plot_task_accuracy({"naive": learner.history}, tmp_path / "accuracy.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+# --- stated, recorded choices: initialisation, per-epoch evaluation, examples, options --------
+
+
+@pytest.mark.parametrize("init", ["keras", "pytorch"])
+def test_initialisation_follows_the_stated_convention(init):
+    """PyTorch's nn.Linear.reset_parameters: kaiming_uniform_(a=sqrt(5)), bound
+    gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + a^2)); bias U(-1/sqrt(fan_in), ...).
+    Keras: Glorot-uniform limit sqrt(6 / (fan_in + fan_out)), zero bias."""
+    data = prepare_sequence([_task("a", 0, shape=(64,)), _task("b", 1, shape=(64,))])
+    learner = SequentialLearner(data, hidden=(200,), init=init, seed=3)
+    assert learner.init == init
+    for layer in [la for la in learner.models[0].layers if la.weights]:
+        kernel, bias = (np.asarray(w.numpy(), np.float64) for w in layer.weights)
+        fan_in, fan_out = kernel.shape
+        if init == "pytorch":
+            a = np.sqrt(5.0)
+            bound = np.sqrt(2.0 / (1 + a**2)) * np.sqrt(3.0 / fan_in)
+            bias_bound = 1 / np.sqrt(fan_in)
+            assert np.abs(bias).max() <= bias_bound and np.abs(bias).max() > 0.5 * bias_bound
+        else:
+            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            assert not bias.any()
+        assert np.abs(kernel).max() <= bound * (1 + 1e-6)
+        assert kernel.std() == pytest.approx(bound / np.sqrt(3), rel=0.1)  # uniform's std
+
+
+@pytest.mark.slow
+def test_evaluating_only_at_task_ends_gives_the_same_matrix():
+    every = _learner()
+    every.learn(Consolidator("l2", lam=1.0))
+    ends = _learner()
+    ends.evaluate_every_epoch = False
+    ends.learn(Consolidator("l2", lam=1.0))
+    np.testing.assert_array_equal(every.accuracy_matrix(), ends.accuracy_matrix())
+    np.testing.assert_array_equal(every.accuracy_matrix("validation"),
+                                  ends.accuracy_matrix("validation"))
+    assert sorted(ends.history["epoch"].unique()) == [0, 2, 4]  # before training, task ends
+    assert len(every.history) > len(ends.history)
+
+
+@pytest.mark.slow
+def test_search_passes_the_measures_options_and_counts_the_examples_each_importance_saw():
+    learner = _learner()
+    learner.measure_examples = None  # the default: the whole task
+    through = search_lambda(learner, "ewc", grid=(1.0,), measure="fisher", measure_examples=25,
+                            measure_options={"labels": "empirical"})
+    named = search_lambda(learner, "ewc", grid=(1.0,), measure="fisher_empirical",
+                          measure_examples=25)
+    assert through.history.equals(named.history)
+    assert through.measure_seen == {0: 25} and learner.measure_examples is None
+    whole = search_lambda(learner, "ewc", grid=(1.0,), measure="fisher_empirical")
+    assert whole.measure_seen == {0: len(learner.tasks[0].train[1])}
+    assert not whole.history.equals(named.history)
+    assert search_lambda(learner, "naive", grid=(1.0,)).measure_seen == {}
+
+
+def test_a_researchers_own_splits_are_used_as_given():
+    task = _task("a", 0)
+    (x, y), (xt, yt) = task.train_data(), task.test_data()
+    (data,) = prepare_sequence([task], splits=[(( x[:50], y[:50]), (x[50:], y[50:]), (xt, yt))])
+    np.testing.assert_array_equal(data.train[0], x[:50])
+    np.testing.assert_array_equal(data.validation[1], y[50:])
+    np.testing.assert_array_equal(data.test[0], xt)

@@ -28,7 +28,7 @@ def _model():
 
 
 def test_builtins_answer_what_callers_asked_of_the_name():
-    assert available_strategies() == ["ewc", "joint", "l2", "naive"]
+    assert available_strategies() == ["ewc", "joint", "l2", "naive", "replay"]
     assert available_strategies(lambda cls: cls.penalised) == ["ewc", "l2"]
     assert available_strategies(lambda cls: cls.uses_measure) == ["ewc"]
     joint = get_strategy("joint")
@@ -47,6 +47,21 @@ def test_joint_trains_on_everything_seen_and_the_others_on_the_current_task():
     np.testing.assert_array_equal(y, [0, 1, 2, 3, 4])
     assert x.shape == (5, 3)
     assert Consolidator("naive").training_data(seen) is seen[-1]
+
+
+def test_replay_adds_a_fixed_even_memory_of_earlier_tasks_and_no_penalty():
+    tasks = [(np.arange(100 * t, 100 * t + 50, dtype=np.float32)[:, None], np.full(50, t, np.int32))
+             for t in range(3)]
+    replay = Consolidator("replay", memory=20)
+    assert not replay.penalised and replay.supported_heads == ("shared",)
+    assert replay.training_data(tasks[:1])[0] is tasks[0][0]
+    x2, y2 = replay.training_data(tasks[:2])
+    assert np.bincount(y2).tolist() == [20, 50]
+    x3, y3 = replay.training_data(tasks)
+    assert np.bincount(y3).tolist() == [10, 10, 50]
+    assert set(map(tuple, x3[y3 == 0])) <= set(map(tuple, x2[y2 == 0]))  # stored ones stay
+    with pytest.raises(ValueError, match=r"memory must be a positive integer\. Received: 0"):
+        Consolidator("replay", memory=0)
 
 
 def test_numpy_gamma_is_accepted_like_a_numpy_integer():

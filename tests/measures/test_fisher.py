@@ -96,6 +96,20 @@ def test_fisher_sampled_matches_loop_on_the_same_sampled_labels(setup, softmax):
     assert relative_error(scores, reference_fisher(model, data[0], drawn, softmax=softmax)) <= RTOL
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("softmax", [False, True], ids=["logits", "softmax"])
+def test_fisher_argmax_matches_loop_on_the_models_predictions(setup, softmax):
+    """FACIL / Hsu et al. 2018: the label is the model's argmax prediction (from a NumPy argmax
+    of its own outputs here), one squared per-example gradient per example."""
+    model, (x, y) = setup(softmax)
+    predicted = np.argmax(np.asarray(model(x, training=False)), axis=1)
+    assert not np.array_equal(predicted, y)  # otherwise this would not tell argmax from empirical
+    scores = imp.compute_importance("fisher_argmax", model, (x, y), batch_size=BATCH)
+    assert relative_error(scores, reference_fisher(model, x, predicted, softmax=softmax)) <= RTOL
+    empirical = imp.compute_importance("fisher_empirical", model, (x, y), batch_size=BATCH)
+    assert relative_error(scores, empirical) > 1e-2
+
+
 @pytest.mark.parametrize("method", ["loop", "vmap"])
 def test_fisher_methods_match_reference(build_dense, make_data, method):
     model = build_dense(seed=4)
@@ -107,7 +121,8 @@ def test_fisher_methods_match_reference(build_dense, make_data, method):
 
 def test_registered_variants_are_fisher_with_their_labels(dense_model, dense_data):
     assert "fisher_exact" not in imp.available_measures()  # `fisher` is the exact one
-    for name, labels in [("fisher_sampled", "sampled"), ("fisher_empirical", "empirical")]:
+    for name, labels in [("fisher_sampled", "sampled"), ("fisher_empirical", "empirical"),
+                         ("fisher_argmax", "argmax")]:
         assert imp.get_measure(name).defaults == {"labels": labels}
         via_name = imp.compute_importance(name, dense_model, dense_data)
         via_option = imp.compute_importance("fisher", dense_model, dense_data, labels=labels)
