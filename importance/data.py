@@ -23,6 +23,7 @@ from importance.validation import (
     check_batch,
     check_data,
     check_dataset,
+    check_flagged_batch,
     check_inputs,
     checked_classes,
     graph_checkable,
@@ -30,7 +31,6 @@ from importance.validation import (
     label_ids,
     labels_for,
     output_kind,
-    raise_batch_problem,
     split_xy,
 )
 
@@ -210,7 +210,7 @@ def evaluate(
             if in_step:
                 loss_sum, right, size, first = batch_sums(x, y, from_logits, True, classes)
                 if int(first) >= 0:
-                    raise_batch_problem(x, y, start=count, first=int(first))
+                    check_flagged_batch(x, y, start=count)
             else:
                 loss_sum, right, size = batch_sums(x, y, from_logits)
             total_loss += float(loss_sum)

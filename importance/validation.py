@@ -473,7 +473,10 @@ def batch_problems(x: Any, y: Any, *, classes: int | None) -> tuple[tf.Tensor, t
 
     Labels of shape ``(B, K)`` with ``K > 1`` are one-hot (their argmax is taken), ``(B, 1)``
     and ``(B,)`` class ids; they must be integers (integer-valued floats accepted), ``>= 0`` and
-    below ``classes`` when given. Inputs must be finite.
+    below ``classes`` when given. Inputs are screened by their row sums (one pass, cheaper than
+    an elementwise finiteness test by ~100 us per MLP batch): a NaN or inf makes its row's sum
+    non-finite; a row of huge finite values whose sum overflows is a false alarm, which
+    :func:`check_flagged_batch` clears with the exact check.
 
     Args:
         x: One batch of inputs (a tensor, batch first).
@@ -484,7 +487,7 @@ def batch_problems(x: Any, y: Any, *, classes: int | None) -> tuple[tf.Tensor, t
         ``(labels, first_bad)``: the labels as int32 class ids of shape ``(B,)``, with any bad
         label replaced by 0 so that the step can run, and the index in the batch of the first
         bad example, -1 when there is none. The caller must not use the step's results when
-        ``first_bad >= 0``: :func:`raise_batch_problem` names the example.
+        ``first_bad >= 0`` before :func:`check_flagged_batch` has cleared the batch.
     """
     y = tf.convert_to_tensor(y)
     if y.shape.rank == 2 and y.shape[-1] != 1:
@@ -499,7 +502,9 @@ def batch_problems(x: Any, y: Any, *, classes: int | None) -> tuple[tf.Tensor, t
     x = tf.convert_to_tensor(x)
     if x.dtype.is_floating:
         flat = tf.reshape(x, [tf.shape(x)[0], -1])
-        bad = bad | tf.reduce_any(~tf.math.is_finite(flat), axis=1)
+        if x.dtype.size < 4:  # float16/bfloat16 sums overflow early: screen in float32
+            flat = tf.cast(flat, tf.float32)
+        bad = bad | ~tf.math.is_finite(tf.reduce_sum(flat, axis=1))
     first = tf.where(
         tf.reduce_any(bad), tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32), -1
     )
@@ -515,20 +520,17 @@ def label_ids(y: Any) -> np.ndarray:
     return y.reshape(-1)
 
 
-def raise_batch_problem(x: Any, y: Any, *, start: int, first: int, name: str = "data") -> None:
-    """Raise the error of :func:`check_batch` for a batch :func:`batch_problems` flagged.
+def check_flagged_batch(x: Any, y: Any, *, start: int, name: str = "data") -> None:
+    """The exact checks of :func:`check_batch` on a batch :func:`batch_problems` flagged.
 
     Args:
         x: The batch's inputs.
         y: The batch's labels as the dataset yields them.
         start: Index of the batch's first example in the dataset.
-        first: The index in the batch of the first bad example (from :func:`batch_problems`).
 
     Raises:
-        ValueError: Always; :func:`check_batch`'s message, naming the example and its value.
+        ValueError: :func:`check_batch`'s message, naming the example and its value. When the
+            exact checks find nothing (a row of finite inputs whose sum overflowed), the batch
+            is fine and this returns.
     """
     check_batch(x, label_ids(y), start=start, name=name)
-    raise ValueError(  # check_batch found nothing: still never a silent answer
-        f"{name} has a non-finite input or a bad label in example {start + first}; "
-        "expected finite inputs and integer class ids in the model's range."
-    )

@@ -23,9 +23,9 @@ from importance.checks import check_choice
 from importance.data import DEFAULT_BATCH_SIZE, iter_batches
 from importance.validation import (
     batch_problems,
+    check_flagged_batch,
     checked_classes,
     graph_checkable,
-    raise_batch_problem,
 )
 
 PER = ("example", "batch")
@@ -128,7 +128,7 @@ def sum_over(
         if in_step:
             outputs, first = outputs
             if int(first) >= 0:
-                raise_batch_problem(batch[0], batch[1], start=examples, first=int(first))
+                check_flagged_batch(batch[0], batch[1], start=examples)
         arrays = [np.asarray(s, dtype=np.float64) for s in outputs]
         if totals is None:
             totals = [np.array(a) for a in arrays]  # a writable copy

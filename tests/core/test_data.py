@@ -105,3 +105,21 @@ def test_arrays_are_sliced_and_checked_once(dense_model, dense_data, monkeypatch
     monkeypatch.setattr(validation, "check_inputs", lambda *a, **k: calls.append(1) or real(*a, **k))
     imp.compute_importance("fisher_empirical", dense_model, dense_data, batch_size=8)
     assert len(calls) == 1  # at the edge, not again per batch or per read
+
+
+def test_the_in_step_screen_flags_every_non_finite_input_and_clears_overflowing_sums():
+    from importance.validation import batch_problems, check_flagged_batch
+
+    y = np.zeros(4, np.int32)
+    for value in (np.nan, np.inf, -np.inf):
+        for dtype in (np.float32, np.float16):
+            x = np.ones((4, 3), dtype)
+            x[2, 1] = value
+            _, first = batch_problems(tf.constant(x), tf.constant(y), classes=3)
+            assert int(first) == 2
+            with pytest.raises(ValueError, match=rf"non-finite input \({value}\) in example 12;"):
+                check_flagged_batch(x, y, start=10)
+    huge = np.full((4, 3), 3e38, np.float32)  # finite, but each row's sum overflows
+    labels, first = batch_problems(tf.constant(huge), tf.constant([0, 1, 2, 1]), classes=3)
+    assert int(first) == 0 and labels.numpy().tolist() == [0, 1, 2, 1]
+    check_flagged_batch(huge, np.array([0, 1, 2, 1]), start=0)  # a false alarm: no error
