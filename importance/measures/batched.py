@@ -148,9 +148,10 @@ def call(step: Callable[..., Any], arguments: tuple[Any, ...]) -> Any:
     per call, as much as a small model's batch); the concrete function of a shape is looked up
     once and kept on the step. Eager steps (see :func:`compiled`) are called directly.
     """
-    if not isinstance(step, tf.types.experimental.PolymorphicFunction):
-        return step(*arguments)
     flat = tf.nest.flatten(arguments)
+    compiled_step = isinstance(step, tf.types.experimental.PolymorphicFunction)
+    if not compiled_step or not all(isinstance(t, tf.Tensor) for t in flat):
+        return step(*arguments)  # eager, or Python values among the arguments: a plain call
     signature = tuple((tuple(t.shape), t.dtype) for t in flat)
     concrete = _CONCRETE.setdefault(step, {})
     if signature not in concrete:  # traces (or reuses a trace) as a plain call would
