@@ -18,11 +18,17 @@ import tensorflow as tf
 from importance.checks import check_positive_int
 from importance.validation import (
     PROBE_EXAMPLES,
+    CheckedArrays,
+    batch_problems,
     check_batch,
     check_data,
     check_dataset,
+    check_flagged_batch,
     check_inputs,
+    checked_classes,
+    graph_checkable,
     known_output_kind,
+    label_ids,
     labels_for,
     output_kind,
     split_xy,
@@ -87,14 +93,25 @@ def log_probabilities_from_outputs(outputs: Any, *, from_logits: bool) -> tf.Ten
 
 
 def iter_batches(
-    data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, max_examples: int | None = None
+    data: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, max_examples: int | None = None,
+    check: bool = True,
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
     """Yield ``(x, y)`` batches of ``data`` with int32 labels of shape ``(B,)``.
+
+    Arrays are checked whole, once (not again when :func:`importance.validation.check_data`
+    already did, see :class:`~importance.validation.CheckedArrays`), and sliced into batches:
+    slicing costs less than building a ``tf.data`` pipeline per call. A dataset is read as it
+    is and each batch checked as it arrives.
 
     Args:
         data: As for :func:`as_dataset` (a dataset's one-hot labels are converted too).
         batch_size: Batch size when ``data`` is given as arrays.
         max_examples: Stop after this many examples (the first ones); all when None.
+        check: Check and convert each batch of a dataset here. False yields a dataset's batches
+            as it gives them (labels unconverted, nothing checked), for a caller that checks
+            them inside its own compiled step with
+            :func:`importance.validation.batch_problems` (as
+            :func:`importance.measures.batched.sum_over` does); arrays are checked either way.
 
     Raises:
         ValueError: A bad ``max_examples``, data with no examples, a non-finite input or a bad
@@ -102,21 +119,15 @@ def iter_batches(
             unbatched dataset (see :mod:`importance.validation`).
     """
     check_positive_int("max_examples", max_examples, allow_none=True)
-    is_dataset = isinstance(data, tf.data.Dataset)
-    if is_dataset:
-        check_dataset(data, max_examples=max_examples)
-    else:
-        x, y = split_xy(data)
-        data = (x[:max_examples], y[:max_examples]) if max_examples is not None else (x, y)
-        check_inputs(data[0])
+    check_positive_int("batch_size", batch_size)
+    if not isinstance(data, tf.data.Dataset):
+        yield from _array_batches(data, int(batch_size), max_examples)
+        return
+    check_dataset(data, max_examples=max_examples)
     count = 0
-    for x, y in as_dataset(data, batch_size=batch_size):
-        y = tf.convert_to_tensor(y)
-        if y.shape.rank == 2 and y.shape[-1] != 1:
-            y = tf.argmax(y, axis=-1)
-        if is_dataset:
-            y = tf.constant(check_batch(x, tf.reshape(y, [-1]).numpy(), start=count))
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+    for x, y in data:
+        if check:
+            y = tf.constant(check_batch(x, label_ids(y), start=count))
         if max_examples is not None and count + int(y.shape[0]) > max_examples:
             keep = max_examples - count
             x, y = x[:keep], y[:keep]
@@ -126,6 +137,23 @@ def iter_batches(
             break
     if count == 0:
         raise ValueError("data is empty: the dataset yielded no examples.")
+
+
+def _array_batches(
+    data: Any, batch_size: int, max_examples: int | None
+) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
+    """Batches of ``(x, y)`` arrays, checked whole once unless already checked."""
+    if isinstance(data, CheckedArrays):
+        x, y = data
+    else:
+        x, y = split_xy(data)
+        if max_examples is not None:
+            x, y = x[:max_examples], y[:max_examples]
+        check_inputs(x)
+    stop = len(y) if max_examples is None else min(len(y), max_examples)
+    for start in range(0, stop, batch_size):
+        end = min(start + batch_size, stop)
+        yield tf.convert_to_tensor(x[start:end]), tf.convert_to_tensor(y[start:end])
 
 
 def resolve_from_logits(model: Any, data: Any, *, from_logits: bool | None = None) -> bool:
@@ -174,9 +202,17 @@ def evaluate(
     count = 0
     from_logits = resolve_from_logits(model, data, from_logits=from_logits)
     batch_sums = _batch_sums_fn(model)
+    # A dataset's batches are checked in the compiled step (see importance.measures.batched).
+    in_step = isinstance(data, tf.data.Dataset) and graph_checkable(data)
     with labels_for(model):
-        for x, y in _eval_batches(data, batch_size):
-            loss_sum, right, size = batch_sums(x, y, from_logits)
+        classes = checked_classes()
+        for x, y in _eval_batches(data, batch_size, check=not in_step):
+            if in_step:
+                loss_sum, right, size, first = batch_sums(x, y, from_logits, True, classes)
+                if int(first) >= 0:
+                    check_flagged_batch(x, y, start=count)
+            else:
+                loss_sum, right, size = batch_sums(x, y, from_logits)
             total_loss += float(loss_sum)
             correct += int(right)
             count += int(size)
@@ -185,11 +221,11 @@ def evaluate(
     return total_loss / count, correct / count
 
 
-def _eval_batches(data: Any, batch_size: int) -> Iterator[tuple[Any, Any]]:
+def _eval_batches(data: Any, batch_size: int, *, check: bool) -> Iterator[tuple[Any, Any]]:
     """Batches for :func:`evaluate`. Arrays are sliced directly: creating a tf.data iterator
     costs more than evaluating a small model, and a threshold sweep evaluates many times."""
     if isinstance(data, tf.data.Dataset):
-        yield from iter_batches(data, batch_size=batch_size)  # also converts one-hot labels
+        yield from iter_batches(data, batch_size=batch_size, check=check)
         return
     x, y = data  # checked by evaluate
     for start in range(0, y.shape[0], int(batch_size)):
@@ -200,18 +236,25 @@ _EVAL_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _batch_sums_fn(model: Any) -> Any:
-    """A tf.function ``(x, y, from_logits) -> (summed loss, correct count, batch size)``, cached
-    per model (``from_logits`` a Python bool)."""
+    """A tf.function ``(x, y, from_logits[, check, classes]) -> (summed loss, correct count, batch
+    size[, first bad example])``, cached per model (``from_logits``, ``check`` Python bools).
+    With ``check`` the labels are raw and the batch is checked in the same step
+    (:func:`importance.validation.batch_problems`)."""
     fn = _EVAL_FNS.get(model)
     if fn is None:
 
-        def batch_sums(x: Any, y: Any, from_logits: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        def batch_sums(
+            x: Any, y: Any, from_logits: bool, check: bool = False, classes: int | None = None
+        ) -> tuple[tf.Tensor, ...]:
+            if check:
+                y, first = batch_problems(x, y, classes=classes)
             logp = log_probabilities(model, x, from_logits=from_logits)
             y = tf.cast(tf.reshape(y, [-1]), tf.int32)
             picked = tf.gather(logp, y, axis=1, batch_dims=1)
             predicted = tf.argmax(logp, axis=1, output_type=tf.int32)
             right = tf.reduce_sum(tf.cast(predicted == y, tf.int32))
-            return -tf.reduce_sum(picked), right, tf.shape(y)[0]
+            sums = (-tf.reduce_sum(picked), right, tf.shape(y)[0])
+            return (*sums, first) if check else sums
 
         fn = tf.function(batch_sums, reduce_retracing=True)
         _EVAL_FNS[model] = fn

@@ -51,7 +51,7 @@ def validate_scores(scores: Any, model: Any, *, measure: str = "scores") -> list
                 f"Measure {measure!r} returned shape {array.shape} for weight "
                 f"{_weight_name(weight)!r}, expected {expected}."
             )
-        if not np.all(np.isfinite(array)):
+        if not np.isfinite(array).all():
             bad = "NaN" if np.isnan(array).any() else "inf"
             raise ImportanceError(
                 f"Measure {measure!r} returned {bad} values for weight {_weight_name(weight)!r}."
@@ -63,20 +63,34 @@ def validate_scores(scores: Any, model: Any, *, measure: str = "scores") -> list
 def check_scores_array(value: Any, *, measure: str, weight: str) -> np.ndarray:
     """One score array of a measure as real float64; rejects strings, complex numbers, objects.
 
-    Framework tensors (anything with ``.numpy()`` or ``__array__``) are converted through NumPy.
+    Framework tensors (anything with ``.numpy()`` or ``__array__``) are converted through NumPy;
+    so are nested sequences of numbers. Anything else (an object without ``__array__``, one whose
+    ``__array__`` or ``.numpy()`` raises, such as a torch tensor that requires grad) is refused
+    with its type named.
 
     Raises:
         ImportanceError: Naming the measure and the weight.
     """
+    if type(value) is np.ndarray and value.dtype.kind in "biuf":  # the common case, cheaply
+        return value.astype(np.float64)
+    returned = type(value).__name__
     try:
         if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
             value = value.numpy()
         array = np.asarray(value)
     except Exception as error:  # ragged lists, tensors on another device, ...
         raise ImportanceError(
-            f"Measure {measure!r} returned a {type(value).__name__} for weight {weight!r} that "
+            f"Measure {measure!r} returned a {returned} for weight {weight!r} that "
             f"is not convertible to a NumPy array: {error}"
         ) from error
+    if array.dtype.kind == "O":
+        inner = {type(v).__name__ for v in array.ravel()[:8]}
+        what = returned if array.ndim == 0 else f"{returned} of {', '.join(sorted(inner))}"
+        raise ImportanceError(
+            f"Measure {measure!r} returned a {what} for weight {weight!r}, which NumPy can only "
+            "hold as Python objects (no __array__ and not numbers); expected an array of real "
+            "numbers (a NumPy array, a tensor converted with .numpy(), or nested lists of floats)."
+        )
     if array.dtype.kind not in "biuf":
         raise ImportanceError(
             f"Measure {measure!r} returned {array.dtype} values for weight {weight!r}; "

@@ -86,6 +86,9 @@ class MixedRunsError(ValueError):
 SKIPPED = "skipped"  # in-memory note of a line the reader could not use (kept in merged files)
 FINITE_FIELDS = ("threshold", "loss", "accuracy", "fraction_replaced", "base_loss",
                  "base_accuracy", "seconds")
+# Fields that name what a record is about: a record without a usable name (null, "", a number)
+# would be scored under a row of its own or merged into another, so it is skipped and named.
+NAME_FIELDS = ("measure", "task", "method", "strategy", "scenario", "group")
 
 
 def iter_records(
@@ -95,8 +98,9 @@ def iter_records(
 
     Lines that cannot be used are skipped and described in ``skipped`` (one ``{"kind":
     "skipped", "file", "line", "reason"}`` note each, see :func:`skip_reason`): a torn last line
-    (a run killed mid-write), a record of unknown kind, a record missing a field or with a
-    non-finite number.
+    (a run killed mid-write), a record of unknown kind, a record missing a required field (or
+    holding null in it), naming its measure, task or method with an empty or non-text value, or
+    with a non-finite number.
 
     Raises:
         FileNotFoundError: The file does not exist.
@@ -134,9 +138,15 @@ def skip_reason(record: Any) -> str | None:
         kind = record.get("kind") if isinstance(record, dict) else type(record).__name__
         return f"not a result record (kind {kind!r})"
     required = KINDS[record["kind"]].required if record["kind"] in KINDS else ()
-    missing = [k for k in required if k not in record or (k in FINITE_FIELDS and record[k] is None)]
+    nullable = (*FINITE_FIELDS, *NAME_FIELDS)  # elsewhere null can mean "not applicable"
+    missing = [k for k in required if k not in record or (k in nullable and record[k] is None)]
     if missing:
         return f"{record['kind']} record missing field(s) {', '.join(missing)}"
+    unnamed = [k for k in NAME_FIELDS
+               if k in required and (not isinstance(record[k], str) or not record[k].strip())]
+    if unnamed:
+        values = ", ".join(f"{k}={record[k]!r}" for k in unnamed)
+        return f"{record['kind']} record with an empty or non-text {values}"
     bad = [k for k in FINITE_FIELDS
            if isinstance(record.get(k), float) and not math.isfinite(record[k])]
     if bad:

@@ -92,12 +92,13 @@ def fisher(
     seed = check_seed(seed)
     from_logits = resolve_from_logits(model, data, from_logits=from_logits)
 
-    def batch_sums(model: Any, x: Any, y: Any, seed_pair: Any) -> list[tf.Tensor]:
-        return _fisher_sums(model, x, y, seed_pair, labels, method, from_logits)
+    def batch_sums(model: Any, x: Any, y: Any, *seed_pair: Any) -> list[tf.Tensor]:
+        return _fisher_sums(model, x, y, *seed_pair or (None,), labels, method, from_logits)
 
-    return mean_over(
+    return mean_over(  # only sampled labels use the seed: no per-batch seed tensor otherwise
         model, data, batch_sums, key=("fisher", labels, method, from_logits), per="example",
-        batch_size=batch_size, max_examples=max_examples, seed=seed, eager=method == "loop",
+        batch_size=batch_size, max_examples=max_examples,
+        seed=seed if labels == "sampled" else None, eager=method == "loop",
     )
 
 

@@ -438,3 +438,136 @@ def test_inputs_of_another_shape_are_named(shape):
         with pytest.raises(ValueError, match=rf"data has inputs of shape \(3, {', '.join(map(str, shape))},?\) but the model expects \(None, 6\)"):
             call(model, data)
     _assert_unchanged(model, before)
+
+
+# --- issue 20: the remaining silent core cases ---
+
+
+class _NoArray:
+    """Neither an array, a tensor nor a sequence of numbers."""
+
+
+class _RequiresGrad:
+    """Like a torch tensor that requires grad: a sequence whose conversions raise."""
+
+    def __init__(self, shape):
+        self.values = np.ones(shape)
+
+    def __len__(self):
+        return len(self.values)
+
+    def __getitem__(self, index):
+        return self.values[index]
+
+    def __array__(self, dtype=None, copy=None):
+        raise RuntimeError("Can't call numpy() on Tensor that requires grad.")
+
+    def numpy(self):
+        raise RuntimeError("Can't call numpy() on Tensor that requires grad.")
+
+
+class _ArrayRaises(_RequiresGrad):
+    numpy = None  # only __array__, and it raises
+
+    def __getattribute__(self, name):
+        if name == "numpy":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+@pytest.mark.parametrize(
+    "name, make, match",
+    [
+        ("no_array", lambda w: _NoArray(), r"'no_array' returned a _NoArray for weight '[^']*kernel'.*no __array__"),
+        ("list_of_objects", lambda w: [_NoArray()] * w.shape[-1],
+         r"'list_of_objects' returned a list of _NoArray for weight '[^']*kernel'.*real numbers"),
+        ("requires_grad", lambda w: _RequiresGrad(w.shape),
+         r"'requires_grad' returned a _RequiresGrad for weight '[^']*kernel'.*not convertible.*requires grad"),
+        ("array_raises", lambda w: _ArrayRaises(w.shape),
+         r"'array_raises' returned a _ArrayRaises for weight '[^']*kernel'.*not convertible.*requires grad"),
+    ],
+)
+def test_plugin_objects_without_a_usable_array_name_the_measure_and_weight(name, make, match, dense_model):
+    _register_returning(name, make)
+    before = _snapshot(dense_model)
+    try:
+        with pytest.raises(imp.ImportanceError, match=match):
+            imp.compute_importance(name, dense_model)
+    finally:
+        imp.unregister_measure(name)
+    _assert_unchanged(dense_model, before)
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"measure": None}, r"point record missing field\(s\) measure"),
+        ({"measure": ""}, r"point record with an empty or non-text measure=''"),
+        ({"measure": 3}, r"point record with an empty or non-text measure=3"),
+        ({"task": "  "}, r"point record with an empty or non-text task='  '"),
+        ({"loss": None}, r"point record missing field\(s\) loss"),
+    ],
+    ids=["null measure", "empty measure", "numeric measure", "blank task", "null loss"],
+)
+def test_records_without_a_usable_name_are_named_and_excluded(tmp_path, change, reason):
+    records = _curve_records()
+    target = next(r for r in records if r["kind"] == "point" and r["measure"] == "good" and r["seed"] == 1)
+    lines = [json.dumps(r) for r in records]
+    index = records.index(target)
+    lines[index] = json.dumps({**target, **change})
+    path = tmp_path / "a.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    read = reports.read_records([path])
+    (note,) = reports.skipped_lines(read)
+    assert re.fullmatch(rf"{re.escape(str(path))}:{index + 1}: .*{reason}.*", note)
+    points = thresholding.points_frame(read)
+    assert set(points["measure"]) == {"good", "random"}  # nothing scored under a blank name
+    assert len(points) == len([r for r in records if r["kind"] == "point"]) - 1
+
+
+# --- issue 21: datasets are checked inside the measure's compiled step ---
+
+
+BAD_BATCHES = {
+    "nan": r"data has a non-finite input \(nan\) in example 19;",
+    "inf": r"data has a non-finite input \(-inf\) in example 19;",
+    "label": r"labels must be class ids in \[0, 3\) for this model\. Received 7 for example 19\.",
+    "float label": r"labels must be integer class ids\. Received 1\.5 for example 19\.",
+    "negative": r"labels must be class ids >= 0\. Received -1 for example 19\.",
+}
+# Every kind of bad batch on Fisher; MAS (labels unused, still checked), the per-batch counting
+# of fisher_batch, snip and evaluate on the first two.
+BAD_BATCH_CASES = [("fisher_empirical", bad) for bad in BAD_BATCHES] + [
+    (entry, bad) for entry in ("mas", "fisher_batch", "snip", "evaluate") for bad in ("nan", "label")
+]
+
+
+@pytest.mark.parametrize(("measure", "bad"), BAD_BATCH_CASES, ids=[f"{m}-{b}" for m, b in BAD_BATCH_CASES])
+def test_a_bad_batch_of_a_dataset_is_named_by_every_batched_measure(measure, bad, dense_model, dense_data):
+    match = BAD_BATCHES[bad]
+    x, y = dense_data[0].copy(), dense_data[1].astype(np.float32 if bad == "float label" else np.int64)
+    if bad in ("nan", "inf"):
+        x[19, 2] = np.nan if bad == "nan" else -np.inf
+    elif bad == "label":
+        y[19] = 7
+    elif bad == "float label":
+        y[19] = 1.5
+    elif bad == "negative":
+        y[19] = -1
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    # Labels are checked even by a measure that does not read them (MAS): bad data is bad data.
+    call = ENTRY_POINTS["evaluate"] if measure == "evaluate" else (
+        lambda m, d: imp.compute_importance(measure, m, d))
+    _expect(call, dense_model, data, ValueError, match)
+
+
+def test_a_bad_batch_after_max_examples_is_not_read(dense_model, dense_data):
+    x = dense_data[0].copy()
+    x[30, 0] = np.nan
+    data = tf.data.Dataset.from_tensor_slices((x, dense_data[1])).batch(8)
+    clean = tf.data.Dataset.from_tensor_slices((dense_data[0][:20], dense_data[1][:20])).batch(8)
+    for measure in ("fisher_empirical", "mas"):
+        got = imp.compute_importance(measure, dense_model, data, max_examples=20)
+        want = imp.compute_importance(measure, dense_model, clean)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)

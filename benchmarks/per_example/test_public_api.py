@@ -1,0 +1,191 @@
+"""The public API at engine cost: ``compute_importance`` against the engine and a plain pass.
+
+pytest-benchmark group ``per-example-api`` (a sibling of ``per-example``, on its models: the
+784-128-10 MLP on N=2048 and the small CNN on N=1024, batch 128, trained one epoch; see
+:mod:`benchmarks.per_example.models`). For ``fisher_empirical`` and ``mas``, with the data given
+as ``(x, y)`` arrays and as a batched ``tf.data.Dataset``, each round times three calls over the
+same batches, interleaved so that a shared machine's load hits all three alike:
+
+* ``plain``: a compiled gradient pass of the batch-mean objective (log-likelihood of the true
+  label, or the squared output norm for MAS), its gradients cast to float64 in the graph and
+  added up in place on the host (the floor: what any loop over the data must at least do);
+* ``engine``: the same loop with :func:`importance.per_example.per_example_moment` (the default
+  method) in place of the gradient, no checks (what the measure costs below the public API);
+* ``api``: ``importance.compute_importance(measure, model, data)`` itself: the checks, the
+  batching and the engine, as a user calls it.
+
+Each call's process CPU time (all threads; the bar) and wall time are taken; ``extra_info`` holds
+their medians and the per-round ratios' medians. Quick mode runs the MLP rows (~11 CPU s);
+``--full`` adds the CNN's. The bars (issue 21): the API at most 1.15x the plain pass in process
+CPU time, for every row, and at most 1.08x the engine alone (what this
+layer adds). Where the engine alone is already above 1.15x the plain pass, the first bar cannot
+be met by the API and the row is reported as an expected failure naming the engine's ratio (the
+engine's own work, tracked by the ``per-example`` group), never silently passed. The API's
+scores must equal the engine's (float tolerance), so the speed is not bought with a different
+number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import importance as imp
+from benchmarks.per_example.models import BATCH, build
+from importance.per_example import per_example_moment
+
+MEASURES = ("fisher_empirical", "mas")
+FORMS = ("arrays", "dataset")
+MODELS = ("mlp", "cnn")
+MAX_CPU_RATIO = 1.15
+# What the public API may add to the engine (checks, batching, conversions, the score checks).
+MAX_OWN_RATIO = 1.08
+# Rounds (quick, full): an MLP call takes ~20 ms and a CNN call ~120 ms of CPU on a loaded core.
+ROUNDS = {"mlp": (21, 41), "cnn": (7, 15)}
+CASES = [(m, measure, form) for m in MODELS for measure in MEASURES for form in FORMS]
+QUICK_MODELS = ("mlp",)  # the CNN rows (tracing the engine and the API's steps) with --full
+
+
+@pytest.fixture(scope="module")
+def built() -> dict:
+    return {}
+
+
+def _objective(measure: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The per-example objective of the measure (the engine's) and of the plain pass (its mean)."""
+    if measure == "mas":
+        return lambda outputs, y: tf.reduce_sum(tf.square(outputs), axis=-1)
+    return lambda outputs, y: tf.gather(tf.nn.log_softmax(outputs), y, axis=1, batch_dims=1)
+
+
+def _plain_step(model: Any, measure: str) -> Callable[..., list[tf.Tensor]]:
+    objective = _objective(measure)
+
+    def step(x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
+        with tf.GradientTape() as tape:
+            value = tf.reduce_mean(objective(model(x, training=False), y))
+        grads = tape.gradient(value, model.trainable_weights)
+        return [tf.cast(g, tf.float64) for g in grads]
+
+    return tf.function(step, reduce_retracing=True, autograph=False)
+
+
+def _engine_step(model: Any, measure: str) -> Callable[..., list[tf.Tensor]]:
+    objective = _objective(measure)
+    moment = "abs" if measure == "mas" else "square"
+
+    def step(x: tf.Tensor, y: tf.Tensor) -> list[tf.Tensor]:
+        if measure == "mas":
+            sums = per_example_moment(model, x, lambda out: objective(out, None), moment=moment)
+        else:
+            sums = per_example_moment(model, x, objective, moment=moment, targets=y)
+        return [tf.cast(s, tf.float64) for s in sums]
+
+    return tf.function(step, reduce_retracing=True, autograph=False)
+
+
+def _batches(data: Any) -> Any:
+    """The batches as a hand-written loop reads them: array slices, or the dataset itself."""
+    if isinstance(data, tf.data.Dataset):
+        return data
+    x, y = data
+    return (
+        (tf.convert_to_tensor(x[i : i + BATCH]), tf.convert_to_tensor(y[i : i + BATCH]))
+        for i in range(0, len(y), BATCH)
+    )
+
+
+def _loop(step: Callable[..., list[tf.Tensor]], data: Any) -> list[np.ndarray]:
+    totals = None
+    for x, y in _batches(data):
+        arrays = [np.asarray(s) for s in step(x, y)]
+        if totals is None:
+            totals = [np.array(a) for a in arrays]
+        else:
+            for total, array in zip(totals, arrays, strict=True):
+                np.add(total, array, out=total)
+    return totals
+
+
+class Clock:
+    """Process CPU seconds (all threads) and wall seconds of each call of ``fn``."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn, self.cpu, self.wall, self.result = fn, [], [], None
+
+    def __call__(self) -> Any:
+        cpu, wall = time.process_time(), time.perf_counter()
+        self.result = self.fn()
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+        return self.result
+
+
+@pytest.mark.parametrize(("model_name", "measure", "form"), CASES, ids=["-".join(c) for c in CASES])
+def test_public_api(benchmark, bench_options, built, model_name, measure, form):
+    benchmark.group = "per-example-api"
+    if model_name not in QUICK_MODELS and not bench_options.full:
+        pytest.skip(f"the {model_name} rows run with --full (quick-study budget: ~25 CPU s)")
+    if model_name not in built:
+        built[model_name] = build(model_name)
+    model, arrays = built[model_name]
+    n = len(arrays[1])
+    data = arrays if form == "arrays" else tf.data.Dataset.from_tensor_slices(arrays).batch(BATCH)
+    plain_step, engine_step = _plain_step(model, measure), _engine_step(model, measure)
+    clocks = {
+        "plain": Clock(lambda: _loop(plain_step, data)),
+        "engine": Clock(lambda: [t / n for t in _loop(engine_step, data)]),
+        "api": Clock(lambda: imp.compute_importance(measure, model, data, batch_size=BATCH)),
+    }
+    for clock in clocks.values():  # warm-up: tracing, caches, the logits decision
+        clock()
+        clock()
+        clock.cpu.clear()
+        clock.wall.clear()
+
+    def setup() -> tuple:
+        clocks["plain"]()
+        clocks["engine"]()
+        return (), {}
+
+    rounds = ROUNDS[model_name][bench_options.full]
+    benchmark.pedantic(clocks["api"], setup=setup, rounds=rounds, iterations=1)
+
+    median = {name: (float(np.median(c.cpu)), float(np.median(c.wall)))
+              for name, c in clocks.items()}
+    cpu = {name: np.asarray(c.cpu) for name, c in clocks.items()}
+    wall = {name: np.asarray(c.wall) for name, c in clocks.items()}
+    ratio_cpu = float(np.median(cpu["api"] / cpu["plain"]))
+    benchmark.extra_info.update(
+        group="per-example-api", model=model_name, measure=measure, form=form, examples=n,
+        batch=BATCH, rounds=rounds,
+        **{f"{name}_cpu_seconds": m[0] for name, m in median.items()},
+        **{f"{name}_wall_seconds": m[1] for name, m in median.items()},
+        api_vs_plain_cpu=ratio_cpu,
+        api_vs_plain_wall=float(np.median(wall["api"] / wall["plain"])),
+        engine_vs_plain_cpu=float(np.median(cpu["engine"] / cpu["plain"])),
+        api_vs_engine_cpu=float(np.median(cpu["api"] / cpu["engine"])),
+        timer="time.process_time (process CPU, all threads) beside time.perf_counter (wall)",
+    )
+    for got, want in zip(clocks["api"].result, clocks["engine"].result, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12 * np.abs(want).max())
+    engine = benchmark.extra_info["engine_vs_plain_cpu"]
+    own = benchmark.extra_info["api_vs_engine_cpu"]
+    assert own <= MAX_OWN_RATIO, (
+        f"compute_importance({measure!r}) on {form} costs {own:.2f}x the engine alone in process "
+        f"CPU time (checks, batching, conversions) > {MAX_OWN_RATIO}"
+    )
+    if ratio_cpu > MAX_CPU_RATIO and engine > MAX_CPU_RATIO:
+        pytest.xfail(
+            f"the engine alone costs {engine:.2f}x the plain pass on the {model_name} (the API "
+            f"{ratio_cpu:.2f}x, {own:.2f}x the engine): the per-example engine's part of issue 21"
+        )
+    assert ratio_cpu <= MAX_CPU_RATIO, (
+        f"compute_importance({measure!r}) on {form} costs {ratio_cpu:.2f}x the plain pass in "
+        f"process CPU time (engine alone: {engine:.2f}x) > {MAX_CPU_RATIO}"
+    )
