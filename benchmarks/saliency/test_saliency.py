@@ -51,7 +51,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             params += [
                 pytest.param(m, task, variant, id=f"{m}-{label}", marks=marks) for m in methods
             ]
-        elif metafunc.function.__name__ == "test_explanation_kept" and task == "mnist5k":
+        elif metafunc.function.__name__ == "test_explanation_kept" and task in plan.kept_tasks:
             measures = plan.kept_measures or tuple(imp.available_measures())
             params += [
                 pytest.param(m, task, variant, id=f"{m}-{label}", marks=marks) for m in measures

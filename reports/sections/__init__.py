@@ -24,10 +24,18 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from reports.sections import cam_training, consolidation, saliency, thresholding, timing
+from reports.sections import (
+    applicability,
+    cam_training,
+    consolidation,
+    saliency,
+    thresholding,
+    timing,
+)
 from reports.sections.contract import Context, Record, Section
 
-SECTIONS: tuple[Section, ...] = (consolidation, thresholding, cam_training, saliency, timing)
+SECTIONS: tuple[Section, ...] = (consolidation, thresholding, cam_training, saliency, applicability,
+                                 timing)
 # Kinds whose presence means a benchmark case finished (a run with none writes no leaderboard).
 RESULT_KINDS: tuple[str, ...] = tuple(kind for section in SECTIONS for kind in section.KINDS)
 
