@@ -138,8 +138,8 @@ def from_model(
     except ValueError as error:
         raise ValueError(f"{error} tasks.from_model needs a single-output classifier.") from None
     train, test = _splits(train, test, data)
-    train = _arrays(train, "train", model, ("x", "y") if data is None else NPZ_KEYS[:2])
-    test = _arrays(test, "test", model, ("x", "y") if data is None else NPZ_KEYS[2:])
+    train = _arrays(train, "train", model, NPZ_KEYS[:2])
+    test = _arrays(test, "test", model, NPZ_KEYS[2:])
     if train[0].shape[1:] != test[0].shape[1:]:
         raise ValueError(
             f"test has inputs of shape {(None, *test[0].shape[1:])} but train has "
@@ -204,7 +204,8 @@ def load_npz(path: str | os.PathLike, keys: tuple[str, str], *, name: str) -> tu
             if set(candidate) <= files:
                 return archive[candidate[0]], archive[candidate[1]]
     raise ValueError(
-        f"{name} file {str(path)!r} must hold arrays {', '.join(keys)}. Received: {', '.join(sorted(files)) or 'none'}"
+        f"{name} file {str(path)!r} must hold arrays {', '.join(keys)} (or x, y). "
+        f"Received: {', '.join(sorted(files)) or 'none'}"
     )
 
 
