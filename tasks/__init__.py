@@ -14,7 +14,7 @@ Continual-learning sequences have their own registry (``tasks.continual.sequence
 :mod:`tasks.continual`.
 """
 
-from tasks import builtin, keras_data, planted, planted_region, spurious  # noqa: F401,I001  (register the tasks)
+from tasks import applications, builtin, keras_data, planted, planted_region, spurious  # noqa: F401,I001  (register the tasks)
 from tasks.cache import CacheWarning
 from tasks.from_model import PretrainedTask, from_model
 from tasks.continual.sequences import available_sequences, continual_sequence, register_sequence

@@ -69,7 +69,10 @@ def make_plan(options: RunOptions) -> Plan:
         plan = Plan(
             mode="full", seeds=tuple(range(5)), thresholds=tuple(round(0.05 * i, 2) for i in range(21)),
             tasks=(("planted", None), ("planted_noise", None), ("digits", None), ("mnist5k", None),
-                   ("mnist5k", "cnn"), ("mnist5k", "resnet_bn"), ("mnist", None), ("fashion_mnist", None), ("cifar10", None)),
+                   ("mnist5k", "cnn"), ("mnist5k", "resnet_bn"), ("mnist", None), ("fashion_mnist", None), ("cifar10", None),
+                   # keras.applications networks (tasks/applications.py); cifar10's skip offline
+                   ("mnist5k_rgb32", "mobilenetv2"), ("cifar10", "mobilenetv2"), ("cifar10", "resnet50"),
+                   ("cifar10", "efficientnetb0")),
             treatments=(("global", "noise"), ("layer", "noise"), ("global", "zero"), ("layer", "zero")),
             extra_treatment_tasks=(), measure_examples=2000,
         )
