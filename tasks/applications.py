@@ -105,5 +105,6 @@ MNIST5K_RGB32 = register_task(
         build=_build,
         variants=tuple(APPLICATIONS),
         training=SETTINGS,
+        info={"convolutional": True},  # on the explanation axes when named in --bench-tasks
     )
 )

@@ -15,6 +15,7 @@ import numpy as np
 from benchmarks.plugin.options import RunOptions
 
 TASKS = (("planted_region", None), ("mnist5k", "cnn"))
+FULL_TASKS = (("mnist5k_rgb32", "mobilenetv2"),)  # a keras.applications network, --full only
 ASSERT_BEATS_RANDOM = {"planted_region": ("grad_cam", "occlusion", "integrated_gradients")}
 CONTROLS = ("random_map", "centre_prior")
 
@@ -42,6 +43,8 @@ def make_plan(options: RunOptions) -> Plan:
     """This study's plan: its own tasks and seeds unless ``--bench-tasks``/``--bench-seeds`` name them."""
     full = options.full
     chosen = TASKS
+    if full:
+        chosen = (*TASKS, *FULL_TASKS)
     if options.tasks:
         chosen = tuple(task for task in TASKS if task in options.tasks)
         chosen = (*_convolutional(options.tasks, exclude=chosen), *chosen)

@@ -221,3 +221,20 @@ def test_a_task_plugin_installed_by_entry_point_joins_the_leaderboard(tmp_path):
     _, leaderboard = _bench(tmp_path, "plugin", "--bench-tasks", "plugged", pythonpath=str(site))
     assert set(_ranked(leaderboard, "plugged.pretrained · weight · global scope, noise")) == _applicable()
     assert _sha(path) == before
+
+
+def test_the_explanation_axes_take_convolutional_tasks_and_the_full_plan_the_applications(scoped_tasks):
+    conv = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 1), keras.layers.Flatten(),
+                             keras.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(40, 4, 4, 1)).astype(np.float32)
+    y = np.argmax(conv.predict(x, verbose=0), axis=1)  # the model is right by construction
+    tasks.from_model(conv, train=(x, y), test=(x, y), name="my_cnn")
+    named = (("my_cnn", None), ("digits", None), ("mnist5k_rgb32", "mobilenetv2"))
+    plan = saliency.make_plan(RunOptions("quick", tasks=named, user_task="my_cnn"))
+    assert plan.tasks == (("my_cnn", None), ("mnist5k_rgb32", "mobilenetv2"))  # digits: no convolution
+    assert plan.seeds["my_cnn"] == (0,) and {"my_cnn", "mnist5k_rgb32"} <= set(plan.kept_tasks)
+    full = RunOptions("full")
+    assert ("mnist5k_rgb32", "mobilenetv2") in saliency.make_plan(full).tasks
+    assert saliency.make_plan(full).seeds["mnist5k_rgb32"] == (0, 1, 2)
+    assert {("mnist5k_rgb32", "mobilenetv2"), ("cifar10", "resnet50")} <= set(thresholding.make_plan(full).tasks)
+    assert ("mnist5k_rgb32", "mobilenetv2") not in saliency.make_plan(RunOptions("quick")).tasks
