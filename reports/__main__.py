@@ -2,6 +2,11 @@
 
 Accepts the merged ``results/results.jsonl`` of a run, the per-worker shards under
 ``results/out/<run>/``, or the files of several split runs; nothing is recomputed.
+
+``python -m reports --compare OLD NEW [--fail-on-regression]``: what changed between two runs
+(each a ``results.jsonl``, a run folder, or a key under ``results/history``; see
+:mod:`reports.history`). Exit status 0, or 1 with ``--fail-on-regression`` when a measure got
+significantly worse, or 2 when the runs cannot be compared.
 """
 
 from __future__ import annotations
@@ -20,7 +25,18 @@ def main(argv: list[str] | None = None) -> int:
         description="Rebuild leaderboard.md, results.csv and plots from benchmark result files "
         "(JSON lines written by `pytest benchmarks`). Shards of a split run are merged.",
     )
-    parser.add_argument("files", nargs="+", type=pathlib.Path, help="result files (.jsonl)")
+    parser.add_argument("files", nargs="*", type=pathlib.Path, help="result files (.jsonl)")
+    parser.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                        help="compare two runs (results.jsonl files, run folders, or keys under "
+                        "--history) instead of writing a leaderboard")
+    parser.add_argument("--history", type=pathlib.Path,
+                        default=pathlib.Path(reports.DEFAULT_OUTPUT_DIR) / "history",
+                        help="where run keys are looked up (default: ./results/history)")
+    parser.add_argument("--fail-on-regression", action="store_true",
+                        help="with --compare: exit 1 when a measure got significantly worse")
+    parser.add_argument("--allow-different", action="store_true",
+                        help="with --compare: compare runs of different benchmark definitions "
+                        "on what they share (refused by default)")
     parser.add_argument("--out", type=pathlib.Path,
                         default=pathlib.Path(reports.DEFAULT_OUTPUT_DIR),
                         help=f"output directory (default: ./{reports.DEFAULT_OUTPUT_DIR})")
@@ -31,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="merge files of different runs (mode, threshold grid, record format); "
                         "refused by default")
     args = parser.parse_args(argv)
+    if args.compare:
+        if args.files:
+            parser.error("--compare takes two runs and no result files")
+        return _compare(args)
+    if not args.files:
+        parser.error("give result files to rebuild a leaderboard from, or --compare OLD NEW")
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         parser.error(f"result file not found: {', '.join(missing)}")
@@ -52,6 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths["plots"]:
         print(f"plot:        {path}")
     return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from reports import history
+
+    try:
+        old, new = (history.resolve_run(spec, history=args.history) for spec in args.compare)
+        comparison = history.compare(history.read_run(old), history.read_run(new),
+                                     allow_different=args.allow_different)
+    except (OSError, ValueError) as error:  # not found, unreadable, different definitions
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(history.comparison_text(comparison, old=str(old), new=str(new)))
+    return 1 if args.fail_on_regression and comparison.regressions else 0
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from reports.html import leaderboard_html
 from reports.io import SKIPPED, atomic_write_text
 from reports.markdown import escape, join
 from reports.records import task_label
@@ -109,9 +110,17 @@ def leaderboard_markdown(
 
 
 def _markdown(records: list[dict[str, Any]], context: Context) -> str:
-    parts = [header(merge_meta(records))]
-    parts += [section.markdown(records, context) for section in SECTIONS]
-    return join(parts) + "\n"
+    return _page(_blocks(records, context))
+
+
+def _blocks(records: list[dict[str, Any]], context: Context) -> list[str]:
+    """The header, then every section's markdown, in leaderboard order."""
+    return [header(merge_meta(records))] + [section.markdown(records, context)
+                                            for section in SECTIONS]
+
+
+def _page(blocks: Sequence[str]) -> str:
+    return join(blocks) + "\n"
 
 
 def results_csv(records: list[dict[str, Any]], *, points: pd.DataFrame | None = None) -> str:
@@ -122,20 +131,26 @@ def results_csv(records: list[dict[str, Any]], *, points: pd.DataFrame | None = 
 def write_reports(
     records: list[dict[str, Any]], out_dir: str | os.PathLike[str], *, plots: bool = True
 ) -> dict[str, Any]:
-    """Write ``leaderboard.md``, ``results.csv`` and every section's plots into ``out_dir``.
+    """Write ``leaderboard.md``, ``leaderboard.html``, ``results.csv`` and every section's plots
+    into ``out_dir``.
 
-    The plots go to ``out_dir/plots/`` (``loss-<task>.png``, ``consolidation-<scenario>.png``,
-    ``saliency-curves-<task>.png``). Every file is written atomically. Returns the paths by
+    ``leaderboard.html`` is the same text as one self-contained page, each section's figures
+    embedded after it (:mod:`reports.html`). The plots go to ``out_dir/plots/``
+    (``loss-<task>.png``, ``ranks-removal.png``, ``consolidation-<scenario>.png``,
+    ``saliency-curves-<task>.png``, ...). Every file is written atomically. Returns the paths by
     name (``plots`` is a list, in section order).
     """
     out_dir = pathlib.Path(out_dir)
-    context = build_context(records)  # computed once for the three outputs
-    paths: dict[str, Any] = {
-        "leaderboard": atomic_write_text(out_dir / "leaderboard.md", _markdown(records, context)),
-        "results": atomic_write_text(out_dir / "results.csv", thresholding.csv(context.points)),
-        "plots": [],
-    }
+    context = build_context(records)  # computed once for every output
+    blocks = _blocks(records, context)
+    figures: list[list[pathlib.Path]] = [[] for _ in blocks]
     if plots:
-        for section in SECTIONS:
-            paths["plots"] += section.plots(records, context, out_dir / "plots")
-    return paths
+        for i, section in enumerate(SECTIONS, start=1):
+            figures[i] = section.plots(records, context, out_dir / "plots")
+    return {
+        "leaderboard": atomic_write_text(out_dir / "leaderboard.md", _page(blocks)),
+        "html": atomic_write_text(out_dir / "leaderboard.html",
+                                  leaderboard_html(list(zip(blocks, figures, strict=True)))),
+        "results": atomic_write_text(out_dir / "results.csv", thresholding.csv(context.points)),
+        "plots": [path for paths in figures for path in paths],
+    }

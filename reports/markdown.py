@@ -58,3 +58,12 @@ def join(parts: Iterable[str]) -> str:
     blocks joined by this or one block.
     """
     return "\n\n".join(p.strip("\n") for p in parts if p != "")
+
+
+def details(summary: str, body: str) -> str:
+    """A collapsible block (``<details>``, which GitHub renders) holding markdown ``body``.
+
+    ``summary`` is the always-visible line (already escaped); the blank lines around the body
+    let GitHub render the markdown inside.
+    """
+    return f"<details>\n<summary>{summary}</summary>\n\n{body.strip()}\n\n</details>"

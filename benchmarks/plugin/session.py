@@ -106,12 +106,29 @@ class BenchSession:
             "command": f"python -m pytest {args}".strip(),
             "seeds": list(self.plan.seeds),
             "thresholds": list(self.plan.thresholds),
+            "commit": _git_commit(self.config.rootpath),
+            "definition": self.definition(),
+        }
+
+    def definition(self) -> dict[str, Any]:
+        """What makes two runs comparable (:mod:`reports.history`): the options every axis
+        plans from, the suite's plan, and each registered measure's declared ``version``
+        (a measure whose definition changes on purpose bumps it; 1 when it declares none)."""
+        import dataclasses
+
+        from importance.measures.registry import MEASURES
+
+        return {
+            "options": dataclasses.asdict(self.options),
+            "plan": dataclasses.asdict(self.plan),
+            "measures": {name: getattr(entry.fn, "version", 1) for name, entry in MEASURES.items()},
         }
 
     def finish(self) -> None:
         """Merge the shards into ``results.jsonl``, write the reports and set :attr:`summary`
         (the controller, at the end of the session)."""
         import reports
+        from reports.history import store_run
 
         run_dir = self.run_dir
         shards = sorted(run_dir.glob("records-*.jsonl"))
@@ -122,13 +139,15 @@ class BenchSession:
         out = self.report_dir
         reports.write_records(out / "results.jsonl", records)
         paths = reports.write_reports(records, out)
+        kept = store_run(records, out)
         _prune_runs(run_dir.parent)
         rel = _relative(paths["leaderboard"])
         self.summary = (
             f"leaderboard: {rel}\n"
             f"results:     {_relative(paths['results'])} (tidy), {_relative(out / 'results.jsonl')} (records)\n"
             f"plots:       {', '.join(_relative(p) for p in paths['plots']) or '-'}\n"
-            f"rebuild:     python -m reports {_relative(out / 'results.jsonl')}"
+            f"rebuild:     python -m reports {_relative(out / 'results.jsonl')}\n"
+            f"kept as:     {_relative(kept)} (compare: python -m reports --compare OLD NEW)"
         )
 
 
@@ -156,6 +175,18 @@ def _relative(path: os.PathLike[str] | str) -> str:
         return str(path.resolve().relative_to(pathlib.Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _git_commit(root: pathlib.Path) -> str | None:
+    """The checked-out commit of ``root`` (None outside a git work tree or without git)."""
+    import subprocess
+
+    try:
+        result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 def _prune_runs(out_dir: pathlib.Path) -> None:

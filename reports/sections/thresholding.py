@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from reports.markdown import escape, join, number, seconds, table
-from reports.plots import pyplot, save_figure, slug
+from reports.markdown import details, escape, join, number, seconds, table
+from reports.plots import plot_rank_heatmap, pyplot, save_figure, slug
 from reports.records import BASELINE, CURVE_KEYS, DEFAULT_REPLACE, DEFAULT_SCOPE, LEVELS, task_label
 from reports.scoring import (
     SIGNIFICANCE_LEVEL,
@@ -32,11 +32,14 @@ from reports.scoring import (
     safe_fraction,
 )
 from reports.sections.contract import Context, Record
+from reports.style import BASELINE_STYLES, LineStyle, line_kwargs, measure_styles
 
 KINDS = ("point", "failure")  # core kinds, declared in reports.records
 RESULT_COLUMNS = [*CURVE_KEYS, "threshold", "loss", "accuracy", "fraction_replaced"]
 TABLE_KEYS = ["task", "variant", "level", "scope", "replace"]
 LEVEL_ORDER = {level: i for i, level in enumerate(LEVELS)}
+BASELINES = tuple(BASELINE_STYLES)  # drawn bold in every loss figure
+Y_LIMIT = 1.5  # the loss figures' y-axis stops at Y_LIMIT x ln K
 
 
 # --- the section ---------------------------------------------------------------------------
@@ -49,8 +52,9 @@ def markdown(records: Sequence[Record], context: Context) -> str:
     else:
         parts = ["## Overall ranking (mean rank across tasks)", "",
                  _overall_markdown(context.overall)]
-        for key, frame in context.tables:
-            parts += [f"## {_title(key)}", "", _ranked_markdown(frame)]
+        parts += ["## Per task, level and treatment", "",
+                  "One table per task, aggregation level and treatment (click to open)."]
+        parts += [details(_title(key), _ranked_markdown(frame)) for key, frame in context.tables]
     notes = coverage_notes(records)
     if notes:
         parts += ["## Measure coverage", "", _coverage_markdown(notes)]
@@ -63,8 +67,12 @@ def plots(
     """Write ``loss-<task>[.<variant>].png`` per task into ``out_dir``; return the paths.
 
     One row of panels per aggregation level, one column per (scope, replacement); one line per
-    measure: the mean loss over seeds, with a band from the lowest to the highest seed; the
-    dashed line is ln K.
+    measure: the mean loss over seeds; the dashed line is ln K. Each measure keeps its colour
+    and dash in every figure (:func:`reports.style.measure_styles`); the baselines and the
+    five best measures of the overall ranking are bold (with a band from the lowest to the
+    highest seed), the rest faded. The y-axis stops at :data:`Y_LIMIT` x ln K: a measure whose
+    loss climbs past it is marked with a triangle where it leaves the panel and named
+    "(off scale)" in the legend, instead of squashing every other curve into the bottom.
     """
     points = context.points
     if points.empty:
@@ -72,17 +80,22 @@ def plots(
     plt = pyplot()
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    emphasised = emphasised_measures(context.overall)
+    styles = measure_styles(_legend_order(points["measure"].unique(), emphasised,
+                                          context.overall))
     written = []
     for (task, variant), frame in points.groupby(["task", "variant"], sort=True):
         levels = sorted(frame["level"].unique(), key=lambda v: LEVEL_ORDER.get(v, 9))
         combos = sorted(map(tuple, frame[["scope", "replace"]].drop_duplicates().to_numpy()),
                         key=lambda c: (c != (DEFAULT_SCOPE, DEFAULT_REPLACE), c))
-        measures = sorted(frame["measure"].unique())
-        colours = plt.get_cmap("tab10")
-        styles = ("-", "--", ":", "-.")
+        measures = _legend_order(frame["measure"].unique(), emphasised, context.overall)
+        chance = math.log(int(frame["num_classes"].iloc[0]))
+        means = frame.groupby([*CURVE_KEYS[:-1], "threshold"])["loss"].mean()
+        top = max(min(Y_LIMIT * chance, float(means.max()) * 1.05), chance * 1.05)
         fig, axes = plt.subplots(len(levels), len(combos),
                                  figsize=(4.2 * len(combos), 3.2 * len(levels)),
                                  squeeze=False, sharey=True)
+        off_scale: set[str] = set()
         for row, level in enumerate(levels):
             for col, (scope, replace) in enumerate(combos):
                 ax = axes[row][col]
@@ -91,28 +104,64 @@ def plots(
                 if panel.empty:
                     ax.set_visible(False)
                     continue
-                _draw_panel(ax, panel, measures, colours, styles)
+                off_scale |= _draw_panel(ax, panel, measures, styles, emphasised, top)
                 ax.set_title(f"{level} · {scope} scope · {replace}", fontsize=10)
-                ax.axhline(math.log(int(frame["num_classes"].iloc[0])), color="grey",
-                           linestyle="--", linewidth=1)
+                ax.axhline(chance, color="grey", linestyle="--", linewidth=1)
                 ax.set_xlim(0, 1)
+                ax.set_ylim(bottom=0.0, top=top)
                 if row == len(levels) - 1:
                     ax.set_xlabel("fraction of weights replaced (least important first)")
                 if col == 0:
                     ax.set_ylabel("test loss")
-        handles, labels = max((ax.get_legend_handles_labels() for ax in axes.flat),
-                              key=lambda hl: len(hl[1]))
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
-                   frameon=False)
+        _legend(fig, measures, styles, emphasised, off_scale)
         name = task_label(task, variant)
-        fig.suptitle(f"{name}: loss vs threshold (mean over seeds, band = min–max; dashed = ln K)",
-                     fontsize=11)
+        best = len([m for m in emphasised if m not in BASELINES])
+        fig.suptitle(f"{name}: test loss vs fraction replaced (mean over seeds; dashed = ln K)\n"
+                     f"bold: random, uniform and the {best} best overall (band = min–max over "
+                     "seeds); ▲ leaves the axis", fontsize=10)
         fig.tight_layout()
         path = out_dir / f"loss-{slug(name)}.png"
         save_figure(fig, path)
         plt.close(fig)
         written.append(path)
+    if context.tables:
+        written.append(plot_rank_heatmap(
+            rank_matrix(context.tables, context.overall), out_dir / "ranks-removal.png",
+            title="Removal: rank of each measure per task and level (default treatment; "
+                  "rows by overall rank)"))
     return written
+
+
+def rank_matrix(tables: list[tuple[dict, pd.DataFrame]], overall: pd.DataFrame) -> pd.DataFrame:
+    """Ranks as a frame: one row per measure (overall order), one column per task · level.
+
+    Only the default treatment (global scope, noise replacement) of each task and level, so a
+    column is one question; a measure without a rank there is NaN.
+    """
+    columns: dict[str, pd.Series] = {}
+    for where, ranked in tables:
+        if (where["scope"], where["replace"]) != (DEFAULT_SCOPE, DEFAULT_REPLACE):
+            continue
+        name = f"{task_label(where['task'], where.get('variant'))} · {where['level']}"
+        columns[name] = ranked.dropna(subset=["rank"]).set_index("measure")["rank"]
+    frame = pd.DataFrame(columns)
+    order = [m for m in overall.get("measure", pd.Series(dtype=str)) if m in frame.index]
+    return frame.reindex(order + sorted(set(frame.index) - set(order)))
+
+
+def emphasised_measures(overall: pd.DataFrame, *, best: int = 5) -> list[str]:
+    """The baselines, then the ``best`` measures of the overall ranking: the lines drawn bold."""
+    ranked = [m for m in overall.get("measure", pd.Series(dtype=str)) if m not in BASELINES]
+    return [*BASELINES, *ranked[:best]]
+
+
+def _legend_order(present: Any, emphasised: list[str], overall: pd.DataFrame) -> list[str]:
+    """Emphasised measures first (baselines, then by rank), then the rest by overall rank."""
+    order = {m: i for i, m in enumerate(overall.get("measure", pd.Series(dtype=str)))}
+    present = set(present)
+    first = [m for m in emphasised if m in present]
+    rest = sorted(present - set(first), key=lambda m: (order.get(m, len(order)), m))
+    return first + rest
 
 
 def csv(points: pd.DataFrame) -> str:
@@ -317,15 +366,37 @@ def _short(text: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _draw_panel(ax, panel: pd.DataFrame, measures: list[str], colours, styles) -> None:
-    """One line per measure (mean loss over seeds) with a min–max band."""
-    for i, measure in enumerate(measures):
+def _draw_panel(ax, panel: pd.DataFrame, measures: list[str], styles: dict[str, LineStyle],
+                emphasised: list[str], top: float) -> set[str]:
+    """One line per measure (mean loss over seeds), a min–max band for the bold ones; returns
+    the measures whose mean leaves the panel above ``top`` (a triangle marks the exit)."""
+    off_scale = set()
+    for measure in measures:
         curve = panel[panel["measure"] == measure]
         if curve.empty:
             continue
         stats = curve.groupby("threshold")["loss"].agg(["mean", "min", "max"])
-        colour = colours(i % 10)
-        ax.plot(stats.index, stats["mean"], label=measure, color=colour, linewidth=1.4,
-                linestyle=styles[(i // 10) % len(styles)])
-        ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15,
-                        linewidth=0)
+        bold = measure in emphasised
+        kwargs = line_kwargs(styles[measure], emphasised=bold)
+        ax.plot(stats.index, stats["mean"], **kwargs)
+        if bold:
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=kwargs["color"],
+                            alpha=0.15, linewidth=0)
+        above = stats.index[stats["mean"].to_numpy() > top]
+        if len(above):
+            off_scale.add(measure)
+            ax.plot([above[0]], [top], marker="^", color=kwargs["color"], markersize=7,
+                    clip_on=False, zorder=4)
+    return off_scale
+
+
+def _legend(fig, measures: list[str], styles: dict[str, LineStyle], emphasised: list[str],
+            off_scale: set[str]) -> None:
+    """One legend for the figure, bold entries first, each line as it is drawn."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], **line_kwargs(styles[m], emphasised=m in emphasised))
+               for m in measures]
+    labels = [m + (" (off scale ▲)" if m in off_scale else "") for m in measures]
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               frameon=False)

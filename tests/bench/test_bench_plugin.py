@@ -109,6 +109,9 @@ def shards(bench_env, runs):
 
 
 def _section(text: str, title: str) -> str:
+    """A per-task table (collapsible: ``<summary>title``) or a ``## title`` section."""
+    if f"<summary>{title}" in text:
+        return text.split(f"<summary>{title}", 1)[1].split("</details>", 1)[0]
     return text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
 
 

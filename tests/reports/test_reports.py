@@ -172,7 +172,7 @@ def test_leaderboard_prints_declared_coverage_notes():
 
 def test_leaderboard_ranks_escapes_and_marks_significance():
     text = reports.leaderboard_markdown(_synthetic())
-    section = text.split("## toy · weight")[1].split("##")[0]
+    section = text.split("<summary>toy · weight")[1].split("</details>")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
     names = [re.split(r"(?<!\\)\|", row)[2].strip() for row in rows]
     assert names[:3] == ["good", "random", "bad\\|pipe"]
