@@ -180,7 +180,7 @@ def _bench(tmp: pathlib.Path, out: str, *args: str, pythonpath: str = "") -> tup
 
 
 def _ranked(leaderboard: str, title: str) -> list[str]:
-    section = leaderboard.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    section = leaderboard.split(title, 1)[1].split("</details>", 1)[0].split("\n## ", 1)[0]
     return [row.split("|")[2].strip() for row in section.splitlines() if re.match(r"\| \d+ \|", row)]
 
 

@@ -43,4 +43,4 @@ def test_the_leaderboard_shows_the_section(tmp_path):
     records = [meta_record(run={"mode": "quick"}), *points, *_left_out()]
     write_reports(records, tmp_path, plots=False)
     text = (tmp_path / "leaderboard.md").read_text()
-    assert "## Not applicable" in text and text.index("## Not applicable") > text.index("## mine.pretrained")
+    assert "## Not applicable" in text and text.index("## Not applicable") > text.index("mine.pretrained · weight")
