@@ -63,7 +63,8 @@ def application(
     shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3 or shape[-1] != 3 or min(shape[:2]) < MIN_SIZE:
         raise ValueError(
-            f"input_shape must be (height, width, 3) with height and width >= {MIN_SIZE}. Received: {shape}"
+            f"input_shape must be (height, width, 3) with height and width >= {MIN_SIZE}. "
+            f"Received: {shape}"
         )
     keras.utils.set_random_seed(int(seed))  # the networks' layers take no seed of their own
     inputs = keras.Input(shape=shape, name="inputs")
@@ -71,7 +72,8 @@ def application(
         include_top=False, weights=None, input_tensor=inputs, pooling="avg"
     )
     logits = keras.layers.Dense(
-        int(num_classes), kernel_initializer=keras.initializers.GlorotUniform(seed=int(seed)),
+        int(num_classes),
+        kernel_initializer=keras.initializers.GlorotUniform(seed=int(seed)),
         name="logits",
     )(base.output)
     return keras.Model(inputs, logits, name=name or arch)
@@ -97,7 +99,8 @@ SETTINGS = TrainingSettings(epochs=5, batch_size=64, learning_rate=1e-3)
 MNIST5K_RGB32 = register_task(
     Task(
         "mnist5k_rgb32",
-        description="mnist5k (4,000 / 1,000 real digits) padded to 32x32 RGB for the keras.applications "
+        description="mnist5k (4,000 / 1,000 real digits) padded to 32x32 RGB for the "
+        "keras.applications "
         "networks, offline: a small stand-in for CIFAR-10, not ImageNet-scale evidence.",
         num_classes=10,
         input_shape=(32, 32, 3),

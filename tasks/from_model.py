@@ -42,9 +42,13 @@ from tasks.registry import Task, TrainingSettings, register_task
 VARIANT = "pretrained"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Axes (and measure kinds) a trained model without its training run cannot take part in.
-ONLINE_REASON = ("needs the training run (an online measure records it while the model trains); "
-                 "a model given trained has none")
-CONSOLIDATION_REASON = "needs a sequence of tasks trained one after the other; a single trained model has none"
+ONLINE_REASON = (
+    "needs the training run (an online measure records it while the model trains); "
+    "a model given trained has none"
+)
+CONSOLIDATION_REASON = (
+    "needs a sequence of tasks trained one after the other; a single trained model has none"
+)
 CAM_TRAINING_REASON = "trains a model with a CAM penalty; a model given trained is not retrained"
 EXPLANATION_REASON = "needs a 2-D convolution on image inputs (N, H, W, C); this model has none"
 
@@ -58,13 +62,29 @@ class PretrainedTask(Task):
 
     pretrained = True
 
-    def __init__(self, name: str, *, model: Any, source: str, train: tuple, test: tuple,
-                 num_classes: int, description: str, info: dict[str, Any]):
+    def __init__(
+        self,
+        name: str,
+        *,
+        model: Any,
+        source: str,
+        train: tuple,
+        test: tuple,
+        num_classes: int,
+        description: str,
+        info: dict[str, Any],
+    ):
         super().__init__(
-            name, description=description, num_classes=num_classes,
-            input_shape=tuple(np.shape(train[0])[1:]), load=lambda: (train, test),
-            build=self._no_builder, training=TrainingSettings(epochs=0, batch_size=1, learning_rate=0.0),
-            variants=(VARIANT,), version=f"pretrained:{source}", info=info,
+            name,
+            description=description,
+            num_classes=num_classes,
+            input_shape=tuple(np.shape(train[0])[1:]),
+            load=lambda: (train, test),
+            build=self._no_builder,
+            training=TrainingSettings(epochs=0, batch_size=1, learning_rate=0.0),
+            variants=(VARIANT,),
+            version=f"pretrained:{source}",
+            info=info,
         )
         self._model = model
         self.source = source
@@ -150,18 +170,28 @@ def from_model(
     name = _name(name, model_or_path, model)
     convolutional = _convolutional(model, train[0])
     info = {
-        "source": source, "output": kind, "parameters": int(model.count_params()),
-        "convolutional": convolutional, "not_applicable": not_applicable(convolutional=convolutional),
+        "source": source,
+        "output": kind,
+        "parameters": int(model.count_params()),
+        "convolutional": convolutional,
+        "not_applicable": not_applicable(convolutional=convolutional),
     }
     task = PretrainedTask(
-        name, model=model, source=source, train=train, test=test, num_classes=classes, info=info,
+        name,
+        model=model,
+        source=source,
+        train=train,
+        test=test,
+        num_classes=classes,
+        info=info,
         description=description or f"A trained model given by the user ({source}), {kind} out.",
     )
     loss = task.history()["test_loss"]
     if not loss < math.log(classes):
         raise ValueError(
             f"{label} has test loss {loss:.4g}, not below chance (ln {classes} = "
-            f"{math.log(classes):.4g}); expected a trained model: the removal axis measures how fast "
+            f"{math.log(classes):.4g}); expected a trained model: the removal axis measures how "
+            "fast "
             "a model falls to chance as weights are removed."
         )
     return register_task(task) if register else task
@@ -174,8 +204,11 @@ def not_applicable(*, convolutional: bool) -> dict[str, str]:
         ``{what: reason}`` with ``what`` one of ``online measures``, ``consolidation``,
         ``cam_training`` and, without a 2-D convolution, ``explanation``.
     """
-    out = {"online measures": ONLINE_REASON, "consolidation": CONSOLIDATION_REASON,
-           "cam_training": CAM_TRAINING_REASON}
+    out = {
+        "online measures": ONLINE_REASON,
+        "consolidation": CONSOLIDATION_REASON,
+        "cam_training": CAM_TRAINING_REASON,
+    }
     if not convolutional:
         out["explanation"] = EXPLANATION_REASON
     return out
@@ -195,9 +228,13 @@ def load_npz(path: str | os.PathLike, keys: tuple[str, str], *, name: str) -> tu
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
-        raise ValueError(f"{name} file {str(path)!r} is not an .npz archive of arrays: {error}") from None
+        raise ValueError(
+            f"{name} file {str(path)!r} is not an .npz archive of arrays: {error}"
+        ) from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{name} file {str(path)!r} is a single array; expected an .npz with {', '.join(keys)}.")
+        raise ValueError(
+            f"{name} file {str(path)!r} is a single array; expected an .npz with {', '.join(keys)}."
+        )
     with archive:
         files = set(archive.files)
         for candidate in (keys, ("x", "y")):
@@ -222,7 +259,8 @@ def _model(model_or_path: Any) -> tuple[Any, str]:
         except Exception as error:  # any reason a file does not load is reported the same way
             raise ValueError(
                 f"model_or_path {str(path)!r} does not load as a Keras model "
-                f"({type(error).__name__}: {error}); expected a file saved with model.save('*.keras')."
+                f"({type(error).__name__}: {error}); expected a file saved with "
+                "model.save('*.keras')."
             ) from None
         return model, path.name
     if not hasattr(model_or_path, "trainable_weights") or not callable(model_or_path):
@@ -236,16 +274,22 @@ def _model(model_or_path: Any) -> tuple[Any, str]:
 def _splits(train: Any, test: Any, data: Any) -> tuple[Any, Any]:
     if data is not None:
         if train is not None or test is not None:
-            raise ValueError("Pass either data= (one .npz with both splits) or train= and test=, not both.")
+            raise ValueError(
+                "Pass either data= (one .npz with both splits) or train= and test=, not both."
+            )
         return data, data
     if train is None or test is None:
         missing = " and ".join(n for n, v in (("train", train), ("test", test)) if v is None)
-        raise ValueError(f"{missing} is required: (x, y) arrays, a batched tf.data.Dataset or an .npz path "
-                         "(or data= with one .npz holding x_train, y_train, x_test, y_test).")
+        raise ValueError(
+            f"{missing} is required: (x, y) arrays, a batched tf.data.Dataset or an .npz path "
+            "(or data= with one .npz holding x_train, y_train, x_test, y_test)."
+        )
     return train, test
 
 
-def _arrays(split: Any, name: str, model: Any, keys: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(
+    split: Any, name: str, model: Any, keys: tuple[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
     """One split as checked float32 inputs and int32 labels (a dataset is read into memory)."""
     import tensorflow as tf
 
@@ -264,7 +308,9 @@ def _arrays(split: Any, name: str, model: Any, keys: tuple[str, str]) -> tuple[n
         )
     x, y = np.asarray(split[0]), np.asarray(split[1])
     if x.ndim < 2:
-        raise ValueError(f"{name} inputs must have a batch axis and an example shape. Received shape {x.shape}")
+        raise ValueError(
+            f"{name} inputs must have a batch axis and an example shape. Received shape {x.shape}"
+        )
     if x.dtype.kind not in "fiub":
         raise TypeError(f"{name} inputs must be numbers. Received dtype {x.dtype}")
     try:
@@ -277,11 +323,16 @@ def _arrays(split: Any, name: str, model: Any, keys: tuple[str, str]) -> tuple[n
 
 def _name(name: str | None, model_or_path: Any, model: Any) -> str:
     if name is None:
-        stem = pathlib.Path(os.fspath(model_or_path)).stem if isinstance(model_or_path, (str, os.PathLike)) else model.name
+        stem = (
+            pathlib.Path(os.fspath(model_or_path)).stem
+            if isinstance(model_or_path, (str, os.PathLike))
+            else model.name
+        )
         return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_") or "model"
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
         raise ValueError(
-            f"name must be letters, digits, '_' and '-' (a '.' would read as task.variant). Received: {name!r}"
+            "name must be letters, digits, '_' and '-' (a '.' would read as task.variant). "
+            f"Received: {name!r}"
         )
     return name
 

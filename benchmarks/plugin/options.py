@@ -69,7 +69,8 @@ def add_options(parser: pytest.Parser) -> None:
         "--bench-data",
         default=None,
         metavar="FILE",
-        help="Benchmarks: the data of --bench-model, an .npz with x_train, y_train, x_test, y_test.",
+        help="Benchmarks: the data of --bench-model, an .npz with x_train, y_train, x_test, "
+        "y_test.",
     )
 
 
@@ -140,14 +141,19 @@ def _user_task(model: str | None, data: str | None) -> str | None:
     if model is None and data is None:
         return None
     if model is None or data is None:
-        given, missing = ("--bench-model", "--bench-data") if data is None else ("--bench-data", "--bench-model")
-        raise pytest.UsageError(f"{given} needs {missing}. Received: {given} {model or data!r} alone")
+        given, missing = ("--bench-model", "--bench-data")
+        if model is None:
+            given, missing = missing, given
+        raise pytest.UsageError(
+            f"{given} needs {missing}. Received: {given} {model or data!r} alone"
+        )
     import tasks
     from tasks.registry import TASKS
 
     try:
         task = tasks.from_model(model, data=data, register=False)
-        if task.name in TASKS.names() and getattr(tasks.get_task(task.name), "source", None) == task.source:
+        known = tasks.get_task(task.name) if task.name in TASKS.names() else None
+        if getattr(known, "source", None) == task.source:
             tasks.unregister_task(task.name)  # the same file, parsed again in this process
         return tasks.register_task(task).name
     except (OSError, ValueError, TypeError) as error:

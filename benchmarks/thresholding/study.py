@@ -71,8 +71,8 @@ def make_plan(options: RunOptions) -> Plan:
             tasks=(("planted", None), ("planted_noise", None), ("digits", None), ("mnist5k", None),
                    ("mnist5k", "cnn"), ("mnist5k", "resnet_bn"), ("mnist", None), ("fashion_mnist", None), ("cifar10", None),
                    # keras.applications networks (tasks/applications.py); cifar10's skip offline
-                   ("mnist5k_rgb32", "mobilenetv2"), ("cifar10", "mobilenetv2"), ("cifar10", "resnet50"),
-                   ("cifar10", "efficientnetb0")),
+                   ("mnist5k_rgb32", "mobilenetv2"), ("cifar10", "mobilenetv2"),
+                   ("cifar10", "resnet50"), ("cifar10", "efficientnetb0")),
             treatments=(("global", "noise"), ("layer", "noise"), ("global", "zero"), ("layer", "zero")),
             extra_treatment_tasks=(), measure_examples=2000,
         )
@@ -87,7 +87,8 @@ def make_plan(options: RunOptions) -> Plan:
     if options.tasks:
         plan = dataclasses.replace(plan, tasks=tuple(options.tasks))
     if options.user_task and plan.extra_treatment_tasks:  # --bench-model: every treatment on it
-        plan = dataclasses.replace(plan, extra_treatment_tasks=(*plan.extra_treatment_tasks, options.user_task))
+        extra = (*plan.extra_treatment_tasks, options.user_task)
+        plan = dataclasses.replace(plan, extra_treatment_tasks=extra)
     return plan
 
 
@@ -255,9 +256,10 @@ def not_applicable_records(task: Any, variant: str) -> list[dict]:
     reasons = dict(task.info["not_applicable"])
     online = reasons.pop("online measures")
     axes = ["removal"] + ([] if "explanation" in reasons else ["explanation"])
-    records = [not_applicable_record(task=task.name, variant=variant, axis=axis, measure=m, reason=online)
+    where = {"task": task.name, "variant": variant}
+    records = [not_applicable_record(**where, axis=axis, measure=m, reason=online)
                for axis in axes for m in imp.available_measures() if _online(m)]
-    return records + [not_applicable_record(task=task.name, variant=variant, axis=axis, reason=reason)
+    return records + [not_applicable_record(**where, axis=axis, reason=reason)
                       for axis, reason in reasons.items()]
 
 

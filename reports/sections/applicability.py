@@ -34,8 +34,15 @@ def markdown(records: Sequence[Record], context: Context) -> str:
         return ""
     body = table(
         ["task", "axis", "left out", "why"],
-        [[escape(task), escape(axis), escape(", ".join(measures) or "the whole axis"), escape(reason)]
-         for (task, axis, reason), measures in rows.items()],
+        [
+            [
+                escape(task),
+                escape(axis),
+                escape(", ".join(measures) or "the whole axis"),
+                escape(reason),
+            ]
+            for (task, axis, reason), measures in rows.items()
+        ],
         align="llll",
     )
     return join(["## Not applicable", "", body])

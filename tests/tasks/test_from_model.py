@@ -20,17 +20,31 @@ from tasks.registry import TASKS
 
 def _planted_dense(classes: int = 3, *, softmax: bool = False) -> keras.Model:
     """logits = 8 x: the class is the argmax of the input."""
-    model = keras.Sequential([keras.Input((classes,)),
-                              keras.layers.Dense(classes, activation="softmax" if softmax else None)])
-    model.layers[-1].set_weights([8.0 * np.eye(classes, dtype=np.float32), np.zeros(classes, np.float32)])
+    model = keras.Sequential(
+        [
+            keras.Input((classes,)),
+            keras.layers.Dense(classes, activation="softmax" if softmax else None),
+        ]
+    )
+    model.layers[-1].set_weights(
+        [8.0 * np.eye(classes, dtype=np.float32), np.zeros(classes, np.float32)]
+    )
     return model
 
 
 def _planted_conv() -> keras.Model:
     """Two 1x1 filters (+5, -5) on 4x4 images, averaged: class 0 when the image's mean is > 0."""
-    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(2, 1, name="conv"),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, name="head")])
-    model.get_layer("conv").set_weights([np.array([[[[5.0, -5.0]]]], np.float32), np.zeros(2, np.float32)])
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            keras.layers.Conv2D(2, 1, name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, name="head"),
+        ]
+    )
+    model.get_layer("conv").set_weights(
+        [np.array([[[[5.0, -5.0]]]], np.float32), np.zeros(2, np.float32)]
+    )
     model.get_layer("head").set_weights([np.eye(2, dtype=np.float32), np.zeros(2, np.float32)])
     return model
 
@@ -66,7 +80,9 @@ def test_a_model_file_and_an_npz_become_a_registered_task_and_the_file_is_untouc
 
     task = tasks.from_model(path, data=data)
 
-    assert task.name == "my-net_v2" and tasks.get_task("my-net_v2") is task  # '.' would read as a variant
+    assert (
+        task.name == "my-net_v2" and tasks.get_task("my-net_v2") is task
+    )  # '.' would read as a variant
     assert (task.num_classes, task.input_shape, task.info["output"]) == (2, (4, 4, 1), "logits")
     assert task.info["convolutional"] is True and "explanation" not in task.info["not_applicable"]
     np.testing.assert_array_equal(task.train_data()[0], xtr)
@@ -76,8 +92,13 @@ def test_a_model_file_and_an_npz_become_a_registered_task_and_the_file_is_untouc
     assert run.history["test_accuracy"] == pytest.approx(1.0)
     import importance as imp
 
-    imp.threshold_sweep(run.model, imp.compute_importance("fisher", run.model, task.train_data()),
-                        task.test_data(), thresholds=[0.0, 0.5, 1.0], seed=0)
+    imp.threshold_sweep(
+        run.model,
+        imp.compute_importance("fisher", run.model, task.train_data()),
+        task.test_data(),
+        thresholds=[0.0, 0.5, 1.0],
+        seed=0,
+    )
     assert _sha(path) == before
 
 
@@ -89,8 +110,13 @@ def test_arrays_split_files_datasets_and_one_hot_labels_give_the_same_task(tmp_p
     batched = tf.data.Dataset.from_tensor_slices((train[0], np.eye(3)[train[1]])).batch(7)
     forms = [
         tasks.from_model(model, train=train, test=test, name="arrays", register=False),
-        tasks.from_model(model, train=tmp_path / "train.npz", test=tmp_path / "test.npz", name="files",
-                         register=False),
+        tasks.from_model(
+            model,
+            train=tmp_path / "train.npz",
+            test=tmp_path / "test.npz",
+            name="files",
+            register=False,
+        ),
         tasks.from_model(model, train=batched, test=test, name="dataset", register=False),
     ]
     for task in forms:
@@ -105,7 +131,9 @@ def test_the_live_model_is_the_tasks_model_and_its_weights_are_unchanged():
     model = _planted_dense()
     before = [np.array(w.numpy(), copy=True) for w in model.weights]
     task = tasks.from_model(model, train=_dense_data(), test=_dense_data(seed=1), name="live")
-    assert tasks.trained("live").model is model and task.info["source"] == f"live model {model.name!r}"
+    assert (
+        tasks.trained("live").model is model and task.info["source"] == f"live model {model.name!r}"
+    )
     for weight, saved in zip(model.weights, before, strict=True):
         np.testing.assert_array_equal(weight.numpy(), saved)
 
@@ -113,17 +141,42 @@ def test_the_live_model_is_the_tasks_model_and_its_weights_are_unchanged():
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
-        ({"model": "missing"}, FileNotFoundError, r"model_or_path '.*missing\.keras' does not exist"),
-        ({"model": "garbage"}, ValueError, r"model_or_path '.*garbage\.keras' does not load as a Keras model"),
-        ({"model": "regression"}, ValueError, r"has 1 output unit; only classifiers .*single-output classifier"),
+        (
+            {"model": "missing"},
+            FileNotFoundError,
+            r"model_or_path '.*missing\.keras' does not exist",
+        ),
+        (
+            {"model": "garbage"},
+            ValueError,
+            r"model_or_path '.*garbage\.keras' does not load as a Keras model",
+        ),
+        (
+            {"model": "regression"},
+            ValueError,
+            r"has 1 output unit; only classifiers .*single-output classifier",
+        ),
         ({"model": "two_heads"}, ValueError, r"has 2 outputs; only single-output models"),
         ({"model": "untrained"}, ValueError, r"test loss .* not below chance \(ln 3 = 1\.099\)"),
         ({"model": 3}, TypeError, r"model_or_path must be a Keras model .* Received: int"),
-        ({"test": "narrow"}, ValueError, r"test has inputs of shape \(60, 2\) but the model expects \(None, 3\)"),
-        ({"train": "labels"}, ValueError, r"train: labels must be class ids in \[0, 3\) for this model\. "
-                                          r"Received 7 for example 4"),
+        (
+            {"test": "narrow"},
+            ValueError,
+            r"test has inputs of shape \(60, 2\) but the model expects \(None, 3\)",
+        ),
+        (
+            {"train": "labels"},
+            ValueError,
+            r"train: labels must be class ids in \[0, 3\) for this model\. "
+            r"Received 7 for example 4",
+        ),
         ({"train": "nan"}, ValueError, r"train has a non-finite input \(nan\) in example 2"),
-        ({"train": "missing_keys"}, ValueError, r"train file '.*bad\.npz' must hold arrays x_train, y_train \(or x, y\)\. Received: a, b"),
+        (
+            {"train": "missing_keys"},
+            ValueError,
+            r"train file '.*bad\.npz' must hold arrays x_train, y_train \(or x, y\)\. "
+            r"Received: a, b",
+        ),
         ({"name": "a.b"}, ValueError, r"name must be letters, digits.* Received: 'a\.b'"),
         ({"name": "digits"}, ValueError, r"A task named 'digits' is already registered"),
         ({"data": "both"}, ValueError, r"Pass either data= .* or train= and test=, not both"),
@@ -135,16 +188,26 @@ def test_bad_input_is_refused_naming_the_value(tmp_path, change, error, message)
     (tmp_path / "garbage.keras").write_bytes(b"not a zip file")
     inputs = keras.Input((3,))
     models = {
-        "missing": tmp_path / "missing.keras", "garbage": tmp_path / "garbage.keras",
+        "missing": tmp_path / "missing.keras",
+        "garbage": tmp_path / "garbage.keras",
         "regression": keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]),
-        "two_heads": keras.Model(inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(3)(inputs)]),
-        "untrained": keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, kernel_initializer="zeros")]),
+        "two_heads": keras.Model(
+            inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(3)(inputs)]
+        ),
+        "untrained": keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(3, kernel_initializer="zeros")]
+        ),
     }
     train, test = _dense_data(), _dense_data(seed=1)
     bad_labels, nan = train[1].copy(), train[0].copy()
     bad_labels[4], nan[2, 1] = 7, np.nan
-    splits = {"narrow": (test[0][:, :2], test[1]), "labels": (train[0], bad_labels), "nan": (nan, train[1]),
-              "missing_keys": tmp_path / "bad.npz", None: None}
+    splits = {
+        "narrow": (test[0][:, :2], test[1]),
+        "labels": (train[0], bad_labels),
+        "nan": (nan, train[1]),
+        "missing_keys": tmp_path / "bad.npz",
+        None: None,
+    }
     kwargs = {"train": train, "test": test, "name": "mine"}
     model = models.get(change.get("model"), change.get("model", _planted_dense()))
     for key in ("train", "test"):
