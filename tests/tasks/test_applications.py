@@ -42,6 +42,8 @@ def test_an_application_is_seeded_flat_and_ends_in_logits():
     again = applications.application("mobilenetv2", (32, 32, 3), 7, seed=1)
     other = applications.application("mobilenetv2", (32, 32, 3), 7, seed=2)
     assert first.output_shape == (None, 7) and first.layers[-1].name == "logits"
+    norms = [layer for layer in first.layers if type(layer).__name__ == "BatchNormalization"]
+    assert norms and all(layer.momentum == applications.BN_MOMENTUM for layer in norms)
     assert first.layers[-1].activation.__name__ == "linear"
     assert not any(hasattr(layer, "layers") for layer in first.layers)  # no nested model
     assert all(
