@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks import models
+from tasks import applications, models
 from tasks.registry import DatasetUnavailable, Task, TrainingSettings, register_task
 
 DATA_ENV = "IMPORTANCE_BENCH_DATA"
@@ -153,6 +153,10 @@ def _scale(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _register(name: str, source: _KerasDataset, input_shape: tuple[int, ...], description: str, variants: tuple[str, ...], training: TrainingSettings, variant_training: dict[str, TrainingSettings]) -> Task:
     def build(seed: int, variant: str) -> Any:
+        if variant in applications.APPLICATIONS:  # keras.applications networks, weights=None
+            return applications.application(
+                variant, input_shape, 10, seed=seed, name=f"{name}_{variant}"
+            )
         if variant == "cnn":
             filters = (32, 64) if input_shape[-1] == 3 else (16, 32)
             return models.cnn(input_shape, 10, filters=filters, dense=128, seed=seed, name=f"{name}_cnn")
@@ -194,5 +198,6 @@ FASHION_MNIST = _register(
 CIFAR10 = _register(
     "cifar10", CIFAR10_SOURCE, (32, 32, 3),
     "CIFAR-10 (50,000 / 10,000) from keras.datasets' files; skipped offline without them.",
-    ("cnn",), TrainingSettings(epochs=10, batch_size=128, learning_rate=1e-3), {},
+    ("cnn", *applications.APPLICATIONS),
+    TrainingSettings(epochs=10, batch_size=128, learning_rate=1e-3), {},
 )

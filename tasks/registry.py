@@ -84,8 +84,15 @@ class Task:
         version: Bumped when the data or a model changes, so that cached models are retrained.
         available: Optional cheap check returning None when the data can be loaded, else the
             reason it cannot (without loading it).
-        info: Free-form extra facts (e.g. the planted task's ground truth).
+        info: Free-form extra facts (e.g. the planted task's ground truth; ``convolutional``
+            puts a task named in ``--bench-tasks`` on the explanation axes).
+
+    Attributes:
+        pretrained: False here; True for a task whose model is given trained
+            (:func:`tasks.from_model`), which :func:`tasks.trained` returns without training.
     """
+
+    pretrained = False
 
     def __init__(
         self,

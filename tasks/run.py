@@ -62,7 +62,8 @@ def trained(
     Args:
         name: A registered task name, or a :class:`tasks.Task` (e.g. one of a continual sequence).
         variant: Model variant; the task's default when None.
-        seed: Seed of the initial weights and of the training order.
+        seed: Seed of the initial weights and of the training order (for a task made by
+            :func:`tasks.from_model`, whose model is returned as given, it changes nothing).
         cache: Read and write the on-disk cache (see :mod:`tasks.cache`).
         track: Record all registered online measures (SI and the trackers) during training.
         verbose: Print per-epoch progress.
@@ -84,6 +85,8 @@ def trained(
         from tasks.registry import DatasetUnavailable
 
         raise DatasetUnavailable(reason)
+    if task.pretrained:  # a model given trained (tasks.from_model): nothing to train or cache
+        return TrainedModel(task.model(), None, task.history(), task, variant, seed, False, None)
     settings = task.training_settings(variant)
     model = task.build_model(seed, variant)
     recorder = start_tracking(model, patch_fit=False) if track else None

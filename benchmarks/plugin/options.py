@@ -9,6 +9,10 @@ Bad values raise ``pytest.UsageError`` before anything runs.
 * ``--bench-seeds N``: seeds ``0 .. N-1`` (N >= 1).
 * ``--bench-tasks NAMES``: comma-separated ``task`` or ``task.variant``.
 * ``--bench-report-dir DIR``: where the leaderboard, results and plots go.
+* ``--bench-model FILE`` with ``--bench-data FILE``: a trained model (``.keras``) and its data
+  (``.npz`` with ``x_train, y_train, x_test, y_test``) become a task (:func:`tasks.from_model`,
+  named after the file) that the removal and explanation axes run on, in place of their default
+  tasks (beside those of ``--bench-tasks`` when given). See ``docs/your_model.md``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,20 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="Benchmarks: where leaderboard.md, results.csv/.jsonl and plots go (default: results/).",
     )
+    group.addoption(
+        "--bench-model",
+        default=None,
+        metavar="FILE",
+        help="Benchmarks: a trained Keras classifier (.keras) to rank the measures on, as a task "
+        "named after the file (needs --bench-data; see docs/your_model.md).",
+    )
+    group.addoption(
+        "--bench-data",
+        default=None,
+        metavar="FILE",
+        help="Benchmarks: the data of --bench-model, an .npz with x_train, y_train, x_test, "
+        "y_test.",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +81,15 @@ class RunOptions:
     Attributes:
         mode: ``"quick"`` or ``"full"``.
         seeds: ``--bench-seeds`` (None when not given: each axis has its own default).
-        tasks: ``--bench-tasks`` as ``(task, variant)`` pairs (None when not given).
+        tasks: ``--bench-tasks`` as ``(task, variant)`` pairs (None when not given), the
+            ``--bench-model`` task first.
+        user_task: Name of the ``--bench-model`` task (None when not given).
     """
 
     mode: str
     seeds: int | None = None
     tasks: tuple[tuple[str, str | None], ...] | None = None
+    user_task: str | None = None
 
     @property
     def full(self) -> bool:
@@ -85,7 +106,9 @@ class RunOptions:
 
         Raises:
             pytest.UsageError: ``--quick`` with ``--full``, a ``--bench-seeds`` below 1, or an
-                empty or malformed ``--bench-tasks`` entry.
+                empty or malformed ``--bench-tasks`` entry, ``--bench-model`` without
+                ``--bench-data`` (or the reverse), or a model or data that
+                :func:`tasks.from_model` refuses (the message names the file and the value).
         """
         full, quick = config.getoption("--full"), config.getoption("--quick")
         if full and quick:
@@ -94,7 +117,10 @@ class RunOptions:
         if seeds is not None and seeds < 1:
             raise pytest.UsageError(f"--bench-seeds must be at least 1. Received: {seeds}")
         tasks = _parse_tasks(config.getoption("--bench-tasks"))
-        return cls("full" if full else "quick", seeds, tasks)
+        user_task = _user_task(config.getoption("--bench-model"), config.getoption("--bench-data"))
+        if user_task is not None:
+            tasks = ((user_task, None), *(tasks or ()))
+        return cls("full" if full else "quick", seeds, tasks, user_task)
 
 
 def _parse_tasks(text: str | None) -> tuple[tuple[str, str | None], ...] | None:
@@ -108,3 +134,27 @@ def _parse_tasks(text: str | None) -> tuple[tuple[str, str | None], ...] | None:
             raise pytest.UsageError(f"--bench-tasks entries must be task or task.variant. Received: {text!r}")
         chosen.append((name, variant or None))
     return tuple(chosen)
+
+
+def _user_task(model: str | None, data: str | None) -> str | None:
+    """Register ``--bench-model`` with ``--bench-data`` as a task; its name (None if not given)."""
+    if model is None and data is None:
+        return None
+    if model is None or data is None:
+        given, missing = ("--bench-model", "--bench-data")
+        if model is None:
+            given, missing = missing, given
+        raise pytest.UsageError(
+            f"{given} needs {missing}. Received: {given} {model or data!r} alone"
+        )
+    import tasks
+    from tasks.registry import TASKS
+
+    try:
+        task = tasks.from_model(model, data=data, register=False)
+        known = tasks.get_task(task.name) if task.name in TASKS.names() else None
+        if getattr(known, "source", None) == task.source:
+            tasks.unregister_task(task.name)  # the same file, parsed again in this process
+        return tasks.register_task(task).name
+    except (OSError, ValueError, TypeError) as error:
+        raise pytest.UsageError(f"--bench-model {model!r} --bench-data {data!r}: {error}") from None

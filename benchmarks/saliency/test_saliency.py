@@ -60,7 +60,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             ]
         elif metafunc.function.__name__ == "test_randomisation_cascade":
             params.append(pytest.param(task, variant, id=label, marks=marks))
-        elif metafunc.function.__name__ == "test_explanation_kept" and task == "mnist5k":
+        elif metafunc.function.__name__ == "test_explanation_kept" and task in plan.kept_tasks:
             measures = plan.kept_measures or tuple(imp.available_measures())
             params += [
                 pytest.param(m, task, variant, id=f"{m}-{label}", marks=marks) for m in measures

@@ -75,7 +75,8 @@ class Plan:
 
 
 def make_plan(options: RunOptions) -> Plan:
-    """The quick plan (default) or the full one, narrowed to ``--bench-seeds`` and ``--bench-tasks``.
+    """The quick plan (default) or the full one, narrowed to ``--bench-seeds`` and ``--bench-tasks``
+    (``--bench-model``'s task, first in ``options.tasks``, runs every treatment).
 
     The options are checked by the benchmark session (:mod:`benchmarks.plugin.session`).
     """
@@ -83,7 +84,10 @@ def make_plan(options: RunOptions) -> Plan:
         plan = Plan(
             mode="full", seeds=tuple(range(5)), thresholds=tuple(round(0.05 * i, 2) for i in range(21)),
             tasks=(("planted", None), ("planted_noise", None), ("digits", None), ("mnist5k", None),
-                   ("mnist5k", "cnn"), ("mnist5k", "resnet_bn"), ("mnist", None), ("fashion_mnist", None), ("cifar10", None)),
+                   ("mnist5k", "cnn"), ("mnist5k", "resnet_bn"), ("mnist", None), ("fashion_mnist", None), ("cifar10", None),
+                   # keras.applications networks (tasks/applications.py); cifar10's skip offline
+                   ("mnist5k_rgb32", "mobilenetv2"), ("cifar10", "mobilenetv2"),
+                   ("cifar10", "resnet50"), ("cifar10", "efficientnetb0")),
             treatments=(("global", "noise"), ("layer", "noise"), ("global", "zero"), ("layer", "zero")),
             extra_treatment_tasks=(), measure_examples=2000,
         )
@@ -101,6 +105,9 @@ def make_plan(options: RunOptions) -> Plan:
     plan = dataclasses.replace(plan, seeds=options.seed_range(len(plan.seeds)))
     if options.tasks:
         plan = dataclasses.replace(plan, tasks=tuple(options.tasks))
+    if options.user_task and plan.extra_treatment_tasks:  # --bench-model: every treatment on it
+        extra = (*plan.extra_treatment_tasks, options.user_task)
+        plan = dataclasses.replace(plan, extra_treatment_tasks=extra)
     return plan
 
 
@@ -171,6 +178,8 @@ class Study:
                 snapshot=[np.array(w.numpy(), copy=True) for w in model.trainable_weights],
                 measure_data=(x[:n], y[:n]), test_data=test, base_loss=loss, base_accuracy=accuracy,
             )
+            if task.pretrained and not any(k[0] == task_name for k in self._subjects if k != key):
+                self.writer.write(not_applicable_records(task, variant))
         return self._subjects[key]
 
     def scores(self, measure: str, subject: Subject, *, fresh: bool = False) -> list[np.ndarray]:
@@ -180,6 +189,11 @@ class Study:
             MeasureFailed: The measure raised; the failure is recorded once.
         """
         key = (measure, subject.task.name, subject.variant, subject.seed)
+        if subject.task.pretrained and _online(measure):  # recorded by not_applicable_records
+            import pytest
+
+            pytest.skip(f"{measure} on {subject.task.name}: not applicable, "
+                        f"{subject.task.info['not_applicable']['online measures']}")
         if fresh or key not in self._scores:
             self._scores[key] = self._compute(measure, subject)
         value = self._scores[key]
@@ -250,6 +264,28 @@ def point_records(measure: str, subject: Subject, level: str, scope: str, replac
         scope=scope, replace=replace, seed=subject.seed, num_classes=subject.task.num_classes,
         base_loss=subject.base_loss, base_accuracy=subject.base_accuracy,
     )
+
+
+def not_applicable_records(task: Any, variant: str) -> list[dict]:
+    """What a task given trained (``tasks.from_model``) cannot take part in, as records: each
+    online measure on the removal (and explanation) axis, and the whole axes it cannot join."""
+    import importance as imp
+    from reports.sections.applicability import not_applicable_record
+
+    reasons = dict(task.info["not_applicable"])
+    online = reasons.pop("online measures")
+    axes = ["removal"] + ([] if "explanation" in reasons else ["explanation"])
+    where = {"task": task.name, "variant": variant}
+    records = [not_applicable_record(**where, axis=axis, measure=m, reason=online)
+               for axis in axes for m in imp.available_measures() if _online(m)]
+    return records + [not_applicable_record(**where, axis=axis, reason=reason)
+                      for axis, reason in reasons.items()]
+
+
+def _online(measure: str) -> bool:
+    import importance as imp
+
+    return bool(imp.get_measure(measure).online)
 
 
 def expected_count(threshold: float, sizes: list[int]) -> int:

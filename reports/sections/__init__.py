@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from reports.sections import (
+    applicability,
     cam_training,
     consolidation,
     overall,
@@ -35,7 +36,7 @@ from reports.sections.contract import Context, Record, Section
 from reports.stats import rank_axis
 
 SECTIONS: tuple[Section, ...] = (overall, consolidation, thresholding, cam_training, saliency,
-                                 timing)
+                                 applicability, timing)
 # Kinds whose presence means a benchmark case finished (a run with none writes no leaderboard).
 RESULT_KINDS: tuple[str, ...] = tuple(kind for section in SECTIONS for kind in section.KINDS)
 

@@ -135,9 +135,10 @@ def plots(
         save_figure(fig, path)
         plt.close(fig)
         written.append(path)
-    if context.tables:
+    matrix = rank_matrix(context.tables, context.overall) if context.tables else None
+    if matrix is not None and matrix.notna().to_numpy().any():  # no figure of nothing ranked
         written.append(plot_rank_heatmap(
-            rank_matrix(context.tables, context.overall), out_dir / "ranks-removal.png",
+            matrix, out_dir / "ranks-removal.png",
             title="Removal: rank of each measure per task and level (default treatment; "
                   "rows by overall rank)"))
     return written

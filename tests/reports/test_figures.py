@@ -93,3 +93,13 @@ def test_rank_heatmap_of_a_small_run_draws_without_warnings(tmp_path):
                          index=["conftest_plugin", "random"])
     path = plot_rank_heatmap(ranks, tmp_path / "r.png", title="ranks")
     assert path.stat().st_size > 0  # pytest turns a matplotlib layout warning into an error
+
+
+def test_a_run_where_nothing_could_be_ranked_draws_no_heatmap(tmp_path):
+    # Every curve invalid (the untouched model at chance: loss(0) >= ln K): nothing to rank.
+    records = _points("a", {"random": [2.4, 2.4, 2.4], "good": [2.5, 2.4, 2.4]})
+    for record in records:
+        record["base_loss"] = 2.4
+    assert build_context(records).tables[0][1]["robustness"].isna().all()
+    written = thresholding.plots(records, build_context(records), tmp_path)
+    assert [p.name for p in written] == ["loss-a.png"]
