@@ -13,8 +13,12 @@ The machinery lives in :mod:`benchmarks.plugin`; this file wires it into pytest.
 * At the end of the session (also after Ctrl-C) the controller merges the shards into
   ``<report dir>/results.jsonl`` and writes ``leaderboard.md``, ``results.csv`` and
   ``plots/`` atomically, then prints where the leaderboard is.
-* Under xdist the cases are grouped by task (``--dist loadgroup`` when ``-n`` is given with the
-  default distribution), so each worker trains or loads only the models it needs.
+* Under xdist (``./run bench`` uses ``-n auto`` by default) the cases are grouped
+  (``--dist loadgroup`` when ``-n`` is given with the default distribution): by task on the
+  thresholding and saliency axes, one group for consolidation, and one per remaining axis folder
+  (``per_example``: its timing cases never overlap each other; ``cam_training``: its models are
+  trained once), so each worker trains or loads only the models it needs. A model two workers
+  need anyway is trained once: the task cache locks an entry while one process trains it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,16 @@ def study(bench_session: BenchSession) -> Study:
 def bench_records(bench_session: BenchSession) -> Any:
     """The record writer of this process (for other benchmark groups' timing records)."""
     return bench_session.writer
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, a case without an ``xdist_group`` joins its axis folder's group."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None and item.path.parent.name != "benchmarks":
+            item.add_marker(pytest.mark.xdist_group(item.path.parent.name))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
