@@ -13,8 +13,12 @@ The machinery lives in :mod:`benchmarks.plugin`; this file wires it into pytest.
 * At the end of the session (also after Ctrl-C) the controller merges the shards into
   ``<report dir>/results.jsonl`` and writes ``leaderboard.md``, ``results.csv`` and
   ``plots/`` atomically, then prints where the leaderboard is.
-* Under xdist the cases are grouped by task (``--dist loadgroup`` when ``-n`` is given with the
-  default distribution), so each worker trains or loads only the models it needs.
+* Under xdist (``./run bench`` uses ``-n auto`` by default) the cases are grouped
+  (``--dist loadgroup`` when ``-n`` is given with the default distribution): by task on the
+  thresholding and saliency axes, one group for consolidation, and one per remaining axis folder
+  (``per_example``: its timing cases never overlap each other; ``cam_training``: its models are
+  trained once), so each worker trains or loads only the models it needs. A model two workers
+  need anyway is trained once: the task cache locks an entry while one process trains it.
 """
 
 from __future__ import annotations
@@ -62,6 +66,40 @@ def study(bench_session: BenchSession) -> Study:
 def bench_records(bench_session: BenchSession) -> Any:
     """The record writer of this process (for other benchmark groups' timing records)."""
     return bench_session.writer
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Any:
+    """Under xdist, a case without an ``xdist_group`` joins its axis folder's group (before
+    xdist's own hook reads the groups); after it, a worker makes sure the group is in the id."""
+    grouped = config.pluginmanager.hasplugin("xdist")
+    if grouped:
+        for item in items:
+            if item.get_closest_marker("xdist_group") is None and item.path.parent.name != "benchmarks":
+                item.add_marker(pytest.mark.xdist_group(item.path.parent.name))
+    result = yield
+    if grouped and hasattr(config, "workerinput") and config.getvalue("loadgroup"):
+        _put_groups_in_ids(items)
+    return result
+
+
+def _put_groups_in_ids(items: list[pytest.Item]) -> None:
+    """xdist's ``loadgroup`` tells the controller an item's group by an ``@<group>`` suffix of its
+    id, which it sets through ``item._nodeid``; pytest >= 9.2 keeps the id in ``item._id`` (a
+    ``NodeId``), so the suffix is lost and every case is scheduled alone (pytest-xdist#1386).
+    Where the suffix is missing, set it the way xdist does."""
+    for item in items:
+        names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                        for m in item.iter_markers("xdist_group")})
+        nodeid = item.nodeid
+        if not names or nodeid.rfind("@") > nodeid.rfind("]"):
+            continue  # no group, or xdist set it
+        grouped_id = f"{nodeid}@{'_'.join(names)}"
+        node_id = getattr(item, "_id", None)
+        if node_id is not None and hasattr(type(node_id), "parse"):
+            item._id = type(node_id).parse(grouped_id)
+        else:
+            item._nodeid = grouped_id
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

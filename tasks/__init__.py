@@ -15,7 +15,7 @@ Continual-learning sequences have their own registry (``tasks.continual.sequence
 """
 
 from tasks import applications, builtin, keras_data, planted, planted_region, spurious  # noqa: F401,I001  (register the tasks)
-from tasks.cache import CacheWarning
+from tasks.cache import CacheEntryUnreadable, CacheLockTimeout, CacheWarning
 from tasks.from_model import PretrainedTask, from_model
 from tasks.continual.sequences import available_sequences, continual_sequence, register_sequence
 from tasks.registry import (
@@ -30,6 +30,8 @@ from tasks.registry import (
 from tasks.run import TrainedModel, trained
 
 __all__ = [
+    "CacheEntryUnreadable",
+    "CacheLockTimeout",
     "CacheWarning",
     "PretrainedTask",
     "DatasetUnavailable",

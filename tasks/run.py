@@ -64,7 +64,9 @@ def trained(
         variant: Model variant; the task's default when None.
         seed: Seed of the initial weights and of the training order (for a task made by
             :func:`tasks.from_model`, whose model is returned as given, it changes nothing).
-        cache: Read and write the on-disk cache (see :mod:`tasks.cache`).
+        cache: Read and write the on-disk cache (see :mod:`tasks.cache`). A process that misses
+            locks the entry before training, so concurrent processes (pytest-xdist workers)
+            train a model once and the others read it.
         track: Record all registered online measures (SI and the trackers) during training.
         verbose: Print per-epoch progress.
         cache_dir: Cache directory; ``$IMPORTANCE_BENCH_CACHE`` or the default when None.
@@ -73,6 +75,10 @@ def trained(
         KeyError: Unknown task name.
         ValueError: Unknown variant or a bad seed.
         tasks.DatasetUnavailable: The task's data is not on this machine.
+        tasks.CacheEntryUnreadable: The model's cache entry exists but this user may not read it
+            (another user's private file in a shared cache folder): named, never retrained.
+        tasks.CacheLockTimeout: Another process trained this model for longer than
+            ``$IMPORTANCE_BENCH_CACHE_LOCK_TIMEOUT`` seconds (see :mod:`tasks.cache`).
     """
     from importance import track as start_tracking
     from importance.data import evaluate
@@ -95,21 +101,22 @@ def trained(
     )
     path = _cache.entry_path(_cache.cache_dir(cache_dir), key) if cache else None
 
-    history = _cache.load(path, key, model, recorder) if path is not None else None
-    if history is not None:
-        return TrainedModel(model, recorder, history, task, variant, seed, True, str(path))
+    def fit() -> dict[str, Any]:
+        from tasks.trainer import train
 
-    from tasks.trainer import train
+        history = train(model, task.train_data(), seed=seed, recorder=recorder, verbose=verbose,
+                        on_epoch_end=_log_progress(f"{task.name}/{variant} seed {seed}", settings.epochs),
+                        **settings.as_dict())
+        history["test_loss"], history["test_accuracy"] = evaluate(model, task.test_data())
+        if verbose:
+            print(f"{task.name}/{variant} seed {seed}: test accuracy {history['test_accuracy']:.4f}", flush=True)
+        return history
 
-    history = train(model, task.train_data(), seed=seed, recorder=recorder, verbose=verbose,
-                    on_epoch_end=_log_progress(f"{task.name}/{variant} seed {seed}", settings.epochs),
-                    **settings.as_dict())
-    history["test_loss"], history["test_accuracy"] = evaluate(model, task.test_data())
-    if verbose:
-        print(f"{task.name}/{variant} seed {seed}: test accuracy {history['test_accuracy']:.4f}", flush=True)
-    if path is not None:
-        _cache.save(path, key, model, recorder, history)
-    return TrainedModel(model, recorder, history, task, variant, seed, False, None if path is None else str(path))
+    if path is None:
+        return TrainedModel(model, recorder, fit(), task, variant, seed, False, None)
+    # A miss locks the entry: of concurrent processes one trains, the others read its entry.
+    history, from_cache = _cache.load_or_train(path, key, model, recorder, fit)
+    return TrainedModel(model, recorder, history, task, variant, seed, from_cache, str(path))
 
 
 def _log_progress(what: str, epochs: int) -> Any:

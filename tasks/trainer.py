@@ -15,7 +15,10 @@ op determinism is switched on (a process-wide setting).
 
 **One trace serves many calls.** The compiled epoch is cached per model (weakly: the cache never
 keeps a model alive) under what shapes its graph: the trainable weights, the input shape, the
-batch size, the optimiser and its hyperparameters, the recorder (by identity) and the penalty's
+batch size, the optimiser and its hyperparameters, the recorder's structure (its trackers'
+classes and plain settings: a new recorder of the same measures on the same model lends its state
+to the recorder the graph was traced with for the call, takes back what it recorded, and that
+recorder gets its own state back) and the penalty's
 ``trace_key``. Each cached epoch keeps its optimiser, whose variables (step count, moments) are
 reset at the start of every call to the values of a freshly built one, so a call gives bitwise
 what a fresh optimiser and a fresh trace give. A penalty is cached only if it is *traceable*
@@ -155,14 +158,34 @@ def train(
     if epochs:  # zero epochs traces nothing
         compiled = _compiled_epoch(model, key, options)
         compiled.reset_optimizer()
+        vessel = compiled.recorder  # the recorder the graph was traced with (captured in it)
+        if vessel is not recorder:  # another recorder of the same structure: lend it its state
+            kept = vessel.state_dict()  # the vessel's own state, given back after the call
+            vessel.load_state_dict(recorder.state_dict())
 
     rng = np.random.default_rng(int(seed))
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "epoch_seconds": []}
     if validation_data is not None:
         history.update(val_loss=[], val_accuracy=[])
-    n = x.shape[0]
     x_all, y_all = tf.constant(x), tf.constant(y)
-    for epoch in range(int(epochs)):
+    try:
+        _run_epochs(compiled if epochs else None, x_all, y_all, state, rng, int(epochs), history,
+                    model=model, validation_data=validation_data, verbose=verbose,
+                    on_epoch_end=on_epoch_end)
+    finally:
+        if epochs and compiled.recorder is not recorder:
+            recorder.load_state_dict(compiled.recorder.state_dict())  # what it recorded, handed back
+            compiled.recorder.load_state_dict(kept)
+    return history
+
+
+def _run_epochs(compiled: Any, x_all: tf.Tensor, y_all: tf.Tensor, state: list[tf.Tensor],
+                rng: np.random.Generator, epochs: int, history: dict[str, list[float]], *, model: Any,
+                validation_data: Any, verbose: bool,
+                on_epoch_end: Callable[[int, dict[str, float]], None] | None) -> None:
+    """The epochs of :func:`train`, appending to ``history``."""
+    n = int(x_all.shape[0])
+    for epoch in range(epochs):
         start = time.perf_counter()
         order = tf.constant(rng.permutation(n).astype(np.int32))
         total_loss, total_correct = compiled.run_epoch(x_all, y_all, order, tf.constant(epoch, tf.int32), state)
@@ -178,7 +201,6 @@ def train(
             print(f"epoch {epoch + 1}/{epochs} - {shown} - {logs['epoch_seconds']:.1f}s", flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch, logs)
-    return history
 
 
 _EPOCHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> OrderedDict(key -> _Epoch)
@@ -194,6 +216,7 @@ class _Epoch:
     optimizer: Any
     initial: list[np.ndarray]
     reusable: bool
+    recorder: Any = None  # the recorder captured in the graph (another of its structure borrows it)
 
     def reset_optimizer(self) -> None:
         """Put the optimiser back to its freshly built state (step count 0, zero moments)."""
@@ -205,11 +228,50 @@ def _epoch_key(model: Any, *, recorder: Any, penalty: Any, traceable: bool, stat
                **options: Any) -> Hashable:
     """What shapes the compiled epoch's graph, besides the model the cache is keyed on.
 
-    The recorder is keyed by identity: a cached epoch holds it (its variables are captured), so
-    its id cannot be reused while the entry lives."""
+    The recorder is keyed by its structure (:func:`_recorder_key`): a cached epoch holds the
+    recorder it was traced with, whose variables the graph captures, and a later recorder of the
+    same structure lends it its state for the call (:func:`train`)."""
     penalty_key = (penalty.trace_key, tuple(state_specs)) if traceable else None
     return (tuple(id(w) for w in model.trainable_weights), tuple(sorted(options.items())),
-            None if recorder is None else id(recorder), penalty_key)
+            None if recorder is None else _recorder_key(recorder), penalty_key)
+
+
+def _recorder_key(recorder: Any) -> Hashable:
+    """What of a recorder shapes the graph: per online measure its tracker's class, which
+    measures share a tracker, and each tracker's plain attributes (numbers, strings, tuples:
+    e.g. a decay rate read at trace time) besides its variables. A recorder subclass, or a
+    tracker holding anything else (which the graph might read), is keyed by identity: its
+    cached epoch holds it, so its id cannot be reused while the entry lives."""
+    from importance.online import Recorder
+
+    if type(recorder) is not Recorder:
+        return ("identity", id(recorder))
+    slots: dict[int, int] = {}
+    parts = []
+    for name, tracker in recorder.trackers.items():
+        variables = tracker.variables()
+        attributes = []
+        for attribute, value in sorted(vars(tracker).items()):
+            if attribute in variables:
+                continue
+            frozen = _frozen(value)
+            if frozen is None:
+                return ("identity", id(recorder))
+            attributes.append((attribute, frozen))
+        shapes = tuple((label, tuple((tuple(v.shape), v.dtype.name) for v in vs))
+                       for label, vs in sorted(variables.items()))
+        parts.append((name, type(tracker), slots.setdefault(id(tracker), len(slots)), tuple(attributes), shapes))
+    return ("structure", tuple(parts))
+
+
+def _frozen(value: Any) -> Hashable | None:
+    """``value`` as a hashable of plain values (lists as tuples), or None if it is not plain."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return ("plain", value)
+    if isinstance(value, (list, tuple)):
+        items = [_frozen(v) for v in value]
+        return None if any(i is None for i in items) else ("sequence", tuple(items))
+    return None
 
 
 def _compiled_epoch(model: Any, key: Hashable | None, options: dict[str, Any]) -> _Epoch:
@@ -303,7 +365,8 @@ def _make_epoch(
     created = []
     with tf.variable_creator_scope(lambda next_creator, **kw: created.append(1) or next_creator(**kw)):
         graph = run_epoch.get_concrete_function().graph
-    return _Epoch(run_epoch, opt, initial, reusable=not created and not _op_seeded_random(graph))
+    return _Epoch(run_epoch, opt, initial, reusable=not created and not _op_seeded_random(graph),
+                  recorder=recorder)
 
 
 def _op_seeded_random(graph: Any) -> bool:

@@ -102,10 +102,13 @@ def train(seed: int, weight: float, *, cache: bool = True) -> Any:
     options = {"variant": VARIANT, "weight": float(weight), "width": WIDTH, "schedule": list(SCHEDULE)}
     key = task_cache.cache_key(task, task.variants[0], seed, {**settings, "cam_penalty": options}, None)
     path = task_cache.entry_path(task_cache.cache_dir(), key)
-    if cache and task_cache.load(path, key, model, None) is not None:
-        return model
-    penalty = CamPenalty(model, **options)
-    history = run_training(model, task.train_data(), seed=seed, penalty=penalty, **settings)
+
+    def fit() -> dict:
+        penalty = CamPenalty(model, **options)
+        return run_training(model, task.train_data(), seed=seed, penalty=penalty, **settings)
+
     if cache:
-        task_cache.save(path, key, model, None, history)
+        task_cache.load_or_train(path, key, model, None, fit)  # locked: one process trains it
+    else:
+        fit()
     return model

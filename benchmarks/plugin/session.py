@@ -26,6 +26,7 @@ from benchmarks.plugin.options import RunOptions
 from benchmarks.thresholding import study as thresholding
 
 RUN_DIR_KEY = "importance_bench_run_dir"
+LOADGROUP_KEY = "importance_bench_loadgroup"
 KEEP_RUNS = 5
 
 
@@ -62,6 +63,10 @@ class BenchSession:
         config = self.config
         if hasattr(config, "workerinput"):
             self.run_dir = pathlib.Path(config.workerinput[RUN_DIR_KEY])
+            # A worker decides from its own arguments whether to put the group into the test ids
+            # (xdist's setup_config), and they lack the loadgroup the controller chose below.
+            if config.workerinput.get(LOADGROUP_KEY):
+                config.option.loadgroup = True
             return
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
         self.run_dir = self.report_dir / "out" / f"{stamp}-{os.getpid()}"
@@ -69,7 +74,8 @@ class BenchSession:
         if getattr(config.option, "numprocesses", None) and getattr(config.option, "dist", "") == "load":
             config.option.dist = "loadgroup"
         if config.pluginmanager.hasplugin("xdist"):
-            config.pluginmanager.register(_XdistRunDir(self.run_dir), "importance-bench-xdist")
+            loadgroup = getattr(config.option, "dist", "") == "loadgroup"
+            config.pluginmanager.register(_XdistRunDir(self.run_dir, loadgroup), "importance-bench-xdist")
 
     @property
     def writer(self) -> Any:
@@ -152,13 +158,15 @@ class BenchSession:
 
 
 class _XdistRunDir:
-    """Tells every xdist worker where the run's shards go."""
+    """Tells every xdist worker where the run's shards go, and whether cases are grouped."""
 
-    def __init__(self, run_dir: pathlib.Path):
+    def __init__(self, run_dir: pathlib.Path, loadgroup: bool = False):
         self.run_dir = run_dir
+        self.loadgroup = loadgroup
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RUN_DIR_KEY] = str(self.run_dir)
+        node.workerinput[LOADGROUP_KEY] = self.loadgroup
 
 
 SESSION_KEY = pytest.StashKey[BenchSession]()

@@ -174,3 +174,104 @@ def test_checksum_sees_names_shapes_and_values() -> None:
     assert cache_module.checksum({**base, "a": np.zeros((3, 2), np.float32)}) != digest
     assert cache_module.checksum({**base, "b": np.ones(3) * 2}) != digest
     assert cache_module.checksum({"c": base["a"], "b": base["b"]}) != digest
+
+
+def test_concurrent_misses_train_once_and_the_other_reads_the_entry(tiny, monkeypatch) -> None:
+    """Two threads (standing for two xdist workers; flock locks are per open file, so threads
+    contend like processes) ask for the same missing model: one trains, the other waits on the
+    entry's lock and reads what the first wrote."""
+    import threading
+    import time
+
+    _, directory, calls = tiny
+    training = tasks.trainer.train  # the counting wrapper of the fixture
+
+    def slow_train(*args, **kwargs):
+        time.sleep(1.0)  # long enough for the other thread to miss and wait on the lock
+        return training(*args, **kwargs)
+
+    monkeypatch.setattr(tasks.trainer, "train", slow_train)
+    results, errors = [], []
+
+    def ask():
+        try:
+            results.append(tasks.trained("test_cache_tiny", seed=4, track=False))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert calls == [4]  # trained once
+    assert sorted(r.from_cache for r in results) == [False, True]
+    for a, b in zip(results[0].model.get_weights(), results[1].model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [e for e in _entries(directory) if not e.endswith(".npz")] == []  # lock file removed
+
+
+def test_a_held_lock_times_out_with_a_message_naming_it(tiny, monkeypatch) -> None:
+    _, directory, calls = tiny
+    first = tasks.trained("test_cache_tiny", seed=0, track=False)
+    path = cache_module.Path(first.cache_path)
+    os.remove(path)
+    monkeypatch.setenv(cache_module.LOCK_TIMEOUT_ENV, "0.3")
+    with cache_module.entry_lock(path) as held:  # another "process" is training this model
+        assert held
+        with pytest.raises(tasks.CacheLockTimeout, match=r"Waited 0.3 s for the lock .*\.lock .*"
+                           + cache_module.LOCK_TIMEOUT_ENV):
+            tasks.trained("test_cache_tiny", seed=0, track=False)
+    assert calls == [0]  # the waiting call never trained
+    monkeypatch.setenv(cache_module.LOCK_TIMEOUT_ENV, "soon")
+    with pytest.raises(ValueError, match="IMPORTANCE_BENCH_CACHE_LOCK_TIMEOUT must be a number .* 'soon'"):
+        cache_module.lock_timeout()
+
+
+@pytest.mark.parametrize("umask,folder,expected", [(0o022, 0o755, 0o644), (0o077, 0o750, 0o640),
+                                                   (0o077, 0o700, 0o600), (0o027, 0o755, 0o644)])
+def test_entries_are_as_readable_as_the_folder(tiny, umask, folder, expected) -> None:
+    """Not mkstemp's 0600: the umask's mode plus the folder's read bits for group and others."""
+    _, directory, _ = tiny
+    os.chmod(directory, folder)
+    previous = os.umask(umask)
+    try:
+        run = tasks.trained("test_cache_tiny", seed=0, track=False)
+    finally:
+        os.umask(previous)
+        os.chmod(directory, 0o700)
+    assert oct(os.stat(run.cache_path).st_mode & 0o777) == oct(expected)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root to act as another user (seteuid)")
+def test_another_users_private_entry_is_named_not_retrained(tiny, monkeypatch) -> None:
+    """Issue 20: an entry another user wrote with mode 0600 in a shared folder. This process
+    switches its effective user to ``nobody`` and finds root's private entry."""
+    import shutil
+    import tempfile
+
+    _, _, calls = tiny
+    shared = tempfile.mkdtemp(prefix="importance-shared-cache-", dir="/tmp")
+    try:
+        os.chmod(shared, 0o1777)  # a shared folder, like /tmp
+        monkeypatch.setenv(cache_module.CACHE_ENV, shared)
+        own = tasks.trained("test_cache_tiny", seed=0, track=False)  # written by root, readable
+        os.chmod(own.cache_path, 0o600)  # as an older version (mkstemp) wrote it
+        nobody = 65534
+        os.seteuid(nobody)
+        try:
+            with pytest.raises(tasks.CacheEntryUnreadable, match=r"exists but this user may not "
+                               r"read it \(owner root, mode -rw-------.*chmod a\+r .*cache=False"):
+                tasks.trained("test_cache_tiny", seed=0, track=False)
+            assert calls == [0]  # not retrained
+            os.seteuid(0)
+            os.chmod(own.cache_path, 0o644)
+            os.seteuid(nobody)
+            again = tasks.trained("test_cache_tiny", seed=0, track=False)  # readable: a hit
+            assert again.from_cache and calls == [0]
+        finally:
+            os.seteuid(0)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -237,3 +237,44 @@ def test_zero_epochs_traces_nothing() -> None:
     start = _traces()
     history = train(_model(), _data(), epochs=0, batch_size=32, learning_rate=0.01)
     assert _traces() == start and history["loss"] == []
+
+
+def _recording_session(model) -> list:
+    """Task A recorded by one recorder, then task B recorded by a new one (as the sequential
+    learner does for every task but the last): weights, histories and both recorders' states."""
+    import importance
+
+    out = []
+    first = importance.track(model, ["si", "sign_flip"], patch_fit=False)
+    out.append(train(model, _data(seed=0), epochs=2, batch_size=32, learning_rate=0.01, seed=1, recorder=first))
+    out.append(list(first.state_dict().values()))
+    second = importance.track(model, ["si", "sign_flip"], patch_fit=False)
+    out.append(train(model, _data(seed=1), epochs=3, batch_size=32, learning_rate=0.01, seed=2, recorder=second))
+    out.append([w.numpy() for w in model.trainable_weights])
+    out.append(list(second.state_dict().values()))
+    out.append(list(first.state_dict().values()))  # untouched by the second call
+    return out
+
+
+def test_a_new_recorder_of_the_same_measures_does_not_retrace(monkeypatch) -> None:
+    start = _traces()
+    cached = _recording_session(_model())
+    assert _traces() - start == 1  # the second recorder borrowed the first one's graph
+    monkeypatch.setattr(trainer, "MAX_EPOCHS_PER_MODEL", 0)
+    start = _traces()
+    fresh = _recording_session(_model())
+    assert _traces() - start == 2
+    _assert_same(cached, fresh)
+    assert int(cached[4][0]) == 3 * 5 and int(cached[5][0]) == 2 * 5  # steps: 150 / 32 -> 5 a epoch
+
+
+def test_recorders_of_other_measures_trace_their_own_graph() -> None:
+    import importance
+
+    model, data = _model(), _data()
+    start = _traces()
+    for measures in (["si"], ["sign_flip"], ["si"]):
+        recorder = importance.track(model, measures, patch_fit=False)
+        train(model, data, epochs=1, batch_size=32, learning_rate=0.01, recorder=recorder)
+        assert recorder.num_steps == 5
+    assert _traces() - start == 2
