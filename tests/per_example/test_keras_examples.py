@@ -207,3 +207,20 @@ def test_auto_falls_back_to_the_engine_when_vmap_raises(monkeypatch):
     assert per_example.resolve_method(model) == "factorized"  # remembered
     with pytest.raises(TypeError):  # an explicit vmap is not replaced
         per_example.per_example_moment(model, x, _squared_norm, method="vmap")
+
+
+def test_compiled_loop_reference_matches_the_eager_loop_and_traces_once():
+    """The compiled per-example reference the application benchmark measures against: the
+    same quantity as the eager loop (small model, no ReLU mask to flip), one trace for any
+    batch size."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    h = layers.Conv2D(3, 3, activation="tanh")(inputs)
+    model = keras.Model(inputs, layers.Dense(CLASSES)(layers.Flatten()(h)))
+    x = np.random.default_rng(4).normal(size=(BATCH, 6, 6, 2)).astype(np.float32)
+    y = _labels()
+    run = reference.compiled_loop(model, _log_likelihood, "square", example=x, targets=y)
+    expected = reference.loop(model, x, _log_likelihood, "square", y)
+    assert relative_error(run(x, y), expected) <= TOL
+    assert relative_error(run(x[:2], y[:2]), reference.loop(model, x[:2], _log_likelihood, "square", y[:2])) <= TOL
+    assert run.experimental_get_tracing_count() == 1
