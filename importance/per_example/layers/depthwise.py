@@ -69,10 +69,12 @@ def forward(layer: Any, a: tf.Tensor, watch: Any = None) -> list[tf.Tensor]:
     return [u, _bias(layer, keras.ops.conv(u, layer.pointwise_kernel, strides=1, padding="valid"))]
 
 
-# Whether the elementwise formulation is used (tests set False to force the folded filter
-# gradient). Measured on MobileNetV2/EfficientNetB0 layers (2-core CPU, batch 32): the folded
-# DepthwiseConv2dNativeBackpropFilter ran 11-17x the plain depthwise filter gradient.
+# Whether the elementwise formulation may be used (tests set False to force the folded filter
+# gradient), and the output positions up to which it is (the cost model). Measured against the
+# plain depthwise filter gradient (process CPU, batch 32, 3x3): outputs of 2x2 and 1x1
+# elementwise 0.5x, folded 30-73x; 4x4 1.4x vs 1.3x; 8x8 6.3x vs 2.5x; 16x16 4.0x vs 0.8x.
 ELEMENTWISE = True
+ELEMENTWISE_POSITIONS = 16
 
 
 def _elementwise_kernel_moment(
@@ -96,29 +98,38 @@ def _elementwise_kernel_moment(
         ac, gc = chunk
         n = tf.shape(ac)[0]
         gc = tf.reshape(gc, [n, out_h, out_w, channels, multiplier])
-        offsets = []
+        offsets: list[tf.Tensor] = []
         for p in range(kh):
             for q in range(kw):
-                window = ac[
-                    :, p * rh : p * rh + (out_h - 1) * sh + 1 : sh,
-                    q * rw : q * rw + (out_w - 1) * sw + 1 : sw,
-                ]
-                offsets.append(tf.reduce_sum(window[..., None] * gc, axis=[1, 2]))
-        per_example = tf.stack(offsets, axis=1)  # (n, kh * kw, channels, multiplier)
-        return tf.reduce_sum(apply_moment(per_example, moment), axis=0)
+                # one offset's product alive at a time (else the executor runs all kh * kw)
+                with tf.control_dependencies(offsets[-1:]):
+                    window = ac[
+                        :, p * rh : p * rh + (out_h - 1) * sh + 1 : sh,
+                        q * rw : q * rw + (out_w - 1) * sw + 1 : sw,
+                    ]
+                    if multiplier == 1:
+                        product = window * gc[..., 0]
+                    else:
+                        product = window[..., None] * gc
+                    per_example = tf.reduce_sum(product, axis=[1, 2])
+                    offsets.append(tf.reduce_sum(apply_moment(per_example, moment), axis=0))
+        return tf.stack(offsets)  # (kh * kw, channels[, multiplier])
 
     per_example = (
-        int(np.prod(a.shape[1:])) + 2 * out_h * out_w * channels * multiplier
+        int(np.prod(a.shape[1:])) + out_h * out_w * channels * multiplier
         + 2 * int(np.prod(kernel.shape))
     )
-    moments = chunked_sum(block, [a, g], per_example, [kh * kw, channels, multiplier])
+    shape = [kh * kw, channels] + ([multiplier] if multiplier > 1 else [])
+    held = int(np.prod(a.shape[1:])) + out_h * out_w * channels * multiplier
+    moments = chunked_sum(block, [a, g], per_example, shape, held=held)
     return tf.reshape(moments, kernel.shape)
 
 
 def _depthwise_kernel_moment(
     layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor, moment: str
 ) -> tf.Tensor:
-    if ELEMENTWISE or tuple(layer.dilation_rate) != (1, 1):
+    small = int(g.shape[1]) * int(g.shape[2]) <= ELEMENTWISE_POSITIONS
+    if (ELEMENTWISE and small) or tuple(layer.dilation_rate) != (1, 1):
         # The folded filter gradient is wrong with dilation on TF 2.21's CPU kernels (relative
         # error 1.7 against the loop, found by issue 21's test): never used there.
         return _elementwise_kernel_moment(layer, kernel, a, g, moment)
