@@ -14,7 +14,9 @@ Methods:
     ``auto``: ``factorized``, except for models whose layers without a closed form carry the
         cost (only they and small Dense layers hold weights, e.g. an LSTM with a Dense head):
         there the per-layer vectorisation would re-run their forward pass, and ``vmap`` is
-        cheaper (:func:`resolve_method` tells which one runs).
+        cheaper (:func:`resolve_method` tells which one runs). Never a method that cannot run
+        the model: not ``vmap`` on stacked recurrent layers (TensorFlow cannot vectorise them),
+        and where ``vmap`` raises anyway ``auto`` takes the engine from then on.
 
 ``vmap`` refuses models with attention layers: vectorising Keras ``MultiHeadAttention`` over
 examples kills the process inside TensorFlow on oneDNN CPU builds (TF 2.21), so it raises a
@@ -28,6 +30,7 @@ and the ``RULES`` table) are the internal surface the tests use.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import tensorflow as tf
@@ -72,7 +75,13 @@ def resolve_method(model: Any, method: str = "auto") -> str:
     check_method(method)
     if method != "auto":
         return method
+    if _VMAP_FAILED.get(model):
+        return "factorized"
     return "vmap" if whole_model_vmap_is_cheaper(model) else "factorized"
+
+
+# Models on which auto's whole-model vmap raised (it then runs the engine on them).
+_VMAP_FAILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def per_example_moment(
@@ -104,12 +113,19 @@ def per_example_moment(
         ValueError: Unknown moment or method, or ``method="vmap"`` on a model with attention.
     """
     check_moment(moment)
-    method = resolve_method(model, method)
-    if method == "factorized":
+    resolved = resolve_method(model, method)
+    if resolved == "factorized":
         return engine.per_example_moment(model, x, objective, moment=moment, targets=targets)
-    if method == "loop":
+    if resolved == "loop":
         return reference.loop(model, x, objective, moment, targets)
-    return reference.vmap(model, x, objective, moment, targets)
+    if method != "auto":
+        return reference.vmap(model, x, objective, moment, targets)
+    try:
+        return reference.vmap(model, x, objective, moment, targets)
+    except (TypeError, ValueError, NotImplementedError):
+        # auto never keeps a method that cannot run the model: remember it, take the engine.
+        _VMAP_FAILED[model] = True
+        return engine.per_example_moment(model, x, objective, moment=moment, targets=targets)
 
 
 def per_example_moment_sum(

@@ -23,6 +23,7 @@ Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", IC
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -83,9 +84,11 @@ def per_example_moment_sum(
     weights = list(model.trainable_weights)
     index = {id(w): k for k, w in enumerate(weights)}
     captures: list[Call] = []
-    with tf.GradientTape(watch_accessed_variables=False, persistent=len(objectives) > 1) as tape:
-        outputs = Walker(tape, captures).call(model, x)
-        totals = [tf.reduce_sum(objective(outputs)) for objective in objectives] if captures else []
+    with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
+        walker = Walker(tape, captures, batch_of(x))
+        outputs = walker.call(model, x)
+        values = [objective(outputs) for objective in objectives] if captures else []
+        totals = [tf.reduce_sum(v) for v in values]
     groups: dict[int, list[Call]] = {}
     for capture in captures:
         if all(id(v) in index for v in capture.variables()):
@@ -95,19 +98,20 @@ def per_example_moment_sum(
     # Moments linear in f(g) (2-D Dense: the rule's linear_in_fg): sum the objectives' f(g)
     # (batch x units, small) and multiply once. Other moments are formed per objective and summed.
     summed_fg: dict[int, tf.Tensor] = {}
-    for total in totals if usable else []:
+    for total, value in zip(totals, values, strict=True) if usable else []:
         done = [r for r in results if r is not None] + list(summed_fg.values())
         with tf.control_dependencies(done):
-            flat = tape.gradient(
-                total, [z for group in usable for c in group for z in c.z],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
-            )
+            flat = output_gradients(tape, total, value, [c for group in usable for c in group])
             for u, group in enumerate(usable):
                 grads = []
                 for c in group:
                     grads.append(flat[: len(c.z)])
                     flat = flat[len(c.z) :]
-                if len(group) == 1 and group[0].rule.linear_in_fg(group[0]):
+                if (
+                    len(group) == 1
+                    and group[0].batched
+                    and group[0].rule.linear_in_fg(group[0])
+                ):
                     fg = apply_moment(grads[0][0], moment)
                     summed_fg[u] = fg if u not in summed_fg else summed_fg[u] + fg
                     continue
@@ -127,6 +131,59 @@ def per_example_moment_sum(
         for k, value in zip(missing, fallback, strict=True):
             results[k] = value if results[k] is None else results[k] + value
     return results
+
+
+def batch_of(x: Any) -> tuple[int | None, tf.Tensor]:
+    """The batch size of the model's inputs ``x``: ``(static or None, dynamic)``."""
+    first = tf.convert_to_tensor(tf.nest.flatten(x)[0])
+    return first.shape[0] if first.shape.rank else None, tf.shape(first)[0]
+
+
+def has_batch_axis(t: Any, batch: tuple[int | None, tf.Tensor]) -> bool:
+    """Whether ``t``'s axis 0 is the batch axis of the model's inputs, read from static shapes:
+    with a known batch size, a leading axis of that size; with an unknown one (a graph traced
+    for any batch size), an unknown leading axis. A tensor built without the batch (e.g. a
+    position embedding's ``arange(maxlen)``) has neither. A batch-free axis of exactly the
+    batch's size cannot be told apart (documented in ``docs/per_example.md``)."""
+    shape = tf.convert_to_tensor(t).shape
+    if shape.rank is None:
+        return True  # unknown rank: nothing to go on, keep the batch reading
+    if shape.rank == 0:
+        return False
+    static = batch[0]
+    return shape[0] is None if static is None else shape[0] == static
+
+
+def output_gradients(
+    tape: tf.GradientTape, total: tf.Tensor, values: tf.Tensor, calls: list[Call]
+) -> list[tf.Tensor]:
+    """Per watched tensor of ``calls``, in order: ``d total / d z`` for a batched ``z`` (one
+    backward pass gives every example's part), and for a batch-free ``z`` (every example reads
+    the same tensor, so the summed gradient mixes the examples) the per-example gradients
+    ``d values_i / d z``, shape ``(batch, *z.shape)``, as the Jacobian of the ``(batch,)``
+    objective (pfor, a while loop where pfor cannot convert an op)."""
+    watched = [z for c in calls for z in c.z]
+    free = [k for c in calls for k in c.batch_free]
+    batched = [z for z, f in zip(watched, free, strict=True) if not f]
+    out = iter(
+        tape.gradient(total, batched, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        if batched else []
+    )
+    unbatched = [z for z, f in zip(watched, free, strict=True) if f]
+    per_example: Any = iter([])
+    if unbatched:
+        try:
+            jac = tape.jacobian(
+                values, unbatched, unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                experimental_use_pfor=True,
+            )
+        except (ValueError, TypeError, NotImplementedError):  # an op pfor cannot vectorise
+            jac = tape.jacobian(
+                values, unbatched, unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                experimental_use_pfor=False,
+            )
+        per_example = iter(jac)
+    return [next(per_example) if f else next(out) for f in free]
 
 
 def _bind(objective: Callable[..., tf.Tensor], targets: Any) -> Objective:
@@ -165,8 +222,37 @@ class Walker:
     """Runs a model's forward pass layer by layer, appending every call of a layer with
     trainable weights to ``captures`` (a :class:`~importance.per_example.layers.Call` each)."""
 
-    def __init__(self, tape: tf.GradientTape, captures: list[Call]) -> None:
-        self.tape, self.captures = tape, captures
+    def __init__(
+        self, tape: tf.GradientTape, captures: list[Call], batch: tuple[int | None, Any] | None = None
+    ) -> None:
+        # batch: the inputs' batch size (see batch_of); None reads every call as batched.
+        self.tape, self.captures, self.batch = tape, captures, batch
+
+    def _append(self, call: Call) -> None:
+        """Records a call; a call whose inputs or watched tensors lack the batch axis (a table
+        looked up at ``arange(maxlen)``, shared by every example) is made per-example: its
+        batch-free inputs are broadcast along a new batch axis, and its batch-free watched
+        tensors take per-example gradients (:func:`output_gradients`)."""
+        if self.batch is None:
+            self.captures.append(call)
+            return
+        free_inputs = [not has_batch_axis(t, self.batch) for t in call.inputs]
+        call.batch_free = [not has_batch_axis(z, self.batch) for z in call.z]
+        if not any(free_inputs) and not any(call.batch_free):
+            self.captures.append(call)
+            return
+        n = self.batch[1]
+        tiled = [
+            tf.broadcast_to(t[None], tf.concat([[n], tf.shape(t)], 0)) if free else t
+            for t, free in zip(call.inputs, free_inputs, strict=True)
+        ]
+        if call.a is not None and call.inputs and call.a is call.inputs[0]:
+            call.a = tiled[0]
+        elif call.a is not None and not has_batch_axis(call.a, self.batch):
+            call.a = tf.broadcast_to(call.a[None], tf.concat([[n], tf.shape(call.a)], 0))
+        call.inputs = tiled
+        call.batched = False
+        self.captures.append(call)
 
     def call(self, layer: Any, *args: Any, **kwargs: Any) -> Any:
         """Runs one call of ``layer`` as :func:`~importance.per_example.paths.decide` says."""
@@ -191,7 +277,7 @@ class Walker:
         z = family.forward(layer, a, watch=self.tape.watch)
         self.tape.watch(z)
         replay = lambda ts: family.forward(layer, ts[0])  # noqa: E731
-        self.captures.append(Call(layer, family, a, z, inputs=[a], forward=replay))
+        self._append(Call(layer, family, a, z, inputs=[a], forward=replay))
         return layer.activation(z[-1]) if layer.activation is not None else z[-1]
 
     def _capture_outputs(self, layer: Any, family: LayerRule, args: Any, kwargs: Any) -> Any:
@@ -217,7 +303,7 @@ class Walker:
         z = [t for t in tf.nest.flatten(outputs) if t.dtype.is_floating]
         self.tape.watch(z)
         a = inputs[0] if inputs else None
-        self.captures.append(Call(layer, family, a, z, inputs=inputs, forward=forward))
+        self._append(Call(layer, family, a, z, inputs=inputs, forward=forward))
         return outputs
 
     def _intercept(self, layer: Any, subs: list[Any], args: Any, kwargs: Any) -> Any:
@@ -225,13 +311,38 @@ class Walker:
         patched = []
         try:
             for sub in subs:
-                routed = lambda inputs, *rest, _sub=sub, **kw: self.call(_sub, inputs)  # noqa: E731
+                routed = functools.partial(self._routed, layer, sub)
                 object.__setattr__(sub, "call", routed)
                 patched.append(sub)
             return layer(*args, **kwargs)
         finally:
             for sub in patched:
                 sub.__dict__.pop("call", None)
+
+    def _routed(self, layer: Any, sub: Any, inputs: Any, *rest: Any, **kwargs: Any) -> Any:
+        """A sub-layer's call inside an intercepted ``layer``, run through the engine (in
+        inference mode, like every layer it runs).
+
+        Raises:
+            ValueError: ``layer`` calls ``sub`` with ``training=True`` where ``sub``'s output
+                depends on the mode (BatchNormalization's batch statistics, ...): one example's
+                output would then depend on the rest of the batch, so its per-example gradient
+                is not the one of the example alone, and the engine does not silently switch the
+                mode back.
+        """
+        if kwargs.get("training") is True and getattr(sub, "_call_has_training_arg", False):
+            raise ValueError(
+                f"The layer {layer.name!r} ({type(layer).__name__}) calls its sub-layer "
+                f"{sub.name!r} ({type(sub).__name__}) with training=True. In training mode a "
+                f"{type(sub).__name__}'s output for one example depends on the whole batch (batch "
+                "statistics), so per-example gradients of a batch are not those of each example "
+                "alone; method='factorized' runs every layer in inference mode and will not "
+                "override an explicit training=True. Received: training=True inside "
+                f"{layer.name!r}. Expected: the sub-layer called with the outer call's "
+                "`training` argument (e.g. training=training), or method='loop' (each example "
+                "run alone)."
+            )
+        return self.call(sub, inputs)
 
     def _walk(self, model: Any, x: Any) -> Any:
         if isinstance(model, keras.Sequential):

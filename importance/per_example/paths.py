@@ -110,13 +110,45 @@ def whole_model_vmap_is_cheaper(model: Any) -> bool:
     forward pass has run it once; vectorising the whole model runs it once, but forms per-example
     gradients of every other layer too. That is cheaper when some layers take the per-layer vmap
     and every other layer with weights is a ``Dense`` layer holding no more weights than they do
-    (e.g. an LSTM with a Dense head, or a subclassed model the engine cannot walk).
+    (e.g. an LSTM with a Dense head, or a subclassed model the engine cannot walk), and
+    :func:`whole_model_vmap_can_run`.
     """
     paths = layer_paths(model)
     kinds = [path for _, path in paths]
     if "vmap" not in kinds or any(path not in ("vmap", "dense") for path in kinds):
         return False
+    if not whole_model_vmap_can_run(model):
+        return False
     sizes = {"vmap": 0, "dense": 0}
     for layer, path in paths:
         sizes[path] += sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
     return sizes["dense"] <= sizes["vmap"]
+
+
+def recurrent_layers(model: Any) -> list[Any]:
+    """The outermost recurrent layers of ``model`` (an ``RNN`` or a ``Bidirectional`` wrapper,
+    counted once; the RNNs inside a ``Bidirectional`` are not counted again)."""
+    found: list[Any] = []
+
+    def visit(layer: Any) -> None:
+        if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)):
+            found.append(layer)
+            return
+        for sub in getattr(layer, "_layers", None) or getattr(layer, "layers", None) or []:
+            if sub is not layer:
+                visit(sub)
+
+    visit(model)
+    return found
+
+
+def whole_model_vmap_can_run(model: Any) -> bool:
+    """Whether ``tf.vectorized_map`` of the whole model's per-example gradient is known to run.
+
+    Not for two or more recurrent layers (stacked LSTMs or GRUs, the first returning its
+    sequence): TensorFlow 2.21 raises a ``TypeError`` (``dtype variant is not compatible``)
+    while vectorising the gradient of a recurrent layer fed by another's sequence; one recurrent
+    layer, with or without ``return_sequences``, and a ``Bidirectional`` one run. ``auto`` also
+    falls back to the engine when the vectorisation raises on a model this does not foresee.
+    """
+    return len(recurrent_layers(model)) < 2

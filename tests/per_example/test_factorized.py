@@ -101,10 +101,13 @@ CONV2D = [
 @pytest.mark.parametrize("config", CONV2D, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
 @pytest.mark.parametrize("moment", ["square", "abs"])
 @pytest.mark.parametrize(
-    ("channels", "grouped"), [(1, True), (2, True), (2, False)], ids=["c1", "c2-grouped", "c2-offsets"]
+    ("channels", "grouped", "patches"),
+    [(1, True, False), (2, True, False), (2, False, False), (2, False, True)],
+    ids=["c1", "c2-grouped", "c2-offsets", "c2-patches"],
 )
-def test_conv2d_matches_loop(config, moment, channels, grouped, monkeypatch):
-    """One input channel (all offsets in one matmul), grouped filter gradient, per offset."""
+def test_conv2d_matches_loop(config, moment, channels, grouped, patches, monkeypatch):
+    """One input channel (all offsets in one matmul), grouped filter gradient, per offset,
+    patches (im2col)."""
     if grouped and channels > 1 and not conv.grouped_filter_grad_works():
         pytest.skip("this TensorFlow build has no grouped filter gradient (TF_ENABLE_ONEDNN_OPTS=0?)")
     model = keras.Sequential(
@@ -114,7 +117,24 @@ def test_conv2d_matches_loop(config, moment, channels, grouped, monkeypatch):
     with pytest.MonkeyPatch.context() as patch:
         if not grouped:
             patch.setattr(conv, "GROUPED", False)
+        patch.setattr(conv, "PATCHES", patches)
         _check(model, tf.random.normal([BATCH, 7, 8, channels]), monkeypatch, moment=moment)
+
+
+@pytest.mark.parametrize("moment", ["square", "abs"])
+@pytest.mark.parametrize(
+    ("size", "kernel", "stride", "padding"),
+    [(1, 3, 1, "same"), (3, 3, 1, "valid"), (4, 3, 2, "same"), (2, 1, 2, "valid"), (3, 1, 1, "same")],
+)
+def test_conv2d_single_position_and_pointwise_match_loop(size, kernel, stride, padding, moment, monkeypatch):
+    """One output position per example (the moments factorise as a Dense layer's) and 1x1
+    kernels over a few positions (patches without im2col)."""
+    model = keras.Sequential(
+        [keras.Input((size, size, 3)),
+         keras.layers.Conv2D(4, kernel, strides=stride, padding=padding, activation="tanh"),
+         keras.layers.Flatten(), keras.layers.Dense(CLASSES)]
+    )
+    _check(model, tf.random.normal([BATCH, size, size, 3]), monkeypatch, moment=moment)
 
 
 def test_grouped_path_is_taken_for_several_channels(monkeypatch):
@@ -125,6 +145,7 @@ def test_grouped_path_is_taken_for_several_channels(monkeypatch):
     monkeypatch.setattr(
         conv, "grouped_kernel_moment", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
+    monkeypatch.setattr(conv, "PATCHES", False)  # the cost model would take patches here
     model = keras.Sequential([keras.Input((5, 5, 2)), keras.layers.Conv2D(3, 3), keras.layers.Flatten()])
     engine.per_example_moment(model, tf.random.normal([BATCH, 5, 5, 2]), _squared_norm)
     assert calls == [1]

@@ -205,6 +205,26 @@ def test_depthwise_and_separable_random_shapes(size, kernel, stride, multiplier,
         assert relative_error(got, ref) <= TOL
 
 
+
+@pytest.mark.parametrize("elementwise", [True, False], ids=["elementwise", "folded"])
+def test_depthwise_formulations_match_loop(elementwise, monkeypatch):
+    """Both depthwise formulations (elementwise products summed over space; the batch folded
+    into the channels of one filter gradient) on a dilated, strided, multiplied layer."""
+    from importance.per_example.layers import depthwise
+
+    monkeypatch.setattr(depthwise, "ELEMENTWISE", elementwise)
+    layers_ = [
+        keras.layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2),
+        keras.layers.DepthwiseConv2D(2, dilation_rate=2, padding="same", activation="tanh"),
+    ]
+    model = _randomise(keras.Sequential([keras.Input((7, 7, 2)), *layers_, keras.layers.Flatten(),
+                                         keras.layers.Dense(CLASSES)]), seed=3)
+    x = tf.random.normal([BATCH, 7, 7, 2], seed=6)
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    got = engine.per_example_moment(model, x, _log_likelihood, moment="square", targets=y)
+    ref = per_example_moment(model, x, _log_likelihood, moment="square", method="loop", targets=y)
+    assert relative_error(got, ref) <= TOL
+
 @settings(deadline=None, max_examples=4, derandomize=True)
 @given(
     size=st.integers(3, 5),

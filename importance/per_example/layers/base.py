@@ -57,6 +57,10 @@ class Call:
             ``forward``, else the layer's floating outputs.
         inputs: The call's tensors that carry the batch axis.
         forward: Recomputes ``z`` from such tensors (for the per-layer vectorised path).
+        batch_free: Per watched tensor, whether it lacks the batch axis (set by the engine; its
+            gradients then arrive per example, with a leading batch axis).
+        batched: False for a call whose inputs or outputs lacked the batch axis (the engine
+            broadcast its inputs along one).
     """
 
     def __init__(
@@ -71,6 +75,10 @@ class Call:
     ) -> None:
         self.layer, self.rule, self.a, self.z = layer, rule, a, z
         self.inputs, self.forward = inputs, forward
+        # Set by the engine: which watched tensors lack the batch axis (their gradients are then
+        # per-example, batch x shape), and whether the call was batched as it ran.
+        self.batch_free = [False] * len(z)
+        self.batched = True
 
     @property
     def kind(self) -> str:

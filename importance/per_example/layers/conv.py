@@ -132,6 +132,11 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
             pads.append([0, 0])
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
     channels, filters = int(a.shape[-1]), int(g.shape[-1])
+    if out_h * out_w == 1:  # one output position: the moments factorise as a Dense layer's
+        return single_position_moment(layer, tf.pad(a, pads + [[0, 0]]), g, sizes, rates, moment)
+    if channels > 1 and not in_xla() and PATCHES and patches_are_cheaper(sizes, out_h * out_w):
+        padded = tf.pad(a, pads + [[0, 0]]) if any(p != [0, 0] for p in pads[1:]) else a
+        return patch_kernel_moment(layer, padded, g, sizes, strides, rates, moment)
     if channels > 1 and rates == [1, 1] and not in_xla() and grouped_filter_grad_works():
         if padding == "same":  # TensorFlow's SAME pads as computed above: no padded copy
             return grouped_kernel_moment(layer, a, g, sizes, strides, "SAME", moment)
@@ -170,6 +175,74 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
     held = int(np.prod(a.shape[1:])) + out_h * out_w * filters
     shape = [sizes[0] * sizes[1], channels, filters]
     kernel = chunked_sum(block, [a, g], per_example, shape, held=held)
+    return tf.reshape(kernel, layer.kernel.shape)
+
+
+# Whether the patch (im2col) formulation may be chosen (tests set False to force the others).
+PATCHES = True
+# Output positions up to which the patch formulation beats the grouped filter gradient for
+# kernels larger than 1x1 (measured, 2-core CPU, batch 32: 8x8 outputs 2.4x vs 5.7x the plain
+# filter gradient, 4x4 3.7x vs 8.3x, 16x16 2.2x vs 1.4x); 1x1 kernels always (1.1-1.2x vs 2-5x).
+PATCH_POSITIONS = 64
+
+
+def patches_are_cheaper(sizes: list[int], positions: int) -> bool:
+    """The cost model choosing between the patch formulation and the grouped filter gradient:
+    1x1 kernels (a Dense layer over pixels) and small outputs take patches."""
+    return sizes == [1, 1] or positions <= PATCH_POSITIONS
+
+
+def single_position_moment(
+    layer: Any, a: tf.Tensor, g: tf.Tensor, sizes: list[int], rates: list[int], moment: str
+) -> tf.Tensor:
+    """A convolution with one output position per example is a Dense layer on that position's
+    patch ``p_i``: example ``i``'s kernel gradient is ``p_i g_i^T``, so
+    ``sum_i f(p_i g_i^T) = f(p)^T f(g)`` for f = square or abs (as for Dense; no per-example
+    tensor). ``a`` is padded as the convolution pads it."""
+    windows = [
+        a[:, p * rates[0], q * rates[1], :] for p in range(sizes[0]) for q in range(sizes[1])
+    ]
+    patch = tf.concat(windows, axis=-1)  # (batch, kh * kw * channels), the kernel's order
+    flat_g = tf.reshape(g, [tf.shape(g)[0], g.shape[-1]])
+    kernel = tf.matmul(apply_moment(patch, moment), apply_moment(flat_g, moment), transpose_a=True)
+    return tf.reshape(kernel, layer.kernel.shape)
+
+
+def patch_kernel_moment(
+    layer: Any,
+    a: tf.Tensor,
+    g: tf.Tensor,
+    sizes: list[int],
+    strides: list[int],
+    rates: list[int],
+    moment: str,
+) -> tf.Tensor:
+    """Per-example kernel gradients as one batched matmul of each example's patches (im2col)
+    with its output gradients: ``P_i^T G_i`` (patches ``P_i``: positions x kh*kw*C), a chunk of
+    the batch at a time. A 1x1 kernel needs no patches (the strided input itself: a Dense layer
+    over pixels). ``a`` is padded already (VALID)."""
+    out_h, out_w, filters = int(g.shape[1]), int(g.shape[2]), int(g.shape[3])
+    channels = int(a.shape[3])
+    positions, depth = out_h * out_w, sizes[0] * sizes[1] * channels
+
+    def block(chunk: list[tf.Tensor]) -> tf.Tensor:
+        ac, gc = chunk
+        n = tf.shape(ac)[0]
+        if sizes == [1, 1]:
+            patches = ac[:, : (out_h - 1) * strides[0] + 1 : strides[0],
+                         : (out_w - 1) * strides[1] + 1 : strides[1]]
+        else:
+            patches = tf.image.extract_patches(
+                ac, [1, *sizes, 1], [1, *strides, 1], [1, *rates, 1], "VALID"
+            )
+        patches = tf.reshape(patches, [n, positions, depth])
+        grads = tf.reshape(gc, [n, positions, filters])
+        per_example = tf.matmul(patches, grads, transpose_a=True)
+        return tf.reduce_sum(apply_moment(per_example, moment), axis=0)
+
+    per_example = positions * (depth + filters) + 2 * depth * filters
+    held = int(np.prod(a.shape[1:])) + positions * filters
+    kernel = chunked_sum(block, [a, g], per_example, [depth, filters], held=held)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
