@@ -34,10 +34,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if name not in ("test_consolidation", "test_same_seed_same_numbers"):
         return
     plan = continual.make_plan(bench_session_of(metafunc.config).options)
-    # Under xdist every consolidation case goes to one worker, which trains each first task once.
-    marks = [pytest.mark.xdist_group("consolidation")] if metafunc.config.pluginmanager.hasplugin("xdist") else []
+    # Under xdist every case of a scenario goes to one worker, which trains each first task once;
+    # scenarios are independent, so two of them can run on two workers at once.
+    xdist = metafunc.config.pluginmanager.hasplugin("xdist")
     params = []
     for scenario in plan.scenarios:
+        marks = [pytest.mark.xdist_group(f"consolidation-{scenario.name}")] if xdist else []
         if name == "test_same_seed_same_numbers":
             params += [pytest.param(scenario, "ewc", m, "separate", id=f"ewc-{m}-{scenario.name}",
                                     marks=marks)
