@@ -140,3 +140,25 @@ def time_method(
     stats = getattr(getattr(benchmark, "stats", None), "stats", None)
     median = stats.median if stats is not None else manual_median(lambda: fn(data), rounds)
     return Timed(result, median, interleaved)
+
+
+PARALLEL_REASON = (
+    "under pytest-xdist another worker shares the cores and the allocator, so the time and "
+    "memory bars are asserted in a serial run (-n 0); this figure is recorded"
+)
+
+
+def check_bars(config: Any, missed: list[str]) -> None:
+    """Hold a case to its time and memory bars: ``missed`` lists the bars it missed, each with
+    its figure. In a serial run a miss fails the case; under pytest-xdist (a worker process)
+    it is an expected failure that names the figure and why (:data:`PARALLEL_REASON`), so a
+    shared machine cannot turn the quick study red while the numbers stay in the report.
+    Correctness bars (errors against a reference) are asserted by the caller, always."""
+    import pytest
+
+    if not missed:
+        return
+    message = "; ".join(missed)
+    if hasattr(config, "workerinput"):
+        pytest.xfail(f"{message} ({PARALLEL_REASON})")
+    raise AssertionError(message)

@@ -41,7 +41,7 @@ from benchmarks.per_example.models import (
     subset,
     timed_examples,
 )
-from benchmarks.per_example.probes import manual_median, peak_memory, time_method
+from benchmarks.per_example.probes import check_bars, manual_median, peak_memory, time_method
 from benchmarks.plugin.devices import NO_GPU_REASON, device_name
 from importance.testing import relative_error
 
@@ -96,7 +96,7 @@ def _reference(state, key, model, measure, data):
     [pytest.param(*c, marks=[pytest.mark.gpu] if c[0] == "GPU" else []) for c in CASES],
     ids=["-".join(c) for c in CASES],
 )
-def test_per_example(benchmark, bench_options, state, device, model_name, measure, method):
+def test_per_example(benchmark, bench_options, state, request, device, model_name, measure, method):
     if device == "GPU" and not tf.config.list_physical_devices("GPU"):
         pytest.skip(NO_GPU_REASON)
     full = bench_options.full
@@ -176,8 +176,13 @@ def test_per_example(benchmark, bench_options, state, device, model_name, measur
     if method == "factorized":
         assert error is not None and error <= MAX_ERROR, f"relative error {error:.2e} > {MAX_ERROR}"
         bar = ratio_interleaved / classes
-        assert bar <= MAX_RATIO, f"{bar:.2f}x the interleaved plain pass > {MAX_RATIO}"
-        assert loop / seconds >= MIN_SPEEDUP, f"only {loop / seconds:.1f}x faster than the loop"
+        missed = []
+        if bar > MAX_RATIO:
+            missed.append(f"{bar:.2f}x the interleaved plain pass > {MAX_RATIO}")
+        if loop / seconds < MIN_SPEEDUP:
+            missed.append(f"only {loop / seconds:.1f}x faster than the loop")
         # Exact labels evaluate the classes one after another (chained), so the whole peak, not a
         # per-class share of it, is held to the bar.
-        assert memory_ratio <= MAX_MEMORY_RATIO, f"{memory_ratio:.2f}x the plain memory"
+        if memory_ratio > MAX_MEMORY_RATIO:
+            missed.append(f"{memory_ratio:.2f}x the plain memory > {MAX_MEMORY_RATIO}")
+        check_bars(request.config, missed)

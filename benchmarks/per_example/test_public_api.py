@@ -37,6 +37,7 @@ import tensorflow as tf
 
 import importance as imp
 from benchmarks.per_example.models import BATCH, build
+from benchmarks.per_example.probes import check_bars
 from importance.per_example import per_example_moment
 
 MEASURES = ("fisher_empirical", "mas")
@@ -127,7 +128,7 @@ class Clock:
 
 
 @pytest.mark.parametrize(("model_name", "measure", "form"), CASES, ids=["-".join(c) for c in CASES])
-def test_public_api(benchmark, bench_options, built, model_name, measure, form):
+def test_public_api(benchmark, bench_options, built, request, model_name, measure, form):
     benchmark.group = "per-example-api"
     if model_name not in QUICK_MODELS and not bench_options.full:
         pytest.skip(f"the {model_name} rows run with --full (quick-study budget: ~25 CPU s)")
@@ -176,16 +177,16 @@ def test_public_api(benchmark, bench_options, built, model_name, measure, form):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12 * np.abs(want).max())
     engine = benchmark.extra_info["engine_vs_plain_cpu"]
     own = benchmark.extra_info["api_vs_engine_cpu"]
-    assert own <= MAX_OWN_RATIO, (
-        f"compute_importance({measure!r}) on {form} costs {own:.2f}x the engine alone in process "
-        f"CPU time (checks, batching, conversions) > {MAX_OWN_RATIO}"
-    )
-    if ratio_cpu > MAX_CPU_RATIO and engine > MAX_CPU_RATIO:
+    missed = []
+    if own > MAX_OWN_RATIO:
+        missed.append(f"compute_importance({measure!r}) on {form} costs {own:.2f}x the engine "
+                      f"alone in process CPU time (checks, batching, conversions) > {MAX_OWN_RATIO}")
+    if ratio_cpu > MAX_CPU_RATIO and engine > MAX_CPU_RATIO and not missed:
         pytest.xfail(
             f"the engine alone costs {engine:.2f}x the plain pass on the {model_name} (the API "
             f"{ratio_cpu:.2f}x, {own:.2f}x the engine): the per-example engine's part of issue 21"
         )
-    assert ratio_cpu <= MAX_CPU_RATIO, (
-        f"compute_importance({measure!r}) on {form} costs {ratio_cpu:.2f}x the plain pass in "
-        f"process CPU time (engine alone: {engine:.2f}x) > {MAX_CPU_RATIO}"
-    )
+    if ratio_cpu > MAX_CPU_RATIO:
+        missed.append(f"compute_importance({measure!r}) on {form} costs {ratio_cpu:.2f}x the plain "
+                      f"pass in process CPU time (engine alone: {engine:.2f}x) > {MAX_CPU_RATIO}")
+    check_bars(request.config, missed)

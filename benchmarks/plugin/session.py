@@ -67,6 +67,7 @@ class BenchSession:
             # (xdist's setup_config), and they lack the loadgroup the controller chose below.
             if config.workerinput.get(LOADGROUP_KEY):
                 config.option.loadgroup = True
+            _share_the_cores(int(config.workerinput.get("workercount", 1)))
             return
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
         self.run_dir = self.report_dir / "out" / f"{stamp}-{os.getpid()}"
@@ -183,6 +184,22 @@ def _relative(path: os.PathLike[str] | str) -> str:
         return str(path.resolve().relative_to(pathlib.Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _share_the_cores(workers: int) -> None:
+    """Give an xdist worker its share of the cores: TensorFlow's thread pools sized to
+    ``cpu_count // workers`` (at least 1) instead of every core each. Without it the workers'
+    pools oversubscribe the machine, and a worker's timing and memory probes (the per-example
+    bars) swing with what the other worker runs. A no-op once TensorFlow has started its
+    runtime (the pools are fixed then)."""
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(2, threads))
+    except RuntimeError:  # the runtime is up already: its pools stay as they are
+        pass
 
 
 def _git_commit(root: pathlib.Path) -> str | None:
