@@ -151,8 +151,9 @@ def faithfulness_table(records: Sequence[Record]) -> pd.DataFrame:
             mine = [r for r in group if r["method"] == method]
             deletion = [a for r in mine for a in r["deletion_area"]]
             insertion = [a for r in mine for a in r["insertion_area"]]
-            d_mean, d_low, d_high = mean_interval(deletion)
-            i_mean, i_low, i_high = mean_interval(insertion)
+            # Areas under curves of probabilities lie in [0, 1]: so do their intervals.
+            d_mean, d_low, d_high = _clipped(mean_interval(deletion))
+            i_mean, i_low, i_high = _clipped(mean_interval(insertion))
             paired = [(r, control[r["seed"]]) for r in mine if r["seed"] in control]
             out.append({
                 "task": task, "variant": variant or "", "method": method,
@@ -217,6 +218,11 @@ def explanation_table(records: Sequence[Record]) -> pd.DataFrame:
     return wide.reset_index().sort_values(
         ["task", "variant", "mean"], ascending=[True, True, False]
     )
+
+
+def _clipped(interval: tuple[float, float, float]) -> tuple[float, float, float]:
+    mean, low, high = interval
+    return mean, max(0.0, low), min(1.0, high)
 
 
 def _groups(rows: list[Record]) -> list[tuple[tuple[str, str], list[Record]]]:
