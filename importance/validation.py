@@ -769,3 +769,25 @@ def check_flagged_batch(x: Any, y: Any, *, start: int, name: str = "data") -> No
             is fine and this returns.
     """
     check_batch(x, label_ids(y), start=start, name=name)
+
+
+def check_maps(maps: Any, images: Any, *, name: str = "maps") -> np.ndarray:
+    """A batch of saliency maps for ``images``, as float64: shape ``(N, H, W)`` of the images,
+    every value finite (the first map holding NaN or inf is named).
+
+    Raises:
+        ValueError: Another shape, or a non-finite value; the message names the image.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    expected = tuple(int(d) for d in images.shape[:3])
+    if maps.shape != expected:
+        raise ValueError(
+            f"{name} must have the images' shape (N, H, W) = {expected}. Received: {maps.shape}"
+        )
+    finite = np.isfinite(maps).reshape(len(maps), -1).all(axis=1)
+    if not finite.all():
+        first = int(np.argmin(finite))
+        raise ValueError(
+            f"{name} must be finite. Received NaN or inf values in the map of image {first}."
+        )
+    return maps

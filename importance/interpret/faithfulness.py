@@ -20,7 +20,7 @@ import pandas as pd
 from importance.checks import check_positive_int, check_seed
 from importance.interpret.baselines import baseline_images, check_baseline
 from importance.interpret.outputs import probabilities
-from importance.validation import check_explained, check_target, num_classes
+from importance.validation import check_explained, check_maps, check_target, num_classes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,17 +95,7 @@ def deletion_insertion(
     seed = check_seed(seed)
     batch_size = check_positive_int("batch_size", batch_size)
     images, ids, from_logits = check_explained(model, images, target, from_logits=from_logits)
-    maps = np.asarray(maps, dtype=np.float64)
-    if maps.shape != tuple(images.shape[:3]):
-        raise ValueError(
-            f"maps must have the images' shape (N, H, W) = {tuple(images.shape[:3])}. "
-            f"Received: {maps.shape}"
-        )
-    if not np.all(np.isfinite(maps)):
-        first = int(np.argmax(~np.isfinite(maps).reshape(len(maps), -1).all(axis=1)))
-        raise ValueError(
-            f"maps must be finite. Received NaN or inf values in the map of image {first}."
-        )
+    maps = check_maps(maps, images)
     truth = ids
     if labels is not None:
         classes = num_classes(model, images)

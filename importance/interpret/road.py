@@ -31,7 +31,7 @@ from importance.checks import check_seed
 from importance.interpret.faithfulness import pixel_ranks
 from importance.interpret.inputs import check_images, class_ids
 from importance.interpret.outputs import probabilities
-from importance.validation import output_kind
+from importance.validation import check_maps, output_kind
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # (row offset, column offset), weight: the neighbours of the linear imputation (Rong et al. 2022)
@@ -153,14 +153,7 @@ def road(
         raise ValueError(f"noise must be a non-negative number. Received: {noise!r}")
     rng = np.random.default_rng(check_seed(seed))
     images = check_images(images, model)
-    maps = np.asarray(maps, dtype=np.float64)
-    if maps.shape != tuple(images.shape[:3]):
-        raise ValueError(
-            f"maps must have the images' shape (N, H, W) = {tuple(images.shape[:3])}. "
-            f"Received: {maps.shape}"
-        )
-    if not np.all(np.isfinite(maps)):
-        raise ValueError("maps must be finite. Received NaN or inf values.")
+    maps = check_maps(maps, images)
     ids = class_ids(model, images, target)
     x = images.numpy()
     ranks = pixel_ranks(maps, seed=seed)
