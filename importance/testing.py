@@ -45,8 +45,10 @@ __all__ = [
     "parametrize_with_checks",
     "relative_error",
     "SALIENCY_CHECKS",
+    "assert_weights_unchanged",
     "tiny_classifier",
     "tiny_image_classifier",
+    "weights_snapshot",
 ]
 
 MODELS = ("dense", "conv")
@@ -105,6 +107,26 @@ def _computed(name: str, kind: str) -> dict[str, Any]:
 
 def _weights(model: Any) -> list[bytes]:
     return [np.asarray(w.numpy()).tobytes() for w in model.weights]
+
+
+def weights_snapshot(model: Any) -> list[np.ndarray]:
+    """Copies of every weight of ``model`` (trainable or not), for :func:`assert_weights_unchanged`."""
+    return [np.array(w.numpy(), copy=True) for w in model.weights]
+
+
+def assert_weights_unchanged(model: Any, before: list[np.ndarray]) -> None:
+    """Assert ``model``'s weights are bitwise those of ``before`` (:func:`weights_snapshot`):
+    same count, dtypes and values (NaN equal to NaN).
+
+    Raises:
+        AssertionError: A weight was added, removed, retyped or changed.
+    """
+    after = weights_snapshot(model)
+    assert len(after) == len(before), f"{len(before)} weights before, {len(after)} after"
+    for i, (a, b) in enumerate(zip(after, before, strict=True)):
+        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True), (
+            f"weight {i} ({model.weights[i].path}) changed"
+        )
 
 
 def check_one_array_per_weight(name: str, *, model: str = "dense") -> None:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 import importance as imp
 import reports
 from importance.data import evaluate, iter_batches
+from importance.testing import assert_weights_unchanged, weights_snapshot
 from reports.__main__ import main as reports_main
 from reports.sections import thresholding
 from tasks.trainer import train
@@ -43,23 +44,12 @@ ENTRY_POINTS = {
 MODEL_FREE = {"iter_batches": lambda m, d: list(iter_batches(d))}
 
 
-def _snapshot(model):
-    return [np.array(w.numpy(), copy=True) for w in model.weights]
-
-
-def _assert_unchanged(model, before):
-    after = _snapshot(model)
-    assert len(after) == len(before)
-    for a, b in zip(after, before, strict=True):
-        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
-
-
 def _expect(call, model, data, error, match):
-    before = _snapshot(model)
+    before = weights_snapshot(model)
     with pytest.raises(error, match=match) as info:
         call(model, data)
     assert not isinstance(info.value, imp.ImportanceError), "bad data blamed on the measure"
-    _assert_unchanged(model, before)
+    assert_weights_unchanged(model, before)
 
 
 def _with(data, *, x=None, y=None):
@@ -223,6 +213,18 @@ def _register_returning(name, make):
     return plugin
 
 
+def _assert_plugin_refused(name, make, match, model):
+    """A plugin returning ``make(w)`` per weight is refused with ``match``; the model unchanged."""
+    _register_returning(name, make)
+    before = weights_snapshot(model)
+    try:
+        with pytest.raises(imp.ImportanceError, match=match):
+            imp.compute_importance(name, model)
+    finally:
+        imp.unregister_measure(name)
+    assert_weights_unchanged(model, before)
+
+
 @pytest.mark.parametrize(
     "name, make, match",
     [
@@ -232,14 +234,7 @@ def _register_returning(name, make):
     ],
 )
 def test_plugin_outputs_that_are_not_real_arrays_name_the_measure(name, make, match, dense_model):
-    _register_returning(name, make)
-    before = _snapshot(dense_model)
-    try:
-        with pytest.raises(imp.ImportanceError, match=match):
-            imp.compute_importance(name, dense_model)
-    finally:
-        imp.unregister_measure(name)
-    _assert_unchanged(dense_model, before)
+    _assert_plugin_refused(name, make, match, dense_model)
 
 
 def test_plugin_tensors_are_converted(dense_model):
@@ -303,13 +298,13 @@ def test_non_finite_inputs_name_the_first_example(n, cells, value, as_dataset):
     data = (x, np.zeros(n, np.int32))
     if as_dataset:
         data = tf.data.Dataset.from_tensor_slices(data).batch(4)
-    before = _snapshot(model)
+    before = weights_snapshot(model)
     if not rows:
         imp.threshold_sweep(model, _ones(model), data, thresholds=[0.5])
     else:
         with pytest.raises(ValueError, match=rf"non-finite input .* example {min(rows)};"):
             imp.threshold_sweep(model, _ones(model), data, thresholds=[0.5])
-    _assert_unchanged(model, before)
+    assert_weights_unchanged(model, before)
 
 
 @PROPERTY
@@ -433,11 +428,11 @@ def test_undecodable_file_is_named(tmp_path):
 def test_inputs_of_another_shape_are_named(shape):
     model = _shared_model()
     data = (np.zeros((3, *shape), np.float32), np.zeros(3, np.int32))
-    before = _snapshot(model)
+    before = weights_snapshot(model)
     for call in (ENTRY_POINTS["fisher"], ENTRY_POINTS["threshold_sweep"]):
         with pytest.raises(ValueError, match=rf"data has inputs of shape \(3, {', '.join(map(str, shape))},?\) but the model expects \(None, 6\)"):
             call(model, data)
-    _assert_unchanged(model, before)
+    assert_weights_unchanged(model, before)
 
 
 # --- issue 20: the remaining silent core cases ---
@@ -488,14 +483,7 @@ class _ArrayRaises(_RequiresGrad):
     ],
 )
 def test_plugin_objects_without_a_usable_array_name_the_measure_and_weight(name, make, match, dense_model):
-    _register_returning(name, make)
-    before = _snapshot(dense_model)
-    try:
-        with pytest.raises(imp.ImportanceError, match=match):
-            imp.compute_importance(name, dense_model)
-    finally:
-        imp.unregister_measure(name)
-    _assert_unchanged(dense_model, before)
+    _assert_plugin_refused(name, make, match, dense_model)
 
 
 @pytest.mark.parametrize(

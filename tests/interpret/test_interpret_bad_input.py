@@ -26,6 +26,7 @@ from importance.interpret.filters import kernel_images, maximise_classes, maximi
 from importance.interpret.penalty import CamPenalty, cam_mass_outside
 from importance.interpret.registry import SALIENCY
 from importance.interpret.under_thresholding import explanation_kept
+from importance.testing import assert_weights_unchanged, weights_snapshot
 from tasks.trainer import train
 
 PROPERTY = settings(max_examples=20, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
@@ -86,17 +87,6 @@ def model():
 @pytest.fixture(scope="module")
 def images():
     return np.random.default_rng(0).random((N, *SHAPE)).astype(np.float32)
-
-
-def _snapshot(model):
-    return [np.array(w.numpy(), copy=True) for w in model.weights]
-
-
-def _assert_unchanged(model, before):
-    after = _snapshot(model)
-    assert len(after) == len(before)
-    for a, b in zip(after, before, strict=True):
-        assert a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
 
 
 def _bad(x, index, value):
@@ -257,10 +247,10 @@ CASES = [
 )
 def test_bad_input_is_named_and_the_model_unchanged(model, images, factory, call, error, match):
     subject = model if factory is None else factory()
-    before = _snapshot(subject)
+    before = weights_snapshot(subject)
     with pytest.raises(error, match=match):
         call(subject, images)
-    _assert_unchanged(subject, before)
+    assert_weights_unchanged(subject, before)
 
 
 def test_there_are_enough_cases():
@@ -323,12 +313,12 @@ def test_numpy_float32_values_in_range_are_accepted(model, images):
     method=st.sampled_from(["gradient", "grad_cam", "occlusion", "random_map"]),
 )
 def test_any_non_finite_pixel_is_named(model, images, position, value, method):
-    before = _snapshot(model)
+    before = weights_snapshot(model)
     n, row, col, channel = position
     with pytest.raises(ValueError) as info:
         compute_saliency(method, model, _bad(images, position, value), target=0)
     assert f"Received {value} in image {n} at pixel (row {row}, column {col}, channel {channel})" in str(info.value)
-    _assert_unchanged(model, before)
+    assert_weights_unchanged(model, before)
 
 
 @PROPERTY
@@ -338,13 +328,13 @@ def test_any_non_finite_pixel_is_named(model, images, position, value, method):
     method=st.sampled_from(["gradient", "hires_cam", "score_cam", "centre_prior"]),
 )
 def test_any_target_outside_the_classes_is_named_with_its_image(model, images, bad, index, method):
-    before = _snapshot(model)
+    before = weights_snapshot(model)
     target = np.zeros(N, np.int64)
     target[index] = bad
     with pytest.raises(ValueError) as info:
         compute_saliency(method, model, images, target=target)
     assert f"target must be a class id in [0, 3). Received: {bad} for image {index}." in str(info.value)
-    _assert_unchanged(model, before)
+    assert_weights_unchanged(model, before)
 
 
 @PROPERTY
@@ -383,9 +373,9 @@ def test_a_model_raising_mid_call_in_explanation_kept_is_restored_bitwise(images
          keras.layers.Flatten(), keras.layers.Dense(3, name="head")], name="tripped",
     )
     tripwire.arm(subject)
-    before = _snapshot(subject)
+    before = weights_snapshot(subject)
     scores = [np.abs(w.numpy()) for w in subject.trainable_weights]
     with pytest.raises(RuntimeError, match="tripwire"):
         explanation_kept(subject, scores, images, np.arange(N) % 3, thresholds=(0.5,),
                          method=method, replace="zero", **options)
-    _assert_unchanged(subject, before)
+    assert_weights_unchanged(subject, before)
