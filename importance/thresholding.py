@@ -159,8 +159,9 @@ def threshold_sweep(
 
     The ranking and the noise are drawn once per sweep: the weights replaced at a threshold are
     also replaced at every higher one, with the same values. ``round`` is Python's (halves to
-    even). The model's weights are restored bitwise after each threshold and when the sweep
-    ends, also on an exception or KeyboardInterrupt.
+    even). Each threshold sees the original weights with exactly its replaced ones changed; the
+    model's weights are restored bitwise when the sweep ends, also on an exception or
+    KeyboardInterrupt.
     """
     check_choice("scope", scope, SCOPES)
     check_choice("replace", replace, REPLACEMENTS)
@@ -187,18 +188,18 @@ def threshold_sweep(
     replacements = _replacement_values(originals, replace, seed)
 
     rows = []
+    replaced: set[int] = set()  # variables holding replaced values now
     try:
         for p in levels:
             mask, count = ranked.mask(p)
             touched = _assign(variables, originals, replacements, mask, offsets)
-            try:
-                if on_evaluate is not None:
-                    on_evaluate(p, model)
-                loss, accuracy = evaluate(
-                    model, dataset, batch_size=batch_size, from_logits=from_logits
-                )
-            finally:
-                _restore(variables, originals, touched)
+            # A variable replaced at the previous threshold and untouched at this one gets its
+            # original back; one replaced at both is overwritten whole by _assign.
+            _restore(variables, originals, sorted(replaced - set(touched)))
+            replaced = set(touched)
+            if on_evaluate is not None:
+                on_evaluate(p, model)
+            loss, accuracy = evaluate(model, dataset, batch_size=batch_size, from_logits=from_logits)
             rows.append((p, loss, accuracy, count / total))
     finally:
         _restore(variables, originals, range(len(variables)))

@@ -181,12 +181,14 @@ def test_p1_zero_replaces_every_trainable_weight_and_no_other(model, data):
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
 @pytest.mark.parametrize("ties", [False, True])
-def test_sweep_replaces_exactly_the_ranked_set(model, data, scope, ties):
+# In any order: a threshold after a higher one (or after p = 0.05, which replaces no weight of
+# the smallest layers) must see only its own replacements.
+@pytest.mark.parametrize("thresholds", [[0.0, 0.25, 0.5, 0.9], [0.9, 0.0, 0.5, 0.05, 0.25, 0.0]])
+def test_sweep_replaces_exactly_the_ranked_set(model, data, scope, ties, thresholds):
     original = _snapshot(model)
     n_trainable = len(model.trainable_weights)
     seen, record = _recorder()
     scores = _scores(model, 5, ties)
-    thresholds = [0.0, 0.25, 0.5, 0.9]
     curve = imp.threshold_sweep(
         model, scores, data, thresholds=thresholds, scope=scope, seed=3, on_evaluate=record
     )
