@@ -15,10 +15,11 @@ The machinery lives in :mod:`benchmarks.plugin`; this file wires it into pytest.
   ``plots/`` atomically, then prints where the leaderboard is.
 * Under xdist (``./run bench`` uses ``-n auto`` by default) the cases are grouped
   (``--dist loadgroup`` when ``-n`` is given with the default distribution): by task on the
-  thresholding and saliency axes, one group for consolidation, and one per remaining axis folder
-  (``per_example``: its timing cases never overlap each other; ``cam_training``: its models are
-  trained once), so each worker trains or loads only the models it needs. A model two workers
-  need anyway is trained once: the task cache locks an entry while one process trains it.
+  thresholding and saliency axes, one per consolidation scenario, and one per remaining axis
+  folder (``per_example``: its timing cases never overlap each other; ``cam_training``: its
+  models are trained once), so each worker trains or loads only the models it needs. A model two
+  workers need anyway is trained once: the task cache locks an entry while one process trains
+  it. The groups are queued longest first (:mod:`benchmarks.plugin.schedule`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.plugin import progress
+from benchmarks.plugin import progress, schedule
 from benchmarks.plugin.options import RunOptions, add_options
 from benchmarks.plugin.session import SESSION_KEY, BenchSession, bench_session_of
 from benchmarks.thresholding.study import Study
@@ -71,12 +72,15 @@ def bench_records(bench_session: BenchSession) -> Any:
 @pytest.hookimpl(wrapper=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Any:
     """Under xdist, a case without an ``xdist_group`` joins its axis folder's group (before
-    xdist's own hook reads the groups); after it, a worker makes sure the group is in the id."""
+    xdist's own hook reads the groups), and the groups are queued longest first
+    (:mod:`benchmarks.plugin.schedule`); after it, a worker makes sure the group is in the id."""
     grouped = config.pluginmanager.hasplugin("xdist")
     if grouped:
         for item in items:
             if item.get_closest_marker("xdist_group") is None and item.path.parent.name != "benchmarks":
                 item.add_marker(pytest.mark.xdist_group(item.path.parent.name))
+        if hasattr(config, "workerinput"):  # every worker collects, in the same order
+            schedule.longest_groups_first(items)
     result = yield
     if grouped and hasattr(config, "workerinput") and config.getvalue("loadgroup"):
         _put_groups_in_ids(items)

@@ -94,6 +94,7 @@ def test_consolidation(consolidation, bench_records, scenario, strategy, measure
         np.testing.assert_array_equal(outcome.R[0], naive.R[0])
 
 
+@pytest.mark.xdist_group("consolidation-evenodd")  # with the cases whose outcomes it reuses
 def test_fisher_beats_naive_and_l2(consolidation, bench_records):
     """Even/odd split, one shared head: EWC(fisher) ends with a higher ACC than naive and than L2
     (each at its own chosen lambda), paired over seeds: the mean of the per-seed ACC differences

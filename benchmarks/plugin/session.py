@@ -76,6 +76,10 @@ class BenchSession:
             config.option.dist = "loadgroup"
         if config.pluginmanager.hasplugin("xdist"):
             loadgroup = getattr(config.option, "dist", "") == "loadgroup"
+            if loadgroup and "loadscope-reorder" not in " ".join(config.invocation_params.args):
+                # Queue the groups in collection order, which benchmarks.plugin.schedule sorts
+                # by expected cost; xdist would sort them by their number of cases.
+                config.option.loadscopereorder = False
             config.pluginmanager.register(_XdistRunDir(self.run_dir, loadgroup), "importance-bench-xdist")
 
     @property
