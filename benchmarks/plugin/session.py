@@ -133,7 +133,25 @@ class BenchSession:
             "options": dataclasses.asdict(self.options),
             "plan": dataclasses.asdict(self.plan),
             "measures": {name: getattr(entry.fn, "version", 1) for name, entry in MEASURES.items()},
+            "selection": self.selection(),
         }
+
+    def selection(self) -> dict[str, Any]:
+        """Which cases the command selected (paths, ``-k``, ``-m``): a run of some cases is a
+        different benchmark from a run of all of them, so it never replaces the whole run's
+        records in the history (:func:`reports.history.store_run`)."""
+        config = self.config
+        invoked = pathlib.Path(config.invocation_params.dir)
+        paths = []
+        for arg in config.args:
+            path, _, rest = str(arg).partition("::")
+            try:
+                path = (invoked / path).resolve().relative_to(config.rootpath).as_posix()
+            except ValueError:
+                pass
+            paths.append(path + (f"::{rest}" if rest else ""))
+        return {"paths": sorted(paths), "keyword": config.option.keyword or None,
+                "markers": config.option.markexpr or None}
 
     def finish(self) -> None:
         """Merge the shards into ``results.jsonl``, write the reports and set :attr:`summary`

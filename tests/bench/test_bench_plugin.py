@@ -17,6 +17,7 @@ small slice (planted task, 2 seeds): serially and with ``-n 2``. Checked:
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -138,6 +139,21 @@ def test_xdist_run_gives_the_serial_leaderboard(runs):
     assert parallel.returncode == 1, parallel.stdout[-3000:] + parallel.stderr[-3000:]
     assert (parallel_out / "results.csv").read_text() == (serial_out / "results.csv").read_text()
     assert _stable(parallel_out / "leaderboard.md") == _stable(serial_out / "leaderboard.md")
+
+
+@pytest.mark.slow
+def test_the_selection_is_part_of_the_definition_and_the_history_key(runs):
+    """A run of some cases (here ``-k``) never replaces the whole run's records in the history;
+    the serial and the xdist run (which differ in ``-n`` only) share one key."""
+    keys = []
+    for _, out in runs:
+        metas = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()
+                 if '"kind": "meta"' in line or '"kind":"meta"' in line]
+        assert metas, out
+        selection = metas[0]["run"]["definition"]["selection"]
+        assert selection == {"paths": ["benchmarks"], "keyword": SELECT, "markers": None}
+        keys.append({p.name for p in (out / "history").iterdir()})
+    assert keys[0] == keys[1] and len(keys[0]) == 1
 
 
 @pytest.mark.slow
