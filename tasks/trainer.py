@@ -10,8 +10,8 @@ The optimiser applies the sum of their gradients, but an attached
 :class:`importance.online.Recorder` observes only the *task-loss* gradient, with the weights
 before and after the step, as SI requires (Zenke et al. 2017).
 
-Runs are reproducible: the seed fixes the shuffling order and Keras' random state, and TensorFlow
-op determinism is switched on (a process-wide setting).
+Runs are reproducible: the seed fixes the shuffling order and Keras' random state (the global seeds are
+set when the epoch is traced), and TensorFlow op determinism is switched on (a process-wide setting).
 
 **One trace serves many calls.** The compiled epoch is cached per model (weakly: the cache never
 keeps a model alive) under what shapes its graph: the trainable weights, the input shape, the
@@ -148,7 +148,6 @@ def train(
         penalty.check_training(model, epochs=int(epochs))  # e.g. a CAM schedule past the last epoch
 
     tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(int(seed))
     traceable = penalty is not None and penalty.trace_key is not None
     state = list(penalty.trace_state()) if traceable else []
     options = dict(optimizer=optimizer, learning_rate=float(learning_rate), weight_decay=float(weight_decay),
@@ -156,7 +155,7 @@ def train(
                    batch_size=int(batch_size), state_specs=[tf.TensorSpec.from_tensor(t) for t in state])
     key = _epoch_key(model, **options) if penalty is None or traceable else None
     if epochs:  # zero epochs traces nothing
-        compiled = _compiled_epoch(model, key, options)
+        compiled = _compiled_epoch(model, key, options, seed=int(seed))
         compiled.reset_optimizer()
         vessel = compiled.recorder  # the recorder the graph was traced with (captured in it)
         if vessel is not recorder:  # another recorder of the same structure: lend it its state
@@ -274,15 +273,24 @@ def _frozen(value: Any) -> Hashable | None:
     return None
 
 
-def _compiled_epoch(model: Any, key: Hashable | None, options: dict[str, Any]) -> _Epoch:
+def _compiled_epoch(model: Any, key: Hashable | None, options: dict[str, Any], *, seed: int) -> _Epoch:
     """The cached compiled epoch of ``model`` under ``key``, traced and stored if missing.
 
     Tracing happens here, before anything is stored: a trace that raises (or is interrupted)
-    leaves no entry. ``key`` None (an untraceable penalty) traces without caching."""
+    leaves no entry. ``key`` None (an untraceable penalty) traces without caching.
+
+    The global seeds (Python, NumPy, Keras, TensorFlow: ``keras.utils.set_random_seed``) are
+    set to ``seed`` just before a trace, where they decide the seeds of the random ops the
+    graph is built with. A cached epoch is reused only if it draws no unseeded random number
+    (:class:`_Epoch` ``reusable``), so nothing it runs depends on them, and they are left alone:
+    setting TensorFlow's seed clears its kernel cache, and the next call of the epoch then
+    instantiates its kernels again, which cost ~3x the epoch itself on the small MLPs of the
+    consolidation study (every lambda of the grid paid it)."""
     cache = _EPOCHS.setdefault(model, OrderedDict())
     if key is not None and key in cache:
         cache.move_to_end(key)
         return cache[key]
+    keras.utils.set_random_seed(seed)
     epoch = _make_epoch(model, **options)
     if key is not None and epoch.reusable:
         cache[key] = epoch

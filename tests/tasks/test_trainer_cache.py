@@ -278,3 +278,17 @@ def test_recorders_of_other_measures_trace_their_own_graph() -> None:
         train(model, data, epochs=1, batch_size=32, learning_rate=0.01, recorder=recorder)
         assert recorder.num_steps == 5
     assert _traces() - start == 2
+
+
+def test_a_cached_epoch_leaves_the_global_seeds_and_tensorflows_kernels_alone(monkeypatch) -> None:
+    """Seeds are set where they shape a graph, before a trace. Setting TensorFlow's seed clears
+    its kernel cache, so reseeding on every call made each cached epoch instantiate its kernels
+    again (~3x the epoch's own cost on a small MLP); the results are those of fresh traces
+    (test_cached_epochs_give_bitwise_what_fresh_traces_give)."""
+    seeded = []
+    original = keras.utils.set_random_seed
+    monkeypatch.setattr(keras.utils, "set_random_seed", lambda seed: seeded.append(seed) or original(seed))
+    start = _traces()
+    _session(_model())
+    assert _traces() - start == 2
+    assert seeded == [1, 2]  # task A's trace (seed 1), the EWC runs' trace (their first seed, 2)
