@@ -106,7 +106,9 @@ def _check_schedule(schedule: Any) -> tuple[int, ...] | None:
 
 class CamPenalty(Penalty):
     """The radial CAM penalty as a :class:`~importance.penalties.Penalty` (it uses the batch and
-    the epoch; not traceable), e.g. for :func:`tasks.trainer.train`.
+    the epoch), e.g. for :func:`tasks.trainer.train`. It is traceable: its graph depends on the
+    variant, width, schedule and CAM layer (:attr:`trace_key`), and its weight is a state tensor,
+    so training one model again with another weight reuses the compiled epoch.
 
     Args:
         model: The CNN to train; its CAM layer is found (or checked) now.
@@ -187,13 +189,26 @@ class CamPenalty(Penalty):
             return tf.constant(False)
         return tf.reduce_any(tf.equal(tf.cast(epoch, tf.int32), tf.constant(self.schedule, tf.int32)))
 
+    @property
+    def trace_key(self) -> tuple[Any, ...]:
+        """What shapes the penalty's graph: variant, width, schedule, the CAM layer, and whether
+        the weight is 0 (which adds nothing: no CAM pass is traced)."""
+        schedule = None if self.schedule is None else tuple(self.schedule)
+        return ("cam", self.variant, self.width, schedule, id(self.layer), self.weight == 0)
+
+    def trace_state(self) -> list[tf.Tensor]:
+        """``[weight]``, a float32 scalar: what changes between training calls."""
+        return [tf.constant(self.weight, tf.float32)]
+
     def __call__(self, model: Any, x: Any, y: Any, epoch: Any = 0, *,
                  state: Sequence[Any] | None = None) -> tf.Tensor:
         """The weighted penalty on the batch ``(x, y)`` in ``epoch`` (0 when switched off);
-        ``state`` is ignored (the penalty is not traceable)."""
+        with ``state`` (from :meth:`trace_state` of a penalty with the same :attr:`trace_key`)
+        the weight is taken from there."""
         if self.weight == 0:
             return tf.constant(0.0)
-        return tf.cond(self.active(epoch), lambda: self.weight * self.value(model, x, y),
+        weight = self.trace_state()[0] if state is None else state[0]
+        return tf.cond(self.active(epoch), lambda: weight * self.value(model, x, y),
                        lambda: tf.constant(0.0))
 
     def value(self, model: Any, x: Any, y: Any) -> tf.Tensor:

@@ -160,6 +160,31 @@ def test_penalty_trains_through_the_trainer_deterministically():
     assert any(not np.allclose(a, b) for a, b in zip(first, plain, strict=True))
 
 
+def test_a_new_weight_reuses_the_compiled_epoch_and_trains_as_a_fresh_trace(monkeypatch):
+    """The weight is the penalty's state: a second training of the same model with another weight
+    traces nothing new, and gives bitwise what a fresh trace gives (cache switched off)."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(40, 6, 6, 1)).astype("float32")
+    y = (x[:, :, :3].mean(axis=(1, 2, 3)) > x[:, :, 3:].mean(axis=(1, 2, 3))).astype("int32")
+
+    def session() -> tuple[list[np.ndarray], int]:
+        model = _tiny_cnn(seed=3)
+        start = trainer._trace_count
+        for weight, seed in ((2.0, 1), (8.0, 2)):
+            penalty = CamPenalty(model, weight=weight, variant="difference", schedule=[1])
+            trainer.train(model, (x, y), epochs=2, batch_size=16, learning_rate=1e-2, seed=seed,
+                          penalty=penalty)
+        return model.get_weights(), trainer._trace_count - start
+
+    cached, traces = session()
+    assert traces == 1
+    monkeypatch.setattr(trainer, "MAX_EPOCHS_PER_MODEL", 0)
+    fresh, traces = session()
+    assert traces == 2
+    for a, b in zip(cached, fresh, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---- the spurious-background task -----------------------------------------------------------
 
 
