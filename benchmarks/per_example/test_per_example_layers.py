@@ -17,6 +17,9 @@ method's rounds, relative error against the per-example loop on the first exampl
 as the LSTM's does). The ``factorized`` and ``auto`` rows assert issue 14's bars: error <= 1e-5;
 <= 1.5x the interleaved plain pass and <= 2x its peak memory, except recurrent models: <= 4x;
 ``auto`` is never slower than ``vmap`` (by construction where it runs ``vmap``, else timed).
+The time and memory bars fail a serial run; under pytest-xdist, where another worker shares the
+cores, a miss is an expected failure naming the figure (:func:`benchmarks.per_example.probes.
+check_bars`), as in the sibling groups.
 Quick mode runs ``fisher_empirical`` ``plain`` and ``auto`` on the models that trace fast (about
 35 s); ``--full`` adds the ResNet-BN and the LSTM (vectorising the LSTM traces for ~35 s per
 method), MAS and the ``vmap`` and ``factorized`` rows.
@@ -28,7 +31,7 @@ import pytest
 
 from benchmarks.per_example.layer_models import MODELS, RECURRENT, build
 from benchmarks.per_example.models import BATCH, runner, subset
-from benchmarks.per_example.probes import peak_memory, time_method
+from benchmarks.per_example.probes import check_bars, peak_memory, time_method
 from importance.per_example import resolve_method
 from importance.testing import relative_error
 
@@ -58,7 +61,7 @@ def state() -> dict:
 
 
 @pytest.mark.parametrize(("model_name", "measure", "method"), CASES, ids=["-".join(c) for c in CASES])
-def test_per_example_layers(benchmark, bench_options, state, model_name, measure, method):
+def test_per_example_layers(benchmark, bench_options, state, request, model_name, measure, method):
     full = bench_options.full
     if not full and not _quick(model_name, measure, method):
         pytest.skip("--full only")
@@ -105,11 +108,19 @@ def test_per_example_layers(benchmark, bench_options, state, model_name, measure
     if method not in ENGINE_ROWS:
         return
     assert error <= MAX_ERROR, f"relative error {error:.2e} > {MAX_ERROR}"
-    if method == "auto" and resolve_method(model, method) != "vmap":
-        assert vmap is None or ratio <= vmap, f"auto slower than vmap ({ratio:.2f}x > {vmap:.2f}x the plain pass)"
+    # Time and memory bars: failures serially, expected failures (figure recorded) under xdist,
+    # where another worker shares the cores (probes.check_bars).
+    missed = []
+    if method == "auto" and resolve_method(model, method) != "vmap" and vmap is not None and ratio > vmap:
+        missed.append(f"auto slower than vmap ({ratio:.2f}x > {vmap:.2f}x the plain pass)")
     if model_name in RECURRENT:
-        assert ratio <= MAX_RATIO_RECURRENT, f"{ratio:.2f}x the interleaved plain pass > {MAX_RATIO_RECURRENT}"
+        if ratio > MAX_RATIO_RECURRENT:
+            missed.append(f"{ratio:.2f}x the interleaved plain pass > {MAX_RATIO_RECURRENT}")
+        check_bars(request.config, missed)
         return
-    assert ratio <= MAX_RATIO, f"{ratio:.2f}x the interleaved plain pass > {MAX_RATIO}"
+    if ratio > MAX_RATIO:
+        missed.append(f"{ratio:.2f}x the interleaved plain pass > {MAX_RATIO}")
     assert memory_ratio is not None, "the plain pass read 0 bytes from the allocator: no memory ratio"
-    assert memory_ratio <= MAX_MEMORY_RATIO, f"{memory_ratio:.2f}x the plain memory > {MAX_MEMORY_RATIO}"
+    if memory_ratio > MAX_MEMORY_RATIO:
+        missed.append(f"{memory_ratio:.2f}x the plain memory > {MAX_MEMORY_RATIO}")
+    check_bars(request.config, missed)
