@@ -7,10 +7,11 @@ pre-activation, or the layer's outputs). One backward pass of ``sum_i objective_
 every call's output gradients ``g`` at once (example ``i`` only affects ``objective_i``), and each
 family's rule (:data:`importance.per_example.layers.RULES`) turns a layer's calls and gradients
 into the moments of its weights: closed forms for Dense, Conv1D/2D/3D, normalisation, Embedding,
-EinsumDense (so MultiHeadAttention's projections) and depthwise/separable convolutions, each
+EinsumDense (so MultiHeadAttention's projections), depthwise/separable convolutions and
+recurrent layers (GRU, LSTM, SimpleRNN, Bidirectional: the engine runs their recurrence), each
 float32 without LoRA or quantisation; a layer called several times sums its per-example
 gradients over the calls before the moment. Every other layer with trainable weights
-(recurrent, custom, subclassed models) is vectorised over examples on its own
+(custom layers and cells, masked recurrent calls, subclassed models) is vectorised over examples on its own
 (:data:`~importance.per_example.layers.FALLBACK`); the whole-batch Jacobian
 (:func:`jacobian_moments`) is left only for attention inside a layer that is neither walkable
 nor covered by closed forms.
