@@ -9,7 +9,9 @@ measure (Fisher with empirical labels, MAS), CPU, batch 128, generated data, ran
   raise a ValueError (it would crash TensorFlow), which the row checks;
 * ``factorized``: ``method="factorized"``, the engine;
 * ``auto``: what users get, ``method="auto"``: the engine, or ``vmap`` where the per-layer
-  vectorisation would repeat work (the LSTM model; ``extra_info["path"]`` says which).
+  vectorisation would repeat work (a layer without closed form and a small Dense head;
+  ``extra_info["path"]`` says which: since recurrent layers have a closed form, the LSTM model
+  runs the engine).
 
 Each row's ``extra_info``: time over N examples, ratio to a plain pass interleaved with the
 method's rounds, relative error against the per-example loop on the first examples, peak memory

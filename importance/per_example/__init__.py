@@ -12,7 +12,8 @@ Methods:
         (see :mod:`importance.per_example.engine`); layers without a closed form are
         vectorised over examples on their own (their weights only).
     ``auto``: ``factorized``, except for models whose layers without a closed form carry the
-        cost (only they and small Dense layers hold weights, e.g. an LSTM with a Dense head):
+        cost (only they and small Dense layers hold weights, e.g. an RNN with a custom cell and
+        a Dense head):
         there the per-layer vectorisation would re-run their forward pass, and ``vmap`` is
         cheaper (:func:`resolve_method` tells which one runs). Never a method that cannot run
         the model: not ``vmap`` on stacked recurrent layers (TensorFlow cannot vectorise them),

@@ -7,10 +7,11 @@ pre-activation, or the layer's outputs). One backward pass of ``sum_i objective_
 every call's output gradients ``g`` at once (example ``i`` only affects ``objective_i``), and each
 family's rule (:data:`importance.per_example.layers.RULES`) turns a layer's calls and gradients
 into the moments of its weights: closed forms for Dense, Conv1D/2D/3D, normalisation, Embedding,
-EinsumDense (so MultiHeadAttention's projections) and depthwise/separable convolutions, each
+EinsumDense (so MultiHeadAttention's projections), depthwise/separable convolutions and
+recurrent layers (GRU, LSTM, SimpleRNN, Bidirectional: the engine runs their recurrence), each
 float32 without LoRA or quantisation; a layer called several times sums its per-example
 gradients over the calls before the moment. Every other layer with trainable weights
-(recurrent, custom, subclassed models) is vectorised over examples on its own
+(custom layers and cells, masked recurrent calls, subclassed models) is vectorised over examples on its own
 (:data:`~importance.per_example.layers.FALLBACK`); the whole-batch Jacobian
 (:func:`jacobian_moments`) is left only for attention inside a layer that is neither walkable
 nor covered by closed forms.
@@ -31,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from importance.per_example.layers import Call, LayerRule, rule, scoped_vmap
+from importance.per_example.layers import FALLBACK, Call, LayerRule, rule, scoped_vmap
 from importance.per_example.moments import Objective, apply_moment, check_moment
 from importance.per_example.paths import decide
 
@@ -186,6 +187,22 @@ def output_gradients(
     return [next(per_example) if f else next(out) for f in free]
 
 
+def extra_inputs(layer: Any, args: Any, kwargs: Any) -> bool:
+    """Whether a call passes ``layer`` more than its one input tensor: a tensor among its keyword
+    arguments (a mask, initial states), or a Keras mask carried by the input that the layer's
+    ``call`` would receive (``mask_zero`` upstream). A closed form with a ``forward`` reads only
+    the one input, so such a call takes the per-layer vmap (the layer's own call) instead."""
+    from keras.src.backend import get_keras_mask
+
+    if len(args) != 1:
+        return True
+    leaves = tf.nest.flatten({k: v for k, v in kwargs.items() if k != "training"})
+    if any(tf.is_tensor(v) or isinstance(v, np.ndarray) for v in leaves):
+        return True
+    takes_mask = getattr(layer, "_call_has_mask_arg", False)
+    return bool(takes_mask) and get_keras_mask(args[0]) is not None
+
+
 def _bind(objective: Callable[..., tf.Tensor], targets: Any) -> Objective:
     return lambda outputs: objective(outputs, targets)
 
@@ -259,7 +276,11 @@ class Walker:
         path, subs = decide(layer, single_input=len(args) == 1)
         family = rule(path)  # None for the structural paths
         if family is not None and family.forward is not None:
-            return self._capture(layer, args[0], family)
+            if not extra_inputs(layer, args, kwargs):
+                return self._capture(layer, args[0], family)
+            # The closed form reads the call's one input: a mask or initial state takes the
+            # per-layer vmap, which runs the layer's own call with them.
+            path, family = FALLBACK.kind, FALLBACK
         if path == "walk":
             return self._walk(layer, args[0] if len(args) == 1 else list(args))
         kwargs.pop("training", None)
@@ -274,11 +295,17 @@ class Walker:
     def _capture(self, layer: Any, a: Any, family: LayerRule) -> tf.Tensor:
         """A call whose watched tensors the rule's ``forward`` computes from its one input."""
         a = tf.convert_to_tensor(a)
-        z = family.forward(layer, a, watch=self.tape.watch)
-        self.tape.watch(z)
-        replay = lambda ts: family.forward(layer, ts[0])  # noqa: E731
-        self._append(Call(layer, family, a, z, inputs=[a], forward=replay))
-        return layer.activation(z[-1]) if layer.activation is not None else z[-1]
+        if family.forward_output:  # e.g. recurrent: the output comes out of the family's loop
+            # (forward watches its tensors before computing the output from them)
+            z, output, extra = family.forward(layer, a, watch=self.tape.watch)
+            replay = lambda ts: family.forward(layer, ts[0])[0]  # noqa: E731
+        else:
+            z, extra = family.forward(layer, a, watch=self.tape.watch), []
+            replay = lambda ts: family.forward(layer, ts[0])  # noqa: E731
+            self.tape.watch(z)  # before the activation is computed from it
+            output = layer.activation(z[-1]) if layer.activation is not None else z[-1]
+        self._append(Call(layer, family, a, z, inputs=[a], forward=replay, extra=extra))
+        return output
 
     def _capture_outputs(self, layer: Any, family: LayerRule, args: Any, kwargs: Any) -> Any:
         """A call the layer runs itself; its floating outputs are watched."""
@@ -342,7 +369,7 @@ class Walker:
                 "`training` argument (e.g. training=training), or method='loop' (each example "
                 "run alone)."
             )
-        return self.call(sub, inputs)
+        return self.call(sub, inputs, **kwargs)  # a mask or state the sub-layer gets is kept
 
     def _walk(self, model: Any, x: Any) -> Any:
         if isinstance(model, keras.Sequential):

@@ -2,7 +2,7 @@
 
 A layer with trainable weights takes a closed form (a row of
 :data:`importance.per_example.layers.RULES`: ``einsum``, ``norm``, ``embedding``, ``depthwise``,
-``dense``, ``conv``), is walked (Sequential and functional models, nested ones too), is
+``dense``, ``conv``, ``recurrent``), is walked (Sequential and functional models, nested ones too), is
 intercepted (a layer whose weights all belong to sub-layers with closed forms, e.g.
 MultiHeadAttention), or is vectorised over examples on its own (``vmap``,
 :data:`~importance.per_example.layers.FALLBACK`); attention inside a layer the engine can neither
@@ -84,7 +84,7 @@ def layer_paths(model: Any) -> list[tuple[Any, str]]:
     Returns:
         ``(layer, kind)`` pairs: a closed form (the ``kind`` of a row of
         :data:`~importance.per_example.layers.RULES`: ``einsum``, ``norm``, ``embedding``,
-        ``depthwise``, ``dense``, ``conv``), ``vmap`` (vectorised over examples on its own) or
+        ``depthwise``, ``dense``, ``conv``, ``recurrent``), ``vmap`` (vectorised over examples on its own) or
         ``jacobian`` (attention inside a layer the engine can neither walk nor intercept).
     """
     found: dict[int, tuple[Any, str]] = {}
@@ -110,7 +110,8 @@ def whole_model_vmap_is_cheaper(model: Any) -> bool:
     forward pass has run it once; vectorising the whole model runs it once, but forms per-example
     gradients of every other layer too. That is cheaper when some layers take the per-layer vmap
     and every other layer with weights is a ``Dense`` layer holding no more weights than they do
-    (e.g. an LSTM with a Dense head, or a subclassed model the engine cannot walk), and
+    (e.g. a recurrent layer with a custom cell and a Dense head, or a subclassed model the engine
+    cannot walk), and
     :func:`whole_model_vmap_can_run`.
     """
     paths = layer_paths(model)

@@ -170,14 +170,19 @@ def test_block_passing_training_on_runs_in_inference_mode_and_matches_the_loop()
 
 def test_auto_never_vectorises_stacked_recurrent_layers():
     """Two LSTMs over float features (the first returning its sequence): tf.vectorized_map
-    raises a TypeError on them, so auto runs the engine; one LSTM may still take vmap."""
+    raises a TypeError on them, so auto runs the engine; one LSTM could still be vectorised
+    (LSTMs now have the engine's closed form, so auto runs the engine on both)."""
+    from importance.per_example.paths import whole_model_vmap_can_run
+
     inputs = keras.Input((6, 3))
     h = layers.LSTM(8)(layers.LSTM(8, return_sequences=True)(inputs))
     stacked = keras.Model(inputs, layers.Dense(CLASSES)(h))
     assert per_example.resolve_method(stacked) == "factorized"
+    assert not whole_model_vmap_can_run(stacked)
     inputs = keras.Input((6, 3))
     single = keras.Model(inputs, layers.Dense(CLASSES)(layers.LSTM(8)(inputs)))
-    assert per_example.resolve_method(single) == "vmap"
+    assert whole_model_vmap_can_run(single)
+    assert per_example.resolve_method(single) == "factorized"
 
 
 class Scale(layers.Layer):

@@ -168,14 +168,30 @@ def test_channels_first_conv_closed_form(layers, monkeypatch):
     _check(model, tf.random.normal([BATCH, *shape], seed=4), monkeypatch)
 
 
+class _MinimalCell(keras.layers.Layer):
+    """keras.io's minimal RNN cell: a custom cell, which has no closed form."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = self.state_size = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units))
+        self.recurrent_kernel = self.add_weight(shape=(self.units, self.units))
+
+    def call(self, inputs, states):
+        h = keras.ops.tanh(keras.ops.matmul(inputs, self.kernel) + keras.ops.matmul(states[0], self.recurrent_kernel))
+        return h, [h]
+
+
 @pytest.mark.parametrize(
     ("shape", "layer"),
     [
         ((5, 5, 4), keras.layers.Conv2D(4, 2, groups=2)),
         ((4, 4, 2), keras.layers.Conv2DTranspose(2, 2, strides=2)),
-        ((2, 3), keras.layers.LSTM(3, return_sequences=True)),  # pfor of an RNN traces slowly
+        ((2, 3), keras.layers.RNN(_MinimalCell(3), return_sequences=True)),  # pfor traces slowly
     ],
-    ids=["groups", "transpose", "lstm"],
+    ids=["groups", "transpose", "custom-cell-rnn"],
 )
 def test_layers_without_closed_form_are_vectorised_on_their_own(shape, layer, monkeypatch):
     model = keras.Sequential([keras.Input(shape), layer, keras.layers.Flatten(), keras.layers.Dense(CLASSES)])
@@ -317,9 +333,9 @@ def test_chunked_closed_forms_inside_tf_function_with_unknown_batch(name, jit, m
     assert relative_error(fn(x, y), ref) <= TOL
 
 
-def _lstm_model(head_units=None):
+def _lstm_model(head_units=None, cell=False):
     inputs = keras.Input((4, 3))
-    h = keras.layers.LSTM(5)(inputs)
+    h = (keras.layers.RNN(_MinimalCell(5)) if cell else keras.layers.LSTM(5))(inputs)
     if head_units:
         h = keras.layers.Dense(head_units, activation="tanh")(h)
     return _randomise(keras.Model(inputs, keras.layers.Dense(CLASSES)(h)))
@@ -339,8 +355,8 @@ class _Unwalkable(keras.Model):
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("lstm", "vmap"), ("lstm_big_head", "factorized"), ("subclassed", "vmap"), ("conv", "factorized"),
-     ("transformer", "factorized")],
+    [("custom_cell", "vmap"), ("lstm", "factorized"), ("lstm_big_head", "factorized"), ("subclassed", "vmap"),
+     ("conv", "factorized"), ("transformer", "factorized")],
 )
 def test_auto_vectorises_the_whole_model_only_where_the_engine_would_repeat_its_work(name, expected):
     """auto takes vmap when the per-layer vmap carries the cost and the other weights are Dense
@@ -356,7 +372,9 @@ def test_auto_vectorises_the_whole_model_only_where_the_engine_would_repeat_its_
     elif name == "transformer":
         inputs = keras.Input((4, 6))
         model = keras.Model(inputs, _head(keras.layers.MultiHeadAttention(2, 3)(inputs, inputs)))
-    else:
+    elif name == "custom_cell":  # the per-layer vmap carries the cost, the Dense head is smaller
+        model = _lstm_model(cell=True)
+    else:  # LSTMs have a closed form (the recurrent family): the engine
         model = _lstm_model(64 if name == "lstm_big_head" else None)  # 64 * 5 + 64 * 3 weights > LSTM's 180
     assert resolve_method(model, "auto") == expected
     assert resolve_method(model, "loop") == "loop"
@@ -371,7 +389,8 @@ def test_layer_paths_agree_with_the_forward_pass():
     shared = keras.layers.Dense(8, activation="tanh")
     h = keras.layers.Embedding(11, 8)(tokens)
     h = keras.layers.LayerNormalization()(keras.layers.MultiHeadAttention(2, 4)(h, h))
-    h = keras.layers.GRU(4)(shared(shared(h)))
+    h = keras.layers.Conv1D(8, 1, groups=2)(shared(shared(h)))  # groups > 1: the per-layer vmap
+    h = keras.layers.GRU(4)(h)
     inner = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), keras.layers.BatchNormalization()])
     model = keras.Model(tokens, keras.layers.Dense(CLASSES)(inner(h)))
     captures = []
@@ -379,7 +398,7 @@ def test_layer_paths_agree_with_the_forward_pass():
         engine.Walker(tape, captures).call(model, tf.zeros([2, 6], tf.int32))
     walked = {(c.layer.name, c.kind) for c in captures}
     assert {(layer.name, kind) for layer, kind in paths.layer_paths(model)} == walked
-    assert {kind for _, kind in walked} == {"embedding", "einsum", "norm", "dense", "vmap"}
+    assert {kind for _, kind in walked} == {"embedding", "einsum", "norm", "dense", "vmap", "recurrent"}
 
 
 def test_frozen_einsum_dense_runs_as_a_weightless_layer(monkeypatch):

@@ -6,7 +6,8 @@ Each family module holds its layers' support test (``supported``), forward captu
 extension table the same way). The documented exceptions are fields of a row: ``under_xla``
 (Embedding, depthwise, Conv3D take the per-layer vmap under XLA), ``shared_calls`` (Conv and
 depthwise layers called several times take the per-layer vmap), ``linear_in_fg`` (2-D Dense
-sums f(g) over objectives first) and the fallback's ``unvectorisable`` (attention takes the
+sums f(g) over objectives first), ``forward_output`` (recurrent layers: the output comes out of
+the family's own loop) and the fallback's ``unvectorisable`` (attention takes the
 whole-batch Jacobian). Every layer with trainable weights that no row supports takes
 :data:`FALLBACK`, the per-layer vmap.
 
@@ -23,6 +24,7 @@ from importance.per_example.layers import (
     einsum,
     embedding,
     norm,
+    recurrent,
     scoped_vmap,
 )
 from importance.per_example.layers.base import (
@@ -50,6 +52,10 @@ RULES: tuple[LayerRule, ...] = (
     LayerRule(
         "conv", conv.supported, conv.moments, forward=conv.forward, variables=kernel_and_bias,
         under_xla=conv.under_xla, shared_calls="vmap",
+    ),
+    LayerRule(
+        "recurrent", recurrent.supported, recurrent.moments, forward=recurrent.forward,
+        forward_output=True,
     ),
 )
 

@@ -61,6 +61,8 @@ class Call:
             gradients then arrive per example, with a leading batch axis).
         batched: False for a call whose inputs or outputs lacked the batch axis (the engine
             broadcast its inputs along one).
+        extra: Tensors the family's ``forward`` kept for its ``moments`` besides ``a`` and the
+            gradients (rules with ``forward_output``: a recurrent layer's per-step states).
     """
 
     def __init__(
@@ -72,9 +74,11 @@ class Call:
         *,
         inputs: list[tf.Tensor],
         forward: Callable[[list[tf.Tensor]], list[tf.Tensor]],
+        extra: Sequence[tf.Tensor] = (),
     ) -> None:
         self.layer, self.rule, self.a, self.z = layer, rule, a, z
         self.inputs, self.forward = inputs, forward
+        self.extra = list(extra)
         # Set by the engine: which watched tensors lack the batch axis (their gradients are then
         # per-example, batch x shape), and whether the call was batched as it ran.
         self.batch_free = [False] * len(z)
@@ -114,6 +118,10 @@ class LayerRule:
             before later ones are computed from them); the engine applies ``layer.activation``.
             None: the layer runs its own ``call`` (inference mode) and its floating outputs are
             watched.
+        forward_output: Whether ``forward`` returns ``(watched, output, extra)``: the layer's
+            output is then not its activation of the last watched tensor (a recurrent layer's
+            output comes out of its loop), and ``extra`` (tensors ``moments`` needs) is kept on
+            the :class:`Call`.
         variables: The weights ``moments`` returns, in its order.
         under_xla: Whether the closed form also holds in a graph compiled by XLA
             (``jit_compile=True``); a bool or a function of the layer. Where it does not, the
@@ -133,7 +141,8 @@ class LayerRule:
     kind: str
     supported: Callable[[Any], bool]
     moments: Moments
-    forward: Callable[..., list[tf.Tensor]] | None = None
+    forward: Callable[..., Any] | None = None
+    forward_output: bool = False
     variables: Callable[[Any], list[Any]] = trainable_weights
     under_xla: bool | Callable[[Any], bool] = True
     shared_calls: str = "sum"

@@ -1,6 +1,6 @@
 """Per-example moments of one layer's weights, vectorised over examples for that layer only.
 
-For a layer without a closed form (recurrent, custom, grouped or transposed convolutions, the
+For a layer without a closed form (custom layers and cells, masked recurrent calls, grouped or transposed convolutions, the
 closed forms that do not sum a shared layer's calls themselves) the engine keeps the layer's
 inputs ``a`` and watches its outputs ``z`` during its own forward pass; one backward pass of the
 summed objective gives ``g = d objective / d z`` for every example at once (example ``i`` only
