@@ -39,6 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):  # -p no:xdist: cases marked with a group still collect
+        config.addinivalue_line("markers", "xdist_group(name): the pytest-xdist group of a case")
     session = BenchSession(config)
     session.start()
     config.stash[SESSION_KEY] = session
