@@ -8,11 +8,12 @@ largest consolidation group queued last, one worker ran it alone for the final ~
 other core idled. Queuing the groups by their expected cost, longest first (the classic
 longest-processing-time rule), keeps both workers busy to the end.
 
-The expected cost of a group is :data:`GROUP_SECONDS` (CPU seconds of the quick study on the
-2-core machine, 2026-12-06, from ``./run bench --durations=0``; only their order matters), and
+The expected cost of a group is :data:`GROUP_SECONDS` (seconds its cases took in a quick study
+on the 2-core machine, 2026-12-06, from ``./run bench --durations=0`` at load ~3; only their
+order and rough proportions matter), and
 for a group not listed (``--full``'s, a plugin's) its number of cases times
-:data:`SECONDS_PER_CASE` (:data:`SECONDS_PER_CASE_BY_PREFIX` for a consolidation scenario). Stale figures cost
-wall time, never a result: every case still runs, on the worker of its group.
+:data:`SECONDS_PER_CASE` (:data:`SECONDS_PER_CASE_BY_PREFIX` for a consolidation scenario).
+Stale figures cost wall time, never a result: every case still runs, on the worker of its group.
 """
 
 from __future__ import annotations
@@ -20,19 +21,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-# Quick-study CPU seconds per group (per-task thresholding and saliency groups, one per
+# Quick-study seconds per group (per-task thresholding and saliency groups, one per
 # consolidation scenario, one per remaining axis folder); see the module docstring.
 GROUP_SECONDS = {
-    "per_example": 100.0,
-    "mnist5k.cnn": 90.0,
-    "consolidation-evenodd": 75.0,
-    "mnist5k": 57.0,
-    "consolidation-permuted": 56.0,
-    "planted": 43.0,
-    "cam_training": 33.0,
-    "digits": 24.0,
-    "planted_region": 20.0,
-    "planted_noise": 19.0,
+    "per_example": 229.0,
+    "mnist5k.cnn": 222.0,
+    "mnist5k": 83.0,
+    "consolidation-permuted": 58.0,
+    "cam_training": 53.0,
+    "planted": 39.0,
+    "consolidation-evenodd": 35.0,
+    "planted_region": 28.0,
+    "digits": 26.0,
+    "planted_noise": 16.0,
 }
 SECONDS_PER_CASE = 0.5
 # A consolidation case trains every seed's tasks at every lambda of the grid: seconds, not a half.

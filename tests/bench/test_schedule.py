@@ -30,7 +30,7 @@ def test_costliest_group_first_and_collection_order_within_a_group():
 def test_unlisted_groups_are_costed_by_their_cases():
     many = [_Item(f"n{i}", "new-task") for i in range(1000)]  # 1000 x 0.5 s: above every hint
     few = [_Item("one", "other-task")]
-    scenario = [_Item(f"s{i}", "consolidation-new") for i in range(2)]  # 2 x 8 s < digits' 24 s
+    scenario = [_Item(f"s{i}", "consolidation-new") for i in range(2)]  # 2 x 8 s < digits' 26 s
     order = _order(few + scenario + [_Item("d", "digits")] + many)
     assert order[:1000] == [f"n{i}" for i in range(1000)]
     assert order[1000:] == ["d", "s0", "s1", "one"]
