@@ -79,10 +79,14 @@ def _grouped_model(conv: keras.layers.Conv2D, *, channels: int = 4, size: int = 
         ({"kernel_size": 2, "strides": 2, "padding": "same", "filters": 8}, "square", False),
         # dilation always takes the elementwise products
         ({"kernel_size": 3, "dilation_rate": 2, "padding": "same", "use_bias": False}, "abs", True),
+        # ConvNeXt's late stages at small inputs: most offsets read only the zero padding
+        ({"kernel_size": 7, "padding": "same", "size": 2}, "square", True),
+        ({"kernel_size": 7, "padding": "same", "size": 1, "filters": 8}, "abs", True),
+        ({"kernel_size": 5, "strides": 2, "padding": "same", "size": 3}, "square", True),
     ],
     ids=[
         "7x7-same-folded", "7x7-same-elementwise", "no-bias-elementwise", "no-bias-folded",
-        "strided-valid", "multiplier-2", "dilated",
+        "strided-valid", "multiplier-2", "dilated", "7x7-on-2x2", "7x7-on-1x1", "5x5-strided-on-3x3",
     ],
 )
 def test_conv2d_grouped_by_channel_and_layer_scale(options, moment, elementwise, monkeypatch):
@@ -91,9 +95,10 @@ def test_conv2d_grouped_by_channel_and_layer_scale(options, moment, elementwise,
     monkeypatch.setattr(depthwise, "ELEMENTWISE", elementwise)
     monkeypatch.setattr(depthwise, "ELEMENTWISE_POSITIONS", 64 if elementwise else 0)
     options = {"filters": 4, **options}
-    model = _grouped_model(keras.layers.Conv2D(groups=4, name="grouped", **options))
+    size = options.pop("size", 8)
+    model = _grouped_model(keras.layers.Conv2D(groups=4, name="grouped", **options), size=size)
     assert _kinds(model) == {"grouped": "depthwise", "scale": "norm", "head": "dense"}
-    x = tf.random.normal([BATCH, 8, 8, 4], seed=6)
+    x = tf.random.normal([BATCH, size, size, 4], seed=6)
     with monkeypatch.context() as patch:
         _check(model, x, patch, moment=moment)
 

@@ -130,11 +130,25 @@ def _elementwise_kernel_moment(
     kh, kw, channels, multiplier = kernel_shape
     (sh, sw), (rh, rw) = layer.strides, layer.dilation_rate
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
+    pads = [[0, 0], [0, 0]]
     if layer.padding == "same":
-        pads = []
-        for axis, k, s, r in ((1, kh, sh, rh), (2, kw, sw, rw)):
+        for i, (axis, k, s, r) in enumerate(((1, kh, sh, rh), (2, kw, sw, rw))):
             total = max((int(g.shape[axis]) - 1) * s + (k - 1) * r + 1 - int(a.shape[axis]), 0)
-            pads.append([total // 2, total - total // 2])
+            pads[i] = [total // 2, total - total // 2]
+    # The offsets whose window reads some input, per axis; the others read only the zero
+    # padding (a 7x7 "same" kernel on a 2x2 output: 9 of 49 offsets, on 1x1: 1), so their
+    # per-example gradients are exactly zero and are not computed.
+    live = [
+        {
+            o for o in range(k)
+            if any(before <= o * r + j * s < before + size for j in range(out))
+        }
+        for k, r, s, out, (before, _), size in (
+            (kh, rh, sh, out_h, pads[0], int(a.shape[1])),
+            (kw, rw, sw, out_w, pads[1], int(a.shape[2])),
+        )
+    ]
+    if layer.padding == "same":
         a = tf.pad(a, [[0, 0], *pads, [0, 0]])
 
     def block(chunk: list[tf.Tensor]) -> tf.Tensor:
@@ -142,10 +156,15 @@ def _elementwise_kernel_moment(
         n = tf.shape(ac)[0]
         gc = tf.reshape(gc, [n, out_h, out_w, channels, multiplier])
         offsets: list[tf.Tensor] = []
+        computed: list[tf.Tensor] = []
+        zero = tf.zeros([channels] + ([multiplier] if multiplier > 1 else []))
         for p in range(kh):
             for q in range(kw):
+                if p not in live[0] or q not in live[1]:
+                    offsets.append(zero)
+                    continue
                 # one offset's product alive at a time (else the executor runs all kh * kw)
-                with tf.control_dependencies(offsets[-1:]):
+                with tf.control_dependencies(computed[-1:]):
                     window = ac[
                         :, p * rh : p * rh + (out_h - 1) * sh + 1 : sh,
                         q * rw : q * rw + (out_w - 1) * sw + 1 : sw,
@@ -155,7 +174,8 @@ def _elementwise_kernel_moment(
                     else:
                         product = window[..., None] * gc
                     per_example = tf.reduce_sum(product, axis=[1, 2])
-                    offsets.append(tf.reduce_sum(apply_moment(per_example, moment), axis=0))
+                    computed.append(tf.reduce_sum(apply_moment(per_example, moment), axis=0))
+                    offsets.append(computed[-1])
         return tf.stack(offsets)  # (kh * kw, channels[, multiplier])
 
     per_example = (
