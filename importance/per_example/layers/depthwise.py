@@ -1,4 +1,5 @@
-"""Per-example gradient moments of DepthwiseConv2D and SeparableConv2D (channels_last).
+"""Per-example gradient moments of DepthwiseConv2D, SeparableConv2D and a Conv2D grouped by
+its input channels (channels_last).
 
 A depthwise convolution convolves each input channel with its own ``depth_multiplier``
 filters. Example ``i``'s depthwise kernel gradient is therefore the filter gradient of a
@@ -12,6 +13,15 @@ A separable convolution is a depthwise convolution ``u = depthwise(a)`` followed
 the one backward pass gives ``d objective / d u`` too: the depthwise kernel's moments come from
 ``(a, g_u)`` as above, the pointwise kernel's from ``(u, g_z)`` as a Dense layer over positions
 (``sum_positions u_i^T g_i`` per example, chunked).
+
+A ``Conv2D`` with ``groups`` equal to its input channels (ConvNeXt's 7x7 "depthwise" layers,
+``Conv2D(C, 7, groups=C)``; Liu et al., "A ConvNet for the 2020s", CVPR 2022) is the same
+convolution: group ``c`` holds input channel ``c`` and output channels ``c * M .. c * M + M - 1``
+(``M = filters / groups``), which is a depthwise convolution's channel order with
+``depth_multiplier = M``. Its kernel ``(kh, kw, 1, C * M)`` is the depthwise kernel
+``(kh, kw, C, M)`` under a reshape (same element order), so the moments are computed on that view
+and reshaped back; the forward pass stays the layer's own grouped convolution. Other group
+counts (several input channels per group) take the per-layer vmap.
 
 Not under XLA (it refuses a batch-sized channel count when the batch size is not static): the
 rule's ``under_xla``. A layer called several times takes the per-layer vmap of ``z`` only
@@ -34,14 +44,43 @@ from importance.per_example.layers.base import Call, plain_float32
 from importance.per_example.moments import apply_moment, chunked_sum
 
 
+def grouped_by_channel(layer: Any) -> bool:
+    """Whether ``layer`` is a built ``Conv2D`` (its class's own ``call`` and ``convolution_op``)
+    with ``groups > 1`` equal to its input channels: a depthwise convolution written as Conv2D."""
+    cls = keras.layers.Conv2D
+    return (
+        isinstance(layer, cls)
+        and type(layer).call is cls.call
+        and type(layer).convolution_op is cls.convolution_op
+        and layer.built
+        and layer.groups > 1
+        and int(layer.kernel.shape[2]) == 1  # input channels / groups
+        # as DepthwiseConv2D's own ops require (the folded filter gradient does)
+        and layer.strides[0] == layer.strides[1]
+    )
+
+
 def supported(layer: Any) -> bool:
     """A plain float32, channels_last, 2-D depthwise or separable convolution (of exactly these
-    classes)."""
+    classes), or a Conv2D grouped by its input channels (:func:`grouped_by_channel`)."""
     return (
-        type(layer) in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+        (
+            type(layer) in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+            or grouped_by_channel(layer)
+        )
         and layer.data_format == "channels_last"
         and plain_float32(layer)
     )
+
+
+def _depthwise_shape(layer: Any) -> tuple[int, ...]:
+    """The depthwise kernel's shape ``(kh, kw, C, M)`` (for a grouped Conv2D, of its view)."""
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        return tuple(int(d) for d in layer.depthwise_kernel.shape)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return tuple(int(d) for d in layer.kernel.shape)
+    kh, kw, _, filters = (int(d) for d in layer.kernel.shape)
+    return (kh, kw, layer.groups, filters // layer.groups)
 
 
 def _bias(layer: Any, z: tf.Tensor) -> tf.Tensor:
@@ -51,8 +90,12 @@ def _bias(layer: Any, z: tf.Tensor) -> tf.Tensor:
 
 
 def forward(layer: Any, a: tf.Tensor, watch: Any = None) -> list[tf.Tensor]:
-    """The tensors the engine watches: ``[z]`` (depthwise) or ``[u, z]`` (separable), ``z``
-    before the activation; ``watch(u)`` is called before ``z`` is computed from ``u``."""
+    """The tensors the engine watches: ``[z]`` (depthwise, grouped Conv2D) or ``[u, z]``
+    (separable), ``z`` before the activation; ``watch(u)`` is called before ``z`` is computed
+    from ``u``."""
+    if isinstance(layer, keras.layers.Conv2D):
+        # the layer's own grouped convolution, as its call runs it
+        return [_bias(layer, layer.convolution_op(a, layer.kernel))]
     plain = isinstance(layer, keras.layers.DepthwiseConv2D)
     depthwise = layer.kernel if plain else layer.depthwise_kernel
     u = keras.ops.depthwise_conv(
@@ -78,20 +121,34 @@ ELEMENTWISE_POSITIONS = 16
 
 
 def _elementwise_kernel_moment(
-    layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor, moment: str
+    layer: Any, kernel_shape: tuple[int, ...], a: tf.Tensor, g: tf.Tensor, moment: str
 ) -> tf.Tensor:
     """Per-example depthwise kernel gradients as elementwise products summed over space: for
     kernel offset ``(p, q)`` example ``i``'s gradient is ``sum_positions S_i * g_i`` with
     ``S_i`` its input window shifted by ``(p, q)`` (channel by channel), a (batch x channels)
     tensor per offset: the plain filter gradient's arithmetic, no batch-folded channels."""
-    kh, kw, channels, multiplier = (int(d) for d in kernel.shape)
+    kh, kw, channels, multiplier = kernel_shape
     (sh, sw), (rh, rw) = layer.strides, layer.dilation_rate
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
+    pads = [[0, 0], [0, 0]]
     if layer.padding == "same":
-        pads = []
-        for axis, k, s, r in ((1, kh, sh, rh), (2, kw, sw, rw)):
+        for i, (axis, k, s, r) in enumerate(((1, kh, sh, rh), (2, kw, sw, rw))):
             total = max((int(g.shape[axis]) - 1) * s + (k - 1) * r + 1 - int(a.shape[axis]), 0)
-            pads.append([total // 2, total - total // 2])
+            pads[i] = [total // 2, total - total // 2]
+    # The offsets whose window reads some input, per axis; the others read only the zero
+    # padding (a 7x7 "same" kernel on a 2x2 output: 9 of 49 offsets, on 1x1: 1), so their
+    # per-example gradients are exactly zero and are not computed.
+    live = [
+        {
+            o for o in range(k)
+            if any(before <= o * r + j * s < before + size for j in range(out))
+        }
+        for k, r, s, out, (before, _), size in (
+            (kh, rh, sh, out_h, pads[0], int(a.shape[1])),
+            (kw, rw, sw, out_w, pads[1], int(a.shape[2])),
+        )
+    ]
+    if layer.padding == "same":
         a = tf.pad(a, [[0, 0], *pads, [0, 0]])
 
     def block(chunk: list[tf.Tensor]) -> tf.Tensor:
@@ -99,10 +156,15 @@ def _elementwise_kernel_moment(
         n = tf.shape(ac)[0]
         gc = tf.reshape(gc, [n, out_h, out_w, channels, multiplier])
         offsets: list[tf.Tensor] = []
+        computed: list[tf.Tensor] = []
+        zero = tf.zeros([channels] + ([multiplier] if multiplier > 1 else []))
         for p in range(kh):
             for q in range(kw):
+                if p not in live[0] or q not in live[1]:
+                    offsets.append(zero)
+                    continue
                 # one offset's product alive at a time (else the executor runs all kh * kw)
-                with tf.control_dependencies(offsets[-1:]):
+                with tf.control_dependencies(computed[-1:]):
                     window = ac[
                         :, p * rh : p * rh + (out_h - 1) * sh + 1 : sh,
                         q * rw : q * rw + (out_w - 1) * sw + 1 : sw,
@@ -112,28 +174,31 @@ def _elementwise_kernel_moment(
                     else:
                         product = window[..., None] * gc
                     per_example = tf.reduce_sum(product, axis=[1, 2])
-                    offsets.append(tf.reduce_sum(apply_moment(per_example, moment), axis=0))
+                    computed.append(tf.reduce_sum(apply_moment(per_example, moment), axis=0))
+                    offsets.append(computed[-1])
         return tf.stack(offsets)  # (kh * kw, channels[, multiplier])
 
     per_example = (
         int(np.prod(a.shape[1:])) + out_h * out_w * channels * multiplier
-        + 2 * int(np.prod(kernel.shape))
+        + 2 * int(np.prod(kernel_shape))
     )
     shape = [kh * kw, channels] + ([multiplier] if multiplier > 1 else [])
     held = int(np.prod(a.shape[1:])) + out_h * out_w * channels * multiplier
     moments = chunked_sum(block, [a, g], per_example, shape, held=held)
-    return tf.reshape(moments, kernel.shape)
+    return tf.reshape(moments, kernel_shape)
 
 
 def _depthwise_kernel_moment(
-    layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor, moment: str
+    layer: Any, kernel_shape: tuple[int, ...], a: tf.Tensor, g: tf.Tensor, moment: str
 ) -> tf.Tensor:
+    """``sum_i f(per-example depthwise kernel gradient)``, of shape ``kernel_shape``
+    ``(kh, kw, C, M)``."""
     small = int(g.shape[1]) * int(g.shape[2]) <= ELEMENTWISE_POSITIONS
     if (ELEMENTWISE and small) or tuple(layer.dilation_rate) != (1, 1):
         # The folded filter gradient is wrong with dilation on TF 2.21's CPU kernels (relative
         # error 1.7 against the loop, found by issue 21's test): never used there.
-        return _elementwise_kernel_moment(layer, kernel, a, g, moment)
-    kh, kw, channels, multiplier = (int(d) for d in kernel.shape)
+        return _elementwise_kernel_moment(layer, kernel_shape, a, g, moment)
+    kh, kw, channels, multiplier = kernel_shape
     height, width = int(a.shape[1]), int(a.shape[2])
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
 
@@ -158,9 +223,9 @@ def _depthwise_kernel_moment(
     per_example = (
         height * width * channels
         + out_h * out_w * channels * multiplier
-        + 2 * int(np.prod(kernel.shape))
+        + 2 * int(np.prod(kernel_shape))
     )
-    return chunked_sum(block, [a, g], per_example, kernel.shape)
+    return chunked_sum(block, [a, g], per_example, kernel_shape)
 
 
 def moments(
@@ -172,13 +237,14 @@ def moments(
     (call,), (watched_grads,) = calls, grads
     a, watched = call.a, call.z
     out = {}
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
+    if not isinstance(layer, keras.layers.SeparableConv2D):  # depthwise, grouped Conv2D
         (g,) = watched_grads
-        out[id(layer.kernel)] = _depthwise_kernel_moment(layer, layer.kernel, a, g, moment)
+        kernel = _depthwise_kernel_moment(layer, _depthwise_shape(layer), a, g, moment)
+        out[id(layer.kernel)] = tf.reshape(kernel, layer.kernel.shape)
     else:
         g_u, g = watched_grads
         out[id(layer.depthwise_kernel)] = _depthwise_kernel_moment(
-            layer, layer.depthwise_kernel, a, g_u, moment
+            layer, _depthwise_shape(layer), a, g_u, moment
         )
         positions = int(np.prod(g.shape[1:-1]))
         u, gz = (tf.reshape(t, [tf.shape(t)[0], positions, t.shape[-1]]) for t in (watched[0], g))

@@ -11,6 +11,12 @@ them over its calls before the moment is taken.
 ``x_hat`` is the layer's own output with gamma = 1 and beta = 0 (``keras.StatelessScope``), so
 every option the layer has (axes, groups, epsilon, ``rms_scaling``) is honoured without
 re-implementing it. The gradients are cast to float32, so any compute dtype is accepted.
+
+Keras' ``LayerScale`` (``keras.src.applications.convnext``, the per-channel scale of ConvNeXt's
+blocks; Touvron et al., "Going deeper with image transformers", ICCV 2021) computes
+``y = x * gamma``, gamma of shape ``(C,)`` over the last axis: the same form with
+``x_hat = x`` and no beta (its call with gamma = 1), so it is this family too, recognised by its
+exact class (so its own ``call``) and its one weight ``gamma`` of shape ``(projection_dim,)``.
 """
 
 from __future__ import annotations
@@ -30,10 +36,34 @@ NORM_LAYERS = (
     keras.layers.GroupNormalization,
 )
 
+try:  # the class ConvNeXt builds its blocks with (not exported under a public name)
+    from keras.src.applications.convnext import LayerScale
+except ImportError:  # pragma: no cover - another Keras layout: such layers take the vmap
+    LayerScale = None
+
+
+def _layer_scale(layer: Any) -> bool:
+    """Exactly Keras' ``LayerScale`` (so its own ``call``, ``x * gamma``), built, with one weight,
+    the trainable ``gamma`` of shape ``(projection_dim,)``: it scales the output's last axis, and
+    ``x_hat`` (its call with gamma = 1) is ``x`` broadcast to the output."""
+    if LayerScale is None or type(layer) is not LayerScale or not layer.built:
+        return False
+    gamma = getattr(layer, "gamma", None)
+    weights = layer.trainable_weights
+    return (
+        gamma is not None
+        and len(weights) == 1
+        and weights[0] is gamma
+        and tuple(gamma.shape) == (layer.projection_dim,)
+        and len(layer.weights) == 1
+    )
+
 
 def supported(layer: Any) -> bool:
     """A standard normalisation layer (its class's own ``call``, any compute dtype) whose
-    trainable weights are gamma and/or beta only."""
+    trainable weights are gamma and/or beta only, or Keras' ``LayerScale``."""
+    if _layer_scale(layer):
+        return plain_float32(layer, float32=False)
     if not isinstance(layer, NORM_LAYERS) or type(layer).call not in [c.call for c in NORM_LAYERS]:
         return False
     if not plain_float32(layer, float32=False):
@@ -44,6 +74,8 @@ def supported(layer: Any) -> bool:
 
 
 def _axes(layer: Any, rank: int) -> list[int]:
+    if _layer_scale(layer):
+        return [rank - 1]
     axis = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
     return sorted(a % rank for a in axis)
 
