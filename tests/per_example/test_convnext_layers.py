@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from importance.per_example import engine, paths, per_example_moment
-from importance.per_example.layers import depthwise, scoped_vmap
-from importance.testing import relative_error
+from importance.per_example import paths
+from importance.per_example.layers import depthwise
 
 LayerScale = pytest.importorskip("keras.src.applications.convnext").LayerScale
 
-TOL = 1e-5
 BATCH = 5
 CLASSES = 3
 
@@ -30,30 +28,6 @@ def _randomise(model: keras.Model, seed: int = 0) -> keras.Model:
     for w in model.weights:
         w.assign(rng.normal(size=w.shape).astype(np.float32))
     return model
-
-
-def _check(model, x, monkeypatch, *, moment, vmapped=0, method="auto"):
-    """Engine (``auto``, or ``method``) vs the loop; exactly ``vmapped`` layers take the per-layer vmap and the
-    whole-batch Jacobian never runs."""
-    scoped = []
-    original = scoped_vmap.moments
-
-    def counting(*args, **kwargs):
-        scoped.append(1)
-        return original(*args, **kwargs)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the whole-batch jacobian ran")
-
-    monkeypatch.setattr(engine, "jacobian_moments", refuse)
-    monkeypatch.setattr(scoped_vmap, "moments", counting)
-    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
-    got = per_example_moment(model, x, _log_likelihood, moment=moment, method=method, targets=y)
-    monkeypatch.undo()
-    ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
-    assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in model.trainable_weights]
-    assert relative_error(got, ref) <= TOL
-    assert len(scoped) == vmapped
 
 
 def _kinds(model):
@@ -89,7 +63,7 @@ def _grouped_model(conv: keras.layers.Conv2D, *, channels: int = 4, size: int = 
         "strided-valid", "multiplier-2", "dilated", "7x7-on-2x2", "7x7-on-1x1", "5x5-strided-on-3x3",
     ],
 )
-def test_conv2d_grouped_by_channel_and_layer_scale(options, moment, elementwise, monkeypatch):
+def test_conv2d_grouped_by_channel_and_layer_scale(options, moment, elementwise, monkeypatch, engine_vs_loop):
     """Both depthwise formulations (forced by the cost model's threshold) on grouped Conv2D
     layers with ``groups`` = input channels, bias and none, then Keras' LayerScale."""
     monkeypatch.setattr(depthwise, "ELEMENTWISE", elementwise)
@@ -99,12 +73,11 @@ def test_conv2d_grouped_by_channel_and_layer_scale(options, moment, elementwise,
     model = _grouped_model(keras.layers.Conv2D(groups=4, name="grouped", **options), size=size)
     assert _kinds(model) == {"grouped": "depthwise", "scale": "norm", "head": "dense"}
     x = tf.random.normal([BATCH, size, size, 4], seed=6)
-    with monkeypatch.context() as patch:
-        _check(model, x, patch, moment=moment)
+    engine_vs_loop(model, x, moment=moment)
 
 
 @pytest.mark.parametrize("moment", ["square", "abs"])
-def test_convnext_block_takes_closed_forms_only(moment, monkeypatch):
+def test_convnext_block_takes_closed_forms_only(moment, engine_vs_loop):
     """A ConvNeXt block as Keras builds it (grouped 7x7 conv, LayerNorm, Dense 4C with GELU,
     Dense C, LayerScale, residual), after a strided stem and before a pooled head."""
     inputs = keras.Input((16, 16, 3))
@@ -121,7 +94,7 @@ def test_convnext_block_takes_closed_forms_only(moment, monkeypatch):
         "stem": "conv", "dw": "depthwise", "ln": "norm", "pw1": "dense", "pw2": "dense",
         "scale": "norm", "head": "dense",
     }
-    _check(model, tf.random.normal([BATCH, 16, 16, 3], seed=7), monkeypatch, moment=moment)
+    engine_vs_loop(model, tf.random.normal([BATCH, 16, 16, 3], seed=7), moment=moment)
 
 
 class _ScaleLike(keras.layers.Layer):
@@ -134,7 +107,7 @@ class _ScaleLike(keras.layers.Layer):
         return x * self.gamma
 
 
-def test_other_group_counts_and_other_scale_classes_take_the_vmap(monkeypatch):
+def test_other_group_counts_and_other_scale_classes_take_the_vmap(engine_vs_loop):
     """Groups with several input channels each, and a look-alike of LayerScale, keep the
     per-layer vmap (still correct)."""
     inputs = keras.Input((6, 6, 4))
@@ -145,4 +118,4 @@ def test_other_group_counts_and_other_scale_classes_take_the_vmap(monkeypatch):
     assert _kinds(model) == {"pairs": "vmap", "look_alike": "vmap", "head": "dense"}
     x = tf.random.normal([BATCH, 6, 6, 4], seed=8)
     # (``auto`` would vectorise this whole model: only vmap and Dense layers)
-    _check(model, x, monkeypatch, moment="square", vmapped=2, method="factorized")
+    engine_vs_loop(model, x, moment="square", vmapped=2, method="factorized")

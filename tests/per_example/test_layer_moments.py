@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importance.per_example import engine, moments, paths, per_example_moment
-from importance.per_example.layers import scoped_vmap
 from importance.testing import relative_error
 
 TOL = 1e-5
@@ -21,31 +20,6 @@ CLASSES = 3
 
 def _log_likelihood(outputs: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     return tf.gather(tf.nn.log_softmax(outputs), targets, axis=1, batch_dims=1)
-
-
-def _check(model, x, monkeypatch, *, moment="square", vmapped=0, method="auto"):
-    """Engine vs loop; the whole-batch jacobian must not run, and exactly ``vmapped`` layers
-    may take the per-layer vectorised path (no closed form)."""
-    scoped = []
-    original = scoped_vmap.moments
-
-    def counting(*args, **kwargs):
-        scoped.append(1)
-        return original(*args, **kwargs)
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the whole-batch jacobian ran")
-
-    monkeypatch.setattr(engine, "jacobian_moments", refuse)
-    monkeypatch.setattr(scoped_vmap, "moments", counting)
-    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
-    got = per_example_moment(model, x, _log_likelihood, moment=moment, method=method, targets=y)
-    monkeypatch.undo()
-    ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
-    assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in model.trainable_weights]
-    assert relative_error(got, ref) <= TOL
-    assert len(scoped) == vmapped
-    return got
 
 
 def _randomise(model, seed=0):
@@ -62,7 +36,7 @@ def _head(h):
 
 
 @pytest.mark.parametrize("moment", ["square", "abs"])
-def test_norm_layers_closed_form(moment, monkeypatch):
+def test_norm_layers_closed_form(moment, engine_vs_loop):
     inputs = keras.Input((4, 4, 3))
     h = keras.layers.Conv2D(4, 2, padding="same")(inputs)
     h = keras.layers.BatchNormalization()(h)
@@ -71,7 +45,7 @@ def test_norm_layers_closed_form(moment, monkeypatch):
     h = keras.layers.LayerNormalization(axis=[1, 2], scale=False)(h)
     h = keras.layers.GroupNormalization(groups=2)(keras.layers.Activation("tanh")(h))
     model = _randomise(keras.Model(inputs, _head(h)))
-    _check(model, tf.random.normal([BATCH, 4, 4, 3], seed=1), monkeypatch, moment=moment)
+    engine_vs_loop(model, tf.random.normal([BATCH, 4, 4, 3], seed=1), moment=moment)
 
 
 # Keras >= 3.12 deprecates rms_scaling with a UserWarning (when built and when called, not always
@@ -99,14 +73,14 @@ def test_norm_layers_random_shapes(length, width, kind):
 
 
 @pytest.mark.parametrize("moment", ["square", "abs"])
-def test_embedding_with_repeated_and_shared_tokens(moment, monkeypatch):
+def test_embedding_with_repeated_and_shared_tokens(moment, engine_vs_loop):
     ids = keras.Input((6,), dtype="int32")
     table = keras.layers.Embedding(7, 4)
     h = keras.layers.Concatenate()([table(ids), table(keras.layers.Lambda(lambda t: t[:, ::-1])(ids))])
     h = keras.layers.GlobalAveragePooling1D()(h)
     model = _randomise(keras.Model(ids, keras.layers.Dense(CLASSES)(h)))
     x = tf.constant(np.random.default_rng(0).integers(0, 4, size=(BATCH, 6)), tf.int32)  # repeats
-    _check(model, x, monkeypatch, moment=moment)
+    engine_vs_loop(model, x, moment=moment)
 
 
 @settings(deadline=None, max_examples=4, derandomize=True)
@@ -120,22 +94,22 @@ def test_embedding_random_shapes(vocabulary, length, dim):
     assert relative_error(got, ref) <= TOL
 
 
-def test_shared_dense_sums_calls_before_the_moment(monkeypatch):
+def test_shared_dense_sums_calls_before_the_moment(engine_vs_loop):
     shared = keras.layers.Dense(5, activation="tanh")
     inputs = keras.Input((5,))
     model = keras.Model(inputs, keras.layers.Dense(CLASSES)(shared(shared(inputs))))
-    _check(model, tf.random.normal([BATCH, 5], seed=3), monkeypatch)
+    engine_vs_loop(model, tf.random.normal([BATCH, 5], seed=3))
 
 
-def test_shared_separable_conv_is_vectorised_over_its_calls(monkeypatch):
+def test_shared_separable_conv_is_vectorised_over_its_calls(engine_vs_loop):
     shared = keras.layers.SeparableConv2D(2, 2, padding="same", activation="tanh")
     inputs = keras.Input((4, 4, 2))
     model = _randomise(keras.Model(inputs, _head(shared(shared(inputs)))))
-    _check(model, tf.random.normal([BATCH, 4, 4, 2], seed=3), monkeypatch, vmapped=1)
+    engine_vs_loop(model, tf.random.normal([BATCH, 4, 4, 2], seed=3), vmapped=1)
 
 
 @pytest.mark.parametrize("moment", ["square", "abs"])
-def test_attention_and_transformer_encoder(moment, monkeypatch):
+def test_attention_and_transformer_encoder(moment, engine_vs_loop):
     tokens = keras.Input((6,), dtype="int32")
     h = keras.layers.Embedding(11, 8)(tokens)
     attended = keras.layers.MultiHeadAttention(2, 4)(h, h)
@@ -143,7 +117,7 @@ def test_attention_and_transformer_encoder(moment, monkeypatch):
     h = keras.layers.LayerNormalization()(keras.layers.Add()([h, keras.layers.Dense(8)(keras.layers.Dense(12, activation="relu")(h))]))
     model = keras.Model(tokens, keras.layers.Dense(CLASSES)(keras.layers.GlobalAveragePooling1D()(h)))
     x = tf.constant(np.random.default_rng(1).integers(0, 11, size=(BATCH, 6)), tf.int32)
-    _check(model, x, monkeypatch, moment=moment)
+    engine_vs_loop(model, x, moment=moment)
 
 
 def test_vmap_refuses_attention_with_a_clear_error():
@@ -162,10 +136,10 @@ def test_vmap_refuses_attention_with_a_clear_error():
     ],
     ids=["conv2d", "conv1d-causal"],
 )
-def test_channels_first_conv_closed_form(layers, monkeypatch):
+def test_channels_first_conv_closed_form(layers, engine_vs_loop):
     shape = (2, 5, 4) if isinstance(layers[0], keras.layers.Conv2D) else (2, 6)
     model = keras.Sequential([keras.Input(shape), *layers, keras.layers.Flatten(), keras.layers.Dense(CLASSES)])
-    _check(model, tf.random.normal([BATCH, *shape], seed=4), monkeypatch)
+    engine_vs_loop(model, tf.random.normal([BATCH, *shape], seed=4))
 
 
 class _MinimalCell(keras.layers.Layer):
@@ -193,10 +167,10 @@ class _MinimalCell(keras.layers.Layer):
     ],
     ids=["groups", "transpose", "custom-cell-rnn"],
 )
-def test_layers_without_closed_form_are_vectorised_on_their_own(shape, layer, monkeypatch):
+def test_layers_without_closed_form_are_vectorised_on_their_own(shape, layer, engine_vs_loop):
     model = keras.Sequential([keras.Input(shape), layer, keras.layers.Flatten(), keras.layers.Dense(CLASSES)])
     # auto vectorises the whole LSTM model instead (see test_auto_vectorises_the_whole_model_...)
-    _check(model, tf.random.normal([BATCH, *shape], seed=5), monkeypatch, vmapped=1, method="factorized")
+    engine_vs_loop(model, tf.random.normal([BATCH, *shape], seed=5), vmapped=1, method="factorized")
 
 
 @settings(deadline=None, max_examples=5, derandomize=True)
@@ -260,12 +234,12 @@ def test_conv3d_random_shapes(size, kernel, stride, channels, padding):
     assert relative_error(got, ref) <= TOL
 
 
-def test_task_resnet_bn_takes_closed_forms_only(monkeypatch):
+def test_task_resnet_bn_takes_closed_forms_only(engine_vs_loop):
     """The mnist5k.resnet_bn architecture (tiny): convs and BatchNorms, no vmap, no jacobian."""
     from tasks import models
 
     model = _randomise(models.resnet_bn((6, 6, 1), CLASSES, filters=2, blocks=1, seed=0))
-    _check(model, tf.random.normal([BATCH, 6, 6, 1], seed=8), monkeypatch)
+    engine_vs_loop(model, tf.random.normal([BATCH, 6, 6, 1], seed=8))
 
 
 def test_chunks_stay_under_the_budget_and_the_held_fraction(monkeypatch):
@@ -401,7 +375,7 @@ def test_layer_paths_agree_with_the_forward_pass():
     assert {kind for _, kind in walked} == {"embedding", "einsum", "norm", "dense", "vmap", "recurrent"}
 
 
-def test_frozen_einsum_dense_runs_as_a_weightless_layer(monkeypatch):
+def test_frozen_einsum_dense_runs_as_a_weightless_layer(engine_vs_loop):
     """The shared guard (layers.plain_float32) asks every closed form for a trainable layer: a
     frozen EinsumDense runs as it is instead of being captured with no weights to match."""
     inputs = keras.Input((4, 6))
@@ -409,4 +383,4 @@ def test_frozen_einsum_dense_runs_as_a_weightless_layer(monkeypatch):
     frozen.trainable = False
     model = _randomise(keras.Model(inputs, _head(frozen(inputs))))
     assert [kind for _, kind in paths.layer_paths(model)] == ["dense"]
-    _check(model, tf.random.normal([BATCH, 4, 6], seed=9), monkeypatch)
+    engine_vs_loop(model, tf.random.normal([BATCH, 4, 6], seed=9))

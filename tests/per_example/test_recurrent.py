@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from importance.per_example import engine, paths, per_example_moment, per_example_moment_sum
-from importance.per_example.layers import recurrent, scoped_vmap
+from importance.per_example.layers import recurrent
 from importance.testing import relative_error
 
 TOL = 1e-5
@@ -45,27 +45,6 @@ def _x(steps=STEPS, seed=1):
     return tf.constant(np.random.default_rng(seed).normal(size=(BATCH, steps, FEATURES)), tf.float32)
 
 
-def _check(model, x, monkeypatch, *, moment, vmapped=0):
-    """The engine (``method="factorized"``) vs the loop; the whole-batch Jacobian never runs and
-    exactly ``vmapped`` layers take the per-layer vmap."""
-    scoped = []
-    original = scoped_vmap.moments
-
-    def counting(*args, **kwargs):
-        scoped.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "jacobian_moments", lambda *a, **k: pytest.fail("the jacobian ran"))
-    monkeypatch.setattr(scoped_vmap, "moments", counting)
-    y = _labels()
-    got = per_example_moment(model, x, _log_likelihood, moment=moment, method="factorized", targets=y)
-    monkeypatch.undo()
-    ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
-    assert [tuple(g.shape) for g in got] == [tuple(w.shape) for w in model.trainable_weights]
-    assert relative_error(got, ref) <= TOL
-    assert len(scoped) == vmapped
-
-
 CONFIGS = {
     "gru": lambda: L.GRU(4),
     "gru-reset-before": lambda: L.GRU(4, reset_after=False, return_sequences=True),
@@ -88,19 +67,19 @@ CONFIGS = {
 @pytest.mark.parametrize(
     ("name", "moment"), [(name, ("square", "abs")[k % 2]) for k, name in enumerate(CONFIGS)]
 )
-def test_recurrent_closed_form_matches_the_loop(name, moment, monkeypatch):
+def test_recurrent_closed_form_matches_the_loop(name, moment, engine_vs_loop):
     """Each configuration with one moment (the two alternate; the moment is applied the same way
     for every configuration)."""
     model = _model(CONFIGS[name]())
     assert [kind for _, kind in paths.layer_paths(model)] == ["recurrent", "dense"]
-    _check(model, _x(), monkeypatch, moment=moment)
+    engine_vs_loop(model, _x(), moment=moment, method="factorized")
 
 
 @pytest.mark.parametrize("name", ["gru", "gru-reset-before", "lstm-backwards", "bidirectional-gru-sum"])
-def test_while_loop_form_matches_the_loop(name, monkeypatch):
+def test_while_loop_form_matches_the_loop(name, monkeypatch, engine_vs_loop):
     """Sequences longer than ``UNROLL_STEPS`` (or of unknown length) run a tf.while_loop."""
     monkeypatch.setattr(recurrent, "UNROLL_STEPS", 2)
-    _check(_model(CONFIGS[name]()), _x(), monkeypatch, moment="square")
+    engine_vs_loop(_model(CONFIGS[name]()), _x(), moment="square", method="factorized")
 
 
 def test_embedding_gru_and_stacked_layers_in_tf_function_unknown_batch_and_length():
@@ -177,14 +156,14 @@ def test_masked_calls_are_refused_from_the_graph():
 
 
 @pytest.mark.slow  # ~8 s: tf.vectorized_map of two recurrent layers traces slowly
-def test_masked_bidirectional_takes_the_layers_own_call(monkeypatch):
+def test_masked_bidirectional_takes_the_layers_own_call(engine_vs_loop):
     """A masked Bidirectional wrapper is intercepted; its two layers are called with the mask
     (kept by the engine's routing), which sends them to the per-layer vmap at run time."""
     tokens = keras.Input((4,), dtype="int32")
     h = L.Embedding(9, 2, mask_zero=True)(tokens)
     model = keras.Model(tokens, L.Dense(CLASSES)(L.Bidirectional(L.SimpleRNN(2))(h)))
     x = tf.constant([[1, 2, 3, 0], [4, 5, 0, 0], [1, 1, 1, 1], [6, 0, 0, 0], [7, 8, 2, 3]], tf.int32)
-    _check(model, x, monkeypatch, moment="square", vmapped=2)
+    engine_vs_loop(model, x, moment="square", vmapped=2, method="factorized")
 
 
 def test_initial_state_passed_in_takes_the_layers_own_call(monkeypatch):
