@@ -6,8 +6,8 @@ Shared by the public face (:mod:`importance.per_example`), the reference methods
 (:mod:`importance.per_example.layers`), so each is defined once.
 
 Internal surface (tests may set these with ``monkeypatch``): :data:`CHUNK_ELEMENTS`,
-:data:`HELD_FRACTION` and :data:`MIN_CHUNK_ELEMENTS`, the budget of :func:`chunked_sum`, read at
-each call.
+:data:`HELD_FRACTION` and :data:`MIN_CHUNK_ELEMENTS`, the budget of :func:`chunked_sum`, and
+:data:`PAIR_POSITIONS`, read at each call.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from importance.checks import check_choice
@@ -35,6 +36,51 @@ def check_moment(moment: Any) -> str:
 def apply_moment(t: tf.Tensor, moment: str) -> tf.Tensor:
     """The moment of ``t``: ``t**2`` for ``"square"``, ``|t|`` for ``"abs"``."""
     return tf.square(t) if moment == "square" else tf.abs(t)
+
+
+# Positions up to which the square moment of a sum of outer products over positions is taken
+# from pairs of positions (:func:`outer_sum_moment`). Measured, 2-core CPU, batch 32, process
+# time against the plain (batch-summed) product of the same tensors: 4 positions 2.3-2.5x with
+# pairs against 4-10x formed per example; 9 positions 5.0x against 2.3-3.7x; 16: 8-10x against
+# 2.0-2.5x.
+PAIR_POSITIONS = 4
+
+
+def outer_sum_moment(a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
+    """``sum_i f(A_i^T G_i)`` for ``a`` (batch, positions, D) and ``g`` (batch, positions, F):
+    the moment of per-example gradients that are sums over positions of outer products (a Dense
+    layer over a sequence or pixels, a convolution's patches).
+
+    Formed per example by default (one batched matmul, then the moment, summed). For the square
+    moment over at most :data:`PAIR_POSITIONS` positions it is taken from pairs of positions
+    instead, without a per-example (D x F) tensor:
+    ``sum_i (sum_p a_ip g_ip^T)**2 = sum_{i, p <= q} w_pq (a_ip * a_iq) (g_ip * g_iq)^T`` with
+    ``w = 1`` on the diagonal and 2 off it: one matmul over ``batch * P (P + 1) / 2`` rows, which
+    runs at matmul speed where the per-example products (P multiply-adds per element written)
+    are bound by memory. Deviation in rounding only: where an example's terms nearly cancel over
+    positions the expanded square loses digits with the *square* of the cancellation
+    (``eps * (sum |x_p| / |sum x_p|)**2`` relative, against ``eps * sum |x_p| / |sum x_p|``
+    formed per example); a result rounded below zero is clipped to 0.
+    """
+    positions = a.shape[1]
+    if moment != "square" or positions is None or positions > PAIR_POSITIONS:
+        return tf.reduce_sum(apply_moment(tf.matmul(a, g, transpose_a=True), moment), axis=0)
+    first, second = np.triu_indices(positions)
+    weight = tf.constant(np.where(first == second, 1.0, 2.0)[None, :, None], tf.float32)
+    a_pairs = tf.gather(a, first, axis=1) * tf.gather(a, second, axis=1) * weight
+    g_pairs = tf.gather(g, first, axis=1) * tf.gather(g, second, axis=1)
+    total = tf.matmul(
+        tf.reshape(a_pairs, [-1, a.shape[-1]]), tf.reshape(g_pairs, [-1, g.shape[-1]]),
+        transpose_a=True,
+    )
+    return tf.maximum(total, 0.0)
+
+
+def outer_sum_elements(positions: int, depth: int, filters: int, moment: str) -> int:
+    """Float32 elements :func:`outer_sum_moment` forms per example (its chunk budget)."""
+    if moment == "square" and positions <= PAIR_POSITIONS:
+        return positions * (positions + 1) // 2 * (depth + filters)
+    return 2 * depth * filters
 
 
 # Budget, in float32 elements, for the per-example tensors one chunk of the batch forms at once

@@ -261,6 +261,35 @@ def test_chunks_stay_under_the_budget_and_the_held_fraction(monkeypatch):
         np.testing.assert_array_equal(total.numpy(), tf.reduce_sum(x, axis=0).numpy())
 
 
+@pytest.mark.parametrize("positions", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_outer_sum_moment_matches_per_example_products(positions, moment, monkeypatch):
+    """sum_i f(A_i^T G_i) against float64 per-example products, per entry: from pairs of
+    positions (square, at most PAIR_POSITIONS) and formed per example (the rest)."""
+    rng = np.random.default_rng(positions)
+    a = rng.normal(size=(6, positions, 7)).astype(np.float32)
+    g = rng.normal(size=(6, positions, 4)).astype(np.float32)
+    per_example = np.einsum("ipd,ipf->idf", a.astype(np.float64), g.astype(np.float64))
+    expected = (per_example**2 if moment == "square" else np.abs(per_example)).sum(axis=0)
+    for pairs in (0, 4):
+        monkeypatch.setattr(moments, "PAIR_POSITIONS", pairs)
+        got = moments.outer_sum_moment(tf.constant(a), tf.constant(g), moment).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=0)
+
+
+def test_outer_sum_moment_pairs_under_cancellation():
+    """Entries whose per-example terms cancel over two positions: the expanded square keeps the
+    documented precision (absolute error about eps * (sum |x_p|)**2) and is never negative; the
+    last pair rounds below zero unclipped (found by search on this CPU)."""
+    a = np.ones((1, 2, 1), np.float32)
+    for first, second in [(1.0, -0.99), (1.0, -1.0), (0.99889463, -0.99889445)]:
+        g = np.array([[[first], [second]]], np.float32)
+        got = float(moments.outer_sum_moment(tf.constant(a), tf.constant(g), "square")[0, 0])
+        exact = (float(np.float32(first)) + float(np.float32(second))) ** 2
+        assert got >= 0.0
+        assert abs(got - exact) <= 2 * 6e-8 * (abs(first) + abs(second)) ** 2
+
+
 def _chunked_model(name):
     if name == "embedding":  # shared table, repeated tokens
         ids = keras.Input((6,), dtype="int32")

@@ -29,7 +29,13 @@ import numpy as np
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
-from importance.per_example.moments import apply_moment, chunked_sum, in_xla
+from importance.per_example.moments import (
+    apply_moment,
+    chunked_sum,
+    in_xla,
+    outer_sum_elements,
+    outer_sum_moment,
+)
 
 CLASSES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
@@ -219,7 +225,8 @@ def patch_kernel_moment(
 ) -> tf.Tensor:
     """Per-example kernel gradients as one batched matmul of each example's patches (im2col)
     with its output gradients: ``P_i^T G_i`` (patches ``P_i``: positions x kh*kw*C), a chunk of
-    the batch at a time. A 1x1 kernel needs no patches (the strided input itself: a Dense layer
+    the batch at a time (the square moment over few positions from pairs of positions:
+    ``moments.outer_sum_moment``). A 1x1 kernel needs no patches (the strided input itself: a Dense layer
     over pixels). ``a`` is padded already (VALID)."""
     out_h, out_w, filters = int(g.shape[1]), int(g.shape[2]), int(g.shape[3])
     channels = int(a.shape[3])
@@ -237,10 +244,11 @@ def patch_kernel_moment(
             )
         patches = tf.reshape(patches, [n, positions, depth])
         grads = tf.reshape(gc, [n, positions, filters])
-        per_example = tf.matmul(patches, grads, transpose_a=True)
-        return tf.reduce_sum(apply_moment(per_example, moment), axis=0)
+        return outer_sum_moment(patches, grads, moment)
 
-    per_example = positions * (depth + filters) + 2 * depth * filters
+    per_example = positions * (depth + filters) + outer_sum_elements(
+        positions, depth, filters, moment
+    )
     held = int(np.prod(a.shape[1:])) + positions * filters
     kernel = chunked_sum(block, [a, g], per_example, [depth, filters], held=held)
     return tf.reshape(kernel, layer.kernel.shape)

@@ -7,7 +7,8 @@ and the moments factorise: ``sum_i (a_i g_i^T)**2 = (a**2)^T (g**2)``,
 ``f(g)``, so several objectives (the exact Fisher's classes) sum ``f(g)`` first and multiply
 once. When the layer sees extra axes (sequences), the per-example gradient is a sum over
 positions of outer products ``A_i^T G_i`` and does not factorise: it is formed per example, in
-chunks of the batch. A layer called several times concatenates its calls as positions of one
+chunks of the batch (over at most ``moments.PAIR_POSITIONS`` positions the square moment is
+taken from pairs of positions instead: ``moments.outer_sum_moment``). A layer called several times concatenates its calls as positions of one
 sequence, so the per-example gradient is summed over the calls before the moment.
 
 Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020.
@@ -23,7 +24,12 @@ import numpy as np
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
-from importance.per_example.moments import apply_moment, chunked_sum
+from importance.per_example.moments import (
+    apply_moment,
+    chunked_sum,
+    outer_sum_elements,
+    outer_sum_moment,
+)
 
 
 def supported(layer: Any) -> bool:
@@ -71,10 +77,10 @@ def _call_moments(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> list[t
     positions = int(np.prod(a.shape[1:-1]))
     a = tf.reshape(a, [tf.shape(a)[0], positions, a.shape[-1]])
     g = tf.reshape(g, [tf.shape(g)[0], positions, g.shape[-1]])
-    per_example = int(a.shape[-1]) * (positions + int(g.shape[-1]))
+    depth, filters = int(a.shape[-1]), int(g.shape[-1])
+    per_example = outer_sum_elements(positions, depth, filters, moment)
     kernel = chunked_sum(
-        lambda c: tf.reduce_sum(apply_moment(tf.matmul(c[0], c[1], transpose_a=True), moment), 0),
-        [a, g], per_example, layer.kernel.shape,
+        lambda c: outer_sum_moment(c[0], c[1], moment), [a, g], per_example, layer.kernel.shape
     )
     bias_g = tf.reduce_sum(g, axis=1)
     out = [kernel]
