@@ -41,7 +41,12 @@ import numpy as np
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
-from importance.per_example.moments import apply_moment, chunked_sum
+from importance.per_example.moments import (
+    apply_moment,
+    chunked_sum,
+    outer_sum_elements,
+    outer_sum_moment,
+)
 
 
 def grouped_by_channel(layer: Any) -> bool:
@@ -220,12 +225,9 @@ def _depthwise_kernel_moment(
         per_example = tf.reshape(per_example, [kh, kw, n, channels, multiplier])
         return tf.reduce_sum(apply_moment(per_example, moment), axis=2)
 
-    per_example = (
-        height * width * channels
-        + out_h * out_w * channels * multiplier
-        + 2 * int(np.prod(kernel_shape))
-    )
-    return chunked_sum(block, [a, g], per_example, kernel_shape)
+    held = height * width * channels + out_h * out_w * channels * multiplier
+    per_example = 2 * held + 2 * int(np.prod(kernel_shape))  # the folded copies, the kernels
+    return chunked_sum(block, [a, g], per_example, kernel_shape, held=held)
 
 
 def moments(
@@ -249,11 +251,14 @@ def moments(
         positions = int(np.prod(g.shape[1:-1]))
         u, gz = (tf.reshape(t, [tf.shape(t)[0], positions, t.shape[-1]]) for t in (watched[0], g))
         shape = layer.pointwise_kernel.shape
+        depth, filters = int(u.shape[2]), int(gz.shape[2])
+        held = positions * (depth + filters)
         pointwise = chunked_sum(
-            lambda chunk: tf.reduce_sum(
-                apply_moment(tf.matmul(chunk[0], chunk[1], transpose_a=True), moment), 0
-            ),
-            [u, gz], positions * (int(u.shape[2]) + int(gz.shape[2])), shape[2:],
+            lambda chunk: outer_sum_moment(chunk[0], chunk[1], moment),
+            [u, gz],
+            held + outer_sum_elements(positions, depth, filters, moment),
+            shape[2:],
+            held=held,
         )
         out[id(layer.pointwise_kernel)] = tf.reshape(pointwise, shape)
     if layer.bias is not None:
