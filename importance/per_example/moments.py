@@ -76,11 +76,30 @@ def outer_sum_moment(a: tf.Tensor, g: tf.Tensor, moment: str) -> tf.Tensor:
     return tf.maximum(total, 0.0)
 
 
-def outer_sum_elements(positions: int, depth: int, filters: int, moment: str) -> int:
+def outer_sum_elements(positions: int | None, depth: int, filters: int, moment: str) -> int:
     """Float32 elements :func:`outer_sum_moment` forms per example (its chunk budget)."""
-    if moment == "square" and positions <= PAIR_POSITIONS:
+    if moment == "square" and positions is not None and positions <= PAIR_POSITIONS:
         return positions * (positions + 1) // 2 * (depth + filters)
     return 2 * depth * filters
+
+
+def chunked_outer_sum(a: tf.Tensor, g: tf.Tensor, moment: str, *, held: bool = False) -> tf.Tensor:
+    """:func:`outer_sum_moment` over the whole batch, a chunk at a time (:func:`chunked_sum`):
+    the (D, F) moment of a layer whose per-example gradient is ``A_i^T G_i``.
+
+    A chunk's budget counts its slices of ``a`` and ``g`` (when the positions are known) and what
+    :func:`outer_sum_moment` forms. With ``held`` the held-tensor rule applies too, ``a`` and
+    ``g`` being tensors the engine holds for the layer anyway.
+    """
+    positions, depth, filters = a.shape[1], int(a.shape[-1]), int(g.shape[-1])
+    slices = 0 if positions is None else positions * (depth + filters)
+    return chunked_sum(
+        lambda chunk: outer_sum_moment(chunk[0], chunk[1], moment),
+        [a, g],
+        slices + outer_sum_elements(positions, depth, filters, moment),
+        [depth, filters],
+        held=slices if held and slices else None,
+    )
 
 
 # Budget, in float32 elements, for the per-example tensors one chunk of the batch forms at once

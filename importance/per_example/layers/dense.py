@@ -8,7 +8,7 @@ and the moments factorise: ``sum_i (a_i g_i^T)**2 = (a**2)^T (g**2)``,
 once. When the layer sees extra axes (sequences), the per-example gradient is a sum over
 positions of outer products ``A_i^T G_i`` and does not factorise: it is formed per example, in
 chunks of the batch (over at most ``moments.PAIR_POSITIONS`` positions the square moment is
-taken from pairs of positions instead: ``moments.outer_sum_moment``). A layer called several times concatenates its calls as positions of one
+taken from pairs of positions instead: ``moments.chunked_outer_sum``). A layer called several times concatenates its calls as positions of one
 sequence, so the per-example gradient is summed over the calls before the moment.
 
 Reference: Dangel, Kunstner & Hennig, "BackPACK: Packing more into backprop", ICLR 2020.
@@ -24,12 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
-from importance.per_example.moments import (
-    apply_moment,
-    chunked_sum,
-    outer_sum_elements,
-    outer_sum_moment,
-)
+from importance.per_example.moments import apply_moment, chunked_outer_sum
 
 
 def supported(layer: Any) -> bool:
@@ -77,11 +72,7 @@ def _call_moments(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> list[t
     positions = int(np.prod(a.shape[1:-1]))
     a = tf.reshape(a, [tf.shape(a)[0], positions, a.shape[-1]])
     g = tf.reshape(g, [tf.shape(g)[0], positions, g.shape[-1]])
-    depth, filters = int(a.shape[-1]), int(g.shape[-1])
-    per_example = outer_sum_elements(positions, depth, filters, moment)
-    kernel = chunked_sum(
-        lambda c: outer_sum_moment(c[0], c[1], moment), [a, g], per_example, layer.kernel.shape
-    )
+    kernel = chunked_outer_sum(a, g, moment)
     bias_g = tf.reduce_sum(g, axis=1)
     out = [kernel]
     if getattr(layer, "bias", None) is not None:

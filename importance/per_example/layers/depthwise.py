@@ -41,12 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
-from importance.per_example.moments import (
-    apply_moment,
-    chunked_sum,
-    outer_sum_elements,
-    outer_sum_moment,
-)
+from importance.per_example.moments import apply_moment, chunked_outer_sum, chunked_sum
 
 
 def grouped_by_channel(layer: Any) -> bool:
@@ -250,17 +245,8 @@ def moments(
         )
         positions = int(np.prod(g.shape[1:-1]))
         u, gz = (tf.reshape(t, [tf.shape(t)[0], positions, t.shape[-1]]) for t in (watched[0], g))
-        shape = layer.pointwise_kernel.shape
-        depth, filters = int(u.shape[2]), int(gz.shape[2])
-        held = positions * (depth + filters)
-        pointwise = chunked_sum(
-            lambda chunk: outer_sum_moment(chunk[0], chunk[1], moment),
-            [u, gz],
-            held + outer_sum_elements(positions, depth, filters, moment),
-            shape[2:],
-            held=held,
-        )
-        out[id(layer.pointwise_kernel)] = tf.reshape(pointwise, shape)
+        pointwise = chunked_outer_sum(u, gz, moment, held=True)
+        out[id(layer.pointwise_kernel)] = tf.reshape(pointwise, layer.pointwise_kernel.shape)
     if layer.bias is not None:
         bias_g = tf.reduce_sum(g, axis=[1, 2])
         out[id(layer.bias)] = tf.reduce_sum(apply_moment(bias_g, moment), axis=0)

@@ -20,7 +20,7 @@ Dangel, Kunstner & Hennig, "BackPACK", ICLR 2020):
 
 The loop saves ``h_{t-1}`` (and the GRU's reset gate ``r_t``) per step, stacked to
 (batch, T, units); the per-example products are one batched matmul per weight, in chunks of the
-batch (``moments.chunked_sum``), and the moment (square or abs) is summed over examples. No
+batch (``moments.chunked_outer_sum``), and the moment (square or abs) is summed over examples. No
 per-example re-run of the recurrence (the per-layer vmap's cost) and no batch x parameters tensor
 of the model. The equations are Keras 3's (``keras/src/layers/rnn/{gru,lstm,simple_rnn}.py``):
 gates ``z, r, h`` (GRU) and ``i, f, c, o`` (LSTM) in the kernel's column order, the cell's
@@ -46,7 +46,7 @@ import keras
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
-from importance.per_example.moments import apply_moment, chunked_sum
+from importance.per_example.moments import apply_moment, chunked_outer_sum
 
 # Sequences of at most this many (static) steps are unrolled in Python (one graph op per gate and
 # step, no loop: faster on CPU); longer or unknown lengths run a tf.while_loop over TensorArrays.
@@ -260,15 +260,6 @@ def _positions(t: tf.Tensor, call: Call, n: tf.Tensor) -> tf.Tensor:
     return tf.reshape(t, [tf.shape(t)[0], -1, t.shape[-1]])
 
 
-def _outer_sum(left: tf.Tensor, right: tf.Tensor, moment: str) -> tf.Tensor:
-    """``sum_i f(left_i^T right_i)``, chunked over the batch."""
-    per_example = int(left.shape[-1]) * int(right.shape[-1])  # one example's product
-    return chunked_sum(
-        lambda c: tf.reduce_sum(apply_moment(tf.matmul(c[0], c[1], transpose_a=True), moment), 0),
-        [left, right], per_example, [left.shape[-1], right.shape[-1]],
-    )
-
-
 def _direction_moments(
     rnn: Any, xs: list[tf.Tensor], gs: list[tf.Tensor], saved: list[list[tf.Tensor]],
     calls: Sequence[Call], moment: str,
@@ -281,20 +272,23 @@ def _direction_moments(
     g = tf.concat([_positions(t, c, n) for t, c in zip(gs, calls, strict=True)], 1)
     h = tf.concat([_positions(s[0], c, n) for s, c in zip(saved, calls, strict=True)], 1)
     u = cell.units
-    out = {id(cell.kernel): _outer_sum(x, g, moment)}
+    out = {id(cell.kernel): chunked_outer_sum(x, g, moment)}
     g_rec = g
     if kind == "gru":
         r = tf.concat([_positions(s[1], c, n) for s, c in zip(saved, calls, strict=True)], 1)
         if cell.reset_after:
             g_rec = tf.concat([g[..., : 2 * u], r * g[..., 2 * u :]], -1)
-            out[id(cell.recurrent_kernel)] = _outer_sum(h, g_rec, moment)
+            out[id(cell.recurrent_kernel)] = chunked_outer_sum(h, g_rec, moment)
         else:
             out[id(cell.recurrent_kernel)] = tf.concat(
-                [_outer_sum(h, g[..., : 2 * u], moment), _outer_sum(r * h, g[..., 2 * u :], moment)],
+                [
+                    chunked_outer_sum(h, g[..., : 2 * u], moment),
+                    chunked_outer_sum(r * h, g[..., 2 * u :], moment),
+                ],
                 axis=-1,
             )
     else:
-        out[id(cell.recurrent_kernel)] = _outer_sum(h, g, moment)
+        out[id(cell.recurrent_kernel)] = chunked_outer_sum(h, g, moment)
     if cell.use_bias:
         bias = tf.reduce_sum(g, axis=1)
         if kind == "gru" and cell.reset_after:
