@@ -25,14 +25,16 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.per_example.app_models import build
+from benchmarks.per_example.app_models import MODELS, build
 from benchmarks.per_example.probes import peak_memory
 from benchmarks.per_example.test_per_example_applications import (
+    MEASURES,
     objective,
     over_batches,
     plain_step,
     timed,
 )
+from importance.checks import check_choice
 from importance.per_example import engine, moments
 
 SETTABLE = ("PAIR_POSITIONS", "CHUNK_ELEMENTS", "HELD_FRACTION", "MIN_CHUNK_ELEMENTS")
@@ -51,6 +53,8 @@ def _lowest_changed(first: np.ndarray, other: np.ndarray, share: float) -> float
 
 def main(argv: list[str]) -> None:
     name, measure, settings = argv[0], argv[1], json.loads(argv[2])
+    check_choice("model", name, MODELS)
+    check_choice("measure", measure, MEASURES)  # objective() reads anything else as Fisher
     n = int(argv[3]) if len(argv) > 3 else 64
     batch = int(argv[4]) if len(argv) > 4 else 32
     rounds = int(argv[5]) if len(argv) > 5 else 5

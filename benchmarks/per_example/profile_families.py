@@ -18,14 +18,16 @@ import sys
 
 import numpy as np
 
-from benchmarks.per_example.app_models import build
+from benchmarks.per_example.app_models import MODELS, build
 from benchmarks.per_example.test_per_example_applications import (
+    MEASURES,
     family_costs,
     over_batches,
     path_counts,
     plain_step,
     timed,
 )
+from importance.checks import check_choice
 
 
 def main(argv: list[str]) -> None:
@@ -33,6 +35,8 @@ def main(argv: list[str]) -> None:
     measure = argv[1] if len(argv) > 1 else "fisher_empirical"
     n = int(argv[2]) if len(argv) > 2 else 32
     batch = int(argv[3]) if len(argv) > 3 else 16
+    check_choice("model", name, MODELS)
+    check_choice("measure", measure, MEASURES)  # objective() reads anything else as Fisher
     model, data = build(name, n)
     plain = plain_step(model, measure)
     over_batches(plain, data, batch)
