@@ -218,6 +218,7 @@ def test_bench_model_options_put_the_task_first_and_refuse_bad_input(scoped_task
             r"Received [345] for example 0",
         ),
     ]
+    cases.append(({"--quick": True, "--full": True}, r"--quick and --full exclude each other\."))
     for given, message in cases:
         with pytest.raises(pytest.UsageError, match=message):
             RunOptions.from_config(_Config(**given))
@@ -247,6 +248,8 @@ def _bench(
         "benchmarks",
         "-p",
         "no:cacheprovider",
+        "-p",
+        "no:hypothesispytest",  # the benchmarks use none: about 1 s less per process
         "-q",
         "--bench-seeds",
         "1",
