@@ -1,0 +1,158 @@
+"""The per-example command-line tools (issue 21) on a tiny model, in process.
+
+* ``benchmarks.per_example.compare_settings``: its JSON report (the first setting against itself
+  is exactly 0, a second setting is reported next to it, CPU and memory ratios against the plain
+  pass), the settings of :mod:`importance.per_example.moments` are applied while a setting's step
+  is traced and restored afterwards, also when that step fails; unknown settings, models and
+  measures are refused by name; ``_lowest_changed`` on a planted ranking.
+* ``benchmarks.per_example.profile_families``: its JSON report (engine CPU, one cost per layer
+  family, the path counts of the model); unknown models and measures are refused by name.
+
+The applications models are replaced by a Conv2D -> GlobalAveragePooling2D -> Dense model on 6x6x2
+inputs, and the peak-memory probe by a stand-in (it would switch on TensorFlow's CPU allocator
+statistics for the whole test process).
+"""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from benchmarks.per_example import compare_settings, profile_families
+from importance.per_example import moments
+
+INPUT = (6, 6, 2)
+# 16 positions per example in the Conv2D: moments from pairs of positions, then formed per example
+TWO_SETTINGS = json.dumps({"pairs": {"PAIR_POSITIONS": 16}, "no pairs": {"PAIR_POSITIONS": 0}})
+
+
+def _tiny() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input(INPUT),
+            keras.layers.Conv2D(4, 3, name="conv"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, name="head"),
+        ]
+    )
+
+
+def _build(name: str, n: int):
+    assert name == "tiny"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, *INPUT)).astype(np.float32)
+    return _tiny(), (x, rng.integers(0, 3, size=n).astype(np.int32))
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """Both tools see one model, "tiny"; the moments settings are put back after the test even
+    if a tool leaves them changed (so a failure here cannot leak into other tests)."""
+    for tool in (compare_settings, profile_families):
+        monkeypatch.setattr(tool, "MODELS", {"tiny": (_tiny, INPUT, "float32")})
+        monkeypatch.setattr(tool, "build", _build)
+    defaults = {key: getattr(moments, key) for key in compare_settings.SETTABLE}
+    for key, value in defaults.items():
+        monkeypatch.setattr(moments, key, value)
+    return defaults
+
+
+@pytest.fixture
+def fake_peaks(monkeypatch):
+    """Peak memory: runs the probed call once; 100 bytes for the plain pass, 150 for each step."""
+    readings = iter([100] + [150] * 10)
+
+    def peak(fn, device):
+        fn()
+        return next(readings)
+
+    monkeypatch.setattr(compare_settings, "peak_memory", peak)
+
+
+def _json_line(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _settings() -> dict:
+    return {key: getattr(moments, key) for key in compare_settings.SETTABLE}
+
+
+def test_compare_settings_reports_each_setting_and_restores(tiny, fake_peaks, capsys):
+    compare_settings.main(["tiny", "fisher_empirical", TWO_SETTINGS, "8", "4", "1"])
+    out = _json_line(capsys)
+    assert (out["model"], out["examples"], out["batch"], out["rounds"]) == ("tiny", 8, 4, 1)
+    first, second = out["settings"]["pairs"], out["settings"]["no pairs"]
+    assert first["difference"] == 0.0
+    assert first["largest_entry_difference"] == 0.0
+    assert first["lowest_1%_changed"] == first["lowest_10%_changed"] == 0.0
+    assert set(second) == set(first)
+    assert 0.0 < second["difference"] < 1e-5  # another path, traced with its own setting
+    for report in (first, second):
+        assert report["cpu_vs_plain"] > 0
+        assert report["memory_vs_plain"] == 1.5
+    assert _settings() == tiny  # "no pairs" (PAIR_POSITIONS 0) was the last one applied
+
+
+def test_compare_settings_applies_a_setting_and_restores_when_it_fails(
+    tiny, fake_peaks, monkeypatch
+):
+    seen = []
+
+    def failing(*args, **kwargs):
+        seen.append(_settings())
+        raise RuntimeError("step failed")
+
+    monkeypatch.setattr(compare_settings.engine, "per_example_moment", failing)
+    settings = json.dumps({"small": {"PAIR_POSITIONS": 0, "CHUNK_ELEMENTS": 1234}})
+    with pytest.raises(RuntimeError, match="step failed"):
+        compare_settings.main(["tiny", "fisher_empirical", settings, "8", "4", "1"])
+    assert seen == [{**tiny, "PAIR_POSITIONS": 0, "CHUNK_ELEMENTS": 1234}]  # traced with it
+    assert _settings() == tiny
+
+
+@pytest.mark.parametrize(
+    ("model", "measure", "settings", "named"),
+    [
+        ("tiny", "fisher_empirical", '{"a": {"PAIR_POSITIONS": 0, "BATCH": 2}}', "BATCH"),
+        ("ResNet9000", "fisher_empirical", "{}", "ResNet9000"),
+        ("tiny", "fisher_exact", "{}", "fisher_exact"),
+    ],
+    ids=["setting", "model", "measure"],
+)
+def test_compare_settings_refuses_unknown_names(tiny, model, measure, settings, named):
+    with pytest.raises(ValueError, match=named):
+        compare_settings.main([model, measure, settings])
+
+
+def test_lowest_changed_counts_what_left_the_lowest():
+    first = np.arange(100, dtype=np.float64)
+    other = first.copy()
+    other[[2, 5]], other[[90, 95]] = first[[90, 95]], first[[2, 5]]  # 2 of the lowest 10 leave
+    assert compare_settings._lowest_changed(first, other, 0.1) == pytest.approx(0.2)
+    assert compare_settings._lowest_changed(first, other, 0.01) == 0.0  # index 0 stays lowest
+    assert compare_settings._lowest_changed(first, first.copy(), 0.1) == 0.0
+    assert compare_settings._lowest_changed(first, -first, 0.1) == 1.0
+
+
+def test_profile_families_reports_engine_and_family_costs(tiny, capsys):
+    profile_families.main(["tiny", "fisher_empirical", "32", "16"])  # engine_cpu is rounded to ms
+    out = _json_line(capsys)
+    assert (out["model"], out["examples"], out["batch"]) == ("tiny", 32, 16)
+    assert out["paths"] == {"conv": 1, "dense": 1}
+    assert set(out["family_costs"]) == {"engine_cpu", "conv", "dense"}
+    assert out["family_costs"]["engine_cpu"] > 0
+    assert out["plain_cpu"] > 0 and out["ratio"] > 0
+
+
+@pytest.mark.parametrize(
+    ("model", "measure", "named"),
+    [("ResNet9000", "mas", "ResNet9000"), ("tiny", "fisher_exact", "fisher_exact")],
+    ids=["model", "measure"],
+)
+def test_profile_families_refuses_unknown_names(tiny, model, measure, named):
+    with pytest.raises(ValueError, match=named):
+        profile_families.main([model, measure])
