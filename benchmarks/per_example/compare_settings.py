@@ -6,7 +6,7 @@ Usage (from the repository root)::
         '{"per example": {"PAIR_POSITIONS": 0}, "pairs": {"PAIR_POSITIONS": 4}}'
 
 Each setting names values of :mod:`importance.per_example.moments` (``PAIR_POSITIONS``,
-``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``), applied before that setting's
+``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``), applied before that setting's
 step is traced (a compiled step keeps what it was traced with). For every setting, in one
 process: the engine's process CPU time over ``n`` examples against a plain compiled gradient
 pass interleaved with it (median of the per-round ratios), its peak memory over the plain
@@ -37,7 +37,7 @@ from benchmarks.per_example.test_per_example_applications import (
 from importance.checks import check_choice
 from importance.per_example import engine, moments
 
-SETTABLE = ("PAIR_POSITIONS", "CHUNK_ELEMENTS", "HELD_FRACTION", "MIN_CHUNK_ELEMENTS")
+SETTABLE = ("PAIR_POSITIONS", "CHUNK_ELEMENTS", "HELD_FRACTION", "MIN_CHUNK_ELEMENTS", "LANES")
 
 
 LOWEST = (0.01, 0.1)

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from importance.per_example import moments
 from importance.per_example.layers import FALLBACK, Call, LayerRule, rule, scoped_vmap
 from importance.per_example.moments import Objective, apply_moment, check_moment
 from importance.per_example.paths import decide
@@ -103,11 +104,19 @@ def per_example_moment_sum(
         done = [r for r in results if r is not None] + list(summed_fg.values())
         with tf.control_dependencies(done):
             flat = output_gradients(tape, total, value, [c for group in usable for c in group])
-            for u, group in enumerate(usable):
+            split = []
+            for group in usable:
                 grads = []
                 for c in group:
                     grads.append(flat[: len(c.z)])
                     flat = flat[len(c.z) :]
+                split.append(grads)
+            # Lanes (moments.LANES): in backward order, the order the output gradients arrive,
+            # each layer's moments wait for those of the layer before it in the same lane.
+            lanes: list[list[tf.Tensor]] = [[] for _ in range(max(moments.LANES, 1))]
+            chained = 0
+            for u in reversed(range(len(usable))):
+                group, grads = usable[u], split[u]
                 if (
                     len(group) == 1
                     and group[0].batched
@@ -116,7 +125,10 @@ def per_example_moment_sum(
                     fg = apply_moment(grads[0][0], moment)
                     summed_fg[u] = fg if u not in summed_fg else summed_fg[u] + fg
                     continue
-                values = group_moments(group, grads, moment)
+                lane, chained = chained % len(lanes), chained + 1
+                with tf.control_dependencies(lanes[lane] if moments.LANES else []):
+                    values = group_moments(group, grads, moment)
+                lanes[lane] = list(values)
                 for variable, value in zip(group[0].variables(), values, strict=True):
                     k = index[id(variable)]
                     results[k] = value if results[k] is None else results[k] + value

@@ -413,3 +413,29 @@ def test_frozen_einsum_dense_runs_as_a_weightless_layer(engine_vs_loop):
     model = _randomise(keras.Model(inputs, _head(frozen(inputs))))
     assert [kind for _, kind in paths.layer_paths(model)] == ["dense"]
     engine_vs_loop(model, tf.random.normal([BATCH, 4, 6], seed=9))
+
+
+def test_lanes_order_the_layers_moments_and_leave_them_unchanged(monkeypatch):
+    """moments.LANES only orders the layers' moments: the sums are bitwise those without lanes,
+    and in the traced step each layer's moments (after the first of its lane) wait on the
+    previous layer's through control dependencies."""
+    from tasks import models
+
+    model = _randomise(models.resnet_bn((6, 6, 1), CLASSES, filters=2, blocks=1, seed=0))
+    x = tf.random.normal([BATCH, 6, 6, 1], seed=9)
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    results, waiting = {}, {}
+    for lanes in (0, 1, 3):
+        monkeypatch.setattr(moments, "LANES", lanes)
+        step = tf.function(lambda x, y: engine.per_example_moment(model, x, _log_likelihood, targets=y))
+        graph = step.get_concrete_function(x, y).graph
+        results[lanes] = [r.numpy() for r in step(x, y)]
+        # the ops others wait on: with lanes, a layer's moments wait on the previous layer's sums
+        waiting[lanes] = {c.name for op in graph.get_operations() for c in op.control_inputs}
+    for lanes in (1, 3):
+        for a, b in zip(results[0], results[lanes], strict=True):
+            np.testing.assert_array_equal(a, b)
+    layers = sum(1 for layer in model.layers if layer.trainable_weights)
+    one_lane, three_lanes = (len(waiting[k] - waiting[0]) for k in (1, 3))
+    assert one_lane >= layers - 1  # every layer but the first waits on the one before it
+    assert one_lane > three_lanes >= layers - 3  # three chains: three layers wait on none
