@@ -108,7 +108,8 @@ def chunked_outer_sum(a: tf.Tensor, g: tf.Tensor, moment: str, *, held: bool = F
 CHUNK_ELEMENTS = 1 << 22
 # With ``held`` given, a chunk's temporaries are also kept under this fraction of the batch's
 # tensors the engine already holds for the layer (so a small model's peak stays near a plain
-# pass's), but never split below ``MIN_CHUNK_ELEMENTS``.
+# pass's), but never split below ``MIN_CHUNK_ELEMENTS`` (a caller may pass a smaller floor:
+# the Embedding family does, see ``layers/embedding.py``).
 HELD_FRACTION = 0.5
 MIN_CHUNK_ELEMENTS = 1 << 20
 # The engine runs the layers' moments in this many lanes (0: no order imposed): in backward
@@ -133,6 +134,7 @@ def chunked_sum(
     shape: Any,
     *,
     held: Any = None,
+    floor: int | None = None,
 ) -> tf.Tensor:
     """Sum of ``block(chunk)`` over chunks of the batch (axis 0 of every tensor), one at a time.
 
@@ -150,7 +152,9 @@ def chunked_sum(
         shape: The shape of ``block``'s result.
         held: Per-example float32 elements of the layer's tensors alive anyway (inputs, output
             gradients), or None for the absolute budget only.
+        floor: The held rule's floor, in elements per chunk (default :data:`MIN_CHUNK_ELEMENTS`).
     """
+    floor = MIN_CHUNK_ELEMENTS if floor is None else floor
     static_n = tensors[0].shape[0]
     n = tf.shape(tensors[0])[0]
     static_held = held is None or (isinstance(held, int) and static_n is not None)
@@ -159,7 +163,7 @@ def chunked_sum(
         chunk = max(1, CHUNK_ELEMENTS // per_example)
         if held is not None:
             by_batch = int(HELD_FRACTION * static_n * held) // per_example
-            chunk = min(chunk, max(1, MIN_CHUNK_ELEMENTS // per_example, by_batch))
+            chunk = min(chunk, max(1, floor // per_example, by_batch))
         if static_n is not None and static_n <= chunk:
             return block(tensors)
     else:  # the same rule on run-time sizes
@@ -169,7 +173,7 @@ def chunked_sum(
             by_batch = tf.math.floor(
                 HELD_FRACTION * tf.cast(n, tf.float64) * tf.cast(held, tf.float64) / per_example
             )
-            smallest = tf.math.floor(MIN_CHUNK_ELEMENTS / per_example)
+            smallest = tf.math.floor(floor / per_example)
             chunk = tf.minimum(chunk, tf.maximum(smallest, by_batch))
         chunk = tf.cast(tf.maximum(chunk, 1.0), tf.int32)
     _, total = tf.while_loop(
