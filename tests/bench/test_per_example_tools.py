@@ -156,3 +156,12 @@ def test_profile_families_reports_engine_and_family_costs(tiny, capsys):
 def test_profile_families_refuses_unknown_names(tiny, model, measure, named):
     with pytest.raises(ValueError, match=named):
         profile_families.main([model, measure])
+
+
+def test_profile_families_conv_layers_groups_by_kernel_and_positions(tiny, capsys):
+    profile_families.main(["tiny", "mas", "--conv-layers", "4"])
+    out = _json_line(capsys)
+    assert (out["model"], out["measure"], out["batch"]) == ("tiny", "mas", 4)
+    (row,) = out["conv_layers"]  # the one Conv2D: 3x3 kernel, 4x4 outputs, 2 -> 4 channels
+    assert (row["kernel"], row["positions"], row["layers"], row["weights"]) == ([3, 3], 16, 1, 72)
+    assert row["moment_ms"] >= 0 and row["filter_grad_ms"] >= 0
