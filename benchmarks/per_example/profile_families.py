@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import keras
 import numpy as np
@@ -56,21 +55,20 @@ def conv_layer_costs(model, moment: str, batch: int, rounds: int = 3) -> list[di
             input=a, filter_sizes=list(layer.kernel.shape), out_backprop=g,
             strides=[1, *layer.strides, 1], padding=layer.padding.upper(),
             dilations=[1, *layer.dilation_rate, 1]))
-        times = {"moment": [], "filter_grad": []}
-        for fn in (kernel, plain):
+        calls = {"moment": kernel, "filter_grad": plain}
+        for fn in calls.values():
             np.asarray(fn(a, g))  # trace
+        cpu = {name: [] for name in calls}
         for _ in range(rounds):
-            for key, fn in (("moment", kernel), ("filter_grad", plain)):
-                start = time.process_time()
-                np.asarray(fn(a, g))
-                times[key].append(time.process_time() - start)
-        key = (tuple(layer.kernel_size), int(np.prod(layer.output.shape[1:3])))
-        row = groups.setdefault(key, {"kernel": list(key[0]), "positions": key[1], "layers": 0,
-                                      "weights": 0, "moment_ms": 0.0, "filter_grad_ms": 0.0})
+            for name, fn in calls.items():
+                cpu[name].append(timed(lambda fn=fn, a=a, g=g: np.asarray(fn(a, g)))[1])
+        shape = (tuple(layer.kernel_size), int(np.prod(layer.output.shape[1:3])))
+        row = groups.setdefault(shape, {"kernel": list(shape[0]), "positions": shape[1], "layers": 0,
+                                        "weights": 0, "moment_ms": 0.0, "filter_grad_ms": 0.0})
         row["layers"] += 1
         row["weights"] += int(np.prod(layer.kernel.shape))
-        for k in times:
-            row[f"{k}_ms"] += 1e3 * float(np.median(times[k]))
+        for name, seconds in cpu.items():
+            row[f"{name}_ms"] += 1e3 * float(np.median(seconds))
     rows = sorted(groups.values(), key=lambda r: -r["moment_ms"])
     return [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
 
