@@ -109,7 +109,7 @@ CHUNK_ELEMENTS = 1 << 22
 # With ``held`` given, a chunk's temporaries are also kept under this fraction of the batch's
 # tensors the engine already holds for the layer (so a small model's peak stays near a plain
 # pass's), but never split below ``MIN_CHUNK_ELEMENTS`` (a caller may pass a smaller floor:
-# the Embedding family does, see ``layers/embedding.py``).
+# the Embedding family does: ``layers/embedding.CHUNK_FLOOR``).
 HELD_FRACTION = 0.5
 MIN_CHUNK_ELEMENTS = 1 << 20
 # The engine runs the layers' moments in this many lanes (0: no order imposed): in backward

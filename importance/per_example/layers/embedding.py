@@ -25,6 +25,14 @@ import tensorflow as tf
 from importance.per_example.layers.base import Call, plain_float32
 from importance.per_example.moments import apply_moment, chunked_sum
 
+# The held rule's floor for this family: 64K elements, not the engine's 1M
+# (``moments.MIN_CHUNK_ELEMENTS``). A table's temporaries grow with the positions, like the
+# tensors held for it, and in a text model those are most of a plain pass's memory: with the 1M
+# floor the per-example-layers text model (64 tokens, dim 32, batch 128) took its whole batch
+# at once and peaked at 2.84x the plain pass (64K: 1.00x), over the 2x bar, at 1.12-1.23x the
+# plain pass's time against 1.29-1.48x.
+CHUNK_FLOOR = 1 << 16
+
 
 def supported(layer: Any) -> bool:
     """A plain ``keras.layers.Embedding`` (its own ``call``, no LoRA, no quantisation, any compute
@@ -62,18 +70,9 @@ def moments(
     per_example = positions * (3 * dim + 8)  # rows (copied when shared), pair sums, moments; keys
     return [
         chunked_sum(
-            block, [*ids, *grads], per_example, [vocabulary, dim], held=held, floor=MIN_CHUNK_ELEMENTS
+            block, [*ids, *grads], per_example, [vocabulary, dim], held=held, floor=CHUNK_FLOOR
         )
     ]
-
-
-# The held rule's floor for this family: 64K elements, not the engine's 1M
-# (``moments.MIN_CHUNK_ELEMENTS``). A table's temporaries grow with the positions, like the
-# tensors held for it, and in a text model those are most of a plain pass's memory: with the 1M
-# floor the per-example-layers text model (64 tokens, dim 32, batch 128) took its whole batch
-# at once and peaked at 2.84x the plain pass (64K: 1.00x), over the 2x bar, at 1.12-1.23x the
-# plain pass's time against 1.29-1.48x.
-MIN_CHUNK_ELEMENTS = 1 << 16
 
 
 def _pair_keys(ids: tf.Tensor, vocabulary: int) -> tf.Tensor:
