@@ -261,20 +261,54 @@ def test_chunks_stay_under_the_budget_and_the_held_fraction(monkeypatch):
         np.testing.assert_array_equal(total.numpy(), tf.reduce_sum(x, axis=0).numpy())
 
 
-@pytest.mark.parametrize("positions", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("positions", [1, 2, 3, 4, 5, 16, 17])
 @pytest.mark.parametrize("moment", ["square", "abs"])
 def test_outer_sum_moment_matches_per_example_products(positions, moment, monkeypatch):
-    """sum_i f(A_i^T G_i) against float64 per-example products, per entry: from pairs of
-    positions (square, at most PAIR_POSITIONS) and formed per example (the rest)."""
+    """sum_i f(A_i^T G_i) against float64 per-example products, per entry, each way: the fused
+    loop (at most FUSED_POSITIONS), from pairs of positions (square, at most PAIR_POSITIONS) and
+    formed per example (the rest); eagerly and in a graph whose batch size is unknown."""
     rng = np.random.default_rng(positions)
     a = rng.normal(size=(6, positions, 7)).astype(np.float32)
     g = rng.normal(size=(6, positions, 4)).astype(np.float32)
     per_example = np.einsum("ipd,ipf->idf", a.astype(np.float64), g.astype(np.float64))
     expected = (per_example**2 if moment == "square" else np.abs(per_example)).sum(axis=0)
-    for pairs in (0, 4):
+    signature = [tf.TensorSpec([None, positions, 7]), tf.TensorSpec([None, positions, 4])]
+    for fused, pairs in [(True, 4), (False, 4), (False, 0)]:
+        monkeypatch.setattr(moments, "FUSED", fused)
         monkeypatch.setattr(moments, "PAIR_POSITIONS", pairs)
-        got = moments.outer_sum_moment(tf.constant(a), tf.constant(g), moment).numpy()
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=0)
+        graph = tf.function(lambda a, g: moments.chunked_outer_sum(a, g, moment, held=True),
+                            input_signature=signature)
+        for way in (lambda a, g: moments.outer_sum_moment(a, g, moment), graph):
+            got = way(tf.constant(a), tf.constant(g)).numpy()
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("positions, fused", [(1, True), (16, True), (17, False), (None, False)])
+def test_outer_sum_moment_takes_the_fused_loop_up_to_fused_positions(positions, fused, monkeypatch):
+    """The fused loop runs exactly when the positions are known and at most FUSED_POSITIONS, and
+    it forms no per-example elements (so chunked_sum takes the batch whole)."""
+    calls = []
+    real = moments.fused_outer_sum_moment
+    monkeypatch.setattr(moments, "FUSED", True)
+    monkeypatch.setattr(moments, "fused_outer_sum_moment",
+                        lambda a, g, moment: calls.append(moment) or real(a, g, moment))
+    spec = [tf.TensorSpec([None, positions, 3]), tf.TensorSpec([None, positions, 2])]
+    tf.function(lambda a, g: moments.outer_sum_moment(a, g, "abs"), input_signature=spec
+                ).get_concrete_function()
+    assert calls == (["abs"] if fused else [])
+    assert (moments.outer_sum_elements(positions, 3, 2, "abs") == 0) == fused
+
+
+def test_fused_loop_is_off_where_a_gpu_is_visible(monkeypatch):
+    """Only the CPU takes the fused loop (unmeasured on a GPU): the probe says no when
+    TensorFlow sees a GPU, and yes here only if XLA ran it and it agreed."""
+    monkeypatch.setattr(moments, "FUSED", None)
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: ["GPU:0"])
+    assert moments.fused_works() is False
+    monkeypatch.undo()
+    monkeypatch.setattr(moments, "FUSED", None)
+    assert moments.fused_works() is (not tf.config.list_logical_devices("GPU"))  # XLA compiled in
+    assert not moments.fused_applies(moments.FUSED_POSITIONS + 1)
 
 
 def test_outer_sum_moment_pairs_under_cancellation():
