@@ -5,9 +5,12 @@ Usage (from the repository root)::
     python -m benchmarks.per_example.compare_settings DenseNet121 fisher_empirical \\
         '{"per example": {"PAIR_POSITIONS": 0}, "pairs": {"PAIR_POSITIONS": 4}}'
 
+Optional further arguments: examples (64), batch (32), rounds (5), image side in pixels
+(``app_models.IMAGE``, 64).
+
 Each setting names values of :mod:`importance.per_example.moments` (``PAIR_POSITIONS``,
-``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``), applied before that setting's
-step is traced (a compiled step keeps what it was traced with). For every setting, in one
+``FUSED_POSITIONS``, ``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``),
+applied before that setting's step is traced (a compiled step keeps what it was traced with). For every setting, in one
 process: the engine's process CPU time over ``n`` examples against a plain compiled gradient
 pass interleaved with it (median of the per-round ratios), its peak memory over the plain
 pass's on one batch, and its difference from the first setting's moments: relative over the
@@ -25,7 +28,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.per_example.app_models import MODELS, build
+from benchmarks.per_example.app_models import IMAGE, MODELS, build
 from benchmarks.per_example.probes import peak_memory
 from benchmarks.per_example.test_per_example_applications import (
     MEASURES,
@@ -37,7 +40,10 @@ from benchmarks.per_example.test_per_example_applications import (
 from importance.checks import check_choice
 from importance.per_example import engine, moments
 
-SETTABLE = ("PAIR_POSITIONS", "CHUNK_ELEMENTS", "HELD_FRACTION", "MIN_CHUNK_ELEMENTS", "LANES")
+SETTABLE = (
+    "PAIR_POSITIONS", "FUSED_POSITIONS", "CHUNK_ELEMENTS", "HELD_FRACTION", "MIN_CHUNK_ELEMENTS",
+    "LANES",
+)
 
 
 LOWEST = (0.01, 0.1)
@@ -58,11 +64,12 @@ def main(argv: list[str]) -> None:
     n = int(argv[3]) if len(argv) > 3 else 64
     batch = int(argv[4]) if len(argv) > 4 else 32
     rounds = int(argv[5]) if len(argv) > 5 else 5
+    image = int(argv[6]) if len(argv) > 6 else IMAGE
     for setting in settings.values():
         unknown = sorted(set(setting) - set(SETTABLE))
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; settable: {SETTABLE}")
-    model, data = build(name, n)
+    model, data = build(name, n, image)
     fn, labelled = objective(measure)
     moment = "abs" if measure == "mas" else "square"
     defaults = {k: getattr(moments, k) for k in SETTABLE}
@@ -113,7 +120,8 @@ def main(argv: list[str]) -> None:
             },
         }
     print(json.dumps({
-        "model": name, "measure": measure, "examples": n, "batch": batch, "rounds": rounds,
+        "model": name, "measure": measure, "input_shape": list(data[0].shape[1:]), "examples": n,
+        "batch": batch, "rounds": rounds,
         "settings": report, "load": os.getloadavg()[0],
     }))
 

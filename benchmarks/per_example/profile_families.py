@@ -4,6 +4,9 @@ Usage (from the repository root)::
 
     python -m benchmarks.per_example.profile_families MobileNetV2 [measure] [n] [batch]
     python -m benchmarks.per_example.profile_families ResNet50 mas --conv-layers [batch]
+    python -m benchmarks.per_example.profile_families --outer-sums [batch]
+
+The models are built at ``app_models.IMAGE`` pixels (64); ``--image N`` builds them at N.
 
 Prints one JSON line: the plain compiled gradient pass's process CPU seconds over ``n``
 examples, the engine's, their ratio, the path counts, the load average, and per family the CPU
@@ -15,6 +18,12 @@ each group's layer and weight counts, and the process CPU milliseconds of one ba
 kernel moments (``conv.conv_kernel_moment``, each layer on its own, random inputs and output
 gradients of the layer's shapes) against their plain filter gradients
 (``Conv2DBackpropFilter``), medians of 3 rounds: which convolutions carry the engine's cost.
+
+With ``--outer-sums``: ``moments.outer_sum_moment`` on random tensors of the shapes of
+:data:`OUTER_SUM_SHAPES` (positions, D, F), each way it can take (the fused loop, pairs of
+positions, per-example products), abs and square, as process CPU time over the plain
+batch-summed product of the same tensors, medians of 10 calls: the measurements behind
+``moments.FUSED_POSITIONS``.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks.per_example.app_models import MODELS, build
+from benchmarks.per_example.app_models import IMAGE, MODELS, build
 from benchmarks.per_example.test_per_example_applications import (
     MEASURES,
     family_costs,
@@ -37,7 +46,56 @@ from benchmarks.per_example.test_per_example_applications import (
     timed,
 )
 from importance.checks import check_choice
+from importance.per_example import moments
 from importance.per_example.layers import conv
+
+# (positions, D, F): late ResNet50 3x3 and 1x1 convolutions at 2x2 outputs, a DenseNet121 3x3
+# growth convolution, and layers at 3x3, 4x4, 6x6 and 8x8 outputs
+OUTER_SUM_SHAPES = [
+    (4, 2304, 256), (4, 512, 2048), (4, 1152, 32), (9, 2304, 256), (16, 1152, 256),
+    (16, 1152, 32), (36, 576, 64), (64, 1152, 128),
+]
+WAYS = {  # settings of importance.per_example.moments for each way
+    "fused": {"FUSED_POSITIONS": 64, "PAIR_POSITIONS": 0},
+    "pairs": {"FUSED_POSITIONS": 0, "PAIR_POSITIONS": 64},
+    "per_example": {"FUSED_POSITIONS": 0, "PAIR_POSITIONS": 0},
+}
+
+
+def _median_cpu(fn, a: tf.Tensor, g: tf.Tensor, reps: int) -> float:
+    np.asarray(fn(a, g))  # trace (and compile)
+    return float(np.median([timed(lambda: np.asarray(fn(a, g)))[1] for _ in range(reps)]))
+
+
+def outer_sum_costs(batch: int, reps: int = 10) -> list[dict]:
+    """Each way of ``outer_sum_moment`` over :data:`OUTER_SUM_SHAPES`: process CPU time over the
+    plain batch-summed product (pairs only for the square moment)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    saved = {key: getattr(moments, key) for key in ("FUSED_POSITIONS", "PAIR_POSITIONS")}
+    try:
+        for positions, depth, filters in OUTER_SUM_SHAPES:
+            a = tf.constant(rng.normal(size=(batch, positions, depth)), tf.float32)
+            g = tf.constant(rng.normal(size=(batch, positions, filters)), tf.float32)
+            plain = tf.function(lambda a, g: tf.matmul(
+                tf.reshape(a, [-1, a.shape[-1]]), tf.reshape(g, [-1, g.shape[-1]]),
+                transpose_a=True))
+            plain_cpu = max(_median_cpu(plain, a, g, reps), 1e-9)
+            row = {"positions": positions, "D": depth, "F": filters,
+                   "plain_ms": round(1e3 * plain_cpu, 2)}
+            for moment in ("abs", "square"):
+                for way, values in WAYS.items():
+                    if way == "pairs" and moment == "abs":
+                        continue
+                    for key, value in values.items():
+                        setattr(moments, key, value)
+                    step = tf.function(lambda a, g, m=moment: moments.outer_sum_moment(a, g, m))
+                    row[f"{moment}_{way}"] = round(_median_cpu(step, a, g, reps) / plain_cpu, 2)
+            rows.append(row)
+    finally:
+        for key, value in saved.items():
+            setattr(moments, key, value)
+    return rows
 
 
 def conv_layer_costs(model, moment: str, batch: int, rounds: int = 3) -> list[dict]:
@@ -74,15 +132,25 @@ def conv_layer_costs(model, moment: str, batch: int, rounds: int = 3) -> list[di
 
 
 def main(argv: list[str]) -> None:
+    image = IMAGE
+    if "--image" in argv:
+        at = argv.index("--image")
+        image, argv = int(argv[at + 1]), argv[:at] + argv[at + 2:]
+    if "--outer-sums" in argv:
+        rest = [a for a in argv if a != "--outer-sums"]
+        batch = int(rest[0]) if rest else 32
+        print(json.dumps({"batch": batch, "outer_sums": outer_sum_costs(batch),
+                          "load": os.getloadavg()[0]}))
+        return
     if "--conv-layers" in argv:
         rest = [a for a in argv if a != "--conv-layers"]
         name, measure = rest[0], rest[1] if len(rest) > 1 else "fisher_empirical"
         batch = int(rest[2]) if len(rest) > 2 else 32
         check_choice("model", name, MODELS)
         check_choice("measure", measure, MEASURES)
-        model, _ = build(name, 1)
+        model, _ = build(name, 1, image)
         moment = "abs" if measure == "mas" else "square"
-        print(json.dumps({"model": name, "measure": measure, "batch": batch,
+        print(json.dumps({"model": name, "measure": measure, "image": image, "batch": batch,
                           "conv_layers": conv_layer_costs(model, moment, batch),
                           "load": os.getloadavg()[0]}))
         return
@@ -92,14 +160,15 @@ def main(argv: list[str]) -> None:
     batch = int(argv[3]) if len(argv) > 3 else 16
     check_choice("model", name, MODELS)
     check_choice("measure", measure, MEASURES)  # objective() reads anything else as Fisher
-    model, data = build(name, n)
+    model, data = build(name, n, image)
     plain = plain_step(model, measure)
     over_batches(plain, data, batch)
     plain_cpu = float(np.median([timed(lambda: over_batches(plain, data, batch))[1]
                                  for _ in range(3)]))
     costs = family_costs(model, data, measure, batch)
     print(json.dumps({
-        "model": name, "measure": measure, "examples": n, "batch": batch, "plain_cpu": plain_cpu,
+        "model": name, "measure": measure, "image": image, "examples": n, "batch": batch,
+        "plain_cpu": plain_cpu,
         "ratio": costs["engine_cpu"] / plain_cpu,
         "family_costs": {k: round(v, 3) for k, v in costs.items()},
         "paths": path_counts(model), "load": os.getloadavg()[0],

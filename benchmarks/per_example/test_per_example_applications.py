@@ -25,8 +25,9 @@ plain pass for the image models, <= 2.5x for the recurrent ones, memory <= 1.5x 
 asserted: ``bars_missed`` lists the missed ones, and under ``--full`` ``family_costs`` says which
 layer families cost what, from the engine with one family's moments skipped at a time).
 
-Quick mode: ``fisher_empirical`` on MobileNetV2 and the GRU model at reduced sizes; ``--full``
-runs every model and both measures.
+Quick mode: ``fisher_empirical`` on MobileNetV2 (32x32 inputs) and the GRU model at reduced
+sizes; ``--full`` runs every model and both measures, the images at issue 21's 64x64 (Xception
+at 72x72, its smallest accepted size rounded up).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import pytest
 import tensorflow as tf
 
 import importance as imp
-from benchmarks.per_example.app_models import MODELS, RECURRENT, build
+from benchmarks.per_example.app_models import IMAGE, MODELS, QUICK_IMAGE, RECURRENT, build
 from benchmarks.per_example.probes import peak_memory
 from importance.per_example import layer_paths, resolve_method
 from importance.per_example.reference import compiled_loop, loop
@@ -148,9 +149,9 @@ def test_per_example_applications(benchmark, bench_options, built, model_name, m
         pytest.skip("--full only")
     benchmark.group = "per-example-applications"
     load_start = os.getloadavg()[0]
-    n, batch = (N, BATCH) if full else (QUICK_N, QUICK_BATCH)
+    n, batch, image = (N, BATCH, IMAGE) if full else (QUICK_N, QUICK_BATCH, QUICK_IMAGE)
     if model_name not in built:
-        built[model_name] = build(model_name, n)
+        built[model_name] = build(model_name, n, image)
     model, data = built[model_name]
     plain = plain_step(model, measure)
 
@@ -206,7 +207,8 @@ def test_per_example_applications(benchmark, bench_options, built, model_name, m
     ) if not hit]
     info = dict(
         group="per-example-applications", device="CPU", model=model_name, measure=measure,
-        method=resolve_method(model, "auto"), params=int(model.count_params()), examples=n,
+        method=resolve_method(model, "auto"), params=int(model.count_params()),
+        input_shape=list(data[0].shape[1:]), examples=n,
         batch=batch, rounds=rounds, ratio_wall=ratio_wall, ratio_cpu=ratio_cpu,
         ratio_vs_plain_interleaved=ratio_wall, first_call_ratio=first_method / first_plain,
         rel_error_vs_compiled=error, eager_floor=floor, error_examples=batch,

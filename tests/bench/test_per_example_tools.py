@@ -25,8 +25,12 @@ from benchmarks.per_example import compare_settings, profile_families
 from importance.per_example import moments
 
 INPUT = (6, 6, 2)
-# 16 positions per example in the Conv2D: moments from pairs of positions, then formed per example
-TWO_SETTINGS = json.dumps({"pairs": {"PAIR_POSITIONS": 16}, "no pairs": {"PAIR_POSITIONS": 0}})
+# 16 positions per example in the Conv2D, the fused loop off: moments from pairs of positions,
+# then formed per example
+TWO_SETTINGS = json.dumps({
+    "pairs": {"PAIR_POSITIONS": 16, "FUSED_POSITIONS": 0},
+    "no pairs": {"PAIR_POSITIONS": 0, "FUSED_POSITIONS": 0},
+})
 
 
 def _tiny() -> keras.Model:
@@ -41,7 +45,7 @@ def _tiny() -> keras.Model:
     )
 
 
-def _build(name: str, n: int):
+def _build(name: str, n: int, image: int = 0):
     assert name == "tiny"
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, *INPUT)).astype(np.float32)
@@ -165,3 +169,24 @@ def test_profile_families_conv_layers_groups_by_kernel_and_positions(tiny, capsy
     (row,) = out["conv_layers"]  # the one Conv2D: 3x3 kernel, 4x4 outputs, 2 -> 4 channels
     assert (row["kernel"], row["positions"], row["layers"], row["weights"]) == ([3, 3], 16, 1, 72)
     assert row["moment_ms"] >= 0 and row["filter_grad_ms"] >= 0
+
+
+def test_profile_families_outer_sums_times_each_way_and_restores(tiny, capsys, monkeypatch):
+    """Every way of outer_sum_moment on each shape (pairs for the square moment only), each
+    way really taken (a planted spy on the fused loop counts its traces), settings put back."""
+    monkeypatch.setattr(profile_families, "OUTER_SUM_SHAPES", [(4, 6, 5), (20, 3, 2)])
+    fused_calls = []
+    real = moments.fused_outer_sum_moment
+    monkeypatch.setattr(moments, "fused_outer_sum_moment",
+                        lambda a, g, m: fused_calls.append(a.shape[1]) or real(a, g, m))
+    profile_families.main(["--outer-sums", "3"])
+    out = _json_line(capsys)
+    assert out["batch"] == 3
+    assert [(r["positions"], r["D"], r["F"]) for r in out["outer_sums"]] == [(4, 6, 5), (20, 3, 2)]
+    for row in out["outer_sums"]:
+        assert set(row) - {"positions", "D", "F", "plain_ms"} == {
+            "abs_fused", "abs_per_example", "square_fused", "square_pairs", "square_per_example"
+        }
+        assert all(row[key] > 0 for key in row)
+    assert sorted(set(fused_calls)) == [4, 20]  # the fused way ran at 20 positions too
+    assert _settings() == tiny
