@@ -15,12 +15,21 @@ every round), and records in ``extra_info``:
   on the first batch; ``eager_floor``: the eager per-example loop's distance to that same
   reference on the first examples (the float32 floor of any compiled method: oneDNN's graph
   rewrites flip a few ReLU masks of deep nets);
+* ``rel_error_one_at_a_time``: ``compute_importance`` run on each of the first examples alone
+  (batches of one, the reference's forward pass) against the reference; ``batch_floor``: the
+  plain compiled gradient of the first batch against the sum of its examples' plain gradients
+  taken one at a time: how far the batch size alone moves a plain pass (oneDNN picks its
+  kernels by batch size and rounds differently; DenseNet121 at 64x64: 3e-4);
 * ``memory_vs_plain``: TensorFlow allocator peak on one batch over the plain pass's;
 * ``paths``: how many layers take each path of the engine
   (:func:`importance.per_example.layer_paths`), and ``method``: what ``auto`` ran;
 * ``load``: the 1-minute load average at the start and end of the row.
 
-Bars (issue 21): error vs the compiled reference <= 1e-5 (asserted); CPU time <= 1.5x the
+Bars (issue 21): error vs the compiled reference <= 1e-5, asserted one example at a time, and
+on the whole batch at the larger of 1e-5 and ``batch_floor`` (deviation: the reference runs a
+forward pass of one example, and where a plain pass itself moves by more than 1e-5 with the
+batch size no batched method can meet 1e-5; an error that mixes examples, such as the minibatch
+shortcut, is of order 1, far above any floor measured, 3e-4); CPU time <= 1.5x the
 plain pass for the image models, <= 2.5x for the recurrent ones, memory <= 1.5x (recorded, not
 asserted: ``bars_missed`` lists the missed ones, and under ``--full`` ``family_costs`` says which
 layer families cost what, from the engine with one family's moments skipped at a time).
@@ -91,6 +100,13 @@ def timed(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def summed(results: list) -> list:
+    """Per weight, the sum of several results (lists of arrays or tensors, one per weight; an
+    Embedding's plain gradient is IndexedSlices)."""
+    return [np.sum([np.asarray(tf.convert_to_tensor(r[k])) for r in results], axis=0)
+            for k in range(len(results[0]))]
 
 
 def path_counts(model) -> dict:
@@ -192,8 +208,14 @@ def test_per_example_applications(benchmark, bench_options, built, model_name, m
     got = imp.compute_importance(measure, model, (x, y), batch_size=batch, method="auto")
     error = relative_error([g * batch for g in got], ref_sums)
     few = (x[:FLOOR_EXAMPLES], targets[:FLOOR_EXAMPLES]) if labelled else (x[:FLOOR_EXAMPLES],)
-    floor = relative_error(
-        loop(model, few[0], fn, moment, few[1] if labelled else None), reference(*few)
+    few_reference = reference(*few)
+    floor = relative_error(loop(model, few[0], fn, moment, few[1] if labelled else None), few_reference)
+    one_at_a_time = relative_error(summed([
+        imp.compute_importance(measure, model, (x[i : i + 1], y[i : i + 1]), batch_size=1,
+                               method="auto") for i in range(FLOOR_EXAMPLES)
+    ]), few_reference)
+    batch_floor = relative_error(
+        summed([plain(x, y)]), summed([plain(x[i : i + 1], y[i : i + 1]) for i in range(batch)])
     )
 
     peak = peak_memory(lambda: imp.compute_importance(
@@ -211,11 +233,20 @@ def test_per_example_applications(benchmark, bench_options, built, model_name, m
         input_shape=list(data[0].shape[1:]), examples=n,
         batch=batch, rounds=rounds, ratio_wall=ratio_wall, ratio_cpu=ratio_cpu,
         ratio_vs_plain_interleaved=ratio_wall, first_call_ratio=first_method / first_plain,
-        rel_error_vs_compiled=error, eager_floor=floor, error_examples=batch,
+        rel_error_vs_compiled=error, rel_error_one_at_a_time=one_at_a_time,
+        batch_floor=batch_floor, eager_floor=floor, error_examples=batch,
         floor_examples=FLOOR_EXAMPLES, memory_vs_plain=memory, paths=path_counts(model),
         bars_missed=missed, load=[load_start, os.getloadavg()[0]],
     )
     if missed and full and info["method"] == "factorized":
         info["family_costs"] = family_costs(model, data, measure, batch)
     benchmark.extra_info.update(info)
-    assert error <= MAX_ERROR, f"relative error {error:.2e} vs the compiled reference > {MAX_ERROR}"
+    assert one_at_a_time <= MAX_ERROR, (
+        f"relative error {one_at_a_time:.2e} vs the compiled reference, one example at a time, "
+        f"> {MAX_ERROR}"
+    )
+    bar = max(MAX_ERROR, batch_floor)
+    assert error <= bar, (
+        f"relative error {error:.2e} vs the compiled reference > {bar:.1e} (the larger of "
+        f"{MAX_ERROR} and the plain gradient's batch floor {batch_floor:.1e})"
+    )
