@@ -109,7 +109,7 @@ FUSED: bool | None = None
 
 def fused_applies(positions: int | None) -> bool:
     """Whether :func:`outer_sum_moment` takes the fused loop over this many positions."""
-    return positions is not None and positions <= FUSED_POSITIONS and fused_works()
+    return positions is not None and 0 < positions <= FUSED_POSITIONS and fused_works()
 
 
 def _fused_loop(moment: str, positions: int) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:

@@ -283,9 +283,11 @@ def test_outer_sum_moment_matches_per_example_products(positions, moment, monkey
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("positions, fused", [(1, True), (16, True), (17, False), (None, False)])
+@pytest.mark.parametrize(
+    "positions, fused", [(1, True), (16, True), (17, False), (None, False), (0, False)]
+)
 def test_outer_sum_moment_takes_the_fused_loop_up_to_fused_positions(positions, fused, monkeypatch):
-    """The fused loop runs exactly when the positions are known and at most FUSED_POSITIONS, and
+    """The fused loop runs exactly when the positions are known, 1 to FUSED_POSITIONS, and
     it forms no per-example elements (so chunked_sum takes the batch whole)."""
     calls = []
     real = moments.fused_outer_sum_moment
