@@ -245,8 +245,8 @@ def test_per_example_applications(benchmark, bench_options, built, model_name, m
         f"relative error {one_at_a_time:.2e} vs the compiled reference, one example at a time, "
         f"> {MAX_ERROR}"
     )
-    bar = max(MAX_ERROR, batch_floor)
-    assert error <= bar, (
-        f"relative error {error:.2e} vs the compiled reference > {bar:.1e} (the larger of "
+    error_bar = max(MAX_ERROR, batch_floor)
+    assert error <= error_bar, (
+        f"relative error {error:.2e} vs the compiled reference > {error_bar:.1e} (the larger of "
         f"{MAX_ERROR} and the plain gradient's batch floor {batch_floor:.1e})"
     )
