@@ -21,9 +21,11 @@ not also rank lowest. Prints one JSON line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -49,6 +51,20 @@ SETTABLE = (
 LOWEST = (0.01, 0.1)
 
 
+@contextlib.contextmanager
+def applied(setting: dict) -> Iterator[None]:
+    """:data:`SETTABLE` values of ``moments`` as ``setting`` names them (the others as they were
+    on entry), all put back on exit, also when the body fails. A step traced inside keeps them."""
+    saved = {key: getattr(moments, key) for key in SETTABLE}
+    try:
+        for key in SETTABLE:
+            setattr(moments, key, setting.get(key, saved[key]))
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(moments, key, value)
+
+
 def _lowest_changed(first: np.ndarray, other: np.ndarray, share: float) -> float:
     """Share of ``first``'s lowest ``share`` of entries missing from ``other``'s lowest."""
     count = max(1, int(share * first.size))
@@ -72,16 +88,13 @@ def main(argv: list[str]) -> None:
     model, data = build(name, n, image)
     fn, labelled = objective(measure)
     moment = "abs" if measure == "mas" else "square"
-    defaults = {k: getattr(moments, k) for k in SETTABLE}
     plain = plain_step(model, measure)
     over_batches(plain, data, batch)
     one_batch = (data[0][:batch], data[1][:batch])
     plain_peak = peak_memory(lambda: over_batches(plain, one_batch, batch), "CPU")
     steps, results, peaks = {}, {}, {}
-    try:
-        for label, setting in settings.items():
-            for key in SETTABLE:
-                setattr(moments, key, setting.get(key, defaults[key]))
+    for label, setting in settings.items():
+        with applied(setting):
 
             @tf.function(autograph=False, reduce_retracing=True)
             def step(x, y):
@@ -91,10 +104,7 @@ def main(argv: list[str]) -> None:
 
             results[label] = over_batches(step, data, batch)  # traced under this setting
             peaks[label] = peak_memory(lambda s=step: over_batches(s, one_batch, batch), "CPU")
-            steps[label] = step
-    finally:
-        for key, value in defaults.items():
-            setattr(moments, key, value)
+        steps[label] = step
     ratios = {label: [] for label in steps}
     for _ in range(rounds):
         for label, step in steps.items():

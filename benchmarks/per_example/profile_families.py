@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.per_example.app_models import IMAGE, MODELS, build
+from benchmarks.per_example.compare_settings import applied
 from benchmarks.per_example.test_per_example_applications import (
     MEASURES,
     family_costs,
@@ -72,29 +73,23 @@ def outer_sum_costs(batch: int, reps: int = 10) -> list[dict]:
     plain batch-summed product (pairs only for the square moment)."""
     rng = np.random.default_rng(0)
     rows = []
-    saved = {key: getattr(moments, key) for key in ("FUSED_POSITIONS", "PAIR_POSITIONS")}
-    try:
-        for positions, depth, filters in OUTER_SUM_SHAPES:
-            a = tf.constant(rng.normal(size=(batch, positions, depth)), tf.float32)
-            g = tf.constant(rng.normal(size=(batch, positions, filters)), tf.float32)
-            plain = tf.function(lambda a, g: tf.matmul(
-                tf.reshape(a, [-1, a.shape[-1]]), tf.reshape(g, [-1, g.shape[-1]]),
-                transpose_a=True))
-            plain_cpu = max(_median_cpu(plain, a, g, reps), 1e-9)
-            row = {"positions": positions, "D": depth, "F": filters,
-                   "plain_ms": round(1e3 * plain_cpu, 2)}
-            for moment in ("abs", "square"):
-                for way, values in WAYS.items():
-                    if way == "pairs" and moment == "abs":
-                        continue
-                    for key, value in values.items():
-                        setattr(moments, key, value)
+    for positions, depth, filters in OUTER_SUM_SHAPES:
+        a = tf.constant(rng.normal(size=(batch, positions, depth)), tf.float32)
+        g = tf.constant(rng.normal(size=(batch, positions, filters)), tf.float32)
+        plain = tf.function(lambda a, g: tf.matmul(
+            tf.reshape(a, [-1, a.shape[-1]]), tf.reshape(g, [-1, g.shape[-1]]),
+            transpose_a=True))
+        plain_cpu = max(_median_cpu(plain, a, g, reps), 1e-9)
+        row = {"positions": positions, "D": depth, "F": filters,
+               "plain_ms": round(1e3 * plain_cpu, 2)}
+        for moment in ("abs", "square"):
+            for way, values in WAYS.items():
+                if way == "pairs" and moment == "abs":
+                    continue
+                with applied(values):  # traced (by its first call) under this way's settings
                     step = tf.function(lambda a, g, m=moment: moments.outer_sum_moment(a, g, m))
                     row[f"{moment}_{way}"] = round(_median_cpu(step, a, g, reps) / plain_cpu, 2)
-            rows.append(row)
-    finally:
-        for key, value in saved.items():
-            setattr(moments, key, value)
+        rows.append(row)
     return rows
 
 
