@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
+from importance.per_example.layers.windows import strided_windows
 from importance.per_example.moments import (
     apply_moment,
     chunked_sum,
@@ -152,17 +153,14 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
 
     def windows(ac: tf.Tensor) -> list[tf.Tensor]:
         """The input window of every kernel offset, (n, out_h * out_w, channels) each."""
-        out = []
-        for p in range(sizes[0]):
-            for q in range(sizes[1]):
-                top, left = p * rates[0], q * rates[1]
-                window = ac[
-                    :,
-                    top : top + (out_h - 1) * strides[0] + 1 : strides[0],
-                    left : left + (out_w - 1) * strides[1] + 1 : strides[1],
-                ]
-                out.append(tf.reshape(window, [tf.shape(ac)[0], out_h * out_w, channels]))
-        return out
+        last = ((sizes[0] - 1) * rates[0], (sizes[1] - 1) * rates[1])
+        window = strided_windows(ac, (out_h, out_w), strides, last)
+        shape = [tf.shape(ac)[0], out_h * out_w, channels]
+        return [
+            tf.reshape(window(p * rates[0], q * rates[1]), shape)
+            for p in range(sizes[0])
+            for q in range(sizes[1])
+        ]
 
     def block(chunk: list[tf.Tensor]) -> tf.Tensor:
         ac, gc = chunk
@@ -236,8 +234,7 @@ def patch_kernel_moment(
         ac, gc = chunk
         n = tf.shape(ac)[0]
         if sizes == [1, 1]:
-            patches = ac[:, : (out_h - 1) * strides[0] + 1 : strides[0],
-                         : (out_w - 1) * strides[1] + 1 : strides[1]]
+            patches = strided_windows(ac, (out_h, out_w), strides, (0, 0))(0, 0)
         else:
             patches = tf.image.extract_patches(
                 ac, [1, *sizes, 1], [1, *strides, 1], [1, *rates, 1], "VALID"

@@ -41,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
+from importance.per_example.layers.windows import strided_windows
 from importance.per_example.moments import apply_moment, chunked_outer_sum, chunked_sum
 
 
@@ -155,6 +156,7 @@ def _elementwise_kernel_moment(
         ac, gc = chunk
         n = tf.shape(ac)[0]
         gc = tf.reshape(gc, [n, out_h, out_w, channels, multiplier])
+        window = strided_windows(ac, (out_h, out_w), (sh, sw), ((kh - 1) * rh, (kw - 1) * rw))
         offsets: list[tf.Tensor] = []
         computed: list[tf.Tensor] = []
         zero = tf.zeros([channels] + ([multiplier] if multiplier > 1 else []))
@@ -165,14 +167,10 @@ def _elementwise_kernel_moment(
                     continue
                 # one offset's product alive at a time (else the executor runs all kh * kw)
                 with tf.control_dependencies(computed[-1:]):
-                    window = ac[
-                        :, p * rh : p * rh + (out_h - 1) * sh + 1 : sh,
-                        q * rw : q * rw + (out_w - 1) * sw + 1 : sw,
-                    ]
                     if multiplier == 1:
-                        product = window * gc[..., 0]
+                        product = window(p * rh, q * rw) * gc[..., 0]
                     else:
-                        product = window[..., None] * gc
+                        product = window(p * rh, q * rw)[..., None] * gc
                     per_example = tf.reduce_sum(product, axis=[1, 2])
                     computed.append(tf.reduce_sum(apply_moment(per_example, moment), axis=0))
                     offsets.append(computed[-1])
