@@ -119,6 +119,20 @@ def forward(layer: Any, a: tf.Tensor, watch: Any = None) -> list[tf.Tensor]:
 # elementwise 0.5x, folded 30-73x; 4x4 1.4x vs 1.3x; 8x8 6.3x vs 2.5x; 16x16 4.0x vs 0.8x.
 ELEMENTWISE = True
 ELEMENTWISE_POSITIONS = 16
+# Kernels of at least LARGE_KERNEL taps (5x5, 7x7) take the elementwise form up to
+# LARGE_KERNEL_POSITIONS outputs: there the folded filter gradient runs 7-18x the plain one.
+# Measured per layer (``python -m benchmarks.per_example.profile_families <model> mas
+# --depthwise-layers``: one batch of 32, process CPU ms summed over a model's layers of one
+# shape, folded / elementwise / plain, 64x64 inputs, 2026-12-06, load 1.1-1.3): NASNetMobile
+# 5x5 over 8x8 (18 layers) 250 / 51 / 37, 7x7 over 8x8 (4 layers) 88 / 17 / 10;
+# EfficientNetB0 5x5 over 8x8 (stride 1) 108 / 16 / 6. Larger outputs keep the folded form
+# (NASNetMobile 5x5 and 7x7 over 16x16, 8 layers: 69 / 98 / 33), and so do 3x3 kernels over 8x8
+# (NASNetMobile, 26 layers: 35 / 36 / 26). Whole models (``compare_settings``, N=64, batch 32,
+# CPU over the plain pass, this rule against LARGE_KERNEL_POSITIONS = 0): EfficientNetB0 mas
+# 1.12x vs 1.39x, fisher_empirical 1.10x vs 1.38x; NASNetMobile mas 1.04x vs 1.77x,
+# fisher_empirical 1.09x vs 1.51x.
+LARGE_KERNEL = 25
+LARGE_KERNEL_POSITIONS = 64
 
 
 def _elementwise_kernel_moment(
@@ -186,16 +200,36 @@ def _elementwise_kernel_moment(
     return tf.reshape(moments, kernel_shape)
 
 
+def takes_elementwise(layer: Any, kernel_shape: tuple[int, ...], positions: int) -> bool:
+    """The cost model: whether a layer's depthwise kernel over ``positions`` outputs takes the
+    elementwise form (else the folded filter gradient)."""
+    if tuple(layer.dilation_rate) != (1, 1):
+        # The folded filter gradient is wrong with dilation on TF 2.21's CPU kernels (relative
+        # error 1.7 against the loop, found by issue 21's test): never used there.
+        return True
+    taps = kernel_shape[0] * kernel_shape[1]
+    return ELEMENTWISE and (
+        positions <= ELEMENTWISE_POSITIONS
+        or (taps >= LARGE_KERNEL and positions <= LARGE_KERNEL_POSITIONS)
+    )
+
+
 def _depthwise_kernel_moment(
     layer: Any, kernel_shape: tuple[int, ...], a: tf.Tensor, g: tf.Tensor, moment: str
 ) -> tf.Tensor:
     """``sum_i f(per-example depthwise kernel gradient)``, of shape ``kernel_shape``
-    ``(kh, kw, C, M)``."""
-    small = int(g.shape[1]) * int(g.shape[2]) <= ELEMENTWISE_POSITIONS
-    if (ELEMENTWISE and small) or tuple(layer.dilation_rate) != (1, 1):
-        # The folded filter gradient is wrong with dilation on TF 2.21's CPU kernels (relative
-        # error 1.7 against the loop, found by issue 21's test): never used there.
+    ``(kh, kw, C, M)``, in the form :func:`takes_elementwise` chooses."""
+    if takes_elementwise(layer, kernel_shape, int(g.shape[1]) * int(g.shape[2])):
         return _elementwise_kernel_moment(layer, kernel_shape, a, g, moment)
+    return _folded_kernel_moment(layer, kernel_shape, a, g, moment)
+
+
+def _folded_kernel_moment(
+    layer: Any, kernel_shape: tuple[int, ...], a: tf.Tensor, g: tf.Tensor, moment: str
+) -> tf.Tensor:
+    """Per-example depthwise kernel gradients as one filter gradient with the batch folded into
+    the channels (``DepthwiseConv2dNativeBackpropFilter`` on a chunk's ``n * C`` channels), a
+    chunk of the batch at a time. Not with dilation (wrong on TF 2.21's CPU kernels)."""
     kh, kw, channels, multiplier = kernel_shape
     height, width = int(a.shape[1]), int(a.shape[2])
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
