@@ -9,8 +9,10 @@ Optional further arguments: examples (64), batch (32), rounds (5), image side in
 (``app_models.IMAGE``, 64).
 
 Each setting names values of :mod:`importance.per_example.moments` (``PAIR_POSITIONS``,
-``FUSED_POSITIONS``, ``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``),
-applied before that setting's step is traced (a compiled step keeps what it was traced with).
+``FUSED_POSITIONS``, ``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``)
+and of the depthwise family's cost model, ``layers/depthwise.py`` (``ELEMENTWISE_POSITIONS``,
+``LARGE_KERNEL``, ``LARGE_KERNEL_POSITIONS``): :data:`SETTABLE`. They are applied before that
+setting's step is traced (a compiled step keeps what it was traced with).
 For every setting, in one process: the engine's process CPU time over ``n`` examples against a
 plain compiled gradient pass interleaved with it (median of the per-round ratios), its peak
 memory over the plain pass's on one batch, and its difference from the first setting's moments: relative over the
@@ -41,11 +43,15 @@ from benchmarks.per_example.test_per_example_applications import (
 )
 from importance.checks import check_choice
 from importance.per_example import engine, moments
+from importance.per_example.layers import depthwise
 
-SETTABLE = (
-    "PAIR_POSITIONS", "FUSED_POSITIONS", "CHUNK_ELEMENTS", "HELD_FRACTION", "MIN_CHUNK_ELEMENTS",
-    "LANES",
-)
+# Each settable value and the module that holds it.
+SETTABLE = {
+    **{key: moments for key in ("PAIR_POSITIONS", "FUSED_POSITIONS", "CHUNK_ELEMENTS",
+                                "HELD_FRACTION", "MIN_CHUNK_ELEMENTS", "LANES")},
+    **{key: depthwise for key in ("ELEMENTWISE_POSITIONS", "LARGE_KERNEL",
+                                  "LARGE_KERNEL_POSITIONS")},
+}
 
 
 LOWEST = (0.01, 0.1)
@@ -53,16 +59,16 @@ LOWEST = (0.01, 0.1)
 
 @contextlib.contextmanager
 def applied(setting: dict) -> Iterator[None]:
-    """:data:`SETTABLE` values of ``moments`` as ``setting`` names them (the others as they were
-    on entry), all put back on exit, also when the body fails. A step traced inside keeps them."""
-    saved = {key: getattr(moments, key) for key in SETTABLE}
+    """:data:`SETTABLE` values as ``setting`` names them (the others as they were on entry), all
+    put back on exit, also when the body fails. A step traced inside keeps them."""
+    saved = {key: getattr(module, key) for key, module in SETTABLE.items()}
     try:
-        for key in SETTABLE:
-            setattr(moments, key, setting.get(key, saved[key]))
+        for key, module in SETTABLE.items():
+            setattr(module, key, setting.get(key, saved[key]))
         yield
     finally:
         for key, value in saved.items():
-            setattr(moments, key, value)
+            setattr(SETTABLE[key], key, value)
 
 
 def _lowest_changed(first: np.ndarray, other: np.ndarray, share: float) -> float:

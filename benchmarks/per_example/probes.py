@@ -162,3 +162,113 @@ def check_bars(config: Any, missed: list[str]) -> None:
     if hasattr(config, "workerinput"):
         pytest.xfail(f"{message} ({PARALLEL_REASON})")
     raise AssertionError(message)
+
+
+def conv_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) -> list[dict]:
+    """What the per-example kernel moments of a model's convolutions cost, beside the plain
+    filter gradients they stand in for.
+
+    The model's channels_last Conv2D layers grouped by (kernel size, output positions): each
+    group's layer and weight counts, and the process CPU milliseconds of one batch of their kernel
+    moments (``conv.conv_kernel_moment``, each layer on its own, on random inputs and output
+    gradients of the layer's shapes) against their plain filter gradients
+    (``Conv2DBackpropFilter``), medians of ``rounds`` interleaved rounds, slowest first. Used by
+    ``profile_families --conv-layers`` and recorded on the CNN rows of ``per-example-api``.
+    """
+    import keras
+
+    from importance.per_example.layers import conv
+
+    rng = np.random.default_rng(0)
+    groups: dict = {}
+    for layer in model.layers:
+        if type(layer) is not keras.layers.Conv2D or layer.data_format != "channels_last":
+            continue
+        a = tf.constant(rng.normal(size=(batch, *layer.input.shape[1:])), tf.float32)
+        g = tf.constant(rng.normal(size=(batch, *layer.output.shape[1:])), tf.float32)
+        kernel = tf.function(lambda a, g, layer=layer: conv.conv_kernel_moment(layer, a, g, moment))
+        plain = tf.function(lambda a, g, layer=layer: tf.raw_ops.Conv2DBackpropFilter(
+            input=a, filter_sizes=list(layer.kernel.shape), out_backprop=g,
+            strides=[1, *layer.strides, 1], padding=layer.padding.upper(),
+            dilations=[1, *layer.dilation_rate, 1]))
+        calls = {"moment": kernel, "filter_grad": plain}
+        for fn in calls.values():
+            np.asarray(fn(a, g))  # trace
+        cpu: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(rounds):
+            for name, fn in calls.items():
+                start = time.process_time()
+                np.asarray(fn(a, g))
+                cpu[name].append(time.process_time() - start)
+        shape = (tuple(layer.kernel_size), int(np.prod(layer.output.shape[1:3])))
+        row = groups.setdefault(shape, {"kernel": list(shape[0]), "positions": shape[1], "layers": 0,
+                                        "weights": 0, "moment_ms": 0.0, "filter_grad_ms": 0.0})
+        row["layers"] += 1
+        row["weights"] += int(np.prod(layer.kernel.shape))
+        for name, seconds in cpu.items():
+            row[f"{name}_ms"] += 1e3 * float(np.median(seconds))
+    rows = sorted(groups.values(), key=lambda r: -r["moment_ms"])
+    return [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
+def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) -> list[dict]:
+    """What each form of the depthwise kernel moments costs on a model's layers.
+
+    The model's DepthwiseConv2D and SeparableConv2D layers (their depthwise kernels) grouped by
+    (kernel size, strides, output positions): each group's layer count, the process CPU
+    milliseconds of one batch of the folded filter gradient and of the elementwise form
+    (``layers/depthwise.py``, each layer on its own, random inputs and output gradients of the
+    layer's shapes) against the plain depthwise filter gradient
+    (``DepthwiseConv2dNativeBackpropFilter``), medians of ``rounds`` interleaved rounds, and the
+    form the cost model takes (``depthwise.takes_elementwise``); slowest first. Used by
+    ``profile_families --depthwise-layers``: the measurements behind that cost model.
+    """
+    import keras
+
+    from importance.per_example.layers import depthwise
+
+    rng = np.random.default_rng(0)
+    groups: dict = {}
+    for layer in model.layers:
+        if type(layer) not in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D):
+            continue
+        shape = depthwise._depthwise_shape(layer)
+        separable = type(layer) is keras.layers.SeparableConv2D
+        kernel = layer.depthwise_kernel if separable else layer.kernel
+        a = tf.constant(rng.normal(size=(batch, *layer.input.shape[1:])), tf.float32)
+        out = tf.nn.depthwise_conv2d(a[:1], kernel, [1, *layer.strides, 1], layer.padding.upper())
+        g = tf.constant(rng.normal(size=(batch, *out.shape[1:])), tf.float32)
+        forms = {"folded": depthwise._folded_kernel_moment,
+                 "elementwise": depthwise._elementwise_kernel_moment}
+        calls = {
+            name: tf.function(
+                lambda a, g, f=f, layer=layer, shape=shape: f(layer, shape, a, g, moment)
+            )
+            for name, f in forms.items()
+        }
+        calls["filter_grad"] = tf.function(lambda a, g, layer=layer, shape=shape: (
+            tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+                input=a, filter_sizes=list(shape), out_backprop=g, strides=[1, *layer.strides, 1],
+                padding=layer.padding.upper(), dilations=[1, *layer.dilation_rate, 1])))
+        if tuple(layer.dilation_rate) != (1, 1):
+            del calls["folded"]  # wrong with dilation: never taken
+        for fn in calls.values():
+            np.asarray(fn(a, g))  # trace
+        cpu: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(rounds):
+            for name, fn in calls.items():
+                start = time.process_time()
+                np.asarray(fn(a, g))
+                cpu[name].append(time.process_time() - start)
+        positions = int(out.shape[1]) * int(out.shape[2])
+        key = (tuple(layer.kernel_size), tuple(layer.strides), positions)
+        path = "elementwise" if depthwise.takes_elementwise(layer, shape, positions) else "folded"
+        row = groups.setdefault(key, {"kernel": list(key[0]), "strides": list(key[1]),
+                                      "positions": positions, "layers": 0, "path": path,
+                                      "folded_ms": 0.0, "elementwise_ms": 0.0,
+                                      "filter_grad_ms": 0.0})
+        row["layers"] += 1
+        for name, seconds in cpu.items():
+            row[f"{name}_ms"] += 1e3 * float(np.median(seconds))
+    rows = sorted(groups.values(), key=lambda r: -r[f"{r['path']}_ms"])
+    return [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rows]

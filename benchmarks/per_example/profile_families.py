@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     python -m benchmarks.per_example.profile_families MobileNetV2 [measure] [n] [batch]
     python -m benchmarks.per_example.profile_families ResNet50 mas --conv-layers [batch]
+    python -m benchmarks.per_example.profile_families NASNetMobile mas --depthwise-layers [batch]
     python -m benchmarks.per_example.profile_families --outer-sums [batch]
 
 The models are built at ``app_models.IMAGE`` pixels (64); ``--image N`` builds them at N.
@@ -19,6 +20,12 @@ kernel moments (``conv.conv_kernel_moment``, each layer on its own, random input
 gradients of the layer's shapes) against their plain filter gradients
 (``Conv2DBackpropFilter``), medians of 3 rounds: which convolutions carry the engine's cost.
 
+With ``--depthwise-layers``: the model's depthwise kernels (DepthwiseConv2D, SeparableConv2D)
+grouped by kernel size, strides and output positions, each group's process CPU milliseconds of
+one batch in either form (folded filter gradient, elementwise products) against the plain
+depthwise filter gradient, and the form the cost model takes
+(:func:`benchmarks.per_example.probes.depthwise_layer_costs`).
+
 With ``--outer-sums``: ``moments.outer_sum_moment`` on random tensors of the shapes of
 :data:`OUTER_SUM_SHAPES` (positions, D, F), each way it can take (the fused loop, pairs of
 positions, per-example products), abs and square, as process CPU time over the plain
@@ -32,12 +39,12 @@ import json
 import os
 import sys
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from benchmarks.per_example.app_models import IMAGE, MODELS, build
 from benchmarks.per_example.compare_settings import applied
+from benchmarks.per_example.probes import conv_layer_costs, depthwise_layer_costs
 from benchmarks.per_example.test_per_example_applications import (
     MEASURES,
     family_costs,
@@ -48,7 +55,6 @@ from benchmarks.per_example.test_per_example_applications import (
 )
 from importance.checks import check_choice
 from importance.per_example import moments
-from importance.per_example.layers import conv
 
 # (positions, D, F): late ResNet50 3x3 and 1x1 convolutions at 2x2 outputs, a DenseNet121 3x3
 # growth convolution, and layers at 3x3, 4x4, 6x6 and 8x8 outputs
@@ -93,39 +99,6 @@ def outer_sum_costs(batch: int, reps: int = 10) -> list[dict]:
     return rows
 
 
-def conv_layer_costs(model, moment: str, batch: int, rounds: int = 3) -> list[dict]:
-    """Conv2D layers grouped by (kernel size, output positions): counts, kernel moment and
-    plain filter gradient milliseconds of process CPU time for one batch, slowest first."""
-    rng = np.random.default_rng(0)
-    groups: dict = {}
-    for layer in model.layers:
-        if type(layer) is not keras.layers.Conv2D or layer.data_format != "channels_last":
-            continue
-        a = tf.constant(rng.normal(size=(batch, *layer.input.shape[1:])), tf.float32)
-        g = tf.constant(rng.normal(size=(batch, *layer.output.shape[1:])), tf.float32)
-        kernel = tf.function(lambda a, g, layer=layer: conv.conv_kernel_moment(layer, a, g, moment))
-        plain = tf.function(lambda a, g, layer=layer: tf.raw_ops.Conv2DBackpropFilter(
-            input=a, filter_sizes=list(layer.kernel.shape), out_backprop=g,
-            strides=[1, *layer.strides, 1], padding=layer.padding.upper(),
-            dilations=[1, *layer.dilation_rate, 1]))
-        calls = {"moment": kernel, "filter_grad": plain}
-        for fn in calls.values():
-            np.asarray(fn(a, g))  # trace
-        cpu = {name: [] for name in calls}
-        for _ in range(rounds):
-            for name, fn in calls.items():
-                cpu[name].append(timed(lambda fn=fn, a=a, g=g: np.asarray(fn(a, g)))[1])
-        shape = (tuple(layer.kernel_size), int(np.prod(layer.output.shape[1:3])))
-        row = groups.setdefault(shape, {"kernel": list(shape[0]), "positions": shape[1], "layers": 0,
-                                        "weights": 0, "moment_ms": 0.0, "filter_grad_ms": 0.0})
-        row["layers"] += 1
-        row["weights"] += int(np.prod(layer.kernel.shape))
-        for name, seconds in cpu.items():
-            row[f"{name}_ms"] += 1e3 * float(np.median(seconds))
-    rows = sorted(groups.values(), key=lambda r: -r["moment_ms"])
-    return [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
-
-
 def main(argv: list[str]) -> None:
     image = IMAGE
     if "--image" in argv:
@@ -137,8 +110,11 @@ def main(argv: list[str]) -> None:
         print(json.dumps({"batch": batch, "outer_sums": outer_sum_costs(batch),
                           "load": os.getloadavg()[0]}))
         return
-    if "--conv-layers" in argv:
-        rest = [a for a in argv if a != "--conv-layers"]
+    for option, costs in (("--conv-layers", conv_layer_costs),
+                          ("--depthwise-layers", depthwise_layer_costs)):
+        if option not in argv:
+            continue
+        rest = [a for a in argv if a != option]
         name, measure = rest[0], rest[1] if len(rest) > 1 else "fisher_empirical"
         batch = int(rest[2]) if len(rest) > 2 else 32
         check_choice("model", name, MODELS)
@@ -146,7 +122,7 @@ def main(argv: list[str]) -> None:
         model, _ = build(name, 1, image)
         moment = "abs" if measure == "mas" else "square"
         print(json.dumps({"model": name, "measure": measure, "image": image, "batch": batch,
-                          "conv_layers": conv_layer_costs(model, moment, batch),
+                          option.strip("-").replace("-", "_"): costs(model, moment, batch),
                           "load": os.getloadavg()[0]}))
         return
     name = argv[0]

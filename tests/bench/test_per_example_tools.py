@@ -59,9 +59,9 @@ def tiny(monkeypatch):
     for tool in (compare_settings, profile_families):
         monkeypatch.setattr(tool, "MODELS", {"tiny": (_tiny, INPUT, "float32")})
         monkeypatch.setattr(tool, "build", _build)
-    defaults = {key: getattr(moments, key) for key in compare_settings.SETTABLE}
+    defaults = {key: getattr(module, key) for key, module in compare_settings.SETTABLE.items()}
     for key, value in defaults.items():
-        monkeypatch.setattr(moments, key, value)
+        monkeypatch.setattr(compare_settings.SETTABLE[key], key, value)
     return defaults
 
 
@@ -82,7 +82,7 @@ def _json_line(capsys) -> dict:
 
 
 def _settings() -> dict:
-    return {key: getattr(moments, key) for key in compare_settings.SETTABLE}
+    return {key: getattr(module, key) for key, module in compare_settings.SETTABLE.items()}
 
 
 def test_compare_settings_reports_each_setting_and_restores(tiny, fake_peaks, capsys):
@@ -169,6 +169,39 @@ def test_profile_families_conv_layers_groups_by_kernel_and_positions(tiny, capsy
     (row,) = out["conv_layers"]  # the one Conv2D: 3x3 kernel, 4x4 outputs, 2 -> 4 channels
     assert (row["kernel"], row["positions"], row["layers"], row["weights"]) == ([3, 3], 16, 1, 72)
     assert row["moment_ms"] >= 0 and row["filter_grad_ms"] >= 0
+
+
+def test_profile_families_depthwise_layers_times_both_forms_and_names_the_path(tiny, capsys,
+                                                                             monkeypatch):
+    """A 5x5 depthwise kernel over 8x8 outputs (elementwise by the cost model), a 3x3 one over
+    8x8 (folded) and a separable 3x3 stride-2 one over 4x4 (elementwise): one row per shape,
+    both forms timed, the path the cost model takes."""
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([
+            keras.Input((8, 8, 2)),
+            keras.layers.DepthwiseConv2D(5, padding="same"),
+            keras.layers.DepthwiseConv2D(3, padding="same"),
+            keras.layers.SeparableConv2D(4, 3, strides=2, padding="same"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ])
+
+    monkeypatch.setattr(profile_families, "MODELS", {"tiny": (model, (8, 8, 2), "float32")})
+    monkeypatch.setattr(profile_families, "build", lambda name, n, image=0: (model(), None))
+    profile_families.main(["tiny", "fisher_empirical", "--depthwise-layers", "3"])
+    out = _json_line(capsys)
+    assert out["batch"] == 3
+    rows = {(tuple(r["kernel"]), tuple(r["strides"]), r["positions"]): r
+            for r in out["depthwise_layers"]}
+    assert {key: row["path"] for key, row in rows.items()} == {
+        ((5, 5), (1, 1), 64): "elementwise",
+        ((3, 3), (1, 1), 64): "folded",
+        ((3, 3), (2, 2), 16): "elementwise",
+    }
+    for row in rows.values():
+        assert row["layers"] == 1
+        assert min(row["folded_ms"], row["elementwise_ms"], row["filter_grad_ms"]) >= 0
 
 
 def test_profile_families_outer_sums_times_each_way_and_restores(tiny, capsys, monkeypatch):
