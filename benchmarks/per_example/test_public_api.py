@@ -15,14 +15,16 @@ same batches, interleaved so that a shared machine's load hits all three alike:
   batching and the engine, as a user calls it.
 
 Each call's process CPU time (all threads; the bar) and wall time are taken; ``extra_info`` holds
-their medians and the per-round ratios' medians. Quick mode runs the MLP rows (~11 CPU s);
-``--full`` adds the CNN's. The bars (issue 21): the API at most 1.15x the plain pass in process
-CPU time, for every row, and at most 1.08x the engine alone (what this
-layer adds). Where the engine alone is already above 1.15x the plain pass, the first bar cannot
-be met by the API and the row is reported as an expected failure naming the engine's ratio (the
-engine's own work, tracked by the ``per-example`` group), never silently passed. The API's
-scores must equal the engine's (float tolerance), so the speed is not bought with a different
-number.
+their medians and the per-round ratios' medians, and on a model with convolutions
+``conv_layer_costs``: each convolution's per-example kernel moments against its plain filter
+gradient on one batch (what the engine adds on the CNN; also named in an expected failure's
+reason). Quick mode runs the MLP rows (~11 CPU s); ``--full`` adds the CNN's. The bars (issue
+21): the API at most 1.15x the plain pass in process CPU time, for every row, and at most 1.08x
+the engine alone (what this layer adds). Where the engine alone is already above 1.15x the plain
+pass, the first bar cannot be met by the API and the row is reported as an expected failure
+naming the engine's ratio (the engine's own work, tracked by the ``per-example`` group), never
+silently passed. The API's scores must equal the engine's (float tolerance), so the speed is not
+bought with a different number.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import tensorflow as tf
 
 import importance as imp
 from benchmarks.per_example.models import BATCH, build
-from benchmarks.per_example.probes import check_bars
+from benchmarks.per_example.probes import check_bars, conv_layer_costs
 from importance.per_example import per_example_moment
 
 MEASURES = ("fisher_empirical", "mas")
@@ -113,6 +115,17 @@ def _loop(step: Callable[..., list[tf.Tensor]], data: Any) -> list[np.ndarray]:
     return totals
 
 
+def _convolution_costs(built: dict, model_name: str, measure: str) -> list[dict]:
+    """The model's convolutions' per-example kernel moments against their plain filter gradients
+    (:func:`benchmarks.per_example.probes.conv_layer_costs`, one batch, once per model and
+    moment): where a convolutional model's engine time goes beyond the plain pass."""
+    moment = "abs" if measure == "mas" else "square"
+    key = ("conv_layer_costs", model_name, moment)
+    if key not in built:
+        built[key] = conv_layer_costs(built[model_name][0], moment, BATCH, rounds=5)
+    return built[key]
+
+
 class Clock:
     """Process CPU seconds (all threads) and wall seconds of each call of ``fn``."""
 
@@ -177,6 +190,9 @@ def test_public_api(benchmark, bench_options, built, request, model_name, measur
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12 * np.abs(want).max())
     engine = benchmark.extra_info["engine_vs_plain_cpu"]
     own = benchmark.extra_info["api_vs_engine_cpu"]
+    convolutions = _convolution_costs(built, model_name, measure)
+    if convolutions:
+        benchmark.extra_info["conv_layer_costs"] = convolutions
     missed = []
     if own > MAX_OWN_RATIO:
         missed.append(f"compute_importance({measure!r}) on {form} costs {own:.2f}x the engine "
@@ -185,6 +201,9 @@ def test_public_api(benchmark, bench_options, built, request, model_name, measur
         pytest.xfail(
             f"the engine alone costs {engine:.2f}x the plain pass on the {model_name} (the API "
             f"{ratio_cpu:.2f}x, {own:.2f}x the engine): the per-example engine's part of issue 21"
+            + "".join(f"; {c['kernel'][0]}x{c['kernel'][1]} conv over {c['positions']} positions: "
+                      f"kernel moments {c['moment_ms']} ms against the plain filter gradient's "
+                      f"{c['filter_grad_ms']} ms per batch" for c in convolutions)
         )
     if ratio_cpu > MAX_CPU_RATIO:
         missed.append(f"compute_importance({measure!r}) on {form} costs {ratio_cpu:.2f}x the plain "
