@@ -164,6 +164,20 @@ def check_bars(config: Any, missed: list[str]) -> None:
     raise AssertionError(message)
 
 
+def _median_cpu_ms(calls: dict[str, Callable[..., Any]], args: tuple, rounds: int) -> dict:
+    """Each call traced once, then timed in ``rounds`` interleaved rounds: its median process CPU
+    milliseconds, by name."""
+    for fn in calls.values():
+        np.asarray(fn(*args))  # trace
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            start = time.process_time()
+            np.asarray(fn(*args))
+            cpu[name].append(time.process_time() - start)
+    return {name: 1e3 * float(np.median(seconds)) for name, seconds in cpu.items()}
+
+
 def conv_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) -> list[dict]:
     """What the per-example kernel moments of a model's convolutions cost, beside the plain
     filter gradients they stand in for.
@@ -192,21 +206,14 @@ def conv_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) -> li
             strides=[1, *layer.strides, 1], padding=layer.padding.upper(),
             dilations=[1, *layer.dilation_rate, 1]))
         calls = {"moment": kernel, "filter_grad": plain}
-        for fn in calls.values():
-            np.asarray(fn(a, g))  # trace
-        cpu: dict[str, list[float]] = {name: [] for name in calls}
-        for _ in range(rounds):
-            for name, fn in calls.items():
-                start = time.process_time()
-                np.asarray(fn(a, g))
-                cpu[name].append(time.process_time() - start)
+        milliseconds = _median_cpu_ms(calls, (a, g), rounds)
         shape = (tuple(layer.kernel_size), int(np.prod(layer.output.shape[1:3])))
         row = groups.setdefault(shape, {"kernel": list(shape[0]), "positions": shape[1], "layers": 0,
                                         "weights": 0, "moment_ms": 0.0, "filter_grad_ms": 0.0})
         row["layers"] += 1
         row["weights"] += int(np.prod(layer.kernel.shape))
-        for name, seconds in cpu.items():
-            row[f"{name}_ms"] += 1e3 * float(np.median(seconds))
+        for name, ms in milliseconds.items():
+            row[f"{name}_ms"] += ms
     rows = sorted(groups.values(), key=lambda r: -r["moment_ms"])
     return [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
 
@@ -252,14 +259,7 @@ def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) 
                 padding=layer.padding.upper(), dilations=[1, *layer.dilation_rate, 1])))
         if tuple(layer.dilation_rate) != (1, 1):
             del calls["folded"]  # wrong with dilation: never taken
-        for fn in calls.values():
-            np.asarray(fn(a, g))  # trace
-        cpu: dict[str, list[float]] = {name: [] for name in calls}
-        for _ in range(rounds):
-            for name, fn in calls.items():
-                start = time.process_time()
-                np.asarray(fn(a, g))
-                cpu[name].append(time.process_time() - start)
+        milliseconds = _median_cpu_ms(calls, (a, g), rounds)
         positions = int(out.shape[1]) * int(out.shape[2])
         key = (tuple(layer.kernel_size), tuple(layer.strides), positions)
         path = "elementwise" if depthwise.takes_elementwise(layer, shape, positions) else "folded"
@@ -268,7 +268,7 @@ def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) 
                                       "folded_ms": 0.0, "elementwise_ms": 0.0,
                                       "filter_grad_ms": 0.0})
         row["layers"] += 1
-        for name, seconds in cpu.items():
-            row[f"{name}_ms"] += 1e3 * float(np.median(seconds))
+        for name, ms in milliseconds.items():
+            row[f"{name}_ms"] += ms
     rows = sorted(groups.values(), key=lambda r: -r[f"{r['path']}_ms"])
     return [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
