@@ -239,14 +239,14 @@ def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) 
     for layer in model.layers:
         if type(layer) not in (keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D):
             continue
-        shape = depthwise._depthwise_shape(layer)
+        shape = depthwise.depthwise_shape(layer)
         separable = type(layer) is keras.layers.SeparableConv2D
         kernel = layer.depthwise_kernel if separable else layer.kernel
         a = tf.constant(rng.normal(size=(batch, *layer.input.shape[1:])), tf.float32)
         out = tf.nn.depthwise_conv2d(a[:1], kernel, [1, *layer.strides, 1], layer.padding.upper())
         g = tf.constant(rng.normal(size=(batch, *out.shape[1:])), tf.float32)
-        forms = {"folded": depthwise._folded_kernel_moment,
-                 "elementwise": depthwise._elementwise_kernel_moment}
+        forms = {"folded": depthwise.folded_kernel_moment,
+                 "elementwise": depthwise.elementwise_kernel_moment}
         calls = {
             name: tf.function(
                 lambda a, g, f=f, layer=layer, shape=shape: f(layer, shape, a, g, moment)

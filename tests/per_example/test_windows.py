@@ -72,13 +72,13 @@ def test_large_kernels_over_few_positions_take_the_elementwise_form(kernel, size
     most 16, take elementwise products; the others the folded filter gradient. Both paths are
     checked against the per-example loop."""
     taken = []
-    real = depthwise._elementwise_kernel_moment
+    real = depthwise.elementwise_kernel_moment
 
     def spy(*args, **kwargs):
         taken.append(True)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(depthwise, "_elementwise_kernel_moment", spy)
+    monkeypatch.setattr(depthwise, "elementwise_kernel_moment", spy)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((size, size, 3)),

@@ -23,6 +23,11 @@ convolution: group ``c`` holds input channel ``c`` and output channels ``c * M .
 and reshaped back; the forward pass stays the layer's own grouped convolution. Other group
 counts (several input channels per group) take the per-layer vmap.
 
+Two forms, chosen per layer by :func:`takes_elementwise` (a cost model): the folded filter
+gradient above (:func:`folded_kernel_moment`) and elementwise products summed over space, one
+kernel offset at a time (:func:`elementwise_kernel_moment`); both are public so that
+``benchmarks.per_example.probes.depthwise_layer_costs`` can time each on its own.
+
 Not under XLA (it refuses a batch-sized channel count when the batch size is not static): the
 rule's ``under_xla``. A layer called several times takes the per-layer vmap of ``z`` only
 (``g_u`` already holds the path through ``z``): the rule's ``shared_calls``.
@@ -74,7 +79,7 @@ def supported(layer: Any) -> bool:
     )
 
 
-def _depthwise_shape(layer: Any) -> tuple[int, ...]:
+def depthwise_shape(layer: Any) -> tuple[int, ...]:
     """The depthwise kernel's shape ``(kh, kw, C, M)`` (for a grouped Conv2D, of its view)."""
     if isinstance(layer, keras.layers.SeparableConv2D):
         return tuple(int(d) for d in layer.depthwise_kernel.shape)
@@ -135,7 +140,7 @@ LARGE_KERNEL = 25
 LARGE_KERNEL_POSITIONS = 64
 
 
-def _elementwise_kernel_moment(
+def elementwise_kernel_moment(
     layer: Any, kernel_shape: tuple[int, ...], a: tf.Tensor, g: tf.Tensor, moment: str
 ) -> tf.Tensor:
     """Per-example depthwise kernel gradients as elementwise products summed over space: for
@@ -220,11 +225,11 @@ def _depthwise_kernel_moment(
     """``sum_i f(per-example depthwise kernel gradient)``, of shape ``kernel_shape``
     ``(kh, kw, C, M)``, in the form :func:`takes_elementwise` chooses."""
     if takes_elementwise(layer, kernel_shape, int(g.shape[1]) * int(g.shape[2])):
-        return _elementwise_kernel_moment(layer, kernel_shape, a, g, moment)
-    return _folded_kernel_moment(layer, kernel_shape, a, g, moment)
+        return elementwise_kernel_moment(layer, kernel_shape, a, g, moment)
+    return folded_kernel_moment(layer, kernel_shape, a, g, moment)
 
 
-def _folded_kernel_moment(
+def folded_kernel_moment(
     layer: Any, kernel_shape: tuple[int, ...], a: tf.Tensor, g: tf.Tensor, moment: str
 ) -> tf.Tensor:
     """Per-example depthwise kernel gradients as one filter gradient with the batch folded into
@@ -268,12 +273,12 @@ def moments(
     out = {}
     if not isinstance(layer, keras.layers.SeparableConv2D):  # depthwise, grouped Conv2D
         (g,) = watched_grads
-        kernel = _depthwise_kernel_moment(layer, _depthwise_shape(layer), a, g, moment)
+        kernel = _depthwise_kernel_moment(layer, depthwise_shape(layer), a, g, moment)
         out[id(layer.kernel)] = tf.reshape(kernel, layer.kernel.shape)
     else:
         g_u, g = watched_grads
         out[id(layer.depthwise_kernel)] = _depthwise_kernel_moment(
-            layer, _depthwise_shape(layer), a, g_u, moment
+            layer, depthwise_shape(layer), a, g_u, moment
         )
         positions = int(np.prod(g.shape[1:-1]))
         u, gz = (tf.reshape(t, [tf.shape(t)[0], positions, t.shape[-1]]) for t in (watched[0], g))
