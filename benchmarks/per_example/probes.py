@@ -223,11 +223,11 @@ def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) 
 
     The model's DepthwiseConv2D and SeparableConv2D layers (their depthwise kernels) grouped by
     (kernel size, strides, output positions): each group's layer count, the process CPU
-    milliseconds of one batch of the folded filter gradient and of the elementwise form
-    (``layers/depthwise.py``, each layer on its own, random inputs and output gradients of the
-    layer's shapes) against the plain depthwise filter gradient
+    milliseconds of one batch of each form (``layers/depthwise.py``: folded, elementwise, and
+    forward where the layer allows it, else None; each layer on its own, random inputs and output
+    gradients of the layer's shapes) against the plain depthwise filter gradient
     (``DepthwiseConv2dNativeBackpropFilter``), medians of ``rounds`` interleaved rounds, and the
-    form the cost model takes (``depthwise.takes_elementwise``); slowest first. Used by
+    form the cost model takes (``depthwise.form``); slowest first. Used by
     ``profile_families --depthwise-layers``: the measurements behind that cost model.
     """
     import keras
@@ -247,6 +247,8 @@ def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) 
         g = tf.constant(rng.normal(size=(batch, *out.shape[1:])), tf.float32)
         forms = {"folded": depthwise.folded_kernel_moment,
                  "elementwise": depthwise.elementwise_kernel_moment}
+        if shape[3] == 1 and tuple(layer.dilation_rate) == (1, 1):
+            forms["forward"] = depthwise.forward_kernel_moment
         calls = {
             name: tf.function(
                 lambda a, g, f=f, layer=layer, shape=shape: f(layer, shape, a, g, moment)
@@ -262,13 +264,13 @@ def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) 
         milliseconds = _median_cpu_ms(calls, (a, g), rounds)
         positions = int(out.shape[1]) * int(out.shape[2])
         key = (tuple(layer.kernel_size), tuple(layer.strides), positions)
-        path = "elementwise" if depthwise.takes_elementwise(layer, shape, positions) else "folded"
+        path = depthwise.form(layer, shape, positions)
         row = groups.setdefault(key, {"kernel": list(key[0]), "strides": list(key[1]),
                                       "positions": positions, "layers": 0, "path": path,
                                       "folded_ms": 0.0, "elementwise_ms": 0.0,
-                                      "filter_grad_ms": 0.0})
+                                      "forward_ms": None, "filter_grad_ms": 0.0})
         row["layers"] += 1
         for name, ms in milliseconds.items():
-            row[f"{name}_ms"] += ms
+            row[f"{name}_ms"] = (row[f"{name}_ms"] or 0.0) + ms
     rows = sorted(groups.values(), key=lambda r: -r[f"{r['path']}_ms"])
     return [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rows]

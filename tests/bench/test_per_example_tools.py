@@ -171,18 +171,19 @@ def test_profile_families_conv_layers_groups_by_kernel_and_positions(tiny, capsy
     assert row["moment_ms"] >= 0 and row["filter_grad_ms"] >= 0
 
 
-def test_profile_families_depthwise_layers_times_both_forms_and_names_the_path(tiny, capsys,
-                                                                             monkeypatch):
-    """A 5x5 depthwise kernel over 8x8 outputs (elementwise by the cost model), a 3x3 one over
-    8x8 (folded) and a separable 3x3 stride-2 one over 4x4 (elementwise): one row per shape,
-    both forms timed, the path the cost model takes."""
+def test_profile_families_depthwise_layers_times_each_form_and_names_the_path(tiny, capsys,
+                                                                            monkeypatch):
+    """A 5x5 depthwise kernel over 8x8 outputs (forward by the cost model), a 3x3 one with depth
+    multiplier 2 over 8x8 (folded) and a separable 3x3 stride-2 one with multiplier 2 over 4x4
+    (elementwise): one row per shape, each applicable form timed, the path the cost model takes.
+    """
     def model():
         keras.utils.set_random_seed(0)
         return keras.Sequential([
             keras.Input((8, 8, 2)),
             keras.layers.DepthwiseConv2D(5, padding="same"),
-            keras.layers.DepthwiseConv2D(3, padding="same"),
-            keras.layers.SeparableConv2D(4, 3, strides=2, padding="same"),
+            keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2),
+            keras.layers.SeparableConv2D(4, 3, strides=2, padding="same", depth_multiplier=2),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(3),
         ])
@@ -195,13 +196,15 @@ def test_profile_families_depthwise_layers_times_both_forms_and_names_the_path(t
     rows = {(tuple(r["kernel"]), tuple(r["strides"]), r["positions"]): r
             for r in out["depthwise_layers"]}
     assert {key: row["path"] for key, row in rows.items()} == {
-        ((5, 5), (1, 1), 64): "elementwise",
+        ((5, 5), (1, 1), 64): "forward",
         ((3, 3), (1, 1), 64): "folded",
         ((3, 3), (2, 2), 16): "elementwise",
     }
-    for row in rows.values():
+    for key, row in rows.items():
         assert row["layers"] == 1
         assert min(row["folded_ms"], row["elementwise_ms"], row["filter_grad_ms"]) >= 0
+        # the forward form is timed only where it applies (depth multiplier 1)
+        assert (row["forward_ms"] is not None) == (key[0] == (5, 5))
 
 
 def test_profile_families_outer_sums_times_each_way_and_restores(tiny, capsys, monkeypatch):

@@ -68,6 +68,7 @@ def test_conv2d_grouped_by_channel_and_layer_scale(options, moment, elementwise,
     layers with ``groups`` = input channels, bias and none, then Keras' LayerScale."""
     monkeypatch.setattr(depthwise, "ELEMENTWISE", elementwise)
     monkeypatch.setattr(depthwise, "ELEMENTWISE_POSITIONS", 64 if elementwise else 0)
+    monkeypatch.setattr(depthwise, "FORWARD", False)  # its own test: test_depthwise_forms.py
     options = {"filters": 4, **options}
     size = options.pop("size", 8)
     model = _grouped_model(keras.layers.Conv2D(groups=4, name="grouped", **options), size=size)

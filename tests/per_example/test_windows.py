@@ -1,19 +1,14 @@
-"""The input windows of strided convolutions (``layers/windows.py``), against strided slicing,
-and the depthwise cost model that sends large kernels over few positions to the elementwise form."""
+"""The input windows of strided convolutions (``layers/windows.py``), against strided slicing."""
 
 from __future__ import annotations
 
 import itertools
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from importance.per_example import engine, per_example_moment
-from importance.per_example.layers import depthwise
 from importance.per_example.layers.windows import strided_windows
-from importance.testing import relative_error
 
 # (height, width), strides, kernel, rates: windows that stop short of the input's end, reach
 # it exactly, and (stride 3) leave rows past the last window unread.
@@ -56,39 +51,3 @@ def test_windows_in_a_graph_with_unknown_batch():
     first, last = corner_windows(a)
     np.testing.assert_array_equal(first.numpy(), _expected(a, 0, 0, (4, 4), (2, 2)))
     np.testing.assert_array_equal(last.numpy(), _expected(a, 2, 1, (4, 4), (2, 2)))
-
-
-def _log_likelihood(out, y):
-    return tf.gather(tf.nn.log_softmax(out), y, axis=1, batch_dims=1)
-
-
-@pytest.mark.parametrize(
-    ("kernel", "size", "elementwise"),
-    [(5, 8, True), (7, 8, True), (5, 16, False), (3, 8, False), (3, 4, True)],
-    ids=["5x5-8x8", "7x7-8x8", "5x5-16x16", "3x3-8x8", "3x3-4x4"],
-)
-def test_large_kernels_over_few_positions_take_the_elementwise_form(kernel, size, elementwise, monkeypatch):
-    """The cost model: kernels of 25 taps or more over at most 64 outputs, and any kernel over at
-    most 16, take elementwise products; the others the folded filter gradient. Both paths are
-    checked against the per-example loop."""
-    taken = []
-    real = depthwise.elementwise_kernel_moment
-
-    def spy(*args, **kwargs):
-        taken.append(True)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(depthwise, "elementwise_kernel_moment", spy)
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((size, size, 3)),
-        keras.layers.DepthwiseConv2D(kernel, padding="same", activation="tanh"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(3),
-    ])
-    x = tf.random.normal([6, size, size, 3], seed=2)
-    y = tf.constant(np.arange(6) % 3, tf.int32)
-    got = engine.per_example_moment(model, x, _log_likelihood, moment="abs", targets=y)
-    assert bool(taken) is elementwise
-    ref = per_example_moment(model, x, _log_likelihood, moment="abs", method="loop", targets=y)
-    assert relative_error(got, ref) <= 1e-5

@@ -23,10 +23,11 @@ convolution: group ``c`` holds input channel ``c`` and output channels ``c * M .
 and reshaped back; the forward pass stays the layer's own grouped convolution. Other group
 counts (several input channels per group) take the per-layer vmap.
 
-Two forms, chosen per layer by :func:`takes_elementwise` (a cost model): the folded filter
-gradient above (:func:`folded_kernel_moment`) and elementwise products summed over space, one
-kernel offset at a time (:func:`elementwise_kernel_moment`); both are public so that
-``benchmarks.per_example.probes.depthwise_layer_costs`` can time each on its own.
+Three forms, chosen per layer by :func:`form` (a cost model): the folded filter gradient above
+(:func:`folded_kernel_moment`), elementwise products summed over space, one kernel offset at a
+time (:func:`elementwise_kernel_moment`), and one depthwise forward convolution of the folded
+inputs with the output gradients as its filter (:func:`forward_kernel_moment`); all are public
+so that ``benchmarks.per_example.probes.depthwise_layer_costs`` can time each on its own.
 
 Not under XLA (it refuses a batch-sized channel count when the batch size is not static): the
 rule's ``under_xla``. A layer called several times takes the per-layer vmap of ``z`` only
@@ -138,6 +139,20 @@ ELEMENTWISE_POSITIONS = 16
 # fisher_empirical 1.09x vs 1.51x.
 LARGE_KERNEL = 25
 LARGE_KERNEL_POSITIONS = 64
+# Depth multiplier 1 over at most FORWARD_POSITIONS outputs: the forward form (one depthwise
+# forward convolution of the folded inputs with the output gradients as its filter), faster
+# than both other forms there and than the plain filter gradient itself. Measured (scratch,
+# process CPU ms, batch 32, folded / elementwise / forward / plain, 2026-12-07): 5x5 over 8x8,
+# 240 channels 104 / 17 / 4.7 / 6.0; 5x5 stride 2 over 8x8, 144 channels 19 / 18 / 6.1 / 6.2;
+# 5x5 over 2x2, 1152 channels 496 / 3.9 / 3.3 / 7.2; 3x3 over 4x4, 480 channels 2.3 / 3.8 /
+# 1.9 / 1.1. Not past 64 outputs (3x3 over 16x16, 144 channels: 5.4 / 11.9 / 6.3 / 2.5; over
+# 64x64: 20 / 60 / 25 / 4.7) and not with a depth multiplier (3x3 over 16x16, multiplier 2:
+# 4.5 / 8.2 / 83 / 2.1). Whole models (``compare_settings <model> <measure> '{"forward": {},
+# "no forward": {"FORWARD_POSITIONS": 0}}' 64 32 5 64``, CPU over the plain pass, load
+# 1.1-1.5): EfficientNetB0 mas 0.99x vs 1.07x; NASNetMobile mas 1.01x vs 1.15x; MobileNetV2 mas
+# 1.19x vs 1.20x; ConvNeXtTiny fisher_empirical 1.07x vs 1.07x. FORWARD = False turns it off.
+FORWARD = True
+FORWARD_POSITIONS = 64
 
 
 def elementwise_kernel_moment(
@@ -205,28 +220,78 @@ def elementwise_kernel_moment(
     return tf.reshape(moments, kernel_shape)
 
 
-def takes_elementwise(layer: Any, kernel_shape: tuple[int, ...], positions: int) -> bool:
-    """The cost model: whether a layer's depthwise kernel over ``positions`` outputs takes the
-    elementwise form (else the folded filter gradient)."""
+def form(layer: Any, kernel_shape: tuple[int, ...], positions: int) -> str:
+    """The cost model: the form a layer's depthwise kernel moments take over ``positions``
+    outputs: ``"forward"`` (:func:`forward_kernel_moment`), ``"elementwise"`` or ``"folded"``."""
     if tuple(layer.dilation_rate) != (1, 1):
         # The folded filter gradient is wrong with dilation on TF 2.21's CPU kernels (relative
         # error 1.7 against the loop, found by issue 21's test): never used there.
-        return True
+        return "elementwise"
+    if not ELEMENTWISE:
+        return "folded"
+    if FORWARD and kernel_shape[3] == 1 and positions <= FORWARD_POSITIONS:
+        return "forward"
     taps = kernel_shape[0] * kernel_shape[1]
-    return ELEMENTWISE and (
-        positions <= ELEMENTWISE_POSITIONS
-        or (taps >= LARGE_KERNEL and positions <= LARGE_KERNEL_POSITIONS)
-    )
+    if positions <= ELEMENTWISE_POSITIONS or (
+        taps >= LARGE_KERNEL and positions <= LARGE_KERNEL_POSITIONS
+    ):
+        return "elementwise"
+    return "folded"
 
 
 def _depthwise_kernel_moment(
     layer: Any, kernel_shape: tuple[int, ...], a: tf.Tensor, g: tf.Tensor, moment: str
 ) -> tf.Tensor:
     """``sum_i f(per-example depthwise kernel gradient)``, of shape ``kernel_shape``
-    ``(kh, kw, C, M)``, in the form :func:`takes_elementwise` chooses."""
-    if takes_elementwise(layer, kernel_shape, int(g.shape[1]) * int(g.shape[2])):
-        return elementwise_kernel_moment(layer, kernel_shape, a, g, moment)
-    return folded_kernel_moment(layer, kernel_shape, a, g, moment)
+    ``(kh, kw, C, M)``, in the form :func:`form` chooses."""
+    forms = {
+        "forward": forward_kernel_moment,
+        "elementwise": elementwise_kernel_moment,
+        "folded": folded_kernel_moment,
+    }
+    chosen = form(layer, kernel_shape, int(g.shape[1]) * int(g.shape[2]))
+    return forms[chosen](layer, kernel_shape, a, g, moment)
+
+
+def forward_kernel_moment(
+    layer: Any, kernel_shape: tuple[int, ...], a: tf.Tensor, g: tf.Tensor, moment: str
+) -> tf.Tensor:
+    """Per-example depthwise kernel gradients as one depthwise *forward* convolution, a chunk of
+    the batch at a time: example ``i``'s gradient at kernel offset ``(p, q)``, channel ``c``, is
+    ``sum_{y, x} a_i[y * s + p, x * s + q, c] g_i[y, x, c]``, a correlation of the (padded) input
+    with the output gradient. With the chunk's examples folded into the channels (``n * C``),
+    the input is the image and the output gradients are the depthwise filter, dilated by the
+    stride; the ``kh x kw`` outputs are the ``n`` per-example kernels side by side. Depth
+    multiplier 1 and no dilation only (:func:`form`); TensorFlow's depthwise forward kernel runs
+    this faster than its own filter gradient at few output positions (see the cost model)."""
+    kh, kw, channels, multiplier = kernel_shape
+    if multiplier != 1 or tuple(layer.dilation_rate) != (1, 1):
+        raise ValueError(
+            f"the forward form needs depth multiplier 1 and no dilation; layer {layer.name!r} "
+            f"has multiplier {multiplier} and dilation {tuple(layer.dilation_rate)}"
+        )
+    (sh, sw), (out_h, out_w) = layer.strides, (int(g.shape[1]), int(g.shape[2]))
+    height, width = (out_h - 1) * sh + kh, (out_w - 1) * sw + kw  # the rows the kernel reads
+    if layer.padding == "same":
+        grow_h, grow_w = max(height - int(a.shape[1]), 0), max(width - int(a.shape[2]), 0)
+        a = tf.pad(a, [[0, 0], [grow_h // 2, grow_h - grow_h // 2],
+                       [grow_w // 2, grow_w - grow_w // 2], [0, 0]])
+    a = a[:, :height, :width]
+
+    def block(chunk: list[tf.Tensor]) -> tf.Tensor:
+        ac, gc = chunk
+        n = tf.shape(ac)[0]
+        image = tf.reshape(tf.transpose(ac, [1, 2, 0, 3]), [1, height, width, n * channels])
+        kernel = tf.reshape(tf.transpose(gc, [1, 2, 0, 3]), [out_h, out_w, n * channels, 1])
+        per_example = tf.nn.depthwise_conv2d(
+            image, kernel, [1, 1, 1, 1], "VALID", dilations=[sh, sw]
+        )
+        per_example = tf.reshape(per_example, [kh, kw, n, channels])
+        return tf.reduce_sum(apply_moment(per_example, moment), axis=2)[..., None]
+
+    held = height * width * channels + out_h * out_w * channels
+    per_example = 2 * held + 2 * int(np.prod(kernel_shape))  # the folded copies, the kernels
+    return chunked_sum(block, [a, g], per_example, kernel_shape, held=held)
 
 
 def folded_kernel_moment(
