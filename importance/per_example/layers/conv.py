@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
-from importance.per_example.layers.windows import strided_windows
+from importance.per_example.layers.windows import same_padding, strided_windows
 from importance.per_example.moments import (
     apply_moment,
     chunked_sum,
@@ -133,8 +133,7 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
         if padding == "causal":  # Conv1D only: the layer pads (k - 1) * dilation on the left
             pads.append([k_eff - 1, 0])
         elif padding == "same":
-            total = max((n_out - 1) * s + k_eff - n_in, 0)
-            pads.append([total // 2, total - total // 2])
+            pads.append(same_padding(n_in, n_out, sizes[axis - 1], s, rates[axis - 1]))
         else:
             pads.append([0, 0])
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
@@ -342,9 +341,9 @@ def conv3d_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) ->
     depth, height, width, channels = (int(d) for d in a.shape[1:])
     out_d, out_h, out_w, filters = (int(d) for d in g.shape[1:])
     if layer.padding == "same":
-        total = max((out_d - 1) * sd + kd - depth, 0)
-        a = tf.pad(a, [[0, 0], [total // 2, total - total // 2], [0, 0], [0, 0], [0, 0]])
-        depth += total
+        pads = same_padding(depth, out_d, kd, sd)
+        a = tf.pad(a, [[0, 0], pads, [0, 0], [0, 0], [0, 0]])
+        depth += sum(pads)
 
     def block(chunk: list[tf.Tensor]) -> tf.Tensor:
         ac, gc = chunk

@@ -47,7 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from importance.per_example.layers.base import Call, plain_float32
-from importance.per_example.layers.windows import strided_windows
+from importance.per_example.layers.windows import same_padding, strided_windows
 from importance.per_example.moments import apply_moment, chunked_outer_sum, chunked_sum
 
 
@@ -167,9 +167,10 @@ def elementwise_kernel_moment(
     out_h, out_w = int(g.shape[1]), int(g.shape[2])
     pads = [[0, 0], [0, 0]]
     if layer.padding == "same":
-        for i, (axis, k, s, r) in enumerate(((1, kh, sh, rh), (2, kw, sw, rw))):
-            total = max((int(g.shape[axis]) - 1) * s + (k - 1) * r + 1 - int(a.shape[axis]), 0)
-            pads[i] = [total // 2, total - total // 2]
+        pads = [
+            same_padding(int(a.shape[axis]), int(g.shape[axis]), k, s, r)
+            for axis, k, s, r in ((1, kh, sh, rh), (2, kw, sw, rw))
+        ]
     # The offsets whose window reads some input, per axis; the others read only the zero
     # padding (a 7x7 "same" kernel on a 2x2 output: 9 of 49 offsets, on 1x1: 1), so their
     # per-example gradients are exactly zero and are not computed.
@@ -220,6 +221,12 @@ def elementwise_kernel_moment(
     return tf.reshape(moments, kernel_shape)
 
 
+def forward_applies(layer: Any, kernel_shape: tuple[int, ...]) -> bool:
+    """Whether :func:`forward_kernel_moment` can compute this layer's moments: depth multiplier
+    1 and no dilation."""
+    return kernel_shape[3] == 1 and tuple(layer.dilation_rate) == (1, 1)
+
+
 def form(layer: Any, kernel_shape: tuple[int, ...], positions: int) -> str:
     """The cost model: the form a layer's depthwise kernel moments take over ``positions``
     outputs: ``"forward"`` (:func:`forward_kernel_moment`), ``"elementwise"`` or ``"folded"``."""
@@ -229,7 +236,7 @@ def form(layer: Any, kernel_shape: tuple[int, ...], positions: int) -> str:
         return "elementwise"
     if not ELEMENTWISE:
         return "folded"
-    if FORWARD and kernel_shape[3] == 1 and positions <= FORWARD_POSITIONS:
+    if FORWARD and forward_applies(layer, kernel_shape) and positions <= FORWARD_POSITIONS:
         return "forward"
     taps = kernel_shape[0] * kernel_shape[1]
     if positions <= ELEMENTWISE_POSITIONS or (
@@ -265,7 +272,7 @@ def forward_kernel_moment(
     multiplier 1 and no dilation only (:func:`form`); TensorFlow's depthwise forward kernel runs
     this faster than its own filter gradient at few output positions (see the cost model)."""
     kh, kw, channels, multiplier = kernel_shape
-    if multiplier != 1 or tuple(layer.dilation_rate) != (1, 1):
+    if not forward_applies(layer, kernel_shape):
         raise ValueError(
             f"the forward form needs depth multiplier 1 and no dilation; layer {layer.name!r} "
             f"has multiplier {multiplier} and dilation {tuple(layer.dilation_rate)}"
@@ -273,9 +280,9 @@ def forward_kernel_moment(
     (sh, sw), (out_h, out_w) = layer.strides, (int(g.shape[1]), int(g.shape[2]))
     height, width = (out_h - 1) * sh + kh, (out_w - 1) * sw + kw  # the rows the kernel reads
     if layer.padding == "same":
-        grow_h, grow_w = max(height - int(a.shape[1]), 0), max(width - int(a.shape[2]), 0)
-        a = tf.pad(a, [[0, 0], [grow_h // 2, grow_h - grow_h // 2],
-                       [grow_w // 2, grow_w - grow_w // 2], [0, 0]])
+        pads = [same_padding(int(a.shape[1]), out_h, kh, sh),
+                same_padding(int(a.shape[2]), out_w, kw, sw)]
+        a = tf.pad(a, [[0, 0], *pads, [0, 0]])
     a = a[:, :height, :width]
 
     def block(chunk: list[tf.Tensor]) -> tf.Tensor:

@@ -1,4 +1,5 @@
-"""The input windows of a strided convolution, read with unit strides.
+"""How a convolution reads its input: TensorFlow's SAME padding, and the input windows of a
+strided convolution read with unit strides.
 
 Kernel offset ``(p, q)`` of a convolution with strides ``(sh, sw)`` reads the input window
 ``a[:, top : top + (out_h - 1) * sh + 1 : sh, left : left + (out_w - 1) * sw + 1 : sw]`` with
@@ -16,6 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
+
+
+def same_padding(size: int, out: int, kernel: int, stride: int, rate: int = 1) -> list[int]:
+    """``[before, after]``: the zeros TensorFlow's SAME padding adds to an input axis of ``size``
+    so that ``out`` outputs of a ``kernel`` (dilated by ``rate``, strided by ``stride``) fit;
+    the odd one goes after."""
+    total = max((out - 1) * stride + (kernel - 1) * rate + 1 - size, 0)
+    return [total // 2, total - total // 2]
 
 
 def strided_windows(
