@@ -164,7 +164,7 @@ def check_bars(config: Any, missed: list[str]) -> None:
     raise AssertionError(message)
 
 
-def _median_cpu_ms(calls: dict[str, Callable[..., Any]], args: tuple, rounds: int) -> dict:
+def median_cpu_ms(calls: dict[str, Callable[..., Any]], args: tuple, rounds: int) -> dict:
     """Each call traced once, then timed in ``rounds`` interleaved rounds: its median process CPU
     milliseconds, by name."""
     for fn in calls.values():
@@ -206,16 +206,29 @@ def conv_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) -> li
             strides=[1, *layer.strides, 1], padding=layer.padding.upper(),
             dilations=[1, *layer.dilation_rate, 1]))
         calls = {"moment": kernel, "filter_grad": plain}
-        milliseconds = _median_cpu_ms(calls, (a, g), rounds)
+        milliseconds = median_cpu_ms(calls, (a, g), rounds)
         shape = (tuple(layer.kernel_size), int(np.prod(layer.output.shape[1:3])))
-        row = groups.setdefault(shape, {"kernel": list(shape[0]), "positions": shape[1], "layers": 0,
-                                        "weights": 0, "moment_ms": 0.0, "filter_grad_ms": 0.0})
+        row = groups.setdefault(shape, {"kernel": list(shape[0]), "positions": shape[1],
+                                        "layers": 0, "weights": 0, "moment_ms": 0.0,
+                                        "filter_grad_ms": 0.0})
         row["layers"] += 1
         row["weights"] += int(np.prod(layer.kernel.shape))
         for name, ms in milliseconds.items():
             row[f"{name}_ms"] += ms
     rows = sorted(groups.values(), key=lambda r: -r["moment_ms"])
     return [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+
+
+def _depthwise_filter_grad(layer: Any, kernel: Any, a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    """The plain depthwise filter gradient, as TensorFlow's autodiff takes it (a dilated layer's
+    goes through space-to-batch: oneDNN's ``DepthwiseConv2dNativeBackpropFilter`` refuses a
+    dilation attribute)."""
+    kernel = tf.convert_to_tensor(kernel)
+    with tf.GradientTape() as tape:
+        tape.watch(kernel)
+        out = tf.nn.depthwise_conv2d(a, kernel, [1, *layer.strides, 1], layer.padding.upper(),
+                                     dilations=list(layer.dilation_rate))
+    return tape.gradient(out, kernel, output_gradients=g)
 
 
 def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) -> list[dict]:
@@ -243,11 +256,12 @@ def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) 
         separable = type(layer) is keras.layers.SeparableConv2D
         kernel = layer.depthwise_kernel if separable else layer.kernel
         a = tf.constant(rng.normal(size=(batch, *layer.input.shape[1:])), tf.float32)
-        out = tf.nn.depthwise_conv2d(a[:1], kernel, [1, *layer.strides, 1], layer.padding.upper())
+        out = tf.nn.depthwise_conv2d(a[:1], kernel, [1, *layer.strides, 1], layer.padding.upper(),
+                                     dilations=list(layer.dilation_rate))
         g = tf.constant(rng.normal(size=(batch, *out.shape[1:])), tf.float32)
         forms = {"folded": depthwise.folded_kernel_moment,
                  "elementwise": depthwise.elementwise_kernel_moment}
-        if shape[3] == 1 and tuple(layer.dilation_rate) == (1, 1):
+        if depthwise.forward_applies(layer, shape):
             forms["forward"] = depthwise.forward_kernel_moment
         calls = {
             name: tf.function(
@@ -255,13 +269,12 @@ def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) 
             )
             for name, f in forms.items()
         }
-        calls["filter_grad"] = tf.function(lambda a, g, layer=layer, shape=shape: (
-            tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
-                input=a, filter_sizes=list(shape), out_backprop=g, strides=[1, *layer.strides, 1],
-                padding=layer.padding.upper(), dilations=[1, *layer.dilation_rate, 1])))
+        calls["filter_grad"] = tf.function(
+            lambda a, g, layer=layer, kernel=kernel: _depthwise_filter_grad(layer, kernel, a, g)
+        )
         if tuple(layer.dilation_rate) != (1, 1):
             del calls["folded"]  # wrong with dilation: never taken
-        milliseconds = _median_cpu_ms(calls, (a, g), rounds)
+        milliseconds = median_cpu_ms(calls, (a, g), rounds)
         positions = int(out.shape[1]) * int(out.shape[2])
         key = (tuple(layer.kernel_size), tuple(layer.strides), positions)
         path = depthwise.form(layer, shape, positions)

@@ -22,8 +22,9 @@ gradients of the layer's shapes) against their plain filter gradients
 
 With ``--depthwise-layers``: the model's depthwise kernels (DepthwiseConv2D, SeparableConv2D)
 grouped by kernel size, strides and output positions, each group's process CPU milliseconds of
-one batch in either form (folded filter gradient, elementwise products) against the plain
-depthwise filter gradient, and the form the cost model takes
+one batch in each form (folded filter gradient, elementwise products, and the forward
+convolution where the layer allows it) against the plain depthwise filter gradient, and the
+form the cost model takes
 (:func:`benchmarks.per_example.probes.depthwise_layer_costs`).
 
 With ``--outer-sums``: ``moments.outer_sum_moment`` on random tensors of the shapes of
@@ -44,7 +45,7 @@ import tensorflow as tf
 
 from benchmarks.per_example.app_models import IMAGE, MODELS, build
 from benchmarks.per_example.compare_settings import applied
-from benchmarks.per_example.probes import conv_layer_costs, depthwise_layer_costs
+from benchmarks.per_example.probes import conv_layer_costs, depthwise_layer_costs, median_cpu_ms
 from benchmarks.per_example.test_per_example_applications import (
     MEASURES,
     family_costs,
@@ -69,11 +70,6 @@ WAYS = {  # settings of importance.per_example.moments for each way
 }
 
 
-def _median_cpu(fn, a: tf.Tensor, g: tf.Tensor, reps: int) -> float:
-    np.asarray(fn(a, g))  # trace (and compile)
-    return float(np.median([timed(lambda: np.asarray(fn(a, g)))[1] for _ in range(reps)]))
-
-
 def outer_sum_costs(batch: int, reps: int = 10) -> list[dict]:
     """Each way of ``outer_sum_moment`` over :data:`OUTER_SUM_SHAPES`: process CPU time over the
     plain batch-summed product (pairs only for the square moment)."""
@@ -85,7 +81,7 @@ def outer_sum_costs(batch: int, reps: int = 10) -> list[dict]:
         plain = tf.function(lambda a, g: tf.matmul(
             tf.reshape(a, [-1, a.shape[-1]]), tf.reshape(g, [-1, g.shape[-1]]),
             transpose_a=True))
-        plain_cpu = max(_median_cpu(plain, a, g, reps), 1e-9)
+        plain_cpu = max(median_cpu_ms({"plain": plain}, (a, g), reps)["plain"] / 1e3, 1e-9)
         row = {"positions": positions, "D": depth, "F": filters,
                "plain_ms": round(1e3 * plain_cpu, 2)}
         for moment in ("abs", "square"):
@@ -94,7 +90,8 @@ def outer_sum_costs(batch: int, reps: int = 10) -> list[dict]:
                     continue
                 with applied(values):  # traced (by its first call) under this way's settings
                     step = tf.function(lambda a, g, m=moment: moments.outer_sum_moment(a, g, m))
-                    row[f"{moment}_{way}"] = round(_median_cpu(step, a, g, reps) / plain_cpu, 2)
+                    cpu = median_cpu_ms({way: step}, (a, g), reps)[way] / 1e3
+                    row[f"{moment}_{way}"] = round(cpu / plain_cpu, 2)
         rows.append(row)
     return rows
 

@@ -174,7 +174,8 @@ def test_profile_families_conv_layers_groups_by_kernel_and_positions(tiny, capsy
 def test_profile_families_depthwise_layers_times_each_form_and_names_the_path(tiny, capsys,
                                                                             monkeypatch):
     """A 5x5 depthwise kernel over 8x8 outputs (forward by the cost model), a 3x3 one with depth
-    multiplier 2 over 8x8 (folded) and a separable 3x3 stride-2 one with multiplier 2 over 4x4
+    multiplier 2 over 8x8 (folded), a dilated valid 3x3 one over 4x4 (elementwise; its output
+    shape is read with the dilation) and a separable 3x3 stride-2 one with multiplier 2 over 2x2
     (elementwise): one row per shape, each applicable form timed, the path the cost model takes.
     """
     def model():
@@ -183,6 +184,7 @@ def test_profile_families_depthwise_layers_times_each_form_and_names_the_path(ti
             keras.Input((8, 8, 2)),
             keras.layers.DepthwiseConv2D(5, padding="same"),
             keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2),
+            keras.layers.DepthwiseConv2D(3, dilation_rate=2),
             keras.layers.SeparableConv2D(4, 3, strides=2, padding="same", depth_multiplier=2),
             keras.layers.GlobalAveragePooling2D(),
             keras.layers.Dense(3),
@@ -198,7 +200,8 @@ def test_profile_families_depthwise_layers_times_each_form_and_names_the_path(ti
     assert {key: row["path"] for key, row in rows.items()} == {
         ((5, 5), (1, 1), 64): "forward",
         ((3, 3), (1, 1), 64): "folded",
-        ((3, 3), (2, 2), 16): "elementwise",
+        ((3, 3), (1, 1), 16): "elementwise",
+        ((3, 3), (2, 2), 4): "elementwise",
     }
     for key, row in rows.items():
         assert row["layers"] == 1
