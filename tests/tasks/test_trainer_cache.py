@@ -223,6 +223,7 @@ def test_unseeded_randomness_is_traced_on_every_call(monkeypatch, layer) -> None
 
 
 def test_cache_is_weak_on_the_model_and_bounded(monkeypatch) -> None:
+    monkeypatch.setattr(trainer, "MAX_EPOCHS_PER_MODEL", 2)  # the bound, not its value: fewer traces
     model = _model()
     for batch_size in range(10, 10 + trainer.MAX_EPOCHS_PER_MODEL + 3):
         train(model, _data(), epochs=1, batch_size=batch_size, learning_rate=0.01)
