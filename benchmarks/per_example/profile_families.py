@@ -58,13 +58,16 @@ from importance.checks import check_choice
 from importance.per_example import moments
 
 # (positions, D, F): late ResNet50 3x3 and 1x1 convolutions at 2x2 outputs, a DenseNet121 3x3
-# growth convolution, and layers at 3x3, 4x4, 6x6 and 8x8 outputs
+# growth convolution, layers at 3x3, 4x4, 6x6 and 8x8 outputs, and ResNet50's 1x1 expansion and
+# a narrow layer at 4x4 (wide and narrow output gradients: the fused loop's orientation)
 OUTER_SUM_SHAPES = [
     (4, 2304, 256), (4, 512, 2048), (4, 1152, 32), (9, 2304, 256), (16, 1152, 256),
-    (16, 1152, 32), (36, 576, 64), (64, 1152, 128),
+    (16, 1152, 32), (36, 576, 64), (64, 1152, 128), (16, 256, 1024), (16, 64, 256),
 ]
 WAYS = {  # settings of importance.per_example.moments for each way
     "fused": {"FUSED_POSITIONS": 64, "PAIR_POSITIONS": 0},
+    "fused_as_laid_out": {"FUSED_POSITIONS": 64, "PAIR_POSITIONS": 0,
+                          "FUSED_ROW_ELEMENTS": float("inf")},
     "pairs": {"FUSED_POSITIONS": 0, "PAIR_POSITIONS": 64},
     "per_example": {"FUSED_POSITIONS": 0, "PAIR_POSITIONS": 0},
 }

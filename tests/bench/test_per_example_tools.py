@@ -224,7 +224,8 @@ def test_profile_families_outer_sums_times_each_way_and_restores(tiny, capsys, m
     assert [(r["positions"], r["D"], r["F"]) for r in out["outer_sums"]] == [(4, 6, 5), (20, 3, 2)]
     for row in out["outer_sums"]:
         assert set(row) - {"positions", "D", "F", "plain_ms"} == {
-            "abs_fused", "abs_per_example", "square_fused", "square_pairs", "square_per_example"
+            "abs_fused", "abs_fused_as_laid_out", "abs_per_example", "square_fused",
+            "square_fused_as_laid_out", "square_pairs", "square_per_example"
         }
         assert all(row[key] > 0 for key in row)
     assert sorted(set(fused_calls)) == [4, 20]  # the fused way ran at 20 positions too

@@ -301,6 +301,47 @@ def test_outer_sum_moment_takes_the_fused_loop_up_to_fused_positions(positions, 
     assert (moments.outer_sum_elements(positions, 3, 2, "abs") == 0) == fused
 
 
+@pytest.mark.parametrize(
+    "depth, filters, row_elements, transposed, block",
+    [
+        (3, 5, 1000, False, None),  # one loop as laid out
+        (5, 3, 0, False, 1),  # F < D: as laid out, one column per loop
+        (3, 5, 19, True, None),  # F > D past the threshold: transposed, 4 x 3 = 12 <= 19
+        (3, 5, 8, True, 2),  # transposed, D in two blocks (4 x 3 = 12 > 8): 2 and 1
+        (3, 5, 20, False, None),  # 4 x 5 = 20 is not past 20
+        (4, 4, 8, False, 2),  # F = D: as laid out, blocks of 2
+        (6, 5, 8, False, 2),  # 4 x 5 = 20 over blocks of <= 8: three equal blocks of 2, 2, 1
+    ],
+)
+def test_fused_loop_layout_gives_the_per_example_moments(
+    depth, filters, row_elements, transposed, block, monkeypatch
+):
+    """The fused loop as laid out, transposed (sum_p g_p a_p^T, the sum transposed back) and in
+    blocks of columns: the same moments as float64 per-example products, every layout."""
+    monkeypatch.setattr(moments, "FUSED_ROW_ELEMENTS", row_elements)
+    assert moments.fused_transposes(4, depth, filters) is transposed
+    assert moments.fused_block_columns(4, depth if transposed else filters) == block
+    rng = np.random.default_rng(depth * 10 + filters)
+    a = rng.normal(size=(6, 4, depth)).astype(np.float32)
+    g = rng.normal(size=(6, 4, filters)).astype(np.float32)
+    per_example = np.einsum("ipd,ipf->idf", a.astype(np.float64), g.astype(np.float64))
+    for moment, f in [("square", np.square), ("abs", np.abs)]:
+        got = moments.fused_outer_sum_moment(tf.constant(a), tf.constant(g), moment).numpy()
+        np.testing.assert_allclose(got, f(per_example).sum(axis=0), rtol=1e-5, atol=0)
+
+
+def test_fused_loop_layout_follows_the_measured_shapes():
+    """The default threshold transposes the wide expansions measured slow as laid out
+    (16 positions, 256 x 1024; 4 positions, 512 x 2048), blocks Xception's exit flow (9
+    positions, 1536 x 2048: transposed, D in blocks of 384) and keeps the shapes measured fast."""
+    assert moments.fused_transposes(16, 256, 1024) and moments.fused_transposes(4, 512, 2048)
+    assert moments.fused_block_columns(16, 256) is None and moments.fused_block_columns(4, 512) is None
+    assert moments.fused_transposes(9, 1536, 2048) and moments.fused_block_columns(9, 1536) == 384
+    assert not moments.fused_transposes(16, 1024, 256) and moments.fused_block_columns(16, 256) is None
+    assert not moments.fused_transposes(16, 64, 256)  # 4,096 elements: as laid out
+    assert not moments.fused_transposes(16, None, 1024) and moments.fused_block_columns(16, None) is None
+
+
 def test_fused_loop_is_off_where_a_gpu_is_visible(monkeypatch):
     """Only the CPU takes the fused loop (unmeasured on a GPU): the probe says no when
     TensorFlow sees a GPU, and yes here only if XLA ran it and it agreed."""
