@@ -9,9 +9,10 @@ Optional further arguments: examples (64), batch (32), rounds (5), image side in
 (``app_models.IMAGE``, 64).
 
 Each setting names values of :mod:`importance.per_example.moments` (``PAIR_POSITIONS``,
-``FUSED_POSITIONS``, ``FUSED_ROW_ELEMENTS``, ``CHUNK_ELEMENTS``,
-``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``) and of the depthwise family's cost model, ``layers/depthwise.py`` (``ELEMENTWISE_POSITIONS``,
-``LARGE_KERNEL``, ``LARGE_KERNEL_POSITIONS``, ``FORWARD_POSITIONS``): :data:`SETTABLE`. They are
+``FUSED_POSITIONS``, ``FUSED_ROW_ELEMENTS``, ``FUSED_TRANSPOSED_SUM_ELEMENTS``,
+``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``) and of the depthwise
+family's cost model, ``layers/depthwise.py`` (``ELEMENTWISE_POSITIONS``, ``LARGE_KERNEL``,
+``LARGE_KERNEL_POSITIONS``, ``FORWARD_POSITIONS``): :data:`SETTABLE`. They are
 applied before that setting's step is traced (a compiled step keeps what it was traced with).
 For every setting, in one process: the engine's process CPU time over ``n`` examples against a
 plain compiled gradient pass interleaved with it (median of the per-round ratios), its peak
@@ -49,7 +50,7 @@ from importance.per_example.layers import depthwise
 SETTABLE = {
     **{key: moments for key in ("PAIR_POSITIONS", "FUSED_POSITIONS", "CHUNK_ELEMENTS",
                                 "HELD_FRACTION", "MIN_CHUNK_ELEMENTS", "LANES",
-                                "FUSED_ROW_ELEMENTS")},
+                                "FUSED_ROW_ELEMENTS", "FUSED_TRANSPOSED_SUM_ELEMENTS")},
     **{key: depthwise for key in ("ELEMENTWISE_POSITIONS", "LARGE_KERNEL",
                                   "LARGE_KERNEL_POSITIONS", "FORWARD_POSITIONS")},
 }

@@ -103,16 +103,21 @@ def outer_sum_elements(positions: int | None, depth: int, filters: int, moment: 
 # 1.9x / 1.9x; but 36 positions, 576 x 64: 1.9x / 2.1x -> 2.9x / 3.6x.
 FUSED_POSITIONS = 16
 # Elements of the fused loop's row of columns over all positions (positions x F as laid out)
-# up to which the loop keeps them in the first-level cache. XLA's loop reads the F values of
-# every position for each of the D rows of the sum; past the cache that costs 2-2.5x. So the
-# wider side becomes the rows (the loop forms G^T A, sum_p g_p a_p^T, and the (F, D) sum is
-# transposed once) when F > D and positions x F pass this, and columns still too many for it
-# are split into equal blocks, one loop each, concatenated. Measured (2-core CPU, batch 32,
-# process time over the plain product, abs; one loop as laid out -> as chosen): 16 positions,
-# 256 x 1024: 3.7x -> 1.6x; 128 x 1024: 3.5x -> 1.9x; 256 x 512: 1.7x -> 1.5x; 4 positions,
-# 512 x 2048: 1.8x -> 1.5x; 9 positions, 1536 x 2048 (Xception's exit flow): 3.7-4.2x -> 1.7-1.9x
-# (square alike); but 16 positions, 64 x 256 (as laid out, 4,096): 1.3x, transposed 1.7x.
+# up to which the loop keeps them in cache: XLA's loop reads the F values of every position for
+# each of the D rows of the sum, and past that a large sum costs 2-2.5x. So for a large sum (at
+# least FUSED_TRANSPOSED_SUM_ELEMENTS) with F > D and positions x F past this, the wider side
+# becomes the rows (the loop forms G^T A, sum_p g_p a_p^T, and the (F, D) sum is transposed
+# once); columns still too many for it are split into equal blocks, one loop each,
+# concatenated. Measured (2-core CPU, batch 32, process time over the plain product, abs, two
+# runs; one loop as laid out -> as chosen): 16 positions, 256 x 1024 (ResNet50's expansion):
+# 3.7-4.3x -> 1.6-1.7x; 512 x 1024: 2.9-4.4x -> 1.3-2.0x; 384 x 1536 (ConvNeXtTiny's MLP):
+# 2.3-2.5x -> 1.9x; 4 positions, 512 x 2048: 1.8-2.4x -> 1.5-1.9x; 768 x 3072: 2.7x -> 2.0x;
+# 9 positions, 1536 x 2048 (Xception's exit flow): 3.5x -> 2.1x (square alike). Smaller sums
+# gain nothing or lose (4 positions, 192 x 1152: 1.45x as laid out, 1.75x transposed; 16
+# positions, 80 x 480: 1.5x, 1.65x), and blocks of columns where F < D change nothing
+# (16 positions, 1024 x 512 and 1536 x 384: within 0.1x).
 FUSED_ROW_ELEMENTS = 4096
+FUSED_TRANSPOSED_SUM_ELEMENTS = 1 << 18
 # Whether the fused loop may be used: None until probed (once, by fused_works: no GPU visible,
 # and XLA compiles it here); tests set False to force the other ways.
 FUSED: bool | None = None
@@ -182,11 +187,16 @@ def fused_block_columns(positions: int, columns: int | None) -> int | None:
 
 
 def fused_transposes(positions: int, depth: int | None, filters: int | None) -> bool:
-    """Whether :func:`fused_outer_sum_moment` runs its loop transposed (:data:`FUSED_ROW_ELEMENTS`):
-    the wider side known, ``filters > depth`` and ``positions * filters`` past the threshold."""
+    """Whether :func:`fused_outer_sum_moment` runs its loop transposed: both sides known,
+    ``filters > depth``, ``positions * filters`` past :data:`FUSED_ROW_ELEMENTS` and the sum at
+    least :data:`FUSED_TRANSPOSED_SUM_ELEMENTS`."""
     if depth is None or filters is None:
         return False
-    return filters > depth and positions * filters > FUSED_ROW_ELEMENTS
+    return (
+        filters > depth
+        and positions * filters > FUSED_ROW_ELEMENTS
+        and depth * filters >= FUSED_TRANSPOSED_SUM_ELEMENTS
+    )
 
 
 def fused_works() -> bool:

@@ -308,6 +308,7 @@ def test_outer_sum_moment_takes_the_fused_loop_up_to_fused_positions(positions, 
         (5, 3, 0, False, 1),  # F < D: as laid out, one column per loop
         (3, 5, 19, True, None),  # F > D past the threshold: transposed, 4 x 3 = 12 <= 19
         (3, 5, 8, True, 2),  # transposed, D in two blocks (4 x 3 = 12 > 8): 2 and 1
+        (2, 7, 0, False, 1),  # F > D past the threshold, but a sum of 14 < 15: as laid out
         (3, 5, 20, False, None),  # 4 x 5 = 20 is not past 20
         (4, 4, 8, False, 2),  # F = D: as laid out, blocks of 2
         (6, 5, 8, False, 2),  # 4 x 5 = 20 over blocks of <= 8: three equal blocks of 2, 2, 1
@@ -319,6 +320,7 @@ def test_fused_loop_layout_gives_the_per_example_moments(
     """The fused loop as laid out, transposed (sum_p g_p a_p^T, the sum transposed back) and in
     blocks of columns: the same moments as float64 per-example products, every layout."""
     monkeypatch.setattr(moments, "FUSED_ROW_ELEMENTS", row_elements)
+    monkeypatch.setattr(moments, "FUSED_TRANSPOSED_SUM_ELEMENTS", 15)
     assert moments.fused_transposes(4, depth, filters) is transposed
     assert moments.fused_block_columns(4, depth if transposed else filters) == block
     rng = np.random.default_rng(depth * 10 + filters)
@@ -331,10 +333,12 @@ def test_fused_loop_layout_gives_the_per_example_moments(
 
 
 def test_fused_loop_layout_follows_the_measured_shapes():
-    """The default threshold transposes the wide expansions measured slow as laid out
-    (16 positions, 256 x 1024; 4 positions, 512 x 2048), blocks Xception's exit flow (9
-    positions, 1536 x 2048: transposed, D in blocks of 384) and keeps the shapes measured fast."""
+    """The default thresholds transpose the wide expansions measured slow as laid out
+    (16 positions, 256 x 1024; 4 positions, 512 x 2048), block Xception's exit flow (9
+    positions, 1536 x 2048: transposed, D in blocks of 384) and keep the shapes measured no
+    faster transposed (16 positions, 64 x 256 and 80 x 480; 4 positions, 192 x 1152)."""
     assert moments.fused_transposes(16, 256, 1024) and moments.fused_transposes(4, 512, 2048)
+    assert not moments.fused_transposes(16, 80, 480) and not moments.fused_transposes(4, 192, 1152)
     assert moments.fused_block_columns(16, 256) is None and moments.fused_block_columns(4, 512) is None
     assert moments.fused_transposes(9, 1536, 2048) and moments.fused_block_columns(9, 1536) == 384
     assert not moments.fused_transposes(16, 1024, 256) and moments.fused_block_columns(16, 256) is None
