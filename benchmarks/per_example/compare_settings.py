@@ -12,14 +12,14 @@ Each setting names values of :mod:`importance.per_example.moments` (``PAIR_POSIT
 ``FUSED_POSITIONS``, ``FUSED_ROW_ELEMENTS``, ``FUSED_TRANSPOSED_SUM_ELEMENTS``,
 ``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``) and of the depthwise
 family's cost model, ``layers/depthwise.py`` (``ELEMENTWISE_POSITIONS``, ``LARGE_KERNEL``,
-``LARGE_KERNEL_POSITIONS``, ``FORWARD_POSITIONS``): :data:`SETTABLE`. They are
-applied before that setting's step is traced (a compiled step keeps what it was traced with).
-For every setting, in one process: the engine's process CPU time over ``n`` examples against a
-plain compiled gradient pass interleaved with it (median of the per-round ratios), its peak
-memory over the plain pass's on one batch, and its difference from the first setting's moments:
+``LARGE_KERNEL_POSITIONS``, ``FORWARD_POSITIONS``): :data:`SETTABLE`. They are applied before
+that setting's step is traced (a compiled step keeps what it was traced with). For every
+setting, in one process: the engine's process CPU time over ``n`` examples against a plain
+compiled gradient pass interleaved with it (median of the per-round ratios), its peak memory
+over the plain pass's on one batch, and its difference from the first setting's moments:
 relative over the whole model, the largest relative difference of one entry, and the share of
-the first setting's lowest-scored 1 % and 10 % of weights (what thresholding removes first) that this setting does
-not also rank lowest. Prints one JSON line.
+the first setting's lowest-scored 1 % and 10 % of weights (what thresholding removes first)
+that this setting does not also rank lowest. Prints one JSON line.
 """
 
 from __future__ import annotations

@@ -238,10 +238,10 @@ def depthwise_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) 
     (kernel size, strides, output positions): each group's layer count, the process CPU
     milliseconds of one batch of each form (``layers/depthwise.py``: folded, elementwise, and
     forward where the layer allows it, else None; each layer on its own, random inputs and output
-    gradients of the layer's shapes) against the plain depthwise filter gradient
-    (``DepthwiseConv2dNativeBackpropFilter``), medians of ``rounds`` interleaved rounds, and the
-    form the cost model takes (``depthwise.form``); slowest first. Used by
-    ``profile_families --depthwise-layers``: the measurements behind that cost model.
+    gradients of the layer's shapes) against the plain depthwise filter gradient (TensorFlow's
+    autodiff of the layer's convolution, :func:`_depthwise_filter_grad`), medians of ``rounds``
+    interleaved rounds, and the form the cost model takes (``depthwise.form``); slowest first.
+    Used by ``profile_families --depthwise-layers``: the measurements behind that cost model.
     """
     import keras
 

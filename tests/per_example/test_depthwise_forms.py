@@ -6,35 +6,26 @@ the forward form also on every stride, padding and size it may meet, and on a se
 from __future__ import annotations
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 
-from importance.per_example import engine, per_example_moment
 from importance.per_example.layers import depthwise
-from importance.testing import relative_error
 
 FORMS = ("forward", "elementwise", "folded")
 
 
-def _log_likelihood(out, y):
-    return tf.gather(tf.nn.log_softmax(out), y, axis=1, batch_dims=1)
-
-
-def _check(layer: keras.layers.Layer, size: int, moment: str = "abs", channels: int = 3) -> None:
+def _check(engine_vs_loop, layer: keras.layers.Layer, size: int, moment: str = "abs") -> None:
+    """The engine against the per-example loop (the ``engine_vs_loop`` fixture: no layer on the
+    per-layer vmap) on ``layer`` inside a small model over ``size`` x ``size`` x 3 inputs."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
-        keras.Input((size, size, channels)),
+        keras.Input((size, size, 3)),
         layer,
         keras.layers.Activation("tanh"),
         keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(3),
     ])
-    x = tf.random.normal([6, size, size, channels], seed=2)
-    y = tf.constant(np.arange(6) % 3, tf.int32)
-    got = engine.per_example_moment(model, x, _log_likelihood, moment=moment, targets=y)
-    ref = per_example_moment(model, x, _log_likelihood, moment=moment, method="loop", targets=y)
-    assert relative_error(got, ref) <= 1e-5
+    engine_vs_loop(model, tf.random.normal([6, size, size, 3], seed=2), moment=moment)
 
 
 @pytest.fixture
@@ -57,26 +48,33 @@ def taken(monkeypatch) -> list[str]:
     ],
     ids=lambda v: str(v),
 )
-def test_each_shape_takes_its_form_and_matches_the_loop(kernel, size, multiplier, expected, taken):
+def test_each_shape_takes_its_form_and_matches_the_loop(
+    kernel, size, multiplier, expected, taken, engine_vs_loop
+):
     """Multiplier 1 over at most 64 outputs: forward; with a multiplier, kernels of 25 taps or
     more over at most 64 outputs and any kernel over at most 16: elementwise; else folded."""
-    _check(keras.layers.DepthwiseConv2D(kernel, padding="same", depth_multiplier=multiplier), size)
+    layer = keras.layers.DepthwiseConv2D(kernel, padding="same", depth_multiplier=multiplier)
+    _check(engine_vs_loop, layer, size)
     assert taken == [expected]
 
 
 @pytest.mark.parametrize("moment", ["square", "abs"])
 @pytest.mark.parametrize(
     ("kernel", "strides", "padding", "size"),
-    [(3, 1, "same", 5), (3, 2, "same", 8), (3, 2, "valid", 9), (5, 2, "same", 7), (5, 3, "valid", 11),
-     (7, 1, "same", 2), (5, 1, "same", 1), (2, 2, "same", 5)],
+    [(3, 1, "same", 5), (3, 2, "same", 8), (3, 2, "valid", 9), (5, 2, "same", 7),
+     (5, 3, "valid", 11), (7, 1, "same", 2), (5, 1, "same", 1), (2, 2, "same", 5)],
 )
-def test_forward_form_matches_the_loop(kernel, strides, padding, size, moment, taken):
-    _check(keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding), size, moment)
+def test_forward_form_matches_the_loop(
+    kernel, strides, padding, size, moment, taken, engine_vs_loop
+):
+    layer = keras.layers.DepthwiseConv2D(kernel, strides=strides, padding=padding)
+    _check(engine_vs_loop, layer, size, moment)
     assert taken == ["forward"]
 
 
-def test_separable_layer_takes_the_forward_form_for_its_depthwise_kernel(taken):
-    _check(keras.layers.SeparableConv2D(4, 5, strides=2, padding="same"), 9, "square")
+def test_separable_layer_takes_the_forward_form_for_its_depthwise_kernel(taken, engine_vs_loop):
+    layer = keras.layers.SeparableConv2D(4, 5, strides=2, padding="same")
+    _check(engine_vs_loop, layer, 9, "square")
     assert taken == ["forward"]
 
 
