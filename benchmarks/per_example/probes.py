@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -84,14 +85,32 @@ class Timed:
     """One method timed by :func:`time_method`.
 
     Attributes:
-        result: What the last benchmarked call returned.
+        result: What the last timed call returned.
         seconds: The median seconds of one call on the timed data.
         plain: The plain pass timed before each round (no ``times`` when not interleaved).
+        times: The seconds of each round's call, in order (round ``k`` follows ``plain.times[k]``).
     """
 
     result: Any
     seconds: float
     plain: Interleaved
+    times: list[float] = dataclasses.field(default_factory=list)
+
+    def paired_ratio(self) -> float:
+        """The median over rounds of the round's call over the plain pass timed just before it.
+
+        Each ratio pairs two calls made back to back, so a load swing of a shared machine that
+        spans both cancels; the median drops the rounds where it hit only one of them. The first
+        round is left out when there are others, as in :meth:`Interleaved.median` (its plain
+        pass may be that function's first call). Needs interleaved rounds
+        (``time_method(..., interleave=True)``)."""
+        if len(self.plain.times) != len(self.times) or not self.times:
+            raise ValueError(
+                f"paired_ratio needs one plain pass per round: {len(self.plain.times)} plain "
+                f"passes for {len(self.times)} rounds (was the method timed with interleave=True?)"
+            )
+        ratios = np.divide(self.times, self.plain.times)
+        return float(np.median(ratios[1:] if len(ratios) > 1 else ratios))
 
 
 def time_method(
@@ -103,43 +122,67 @@ def time_method(
     plain_pass: Callable[[], Any],
     interleave: bool = True,
     warmup: Any = None,
+    min_seconds: float = 0.0,
+    max_rounds: int = 400,
 ) -> Timed:
     """The timing protocol of the per-example groups: ``fn(data)`` timed over ``rounds`` rounds.
 
     1. One warm-up call outside the timing, ``fn(warmup)`` (``fn(data)`` by default): tracing,
        eager kernels, caches.
-    2. ``rounds`` rounds of one call each through ``benchmark.pedantic``; with ``interleave`` the
-       plain pass (``plain_pass()``) is timed before every round (pedantic's ``setup``, see
-       :class:`Interleaved`).
-    3. The median of pytest-benchmark's statistics or, when it keeps none (``--benchmark-disable``,
-       xdist), of ``rounds`` calls timed here after one more warm-up call.
+    2. With ``min_seconds``, more rounds for a fast method: as many as make ``min_seconds`` of
+       calls at the speed of one more untimed call (at most ``max_rounds``, never fewer than
+       ``rounds``). A call of a few milliseconds varies by tens of percent, so a few rounds
+       cannot resolve a ratio of 1.3 against 1.5.
+    3. The rounds, one call each through ``benchmark.pedantic``; with ``interleave`` the plain
+       pass (``plain_pass()``) is timed before every round (pedantic's ``setup``, see
+       :class:`Interleaved`). Where pytest-benchmark keeps no statistics (``--benchmark-disable``,
+       xdist: it then makes one call), the remaining rounds run here, interleaved the same way.
+    4. The median of the rounds' seconds; :meth:`Timed.paired_ratio` gives the median of the
+       per-round ratios to the plain pass.
 
     Args:
         benchmark: The pytest-benchmark fixture.
         fn: The method, ``data -> scores``.
         data: What each round computes on.
-        rounds: Benchmark rounds.
+        rounds: Benchmark rounds (the least, with ``min_seconds``).
         plain_pass: The plain gradient pass to interleave (called without arguments).
         interleave: Whether to time the plain pass before each round.
         warmup: The data of the warm-up call (default: ``data``).
+        min_seconds: Seconds of timed calls to reach by adding rounds (0: exactly ``rounds``).
+        max_rounds: The most rounds ``min_seconds`` may ask for.
 
     Returns:
-        The last result, the median seconds and the interleaved plain-pass timings.
+        The last result, the median seconds, the interleaved plain-pass timings and the rounds'
+        seconds.
     """
     fn(data if warmup is None else warmup)
+    if min_seconds > 0:
+        start = time.perf_counter()
+        fn(data)
+        once = max(time.perf_counter() - start, 1e-6)
+        rounds = max(rounds, min(max_rounds, math.ceil(min_seconds / once)))
     interleaved = Interleaved(plain_pass)
+    times: list[float] = []
+
+    def timed(*args: Any) -> Any:
+        start = time.perf_counter()
+        result = fn(*args)
+        times.append(time.perf_counter() - start)
+        return result
 
     def setup() -> tuple:
         interleaved()
         return (data,), {}
 
     if interleave:
-        result = benchmark.pedantic(fn, setup=setup, rounds=rounds, iterations=1)
+        result = benchmark.pedantic(timed, setup=setup, rounds=rounds, iterations=1)
     else:
-        result = benchmark.pedantic(fn, args=(data,), rounds=rounds, iterations=1)
-    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
-    median = stats.median if stats is not None else manual_median(lambda: fn(data), rounds)
-    return Timed(result, median, interleaved)
+        result = benchmark.pedantic(timed, args=(data,), rounds=rounds, iterations=1)
+    while len(times) < rounds:  # pytest-benchmark made one call only (disabled)
+        if interleave:
+            interleaved()
+        result = timed(data)
+    return Timed(result, float(np.median(times)), interleaved, times)
 
 
 PARALLEL_REASON = (
