@@ -53,30 +53,34 @@ def moments(
     inputs, grads = [c.a for c in calls], [g[0] for g in grads]
     vocabulary, dim = int(layer.input_dim), int(layer.output_dim)
     calls = len(inputs)
-    ids = [tf.reshape(tf.cast(t, tf.int64), [tf.shape(t)[0], -1]) for t in inputs]
+    # The pair keys of the whole batch, once: a chunk slices them (fewer ops per chunk).
+    keys = [_pair_keys(tf.reshape(tf.cast(t, tf.int64), [tf.shape(t)[0], -1]), vocabulary)
+            for t in inputs]
     grads = [tf.reshape(tf.cast(g, tf.float32), [tf.shape(g)[0], -1, dim]) for g in grads]
 
     def block(chunk: list[tf.Tensor]) -> tf.Tensor:
-        keys = tf.concat([_pair_keys(t, vocabulary) for t in chunk[:calls]], 0)
+        flat_keys = tf.concat([tf.reshape(k, [-1]) for k in chunk[:calls]], 0)
         rows = tf.concat([tf.reshape(g, [-1, dim]) for g in chunk[calls:]], 0)
-        unique, segment = tf.unique(keys)
+        unique, segment = tf.unique(flat_keys)
         per_pair = tf.math.unsorted_segment_sum(rows, segment, tf.size(unique))
         pair_moments = apply_moment(per_pair, moment)
         return tf.math.unsorted_segment_sum(pair_moments, unique % vocabulary, vocabulary)
 
     lengths = [t.shape[1:].num_elements() for t in inputs]
-    positions = sum(lengths) if None not in lengths else tf.add_n([tf.shape(t)[1] for t in ids])
-    held = positions * (dim + 2)  # output gradients and int64 ids
-    per_example = positions * (3 * dim + 8)  # rows (copied when shared), pair sums, moments; keys
+    positions = sum(lengths) if None not in lengths else tf.add_n([tf.shape(k)[1] for k in keys])
+    held = positions * (dim + 2)  # output gradients and int64 keys
+    # Pair sums and moments; the rows copied when the layer is shared (one call: a view); the
+    # unique keys and segment ids.
+    per_example = positions * ((3 if calls > 1 else 2) * dim + 8)
     return [
         chunked_sum(
-            block, [*ids, *grads], per_example, [vocabulary, dim], held=held, floor=CHUNK_FLOOR
+            block, [*keys, *grads], per_example, [vocabulary, dim], held=held, floor=CHUNK_FLOOR
         )
     ]
 
 
 def _pair_keys(ids: tf.Tensor, vocabulary: int) -> tf.Tensor:
-    """``example * vocabulary + token`` for every position of a chunk's ids, flat."""
-    example = tf.range(tf.shape(ids, out_type=tf.int64)[0])[:, None] + tf.zeros_like(ids)
-    return tf.reshape(example * vocabulary + ids, [-1])
-
+    """``example * vocabulary + token`` for every position of a batch's (examples, positions)
+    ids; the example is its index in the batch, so a chunk's keys stay apart from another's."""
+    example = tf.range(tf.shape(ids, out_type=tf.int64)[0])[:, None]
+    return example * vocabulary + ids
