@@ -118,6 +118,10 @@ def test_conv2d_matches_loop(config, moment, channels, grouped, patches, monkeyp
         if not grouped:
             patch.setattr(conv, "GROUPED", False)
         patch.setattr(conv, "PATCHES", patches)
+        # The cost model would take the per-offset loop for these narrow layers: steer it to the
+        # way under test (grouped above 0 positions; patches at any width).
+        patch.setattr(conv, "PATCH_POSITIONS", 0 if grouped else conv.PATCH_POSITIONS)
+        patch.setattr(conv, "PATCH_MIN_CHANNELS", 0 if patches else conv.PATCH_MIN_CHANNELS)
         _check(model, tf.random.normal([BATCH, 7, 8, channels]), monkeypatch, moment=moment)
 
 
@@ -149,6 +153,37 @@ def test_grouped_path_is_taken_for_several_channels(monkeypatch):
     model = keras.Sequential([keras.Input((5, 5, 2)), keras.layers.Conv2D(3, 3), keras.layers.Flatten()])
     engine.per_example_moment(model, tf.random.normal([BATCH, 5, 5, 2]), _squared_norm)
     assert calls == [1]
+
+
+def test_kernel_way_follows_the_measured_shapes():
+    """The cost model on the shapes it was measured on (3x3 unless noted; positions, channels in
+    and out): the fused loop's outputs and 1x1 kernels take patches, narrow layers over 5x5-8x8
+    outputs one offset at a time, wide ones patches, larger outputs the grouped gradient."""
+    way = conv.kernel_way
+    assert way([3, 3], 16, 128, 128) == "patches"  # 4x4: the fused loop
+    assert way([1, 1], 256, 64, 256) == "patches"
+    assert way([3, 3], 64, 128, 128) == way([3, 3], 25, 128, 128) == "offsets"
+    assert way([3, 3], 64, 128, 32) == way([3, 3], 36, 64, 192) == "offsets"
+    assert way([3, 3], 49, 512, 512) == way([3, 3], 36, 256, 256) == "patches"
+    assert way([3, 3], 144, 128, 128) == way([3, 3], 196, 16, 32) == "grouped"
+
+
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_narrow_layer_over_few_positions_takes_the_offsets_and_matches_loop(moment, monkeypatch):
+    if not conv.grouped_filter_grad_works():
+        pytest.skip("this TensorFlow build has no grouped filter gradient")
+    ways = []
+    for name in ("grouped_kernel_moment", "patch_kernel_moment"):
+        original = getattr(conv, name)
+        monkeypatch.setattr(
+            conv, name, lambda *a, _o=original, _n=name, **k: ways.append(_n) or _o(*a, **k)
+        )
+    model = keras.Sequential(
+        [keras.Input((8, 8, 6)), keras.layers.Conv2D(5, 3, padding="same", activation="relu"),
+         keras.layers.Flatten(), keras.layers.Dense(CLASSES)]
+    )
+    _check(model, tf.random.normal([BATCH, 8, 8, 6]), monkeypatch, moment=moment)
+    assert ways == []  # neither patches nor the grouped gradient: one offset at a time
 
 
 CONV1D = [

@@ -3,9 +3,10 @@
 Example ``i``'s kernel gradient is ``sum over output positions of patch_i (x) g_i``; it does not
 factorise like a Dense layer's, so it is formed per example, a chunk of the batch at a time:
 
-* several input channels: one grouped filter gradient per chunk (the batch folded into the
-  groups of ``Conv2DBackpropFilter``), when this TensorFlow build supports grouped kernels and
-  the graph is not compiled by XLA;
+* several input channels, by the cost model :func:`kernel_way`: the patches (im2col) in one
+  batched matmul; one kernel offset at a time; or one grouped filter gradient per chunk (the
+  batch folded into the groups of ``Conv2DBackpropFilter``), when this TensorFlow build supports
+  grouped kernels and the graph is not compiled by XLA;
 * one input channel: all kernel offsets in one matmul of the stacked shifted windows;
 * otherwise (dilation, XLA, builds without grouped kernels): one kernel offset at a time, so no
   patch tensor is formed.
@@ -15,8 +16,9 @@ dilation, and not XLA (its rule's ``under_xla``). ``channels_first`` layers are 
 channels_last for the kernel moments. A layer called several times takes the per-layer vmap.
 
 Internal surface (tests set these with ``monkeypatch``): :data:`GROUPED` (whether grouped filter
-gradients work here; None until probed, False forces the per-offset loop) and
-:func:`grouped_kernel_moment`, looked up at each call.
+gradients work here; None until probed, False forces the per-offset loop), :data:`PATCHES`
+(False: never patches), the cost model's :data:`PATCH_POSITIONS` and :data:`PATCH_MIN_CHANNELS`,
+and :func:`grouped_kernel_moment`, looked up at each call.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from importance.per_example.layers.windows import same_padding, strided_windows
 from importance.per_example.moments import (
     apply_moment,
     chunked_sum,
+    fused_applies,
     in_xla,
     outer_sum_elements,
     outer_sum_moment,
@@ -140,10 +143,12 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
     channels, filters = int(a.shape[-1]), int(g.shape[-1])
     if out_h * out_w == 1:  # one output position: the moments factorise as a Dense layer's
         return single_position_moment(layer, tf.pad(a, pads + [[0, 0]]), g, sizes, rates, moment)
-    if channels > 1 and not in_xla() and PATCHES and patches_are_cheaper(sizes, out_h * out_w):
+    way = kernel_way(sizes, out_h * out_w, channels, filters)
+    if channels > 1 and not in_xla() and PATCHES and way == "patches":
         padded = tf.pad(a, pads + [[0, 0]]) if any(p != [0, 0] for p in pads[1:]) else a
         return patch_kernel_moment(layer, padded, g, sizes, strides, rates, moment)
-    if channels > 1 and rates == [1, 1] and not in_xla() and grouped_filter_grad_works():
+    if (channels > 1 and way != "offsets" and rates == [1, 1] and not in_xla()
+            and grouped_filter_grad_works()):
         if padding == "same":  # TensorFlow's SAME pads as computed above: no padded copy
             return grouped_kernel_moment(layer, a, g, sizes, strides, "SAME", moment)
         padded = tf.pad(a, pads + [[0, 0]])
@@ -183,16 +188,32 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
 
 # Whether the patch (im2col) formulation may be chosen (tests set False to force the others).
 PATCHES = True
-# Output positions up to which the patch formulation beats the grouped filter gradient for
-# kernels larger than 1x1 (measured, 2-core CPU, batch 32: 8x8 outputs 2.4x vs 5.7x the plain
-# filter gradient, 4x4 3.7x vs 8.3x, 16x16 2.2x vs 1.4x); 1x1 kernels always (1.1-1.2x vs 2-5x).
+# Output positions up to which a kernel larger than 1x1 does not take the grouped filter
+# gradient (measured, 2-core CPU, batch 32: 8x8 outputs 2.4x vs 5.7x the plain filter gradient,
+# 4x4 3.7x vs 8.3x, 16x16 2.2x vs 1.4x; 1x1 kernels always take patches: 1.1-1.2x vs 2-5x).
 PATCH_POSITIONS = 64
+# Above the fused loop's positions and up to PATCH_POSITIONS, the patches only for layers at
+# least this wide in input and output channels; narrower ones take one kernel offset at a time.
+# Measured (``profile_families --conv-ways 32``, idle 2-core CPU, 3x3 kernels at 5x5-8x8 outputs,
+# CPU over the plain filter gradient, patches / offsets / grouped; docs/per_example.md has the
+# table): 128 to 128 channels 4.1-4.4x / 2.6-3.3x / 3.9-5.2x, 128 to 32 5.0x / 2.2x / 2.5x,
+# 64 to 192 2.9x / 2.4x / 3.6x, 256 to 64 5.2x / 2.8x / 3.6x; but 512 to 512 1.9x / 2.4x / 3.2x,
+# 256 to 256 2.5-3.2x / 2.7-5.4x / 2.3-5.7x, 192 to 192 2.9x / 3.0x / 3.2x.
+PATCH_MIN_CHANNELS = 192
 
 
-def patches_are_cheaper(sizes: list[int], positions: int) -> bool:
-    """The cost model choosing between the patch formulation and the grouped filter gradient:
-    1x1 kernels (a Dense layer over pixels) and small outputs take patches."""
-    return sizes == [1, 1] or positions <= PATCH_POSITIONS
+def kernel_way(sizes: list[int], positions: int, channels: int, filters: int) -> str:
+    """The cost model's way to a Conv2D kernel's moments with several input channels:
+    ``"patches"`` (1x1 kernels, a Dense layer over pixels; outputs the fused loop takes; wide
+    layers up to :data:`PATCH_POSITIONS` positions), ``"offsets"`` (narrower layers up to
+    :data:`PATCH_POSITIONS`) or ``"grouped"`` (more positions). Where a way cannot run (XLA,
+    dilation, no grouped kernels, :data:`PATCHES` off), the next is taken: patches, grouped,
+    offsets."""
+    if sizes == [1, 1] or fused_applies(positions):
+        return "patches"
+    if positions > PATCH_POSITIONS:
+        return "grouped"
+    return "patches" if min(channels, filters) >= PATCH_MIN_CHANNELS else "offsets"
 
 
 def single_position_moment(
