@@ -12,8 +12,9 @@ Each setting names values of :mod:`importance.per_example.moments` (``PAIR_POSIT
 ``FUSED_POSITIONS``, ``FUSED_ROW_ELEMENTS``, ``FUSED_TRANSPOSED_SUM_ELEMENTS``,
 ``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``) and of the depthwise
 family's cost model, ``layers/depthwise.py`` (``ELEMENTWISE_POSITIONS``, ``LARGE_KERNEL``,
-``LARGE_KERNEL_POSITIONS``, ``FORWARD_POSITIONS``): :data:`SETTABLE`. They are applied before
-that setting's step is traced (a compiled step keeps what it was traced with). For every
+``LARGE_KERNEL_POSITIONS``, ``FORWARD_POSITIONS``) and of the convolutions' cost model,
+``layers/conv.py`` (``PATCH_POSITIONS``, ``PATCH_MIN_CHANNELS``): :data:`SETTABLE`. They are
+applied before that setting's step is traced (a compiled step keeps what it was traced with). For every
 setting, in one process: the engine's process CPU time over ``n`` examples against a plain
 compiled gradient pass interleaved with it (median of the per-round ratios), its peak memory
 over the plain pass's on one batch, and its difference from the first setting's moments:
@@ -44,7 +45,7 @@ from benchmarks.per_example.test_per_example_applications import (
 )
 from importance.checks import check_choice
 from importance.per_example import engine, moments
-from importance.per_example.layers import depthwise
+from importance.per_example.layers import conv, depthwise
 
 # Each settable value and the module that holds it.
 SETTABLE = {
@@ -53,6 +54,7 @@ SETTABLE = {
                                 "FUSED_ROW_ELEMENTS", "FUSED_TRANSPOSED_SUM_ELEMENTS")},
     **{key: depthwise for key in ("ELEMENTWISE_POSITIONS", "LARGE_KERNEL",
                                   "LARGE_KERNEL_POSITIONS", "FORWARD_POSITIONS")},
+    **{key: conv for key in ("PATCH_POSITIONS", "PATCH_MIN_CHANNELS")},
 }
 
 

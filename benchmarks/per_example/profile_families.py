@@ -6,6 +6,7 @@ Usage (from the repository root)::
     python -m benchmarks.per_example.profile_families ResNet50 mas --conv-layers [batch]
     python -m benchmarks.per_example.profile_families NASNetMobile mas --depthwise-layers [batch]
     python -m benchmarks.per_example.profile_families --outer-sums [batch]
+    python -m benchmarks.per_example.profile_families --conv-ways [batch]
 
 The models are built at ``app_models.IMAGE`` pixels (64); ``--image N`` builds them at N.
 
@@ -26,6 +27,11 @@ one batch in each form (folded filter gradient, elementwise products, and the fo
 convolution where the layer allows it) against the plain depthwise filter gradient, and the
 form the cost model takes
 (:func:`benchmarks.per_example.probes.depthwise_layer_costs`).
+
+With ``--conv-ways``: 3x3 Conv2D layers of the shapes of :data:`CONV_WAY_SHAPES`, each way of
+their kernel moments forced (patches, one offset at a time, grouped filter gradient), as process
+CPU time over the plain filter gradient, medians of 7 calls, and the way the cost model takes:
+the measurements behind ``conv.PATCH_MIN_CHANNELS``.
 
 With ``--outer-sums``: ``moments.outer_sum_moment`` on random tensors of the shapes of
 :data:`OUTER_SUM_SHAPES` (positions, D, F), each way it can take (the fused loop, pairs of
@@ -99,6 +105,64 @@ def outer_sum_costs(batch: int, reps: int = 10) -> list[dict]:
     return rows
 
 
+# (output side, channels in, channels out, stride) of 3x3 convolutions: 5x5-8x8 outputs narrow
+# and wide (ResNet50's 8x8 128 to 128, DenseNet121's 128 to 32), the fused loop's 4x4, and the
+# larger outputs where the grouped filter gradient takes over (the CNN's 14x14 16 to 32).
+CONV_WAY_SHAPES = [
+    (4, 128, 128, 1), (5, 128, 128, 1), (6, 128, 128, 1), (8, 128, 128, 1), (8, 128, 128, 2),
+    (8, 64, 64, 1), (8, 128, 32, 1), (6, 64, 192, 1), (8, 256, 64, 1), (6, 256, 256, 1),
+    (8, 256, 256, 1), (8, 192, 192, 1), (7, 512, 512, 1), (12, 128, 128, 1), (16, 64, 64, 1),
+    (14, 16, 32, 1),
+]
+CONV_WAYS = {  # settings of importance.per_example.layers.conv that force each way
+    "patches": {"PATCHES": True, "PATCH_POSITIONS": 1 << 30, "PATCH_MIN_CHANNELS": 0},
+    "offsets": {"PATCHES": False, "GROUPED": False},
+    "grouped": {"PATCHES": False, "PATCH_POSITIONS": 0},
+}
+
+
+def conv_way_costs(batch: int, reps: int = 7) -> list[dict]:
+    """Each way of a 3x3 Conv2D's kernel moments (``conv.conv_kernel_moment``, square) over
+    :data:`CONV_WAY_SHAPES`, random inputs and output gradients: process CPU time over the plain
+    filter gradient, and the way the cost model (``conv.kernel_way``) takes. ``grouped`` is left
+    out where this TensorFlow build has no grouped filter gradient."""
+    import keras
+
+    from importance.per_example.layers import conv
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for side, channels, filters, stride in CONV_WAY_SHAPES:
+        layer = keras.layers.Conv2D(filters, 3, strides=stride, padding="same")
+        layer.build((None, side * stride, side * stride, channels))
+        a = tf.constant(rng.normal(size=(batch, side * stride, side * stride, channels)), tf.float32)
+        g = tf.constant(rng.normal(size=(batch, side, side, filters)), tf.float32)
+        plain = tf.function(lambda a, g, s=stride, k=list(layer.kernel.shape):
+                            tf.raw_ops.Conv2DBackpropFilter(
+                                input=a, filter_sizes=k, out_backprop=g, strides=[1, s, s, 1],
+                                padding="SAME"))
+        plain_cpu = max(median_cpu_ms({"plain": plain}, (a, g), reps)["plain"] / 1e3, 1e-9)
+        row = {"outputs": f"{side}x{side}", "channels": channels, "filters": filters,
+               "stride": stride, "plain_ms": round(1e3 * plain_cpu, 2),
+               "chosen": conv.kernel_way([3, 3], side * side, channels, filters)}
+        for way, values in CONV_WAYS.items():
+            if way == "grouped" and not conv.grouped_filter_grad_works():
+                continue
+            saved = {key: getattr(conv, key) for key in values}
+            for key, value in values.items():
+                setattr(conv, key, value)
+            try:  # traced (by its first call) under this way's settings
+                step = tf.function(lambda a, g, layer=layer: conv.conv_kernel_moment(
+                    layer, a, g, "square"))
+                cpu = median_cpu_ms({way: step}, (a, g), reps)[way] / 1e3
+            finally:
+                for key, value in saved.items():
+                    setattr(conv, key, value)
+            row[way] = round(cpu / plain_cpu, 2)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str]) -> None:
     image = IMAGE
     if "--image" in argv:
@@ -108,6 +172,12 @@ def main(argv: list[str]) -> None:
         rest = [a for a in argv if a != "--outer-sums"]
         batch = int(rest[0]) if rest else 32
         print(json.dumps({"batch": batch, "outer_sums": outer_sum_costs(batch),
+                          "load": os.getloadavg()[0]}))
+        return
+    if "--conv-ways" in argv:
+        rest = [a for a in argv if a != "--conv-ways"]
+        batch = int(rest[0]) if rest else 32
+        print(json.dumps({"batch": batch, "conv_ways": conv_way_costs(batch),
                           "load": os.getloadavg()[0]}))
         return
     for option, costs in (("--conv-layers", conv_layer_costs),

@@ -27,9 +27,11 @@ from importance.per_example import moments
 INPUT = (6, 6, 2)
 # 16 positions per example in the Conv2D, the fused loop off: moments from pairs of positions,
 # then formed per example
+# The tiny conv (3 channels, 16 positions) takes the patches, so its square moment goes through
+# outer_sum_moment: from pairs of positions, or per example.
 TWO_SETTINGS = json.dumps({
-    "pairs": {"PAIR_POSITIONS": 16, "FUSED_POSITIONS": 0},
-    "no pairs": {"PAIR_POSITIONS": 0, "FUSED_POSITIONS": 0},
+    "pairs": {"PAIR_POSITIONS": 16, "FUSED_POSITIONS": 0, "PATCH_MIN_CHANNELS": 0},
+    "no pairs": {"PAIR_POSITIONS": 0, "FUSED_POSITIONS": 0, "PATCH_MIN_CHANNELS": 0},
 })
 
 
@@ -214,6 +216,7 @@ def test_profile_families_outer_sums_times_each_way_and_restores(tiny, capsys, m
     """Every way of outer_sum_moment on each shape (pairs for the square moment only), each
     way really taken (a planted spy on the fused loop counts its traces), settings put back."""
     monkeypatch.setattr(profile_families, "OUTER_SUM_SHAPES", [(4, 6, 5), (20, 3, 2)])
+    moments.fused_works()  # its one-time probe (3 positions) before the spy, whatever ran first
     fused_calls = []
     real = moments.fused_outer_sum_moment
     monkeypatch.setattr(moments, "fused_outer_sum_moment",
@@ -229,4 +232,34 @@ def test_profile_families_outer_sums_times_each_way_and_restores(tiny, capsys, m
         }
         assert all(row[key] > 0 for key in row)
     assert sorted(set(fused_calls)) == [4, 20]  # the fused way ran at 20 positions too
+    assert _settings() == tiny
+
+
+def test_profile_families_conv_ways_times_each_way_and_restores(tiny, capsys, monkeypatch):
+    """Every way of a convolution's kernel moments on each shape, each really taken (planted
+    spies on the patch and grouped functions count their traces), the cost model's choice
+    beside them, the settings put back."""
+    from importance.per_example.layers import conv
+
+    if not conv.grouped_filter_grad_works():
+        pytest.skip("this TensorFlow build has no grouped filter gradient")
+    monkeypatch.setattr(profile_families, "CONV_WAY_SHAPES", [(3, 4, 5, 1), (5, 3, 2, 2)])
+    taken = []
+    for name in ("patch_kernel_moment", "grouped_kernel_moment"):
+        real = getattr(conv, name)
+        monkeypatch.setattr(conv, name, lambda *a, _r=real, _n=name, **k: taken.append(_n)
+                            or _r(*a, **k))
+    before = (conv.PATCHES, conv.GROUPED)
+    profile_families.main(["--conv-ways", "3"])
+    out = _json_line(capsys)
+    assert out["batch"] == 3
+    assert [(r["outputs"], r["channels"], r["filters"], r["stride"]) for r in out["conv_ways"]] == [
+        ("3x3", 4, 5, 1), ("5x5", 3, 2, 2)]
+    for row in out["conv_ways"]:
+        assert all(row[way] > 0 for way in ("patches", "offsets", "grouped"))
+    assert [r["chosen"] for r in out["conv_ways"]] == [
+        conv.kernel_way([3, 3], 9, 4, 5), conv.kernel_way([3, 3], 25, 3, 2)]
+    # per shape, the patches way and the grouped way each traced once; the offsets neither
+    assert taken == ["patch_kernel_moment", "grouped_kernel_moment"] * 2
+    assert (conv.PATCHES, conv.GROUPED) == before
     assert _settings() == tiny
