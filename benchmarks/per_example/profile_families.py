@@ -168,16 +168,13 @@ def main(argv: list[str]) -> None:
     if "--image" in argv:
         at = argv.index("--image")
         image, argv = int(argv[at + 1]), argv[:at] + argv[at + 2:]
-    if "--outer-sums" in argv:
-        rest = [a for a in argv if a != "--outer-sums"]
+    for option, shape_costs in (("--outer-sums", outer_sum_costs),
+                                ("--conv-ways", conv_way_costs)):
+        if option not in argv:
+            continue
+        rest = [a for a in argv if a != option]
         batch = int(rest[0]) if rest else 32
-        print(json.dumps({"batch": batch, "outer_sums": outer_sum_costs(batch),
-                          "load": os.getloadavg()[0]}))
-        return
-    if "--conv-ways" in argv:
-        rest = [a for a in argv if a != "--conv-ways"]
-        batch = int(rest[0]) if rest else 32
-        print(json.dumps({"batch": batch, "conv_ways": conv_way_costs(batch),
+        print(json.dumps({"batch": batch, option.strip("-").replace("-", "_"): shape_costs(batch),
                           "load": os.getloadavg()[0]}))
         return
     for option, costs in (("--conv-layers", conv_layer_costs),
