@@ -14,10 +14,10 @@ Each setting names values of :mod:`importance.per_example.moments` (``PAIR_POSIT
 family's cost model, ``layers/depthwise.py`` (``ELEMENTWISE_POSITIONS``, ``LARGE_KERNEL``,
 ``LARGE_KERNEL_POSITIONS``, ``FORWARD_POSITIONS``) and of the convolutions' cost model,
 ``layers/conv.py`` (``PATCH_POSITIONS``, ``PATCH_MIN_CHANNELS``): :data:`SETTABLE`. They are
-applied before that setting's step is traced (a compiled step keeps what it was traced with). For every
-setting, in one process: the engine's process CPU time over ``n`` examples against a plain
-compiled gradient pass interleaved with it (median of the per-round ratios), its peak memory
-over the plain pass's on one batch, and its difference from the first setting's moments:
+applied before that setting's step is traced (a compiled step keeps what it was traced with).
+For every setting, in one process: the engine's process CPU time over ``n`` examples against a
+plain compiled gradient pass interleaved with it (median of the per-round ratios), its peak
+memory over the plain pass's on one batch, and its difference from the first setting's moments:
 relative over the whole model, the largest relative difference of one entry, and the share of
 the first setting's lowest-scored 1 % and 10 % of weights (what thresholding removes first)
 that this setting does not also rank lowest. Prints one JSON line.
@@ -62,17 +62,19 @@ LOWEST = (0.01, 0.1)
 
 
 @contextlib.contextmanager
-def applied(setting: dict) -> Iterator[None]:
-    """:data:`SETTABLE` values as ``setting`` names them (the others as they were on entry), all
-    put back on exit, also when the body fails. A step traced inside keeps them."""
-    saved = {key: getattr(module, key) for key, module in SETTABLE.items()}
+def applied(setting: dict, settable: dict | None = None) -> Iterator[None]:
+    """The ``settable`` values (name -> module, default :data:`SETTABLE`) as ``setting`` names
+    them (the others as they were on entry), all put back on exit, also when the body fails. A
+    step traced inside keeps them."""
+    settable = SETTABLE if settable is None else settable
+    saved = {key: getattr(module, key) for key, module in settable.items()}
     try:
-        for key, module in SETTABLE.items():
+        for key, module in settable.items():
             setattr(module, key, setting.get(key, saved[key]))
         yield
     finally:
         for key, value in saved.items():
-            setattr(SETTABLE[key], key, value)
+            setattr(settable[key], key, value)
 
 
 def _lowest_changed(first: np.ndarray, other: np.ndarray, share: float) -> float:

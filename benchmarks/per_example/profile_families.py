@@ -135,7 +135,8 @@ def conv_way_costs(batch: int, reps: int = 7) -> list[dict]:
     for side, channels, filters, stride in CONV_WAY_SHAPES:
         layer = keras.layers.Conv2D(filters, 3, strides=stride, padding="same")
         layer.build((None, side * stride, side * stride, channels))
-        a = tf.constant(rng.normal(size=(batch, side * stride, side * stride, channels)), tf.float32)
+        a = tf.constant(rng.normal(size=(batch, side * stride, side * stride, channels)),
+                        tf.float32)
         g = tf.constant(rng.normal(size=(batch, side, side, filters)), tf.float32)
         plain = tf.function(lambda a, g, s=stride, k=list(layer.kernel.shape):
                             tf.raw_ops.Conv2DBackpropFilter(
@@ -148,16 +149,11 @@ def conv_way_costs(batch: int, reps: int = 7) -> list[dict]:
         for way, values in CONV_WAYS.items():
             if way == "grouped" and not conv.grouped_filter_grad_works():
                 continue
-            saved = {key: getattr(conv, key) for key in values}
-            for key, value in values.items():
-                setattr(conv, key, value)
-            try:  # traced (by its first call) under this way's settings
+            # traced (by its first call) under this way's settings, put back after
+            with applied(values, {key: conv for key in values}):
                 step = tf.function(lambda a, g, layer=layer: conv.conv_kernel_moment(
                     layer, a, g, "square"))
                 cpu = median_cpu_ms({way: step}, (a, g), reps)[way] / 1e3
-            finally:
-                for key, value in saved.items():
-                    setattr(conv, key, value)
             row[way] = round(cpu / plain_cpu, 2)
         rows.append(row)
     return rows

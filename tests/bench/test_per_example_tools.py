@@ -25,10 +25,8 @@ from benchmarks.per_example import compare_settings, profile_families
 from importance.per_example import moments
 
 INPUT = (6, 6, 2)
-# 16 positions per example in the Conv2D, the fused loop off: moments from pairs of positions,
-# then formed per example
-# The tiny conv (3 channels, 16 positions) takes the patches, so its square moment goes through
-# outer_sum_moment: from pairs of positions, or per example.
+# 16 positions per example in the Conv2D, the fused loop off, and the patches at any width (a
+# narrow conv would take the offsets): moments from pairs of positions, then formed per example
 TWO_SETTINGS = json.dumps({
     "pairs": {"PAIR_POSITIONS": 16, "FUSED_POSITIONS": 0, "PATCH_MIN_CHANNELS": 0},
     "no pairs": {"PAIR_POSITIONS": 0, "FUSED_POSITIONS": 0, "PATCH_MIN_CHANNELS": 0},
