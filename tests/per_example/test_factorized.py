@@ -168,6 +168,26 @@ def test_kernel_way_follows_the_measured_shapes():
     assert way([3, 3], 144, 128, 128) == way([3, 3], 196, 16, 32) == "grouped"
 
 
+def test_one_channel_conv_counts_only_what_it_forms_per_example(monkeypatch):
+    """A one-input-channel conv forms the stacked windows (positions x kernel offsets) and its
+    per-example kernels; the output gradients are only reshaped (a view). So the per-example
+    group's 28x28 conv (16 filters) takes a batch of 128 in one chunk, not three of 53."""
+    budgets, sizes = [], []
+    real = conv.chunked_sum
+
+    def spy(block, tensors, per_example, shape, **kwargs):
+        budgets.append(per_example)
+        return real(lambda chunk: sizes.append(int(chunk[0].shape[0])) or block(chunk),
+                    tensors, per_example, shape, **kwargs)
+
+    monkeypatch.setattr(conv, "chunked_sum", spy)
+    layer = keras.layers.Conv2D(16, 3, padding="same")
+    layer(keras.Input((28, 28, 1)))
+    conv.conv_kernel_moment(layer, tf.zeros([128, 28, 28, 1]), tf.zeros([128, 28, 28, 16]), "abs")
+    assert budgets == [(28 * 28 + 16) * 9]
+    assert sizes == [128]
+
+
 @pytest.mark.parametrize("moment", ["square", "abs"])
 def test_narrow_layer_over_few_positions_takes_the_offsets_and_matches_loop(moment, monkeypatch):
     if not conv.grouped_filter_grad_works():
