@@ -275,6 +275,7 @@ def chunked_sum(
     *,
     held: Any = None,
     floor: int | None = None,
+    balanced: bool = False,
 ) -> tf.Tensor:
     """Sum of ``block(chunk)`` over chunks of the batch (axis 0 of every tensor), one at a time.
 
@@ -293,6 +294,12 @@ def chunked_sum(
         held: Per-example float32 elements of the layer's tensors alive anyway (inputs, output
             gradients), or None for the absolute budget only.
         floor: The held rule's floor, in elements per chunk (default :data:`MIN_CHUNK_ELEMENTS`).
+        balanced: Keep the number of chunks the rule gives, but make them as even as one chunk
+            size allows (the smallest size that needs no more chunks: 128 examples in chunks of
+            at most 56 run as 43, 43, 42 rather than 56, 56, 16). The convolutions ask for it:
+            in whole models it was never slower and ResNet-BN gained 0.03-0.04x of the plain
+            pass; the Embedding family does not (0.05-0.09x slower on the text model). See
+            docs/per_example.md, "The CNN at the bar".
     """
     floor = MIN_CHUNK_ELEMENTS if floor is None else floor
     static_n = tensors[0].shape[0]
@@ -316,6 +323,12 @@ def chunked_sum(
             smallest = tf.math.floor(floor / per_example)
             chunk = tf.minimum(chunk, tf.maximum(smallest, by_batch))
         chunk = tf.cast(tf.maximum(chunk, 1.0), tf.int32)
+    if balanced:  # as many chunks, of the smallest size that needs no more
+        if static_n is not None and isinstance(chunk, int):
+            chunk = -(-static_n // -(-static_n // chunk))
+        else:
+            count = (n + chunk - 1) // chunk
+            chunk = (n + count - 1) // count
     _, total = tf.while_loop(
         lambda start, _: start < n,
         lambda start, acc: (

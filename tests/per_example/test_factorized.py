@@ -188,6 +188,37 @@ def test_one_channel_conv_counts_only_what_it_forms_per_example(monkeypatch):
     assert sizes == [128]
 
 
+@pytest.mark.parametrize(
+    "shape, filters, kernel",
+    [((28, 28, 1), 4, 3), ((8, 8, 6), 5, 3), ((16, 16, 4), 6, 3), ((6, 6, 3), 8, 1),
+     ((4, 6, 6, 2), 3, 2)],
+    ids=["one-channel", "offsets", "grouped", "patches", "conv3d"],
+)
+def test_conv_kernel_moments_take_balanced_chunks(shape, filters, kernel, monkeypatch):
+    """Every way of a convolution's kernel moments asks ``chunked_sum`` for balanced chunks:
+    with a budget of 4 examples per chunk, 9 examples run as 3, 3, 3 rather than 4, 4, 1."""
+    if not conv.grouped_filter_grad_works():
+        pytest.skip("this TensorFlow build has no grouped filter gradient")
+    asked, sizes = [], []
+    real = conv.chunked_sum
+
+    def spy(block, tensors, per_example, shape_, **kwargs):
+        asked.append(kwargs.get("balanced"))
+        monkeypatch.setattr(moments, "CHUNK_ELEMENTS", 4 * per_example)  # 4 examples per chunk
+        return real(lambda chunk: sizes.append(int(chunk[0].shape[0])) or block(chunk),
+                    tensors, per_example, shape_, **kwargs)
+
+    monkeypatch.setattr(conv, "chunked_sum", spy)
+    conv_class = keras.layers.Conv3D if len(shape) == 4 else keras.layers.Conv2D
+    layer = conv_class(filters, kernel, padding="same")
+    layer(keras.Input(shape))
+    a = tf.random.normal([9, *shape])
+    g = tf.random.normal([9, *shape[:-1], filters])
+    (conv.conv3d_kernel_moment if len(shape) == 4 else conv.conv_kernel_moment)(layer, a, g, "abs")
+    assert asked == [True]
+    assert sizes == [3, 3, 3]
+
+
 @pytest.mark.parametrize("moment", ["square", "abs"])
 def test_narrow_layer_over_few_positions_takes_the_offsets_and_matches_loop(moment, monkeypatch):
     if not conv.grouped_filter_grad_works():

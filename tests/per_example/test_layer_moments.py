@@ -261,6 +261,26 @@ def test_chunks_stay_under_the_budget_and_the_held_fraction(monkeypatch):
         np.testing.assert_array_equal(total.numpy(), tf.reduce_sum(x, axis=0).numpy())
 
 
+@pytest.mark.parametrize("run_time_sizes", [False, True])
+def test_balanced_chunks_keep_their_number_and_even_out(run_time_sizes, monkeypatch):
+    """``balanced``: as many chunks as the rule gives, of the smallest size that needs no more
+    (7, 3 -> 5, 5; 8, 2 -> 5, 5; 3, 3, 3, 1 stays), with the shapes known or only at run time."""
+    monkeypatch.setattr(moments, "MIN_CHUNK_ELEMENTS", 1)
+    x = tf.reshape(tf.range(40, dtype=tf.float32), [10, 4])
+    for budget, expected in [(56, [5, 5]), (64, [5, 5]), (24, [3, 3, 3, 1]), (1 << 22, [10])]:
+        monkeypatch.setattr(moments, "CHUNK_ELEMENTS", budget)
+        sizes = []
+
+        def block(chunk, sizes=sizes):
+            sizes.append(int(chunk[0].shape[0]))
+            return tf.reduce_sum(chunk[0], axis=0)
+
+        per_example = tf.constant(8) if run_time_sizes else 8
+        total = moments.chunked_sum(block, [x], per_example, [4], balanced=True)
+        assert sizes == expected
+        np.testing.assert_array_equal(total.numpy(), tf.reduce_sum(x, axis=0).numpy())
+
+
 @pytest.mark.parametrize("positions", [1, 2, 3, 4, 5, 16, 17])
 @pytest.mark.parametrize("moment", ["square", "abs"])
 def test_outer_sum_moment_matches_per_example_products(positions, moment, monkeypatch):

@@ -184,7 +184,7 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
         per_example = out_h * out_w * (channels + filters) + sizes[0] * sizes[1] * channels * filters
     held = int(np.prod(a.shape[1:])) + out_h * out_w * filters
     shape = [sizes[0] * sizes[1], channels, filters]
-    kernel = chunked_sum(block, [a, g], per_example, shape, held=held)
+    kernel = chunked_sum(block, [a, g], per_example, shape, held=held, balanced=True)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
@@ -269,7 +269,7 @@ def patch_kernel_moment(
         positions, depth, filters, moment
     )
     held = int(np.prod(a.shape[1:])) + positions * filters
-    kernel = chunked_sum(block, [a, g], per_example, [depth, filters], held=held)
+    kernel = chunked_sum(block, [a, g], per_example, [depth, filters], held=held, balanced=True)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
@@ -310,7 +310,7 @@ def grouped_kernel_moment(
     held = height * width * channels + out_h * out_w * filters
     per_example = held + 2 * sizes[0] * sizes[1] * channels * filters
     shape = [sizes[0] * sizes[1] * channels, filters]
-    kernel = chunked_sum(block, [a, g], per_example, shape, held=held)
+    kernel = chunked_sum(block, [a, g], per_example, shape, held=held, balanced=True)
     return tf.reshape(kernel, layer.kernel.shape)
 
 
@@ -389,5 +389,6 @@ def conv3d_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) ->
 
     held = depth * height * width * channels + out_d * out_h * out_w * filters
     per_example = held + out_d * height * width * channels + 2 * kh * kw * channels * filters
-    kernel = chunked_sum(block, [a, g], per_example, [kd, kh * kw * channels, filters], held=held)
+    kernel = chunked_sum(block, [a, g], per_example, [kd, kh * kw * channels, filters], held=held,
+                         balanced=True)
     return tf.reshape(kernel, layer.kernel.shape)
