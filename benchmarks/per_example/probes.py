@@ -221,6 +221,16 @@ def median_cpu_ms(calls: dict[str, Callable[..., Any]], args: tuple, rounds: int
     return {name: 1e3 * float(np.median(seconds)) for name, seconds in cpu.items()}
 
 
+def conv_filter_grad(layer: Any, a: tf.Tensor, g: tf.Tensor) -> tf.Tensor:
+    """The plain filter gradient of a channels_last Conv2D layer (``Conv2DBackpropFilter``,
+    summed over the batch) for inputs ``a`` and output gradients ``g``: what its per-example
+    kernel moments are timed against."""
+    return tf.raw_ops.Conv2DBackpropFilter(
+        input=a, filter_sizes=list(layer.kernel.shape), out_backprop=g,
+        strides=[1, *layer.strides, 1], padding=layer.padding.upper(),
+        dilations=[1, *layer.dilation_rate, 1])
+
+
 def conv_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) -> list[dict]:
     """What the per-example kernel moments of a model's convolutions cost, beside the plain
     filter gradients they stand in for.
@@ -244,10 +254,7 @@ def conv_layer_costs(model: Any, moment: str, batch: int, rounds: int = 3) -> li
         a = tf.constant(rng.normal(size=(batch, *layer.input.shape[1:])), tf.float32)
         g = tf.constant(rng.normal(size=(batch, *layer.output.shape[1:])), tf.float32)
         kernel = tf.function(lambda a, g, layer=layer: conv.conv_kernel_moment(layer, a, g, moment))
-        plain = tf.function(lambda a, g, layer=layer: tf.raw_ops.Conv2DBackpropFilter(
-            input=a, filter_sizes=list(layer.kernel.shape), out_backprop=g,
-            strides=[1, *layer.strides, 1], padding=layer.padding.upper(),
-            dilations=[1, *layer.dilation_rate, 1]))
+        plain = tf.function(lambda a, g, layer=layer: conv_filter_grad(layer, a, g))
         calls = {"moment": kernel, "filter_grad": plain}
         milliseconds = median_cpu_ms(calls, (a, g), rounds)
         shape = (tuple(layer.kernel_size), int(np.prod(layer.output.shape[1:3])))

@@ -51,7 +51,12 @@ import tensorflow as tf
 
 from benchmarks.per_example.app_models import IMAGE, MODELS, build
 from benchmarks.per_example.compare_settings import applied
-from benchmarks.per_example.probes import conv_layer_costs, depthwise_layer_costs, median_cpu_ms
+from benchmarks.per_example.probes import (
+    conv_filter_grad,
+    conv_layer_costs,
+    depthwise_layer_costs,
+    median_cpu_ms,
+)
 from benchmarks.per_example.test_per_example_applications import (
     MEASURES,
     family_costs,
@@ -138,10 +143,7 @@ def conv_way_costs(batch: int, reps: int = 7) -> list[dict]:
         a = tf.constant(rng.normal(size=(batch, side * stride, side * stride, channels)),
                         tf.float32)
         g = tf.constant(rng.normal(size=(batch, side, side, filters)), tf.float32)
-        plain = tf.function(lambda a, g, s=stride, k=list(layer.kernel.shape):
-                            tf.raw_ops.Conv2DBackpropFilter(
-                                input=a, filter_sizes=k, out_backprop=g, strides=[1, s, s, 1],
-                                padding="SAME"))
+        plain = tf.function(lambda a, g, layer=layer: conv_filter_grad(layer, a, g))
         plain_cpu = max(median_cpu_ms({"plain": plain}, (a, g), reps)["plain"] / 1e3, 1e-9)
         row = {"outputs": f"{side}x{side}", "channels": channels, "filters": filters,
                "stride": stride, "plain_ms": round(1e3 * plain_cpu, 2),
