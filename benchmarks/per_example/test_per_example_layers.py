@@ -18,8 +18,9 @@ method's rounds (the median of the per-round ratios, each round's call over the 
 just before it; rounds are added until the calls make :data:`MIN_SECONDS_FULL` seconds,
 :data:`MIN_SECONDS` in quick mode), relative error against the per-example loop on the first
 examples, peak memory (TensorFlow allocator, one batch) over the plain pass's (None when the
-plain pass reads 0 bytes, as the LSTM's does). The ``factorized`` and ``auto`` rows assert issue 14's bars: error <= 1e-5;
-<= 1.5x the interleaved plain pass and <= 2x its peak memory, except recurrent models: <= 4x;
+plain pass reads 0 bytes, as the LSTM's does). The ``factorized`` and ``auto`` rows assert
+issue 14's bars: error <= 1e-5; <= 1.5x the interleaved plain pass and <= 2x its peak memory,
+except recurrent models: <= 4x;
 ``auto`` is never slower than a ``vmap`` that keeps the memory bar (by construction where it
 runs ``vmap``, else timed; a faster ``vmap`` over the memory bar, as on the text model at
 17.5x the plain peak, is recorded in ``vmap_over_method`` and ``vmap_memory_vs_plain``, not
