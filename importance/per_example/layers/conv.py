@@ -181,7 +181,8 @@ def conv_kernel_moment(layer: Any, a: tf.Tensor, g: tf.Tensor, moment: str) -> t
     if channels == 1:  # the stacked windows and the per-example kernels (gc's reshape is a view)
         per_example = (out_h * out_w + filters) * sizes[0] * sizes[1]
     else:  # a window and a reshaped copy of the output gradients per offset, and the kernels
-        per_example = out_h * out_w * (channels + filters) + sizes[0] * sizes[1] * channels * filters
+        per_example = (out_h * out_w * (channels + filters)
+                       + sizes[0] * sizes[1] * channels * filters)
     held = int(np.prod(a.shape[1:])) + out_h * out_w * filters
     shape = [sizes[0] * sizes[1], channels, filters]
     kernel = chunked_sum(block, [a, g], per_example, shape, held=held, balanced=True)
