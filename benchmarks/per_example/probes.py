@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from reports.stats import median_interval
+
 _CPU_STATS: list[bool] = []
 
 
@@ -104,13 +106,19 @@ class Timed:
         round is left out when there are others, as in :meth:`Interleaved.median` (its plain
         pass may be that function's first call). Needs interleaved rounds
         (``time_method(..., interleave=True)``)."""
+        return self.paired_interval()[0]
+
+    def paired_interval(self) -> tuple[float, float | None, float | None]:
+        """:meth:`paired_ratio` with the 95 % interval of that median from the per-round ratios'
+        order statistics (``reports.stats.median_interval``; bounds None below 6 rounds): whether
+        a ratio near a bar is told apart from it."""
         if len(self.plain.times) != len(self.times) or not self.times:
             raise ValueError(
                 f"paired_ratio needs one plain pass per round: {len(self.plain.times)} plain "
                 f"passes for {len(self.times)} rounds (was the method timed with interleave=True?)"
             )
         ratios = np.divide(self.times, self.plain.times)
-        return float(np.median(ratios[1:] if len(ratios) > 1 else ratios))
+        return median_interval(ratios[1:] if len(ratios) > 1 else ratios)
 
 
 def time_method(
@@ -189,6 +197,23 @@ PARALLEL_REASON = (
     "under pytest-xdist another worker shares the cores and the allocator, so the time and "
     "memory bars are asserted in a serial run (-n 0); this figure is recorded"
 )
+
+
+def against_bar(interval: tuple[float, float | None, float | None], bar: float) -> str:
+    """`` (95 % interval of the median low-high: verdict)`` for a ``median_interval`` of
+    per-round ratios: whether ``bar`` lies inside the interval (then one run cannot tell the
+    ratio from the bar), or the interval is wholly above or at or under it. Empty when the
+    rounds are too few for an interval."""
+    _, low, high = interval
+    if low is None:
+        return ""
+    if low > bar:
+        verdict = "above the bar"
+    elif high <= bar:
+        verdict = "at or under the bar"
+    else:
+        verdict = "the bar lies inside it"
+    return f" (95 % interval of the median {low:.2f}-{high:.2f}: {verdict})"
 
 
 def check_bars(config: Any, missed: list[str]) -> None:

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 import importance as imp
 from benchmarks.per_example.models import BATCH, build
-from benchmarks.per_example.probes import check_bars, conv_layer_costs
+from benchmarks.per_example.probes import against_bar, check_bars, conv_layer_costs
 from importance.per_example import per_example_moment
 from reports.stats import median_interval
 
@@ -130,22 +130,6 @@ def _convolution_costs(built: dict, model_name: str, measure: str) -> list[dict]
     return built[key]
 
 
-def _against_bar(ratio: tuple[float, float | None, float | None]) -> str:
-    """`` (95 % interval of the median: low-high, ...)`` for a ``median_interval`` of per-round
-    ratios, saying whether :data:`MAX_CPU_RATIO` lies inside it (then the run cannot tell the
-    ratio from the bar); empty when the rounds are too few for an interval."""
-    _, low, high = ratio
-    if low is None:
-        return ""
-    if low > MAX_CPU_RATIO:
-        verdict = "above the bar"
-    elif high <= MAX_CPU_RATIO:
-        verdict = "at or under the bar"
-    else:
-        verdict = "the bar lies inside it"
-    return f" (95 % interval of the median {low:.2f}-{high:.2f}: {verdict})"
-
-
 class Clock:
     """Process CPU seconds (all threads) and wall seconds of each call of ``fn``."""
 
@@ -225,14 +209,15 @@ def test_public_api(benchmark, bench_options, built, request, model_name, measur
     if ratio_cpu > MAX_CPU_RATIO and engine > MAX_CPU_RATIO and not missed:
         pytest.xfail(
             f"the engine alone costs {engine:.2f}x the plain pass on the {model_name}"
-            f"{_against_bar(engine_ratio)} (the API {ratio_cpu:.2f}x{_against_bar(api_ratio)}, "
-            f"{own:.2f}x the engine): the per-example engine's part of issue 21"
+            f"{against_bar(engine_ratio, MAX_CPU_RATIO)} (the API {ratio_cpu:.2f}x"
+            f"{against_bar(api_ratio, MAX_CPU_RATIO)}, {own:.2f}x the engine): the per-example "
+            f"engine's part of issue 21"
             + "".join(f"; {c['kernel'][0]}x{c['kernel'][1]} conv over {c['positions']} positions: "
                       f"kernel moments {c['moment_ms']} ms against the plain filter gradient's "
                       f"{c['filter_grad_ms']} ms per batch" for c in convolutions)
         )
     if ratio_cpu > MAX_CPU_RATIO:
         missed.append(f"compute_importance({measure!r}) on {form} costs {ratio_cpu:.2f}x the plain "
-                      f"pass in process CPU time{_against_bar(api_ratio)} (engine alone: "
-                      f"{engine:.2f}x) > {MAX_CPU_RATIO}")
+                      f"pass in process CPU time{against_bar(api_ratio, MAX_CPU_RATIO)} (engine "
+                      f"alone: {engine:.2f}x) > {MAX_CPU_RATIO}")
     check_bars(request.config, missed)

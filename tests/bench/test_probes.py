@@ -102,3 +102,27 @@ def test_paired_ratio_refuses_rounds_without_a_plain_pass(clock):
     assert timed.plain.times == [] and len(timed.times) == 3
     with pytest.raises(ValueError, match="0 plain passes for 3 rounds"):
         timed.paired_ratio()
+
+
+def test_paired_interval_takes_the_order_statistics_of_the_rounds_after_the_first(clock):
+    # Eight rounds: the first pair (a first call) is left out; the other seven ratios are
+    # 1.0, 1.5, ..., 4.0 in a shuffled order. Seven values: the 95 % interval is x_(1)..x_(7)
+    # (coverage 1 - 2/128), so the whole range; the median is the fourth, 2.5.
+    ratios = [3.0, 1.0, 4.0, 2.0, 1.5, 3.5, 2.5]
+    method, plain, _ = _costs(clock, [50.0, 100.0, *ratios], [1.0])
+    timed = probes.time_method(_Benchmark(False), method, "data", rounds=8, plain_pass=plain)
+    assert timed.paired_interval() == (2.5, 1.0, 4.0)
+    assert timed.paired_ratio() == 2.5
+    method, plain, _ = _costs(clock, [50.0, 100.0, 2.0, 3.0], [1.0])
+    few = probes.time_method(_Benchmark(False), method, "data", rounds=3, plain_pass=plain)
+    assert few.paired_interval() == (2.5, None, None)  # two ratios: no 95 % interval
+
+
+@pytest.mark.parametrize(("interval", "text"), [
+    ((1.16, 1.12, 1.19), " (95 % interval of the median 1.12-1.19: the bar lies inside it)"),
+    ((1.18, 1.16, 1.21), " (95 % interval of the median 1.16-1.21: above the bar)"),
+    ((1.12, 1.10, 1.15), " (95 % interval of the median 1.10-1.15: at or under the bar)"),
+    ((1.16, None, None), ""),
+])
+def test_against_bar_says_where_the_bar_lies(interval, text):
+    assert probes.against_bar(interval, 1.15) == text
