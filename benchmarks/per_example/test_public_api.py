@@ -29,8 +29,8 @@ significantly under 1.15x the plain pass (its interval reaches the bar; with too
 an interval, its median is over it), an API over the first bar is reported as an expected
 failure naming the engine's ratio (the engine's own work, tracked by the ``per-example``
 group), never silently passed; an API over it while the engine is significantly under it
-fails. The API's scores must equal the engine's (float
-tolerance), so the speed is not bought with a different number.
+fails. The API's scores must equal the engine's (float tolerance), so the speed is not bought
+with a different number.
 """
 
 from __future__ import annotations
