@@ -199,21 +199,32 @@ PARALLEL_REASON = (
 )
 
 
+BAR_VERDICTS = {"above": "above the bar", "under": "at or under the bar",
+                "inside": "the bar lies inside it"}
+
+
+def bar_verdict(interval: tuple[float, float | None, float | None], bar: float) -> str | None:
+    """Where ``bar`` lies against a ``median_interval`` of per-round ratios: ``"above"`` (the
+    interval is wholly above it: significantly over), ``"under"`` (wholly at or under it) or
+    ``"inside"`` (one run cannot tell the ratio from the bar); None when the rounds are too
+    few for an interval."""
+    _, low, high = interval
+    if low is None or high is None:
+        return None
+    if low > bar:
+        return "above"
+    return "under" if high <= bar else "inside"
+
+
 def against_bar(interval: tuple[float, float | None, float | None], bar: float) -> str:
     """`` (95 % interval of the median low-high: verdict)`` for a ``median_interval`` of
-    per-round ratios: whether ``bar`` lies inside the interval (then one run cannot tell the
-    ratio from the bar), or the interval is wholly above or at or under it. Empty when the
-    rounds are too few for an interval."""
-    _, low, high = interval
-    if low is None:
+    per-round ratios, the verdict of :func:`bar_verdict` in words. Empty when the rounds are
+    too few for an interval."""
+    verdict = bar_verdict(interval, bar)
+    if verdict is None:
         return ""
-    if low > bar:
-        verdict = "above the bar"
-    elif high <= bar:
-        verdict = "at or under the bar"
-    else:
-        verdict = "the bar lies inside it"
-    return f" (95 % interval of the median {low:.2f}-{high:.2f}: {verdict})"
+    _, low, high = interval
+    return f" (95 % interval of the median {low:.2f}-{high:.2f}: {BAR_VERDICTS[verdict]})"
 
 
 def check_bars(config: Any, missed: list[str]) -> None:

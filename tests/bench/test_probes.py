@@ -126,3 +126,14 @@ def test_paired_interval_takes_the_order_statistics_of_the_rounds_after_the_firs
 ])
 def test_against_bar_says_where_the_bar_lies(interval, text):
     assert probes.against_bar(interval, 1.15) == text
+
+
+@pytest.mark.parametrize(("interval", "verdict"), [
+    ((1.16, 1.12, 1.19), "inside"),
+    ((1.18, 1.16, 1.21), "above"),
+    ((1.12, 1.10, 1.15), "under"),  # the upper end on the bar: at or under it
+    ((1.15, 1.15, 1.17), "inside"),  # the lower end on the bar: not significantly over
+    ((1.16, None, None), None),
+])
+def test_bar_verdict_places_the_bar_against_the_interval(interval, verdict):
+    assert probes.bar_verdict(interval, 1.15) == verdict
