@@ -7,6 +7,8 @@
   measures are refused by name; ``_lowest_changed`` on a planted ranking.
 * ``benchmarks.per_example.profile_families``: its JSON report (engine CPU, one cost per layer
   family, the path counts of the model); unknown models and measures are refused by name.
+* ``benchmarks/per_example/table.py``: the markdown tables of a ``--benchmark-json`` file (each
+  group that has rows, the figures as recorded), and a file without such rows refused by name.
 
 The applications models are replaced by a Conv2D -> GlobalAveragePooling2D -> Dense model on 6x6x2
 inputs, and the peak-memory probe by a stand-in (it would switch on TensorFlow's CPU allocator
@@ -21,7 +23,7 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks.per_example import compare_settings, profile_families
+from benchmarks.per_example import compare_settings, profile_families, table
 from importance.per_example import moments
 
 INPUT = (6, 6, 2)
@@ -261,3 +263,42 @@ def test_profile_families_conv_ways_times_each_way_and_restores(tiny, capsys, mo
     assert taken == ["patch_kernel_moment", "grouped_kernel_moment"] * 2
     assert (conv.PATCHES, conv.GROUPED) == before
     assert _settings() == tiny
+
+
+def _bench_json(path, *infos):
+    path.write_text(json.dumps({"benchmarks": [{"extra_info": info} for info in infos]}))
+    return str(path)
+
+
+APPLICATION_ROW = dict(
+    group="per-example-applications", model="ResNet50", measure="mas", ratio_cpu=1.3125,
+    ratio_cpu_interval=[1.2751, 1.3649], goal="above", ratio_wall=1.37, first_call_ratio=3.554,
+    rel_error_one_at_a_time=4.1e-08, memory_vs_plain=1.04, load=[0.53, 1.31],
+)
+
+
+def test_table_prints_each_groups_rows_as_recorded(tmp_path, capsys):
+    recurrent = {**APPLICATION_ROW, "model": "gru", "ratio_cpu_interval": None, "goal": None,
+                 "memory_vs_plain": None}
+    per_example = dict(
+        group="per-example", device="CPU", model="mlp", examples=2048, timed_examples=2048,
+        measure="mas", method="factorized", seconds=0.25, ratio_vs_plain=0.92,
+        ratio_vs_plain_interleaved=0.9, ratio_per_class=None, speedup_vs_loop=95.0,
+        rel_error_vs_loop=3e-8, peak_bytes=2**20, memory_vs_plain=1.5,
+    )
+    other = {"group": "per-example-layers", "model": "text"}
+    path = _bench_json(tmp_path / "bench.json", APPLICATION_ROW, recurrent, per_example, other)
+    table.main([path])
+    printed = capsys.readouterr().out
+    assert ("| ResNet50 | mas | 1.31x [1.28, 1.36] | above | 1.37x | 3.55x | 4.1e-08 | 1.04x | "
+            "0.5-1.3 |") in printed
+    assert "| gru | mas | 1.31x | - | 1.37x | 3.55x | 4.1e-08 | - | 0.5-1.3 |" in printed
+    assert ("| CPU | mlp (N=2048) | mas | factorized | 0.250 | 0.92 (0.90) | - | 95.0 | 3.0e-08 | "
+            "1.00 | 1.50 |") in printed
+    assert "text" not in printed  # a group without a table here
+
+
+def test_table_refuses_a_file_without_its_groups(tmp_path):
+    path = _bench_json(tmp_path / "other.json", {"group": "per-example-layers"})
+    with pytest.raises(SystemExit, match="other.json has no per-example"):
+        table.main([path])
