@@ -24,18 +24,27 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def table(path: str) -> str:
-    """Markdown table of a ``--benchmark-json`` file's ``per-example`` rows."""
+    """Markdown table of a ``--benchmark-json`` file's ``per-example`` rows: the time scaled to N,
+    the ratio to the plain pass (and to the interleaved plain pass), the median of the paired
+    per-round ratios with its 95 % interval (``-`` for methods timed without the plain pass
+    between rounds, and for runs before it was recorded), per class for exact labels, the
+    speed-up over the loop, the error against the loop and the peak memory."""
     lines = [
         "| device | model | measure | method | time (s, N) | x plain (interleaved) | "
-        "x plain per class | loop / method | rel. error vs loop | peak MiB | x plain memory |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "x plain, paired [95 %] | x plain per class | loop / method | rel. error vs loop | "
+        "peak MiB | x plain memory |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in _rows(path, "per-example"):
+        paired = _fmt(r.get("ratio_vs_plain_paired"), ".2f")
+        if r.get("ratio_vs_plain_paired_interval"):
+            low, high = r["ratio_vs_plain_paired_interval"]
+            paired += f" [{low:.2f}, {high:.2f}]"
         lines.append(
             f"| {r['device']} | {r['model']} (N={r['examples']}) | {r['measure']} | {r['method']}"
             f"{'*' if r['timed_examples'] < r['examples'] else ''} | {r['seconds']:.3f} | "
             f"{_fmt(r['ratio_vs_plain'], '.2f')} "
-            f"({_fmt(r.get('ratio_vs_plain_interleaved'), '.2f')}) | "
+            f"({_fmt(r.get('ratio_vs_plain_interleaved'), '.2f')}) | {paired} | "
             f"{_fmt(r.get('ratio_per_class'), '.2f')} | "
             f"{_fmt(r.get('speedup_vs_loop'), '.1f')} | {_fmt(r['rel_error_vs_loop'], '.1e')} | "
             f"{r['peak_bytes'] / 2**20:.2f} | {_fmt(r['memory_vs_plain'], '.2f')} |"

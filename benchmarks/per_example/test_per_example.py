@@ -17,7 +17,12 @@ pass, the relative error against the loop (on those first examples), and the pea
 TensorFlow's allocator on one batch (see :mod:`benchmarks.per_example.probes`, which also holds
 the timing protocol both per-example files share). The factorised rows assert the
 issue's bars: at most 1.5x the plain pass (per class for exact labels), at least 20x faster than
-the loop, relative error at most 1e-5, peak memory at most 2x the plain pass.
+the loop, relative error at most 1e-5, peak memory at most 2x the plain pass. The time bar reads
+the median of the per-round ratios to the plain pass timed just before each round
+(``ratio_vs_plain_paired``, with its 95 % interval when there are enough rounds:
+``probes.Timed.paired_interval``), as the other per-example groups do;
+``ratio_vs_plain_interleaved`` (the method's median over the interleaved plain pass's, the bar's
+figure before 2026-12-07) is still recorded.
 
 ``obd`` rows (1/2 F w^2 on the exact Fisher) add ``plain`` and ``factorized`` only: the same bars,
 so obd costs at most 1.5x the plain pass per class (the exact Fisher takes one backward pass per
@@ -41,7 +46,13 @@ from benchmarks.per_example.models import (
     subset,
     timed_examples,
 )
-from benchmarks.per_example.probes import check_bars, manual_median, peak_memory, time_method
+from benchmarks.per_example.probes import (
+    against_bar,
+    check_bars,
+    manual_median,
+    peak_memory,
+    time_method,
+)
 from benchmarks.plugin.devices import NO_GPU_REASON, device_name
 from importance.testing import relative_error
 
@@ -147,6 +158,8 @@ def test_per_example(benchmark, bench_options, state, request, device, model_nam
     classes = 10 if exact else 1
     ratio = seconds / plain
     ratio_interleaved = seconds / interleaved.median() if interleaved.times else None
+    # The interleaved methods are timed on all N examples: their rounds pair with the plain pass.
+    paired = timing.paired_interval() if interleaved.times else None
     memory_ratio = peak / max(state["memory"][key + ("plain",)], 1)
     benchmark.extra_info.update(
         group="per-example",
@@ -162,7 +175,11 @@ def test_per_example(benchmark, bench_options, state, request, device, model_nam
         seconds=seconds,
         ratio_vs_plain=ratio,
         ratio_vs_plain_interleaved=ratio_interleaved,
-        ratio_per_class=(ratio_interleaved or ratio) / classes if exact else None,
+        ratio_vs_plain_paired=None if paired is None else paired[0],
+        ratio_vs_plain_paired_interval=(
+            None if paired is None or paired[1] is None else list(paired[1:])
+        ),
+        ratio_per_class=(paired[0] if paired else ratio) / classes if exact else None,
         speedup_vs_loop=None if loop is None else loop / seconds,
         rel_error_vs_loop=error,
         peak_bytes=peak,
@@ -175,10 +192,12 @@ def test_per_example(benchmark, bench_options, state, request, device, model_nam
         benchmark.extra_info["ratio_vs_fisher"] = seconds / fisher_seconds
     if method == "factorized":
         assert error is not None and error <= MAX_ERROR, f"relative error {error:.2e} > {MAX_ERROR}"
-        bar = ratio_interleaved / classes
+        per_class = tuple(None if v is None else v / classes for v in paired)
         missed = []
-        if bar > MAX_RATIO:
-            missed.append(f"{bar:.2f}x the interleaved plain pass > {MAX_RATIO}")
+        if per_class[0] > MAX_RATIO:
+            missed.append(f"{per_class[0]:.2f}x the plain pass (median of paired rounds"
+                          f"{', per class' if exact else ''}){against_bar(per_class, MAX_RATIO)} "
+                          f"> {MAX_RATIO}")
         if loop / seconds < MIN_SPEEDUP:
             missed.append(f"only {loop / seconds:.1f}x faster than the loop")
         # Exact labels evaluate the classes one after another (chained), so the whole peak, not a

@@ -283,18 +283,23 @@ def test_table_prints_each_groups_rows_as_recorded(tmp_path, capsys):
     per_example = dict(
         group="per-example", device="CPU", model="mlp", examples=2048, timed_examples=2048,
         measure="mas", method="factorized", seconds=0.25, ratio_vs_plain=0.92,
-        ratio_vs_plain_interleaved=0.9, ratio_per_class=None, speedup_vs_loop=95.0,
-        rel_error_vs_loop=3e-8, peak_bytes=2**20, memory_vs_plain=1.5,
+        ratio_vs_plain_interleaved=0.9, ratio_vs_plain_paired=0.914,
+        ratio_vs_plain_paired_interval=[0.8957, 0.9313], ratio_per_class=None,
+        speedup_vs_loop=95.0, rel_error_vs_loop=3e-8, peak_bytes=2**20, memory_vs_plain=1.5,
     )
+    older = {**per_example, "method": "vmap", "ratio_vs_plain_paired": None}
+    del older["ratio_vs_plain_paired_interval"]  # a row recorded before the paired ratio
     other = {"group": "per-example-layers", "model": "text"}
-    path = _bench_json(tmp_path / "bench.json", APPLICATION_ROW, recurrent, per_example, other)
+    path = _bench_json(tmp_path / "bench.json", APPLICATION_ROW, recurrent, per_example, older,
+                       other)
     table.main([path])
     printed = capsys.readouterr().out
     assert ("| ResNet50 | mas | 1.31x [1.28, 1.36] | above | 1.37x | 3.55x | 4.1e-08 | 1.04x | "
             "0.5-1.3 |") in printed
     assert "| gru | mas | 1.31x | - | 1.37x | 3.55x | 4.1e-08 | - | 0.5-1.3 |" in printed
-    assert ("| CPU | mlp (N=2048) | mas | factorized | 0.250 | 0.92 (0.90) | - | 95.0 | 3.0e-08 | "
-            "1.00 | 1.50 |") in printed
+    assert ("| CPU | mlp (N=2048) | mas | factorized | 0.250 | 0.92 (0.90) | 0.91 [0.90, 0.93] | - "
+            "| 95.0 | 3.0e-08 | 1.00 | 1.50 |") in printed
+    assert "| CPU | mlp (N=2048) | mas | vmap | 0.250 | 0.92 (0.90) | - | - | 95.0 |" in printed
     assert "text" not in printed  # a group without a table here
 
 
