@@ -83,6 +83,24 @@ def test_embedding_with_repeated_and_shared_tokens(moment, engine_vs_loop):
     engine_vs_loop(model, x, moment=moment)
 
 
+@pytest.mark.parametrize("repeats", ["none", "every position"])
+@pytest.mark.parametrize("moment", ["square", "abs"])
+def test_embedding_pairs_held_once_or_only_repeated(moment, repeats, engine_vs_loop):
+    """The two ways a pair is summed, each alone in a batch: every (example, token) pair at one
+    position (the per-position moments only), or every position repeating its example's token
+    (the summed pairs only)."""
+    model = _randomise(keras.Sequential([
+        keras.Input((5,), dtype="int32"), keras.layers.Embedding(12, 3), keras.layers.Flatten(),
+        keras.layers.Dense(CLASSES),
+    ]))
+    rng = np.random.default_rng(1)
+    if repeats == "none":
+        ids = np.stack([rng.permutation(12)[:5] for _ in range(BATCH)])
+    else:
+        ids = np.repeat(rng.integers(0, 12, size=(BATCH, 1)), 5, axis=1)
+    engine_vs_loop(model, tf.constant(ids, tf.int32), moment=moment)
+
+
 @settings(deadline=None, max_examples=4, derandomize=True)
 @given(vocabulary=st.integers(2, 9), length=st.integers(1, 5), dim=st.integers(1, 3))
 def test_embedding_random_shapes(vocabulary, length, dim):
