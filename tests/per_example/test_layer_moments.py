@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importance.per_example import engine, moments, paths, per_example_moment
+from importance.per_example.layers import embedding
 from importance.testing import relative_error
 
 TOL = 1e-5
@@ -83,21 +84,25 @@ def test_embedding_with_repeated_and_shared_tokens(moment, engine_vs_loop):
     engine_vs_loop(model, x, moment=moment)
 
 
-@pytest.mark.parametrize("repeats", ["none", "every position"])
+@pytest.mark.parametrize("repeats", ["none", "some", "every position"])
+@pytest.mark.parametrize("way", ["position", "pair"])
 @pytest.mark.parametrize("moment", ["square", "abs"])
-def test_embedding_pairs_held_once_or_only_repeated(moment, repeats, engine_vs_loop):
-    """The two ways a pair is summed, each alone in a batch: every (example, token) pair at one
-    position (the per-position moments only), or every position repeating its example's token
-    (the summed pairs only)."""
+def test_embedding_moments_per_position_and_per_pair(moment, way, repeats, engine_vs_loop,
+                                                     monkeypatch):
+    """Both ways of the Embedding moments (forced with ``ALONE_SHARE``) on batches whose
+    (example, token) pairs never repeat, sometimes repeat (a padding token at the end of some
+    examples), or repeat at every position (one token per example)."""
+    monkeypatch.setattr(embedding, "ALONE_SHARE", 0.0 if way == "position" else 1.01)
     model = _randomise(keras.Sequential([
         keras.Input((5,), dtype="int32"), keras.layers.Embedding(12, 3), keras.layers.Flatten(),
         keras.layers.Dense(CLASSES),
     ]))
     rng = np.random.default_rng(1)
-    if repeats == "none":
-        ids = np.stack([rng.permutation(12)[:5] for _ in range(BATCH)])
-    else:
-        ids = np.repeat(rng.integers(0, 12, size=(BATCH, 1)), 5, axis=1)
+    ids = np.stack([rng.permutation(np.arange(1, 12))[:5] for _ in range(BATCH)])
+    if repeats == "some":
+        ids[::3, 3:] = 0
+    elif repeats == "every position":
+        ids = np.repeat(ids[:, :1], 5, axis=1)
     engine_vs_loop(model, tf.constant(ids, tf.int32), moment=moment)
 
 

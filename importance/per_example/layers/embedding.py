@@ -2,19 +2,25 @@
 
 Example ``i``'s gradient of row ``v`` is the sum of the output gradients ``g_it`` over the
 positions ``t`` where example ``i`` holds token ``v`` (it is zero for tokens the example does not
-hold). Each (example, token) pair that occurs gets one segment (``tf.unique_with_counts``). A
-pair held at one position only is that position's output gradient itself: its moment is taken
-per position and added into the token's row directly. The output gradients of the pairs held at
-several positions are summed per pair first (``unsorted_segment_sum``), then their moment is
-added into their token's row. A chunk of the batch is taken at a time. Memory is (tokens in a
-chunk x dim), under half of the output gradients' (see ``moments.chunked_sum``), never batch x
-vocabulary x dim.
+hold). Each (example, token) pair that occurs gets one segment (``tf.unique_with_counts``),
+and a chunk of the batch is taken at a time, one of two ways:
 
-Summing every pair first, the single ones included, cost one more pass over the chunk's
-gradients: on the ``per-example-layers`` text model (64 tokens of 1,000, batch 128; the group's
-paired rounds, 2026-12-07) the engine read 1.15-1.26x the plain pass that way and 0.97-1.05x
-now. A layer called several times (shared) puts all its calls' positions in the
-same segments, so the gradient is summed over calls before the moment is taken.
+* **per position**, when at least :data:`ALONE_SHARE` of the chunk's positions hold their pair
+  alone: such a position's output gradient is its pair's whole gradient, so its moment is taken
+  per position and added into the token's row directly; only the repeated pairs are summed
+  first (``unsorted_segment_sum``) and then take their moment;
+* **per pair** otherwise (padded sequences repeat one token): every pair's output gradients
+  are summed first, then the moment is taken per pair and added into the token's row.
+
+Memory is (tokens in a chunk x dim), under half of the output gradients' (see
+``moments.chunked_sum``), never batch x vocabulary x dim. A layer called several times (shared)
+puts all its calls' positions in the same segments, so the gradient is summed over calls before
+the moment is taken.
+
+Per pair was the only way before 2026-12-07. Where pairs rarely repeat it costs one more pass
+over the chunk's gradients: on the ``per-example-layers`` text model (64 random tokens of
+1,000, batch 128; the group's paired rounds) the engine read 1.15-1.26x the plain pass that way
+and 0.97-1.05x per position.
 
 Not under XLA (the rule's ``under_xla``): XLA pads the sizes of a batch's chunks, which the pair
 segments must not see (it gave wrong sums there in TF 2.21), so the layer takes the per-layer
@@ -39,6 +45,13 @@ from importance.per_example.moments import apply_moment, chunked_sum
 # at once and peaked at 2.84x the plain pass (64K: 1.00x), over the 2x bar, at 1.12-1.23x the
 # plain pass's time against 1.29-1.48x.
 CHUNK_FLOOR = 1 << 16
+# The share of a chunk's positions holding their (example, token) pair alone from which the
+# moments are taken per position (below it, per pair). Measured on the text model's shapes (the
+# layer alone, batch 128, 64 tokens of 1,000, dimension 32; process CPU per call, medians of 60,
+# three repeats, 2026-12-07): per position 1.4-1.7 ms against per pair 1.8-2.3 ms with no
+# padding; about even with 30 % of the positions padding (one token repeated); per pair faster
+# with 50 % (1.4-1.7 ms against 1.7-2.3 ms).
+ALONE_SHARE = 0.7
 
 
 def supported(layer: Any) -> bool:
@@ -70,16 +83,27 @@ def moments(
         rows = tf.concat([tf.reshape(g, [-1, dim]) for g in chunk[calls:]], 0)
         unique, segment, counts = tf.unique_with_counts(flat_keys)
         alone = tf.gather(counts, segment) == 1  # the position is its (example, token) pair
-        total = tf.math.unsorted_segment_sum(
-            tf.where(alone[:, None], apply_moment(rows, moment), 0.0),
-            flat_keys % vocabulary, vocabulary,
-        )
-        shared = tf.where(~alone)[:, 0]  # positions whose pair occurs more than once
-        pairs, pair = tf.unique(tf.gather(segment, shared))
-        sums = tf.math.unsorted_segment_sum(tf.gather(rows, shared), pair, tf.size(pairs))
-        return total + tf.math.unsorted_segment_sum(
-            apply_moment(sums, moment), tf.gather(unique, pairs) % vocabulary, vocabulary
-        )
+
+        def by_position() -> tf.Tensor:
+            total = tf.math.unsorted_segment_sum(
+                tf.where(alone[:, None], apply_moment(rows, moment), 0.0),
+                flat_keys % vocabulary, vocabulary,
+            )
+            shared = tf.where(~alone)[:, 0]  # positions whose pair occurs more than once
+            pairs, pair = tf.unique(tf.gather(segment, shared))
+            sums = tf.math.unsorted_segment_sum(tf.gather(rows, shared), pair, tf.size(pairs))
+            return total + tf.math.unsorted_segment_sum(
+                apply_moment(sums, moment), tf.gather(unique, pairs) % vocabulary, vocabulary
+            )
+
+        def by_pair() -> tf.Tensor:
+            per_pair = tf.math.unsorted_segment_sum(rows, segment, tf.size(unique))
+            return tf.math.unsorted_segment_sum(
+                apply_moment(per_pair, moment), unique % vocabulary, vocabulary
+            )
+
+        share = tf.reduce_mean(tf.cast(alone, tf.float32))
+        return tf.cond(share >= ALONE_SHARE, by_position, by_pair)
 
     lengths = [t.shape[1:].num_elements() for t in inputs]
     positions = sum(lengths) if None not in lengths else tf.add_n([tf.shape(k)[1] for k in keys])
