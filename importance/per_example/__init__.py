@@ -27,6 +27,13 @@ Where the code is (``docs/per_example.md``): this module is the public face; ``m
 kinds, the chunked sum), ``engine`` (the one-backward-pass engine), ``paths`` (which path each
 layer takes), ``reference`` (``loop`` and ``vmap``) and ``layers`` (one module per layer family
 and the ``RULES`` table) are the internal surface the tests use.
+
+Autograph: :func:`per_example_moment` and :func:`per_example_moment_sum` (and the engine's own
+entry points) are marked ``tf.autograph.experimental.do_not_convert``. Inside a user's
+``tf.function`` they trace as written, as ``compute_importance`` traces them (``autograph=False``):
+autograph does not transpile the engine and the Keras code it calls, which took about 6 s on
+the first trace of a small ResNet. An objective is therefore called unconverted too: Python
+``if``/``while`` on tensors in it raise; use ``tf.where``/``tf.cond``.
 """
 
 from __future__ import annotations
@@ -85,6 +92,7 @@ def resolve_method(model: Any, method: str = "auto") -> str:
 _VMAP_FAILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+@tf.autograph.experimental.do_not_convert
 def per_example_moment(
     model: Any,
     x: Any,
@@ -129,6 +137,7 @@ def per_example_moment(
         return engine.per_example_moment(model, x, objective, moment=moment, targets=targets)
 
 
+@tf.autograph.experimental.do_not_convert
 def per_example_moment_sum(
     model: Any, x: Any, objectives: list[Objective], *, moment: str = "square", method: str = "auto"
 ) -> list[tf.Tensor]:

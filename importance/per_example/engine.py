@@ -38,6 +38,7 @@ from importance.per_example.moments import Objective, apply_moment, check_moment
 from importance.per_example.paths import decide
 
 
+@tf.autograph.experimental.do_not_convert
 def per_example_moment(
     model: Any, x: Any, objective: Objective, *, moment: str = "square", targets: Any = None
 ) -> list[tf.Tensor]:
@@ -63,6 +64,7 @@ def per_example_moment(
     return per_example_moment_sum(model, x, [objective], moment=moment)
 
 
+@tf.autograph.experimental.do_not_convert
 def per_example_moment_sum(
     model: Any, x: Any, objectives: list[Objective], *, moment: str = "square"
 ) -> list[tf.Tensor]:

@@ -368,6 +368,29 @@ def test_inside_tf_function_with_unknown_batch_and_chunks(jit, monkeypatch):
     assert relative_error(fn(x, y), ref) <= TOL
 
 
+@pytest.mark.parametrize("method", ["factorized", "loop", "vmap"])
+def test_traced_as_written_inside_an_autograph_tf_function(method):
+    """Called inside a user's ``tf.function`` (autograph on, the default), the entry points run
+    unconverted, as ``compute_importance`` traces them: autograph does not transpile the engine
+    and the Keras code below it (about 6 s on the first trace of a small ResNet), and the sums are
+    the eager call's."""
+    model = _mlp()
+    x = tf.random.normal([BATCH, 7])
+    y = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+    statuses = []
+
+    def objective(outputs, targets):
+        statuses.append(tf.__internal__.autograph.control_status_ctx().status)
+        return _log_likelihood(outputs, targets)
+
+    eager = per_example_moment(model, x, objective, method=method, targets=y)
+    statuses.clear()
+    traced = tf.function(lambda x, y: per_example_moment(model, x, objective, method=method, targets=y))
+    got = traced(x, y)
+    assert statuses and all(s.name == "DISABLED" for s in statuses), statuses
+    for a, b in zip(got, eager, strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
 def test_auto_dispatches_to_factorized():
     """``auto`` is the factorised engine: bitwise the same sums, within tolerance of the loop."""
     model = _mlp()
