@@ -3,7 +3,8 @@
 Small, randomly initialised (as in issue 14's measurements) models whose per-example moments
 need the engine's other paths, with generated data (no download): images, token ids or
 sequences, and 10 random classes. Each entry: ``builder() -> (model, x, y)``; the paths the
-engine takes for each model are listed in docs/per_example.md.
+engine takes for each model are listed in docs/per_example_history.md (its first table of this
+group, issue 14); each benchmark row records the method that ran (``extra_info["path"]``).
 """
 
 from __future__ import annotations
