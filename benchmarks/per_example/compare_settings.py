@@ -13,7 +13,8 @@ Each setting names values of :mod:`importance.per_example.moments` (``PAIR_POSIT
 ``CHUNK_ELEMENTS``, ``HELD_FRACTION``, ``MIN_CHUNK_ELEMENTS``, ``LANES``) and of the depthwise
 family's cost model, ``layers/depthwise.py`` (``ELEMENTWISE_POSITIONS``, ``LARGE_KERNEL``,
 ``LARGE_KERNEL_POSITIONS``, ``FORWARD_POSITIONS``) and of the convolutions' cost model,
-``layers/conv.py`` (``PATCH_POSITIONS``, ``PATCH_MIN_CHANNELS``): :data:`SETTABLE`. They are
+``layers/conv.py`` (``PATCH_POSITIONS``, ``PATCH_MIN_CHANNELS``) and of the normalisation
+family, ``layers/norm.py`` (``DIRECT_BATCH_NORM``): :data:`SETTABLE`. They are
 applied before that setting's step is traced (a compiled step keeps what it was traced with).
 For every setting, in one process: the engine's process CPU time over ``n`` examples against a
 plain compiled gradient pass interleaved with it (median of the per-round ratios), its peak
@@ -45,7 +46,7 @@ from benchmarks.per_example.test_per_example_applications import (
 )
 from importance.checks import check_choice
 from importance.per_example import engine, moments
-from importance.per_example.layers import conv, depthwise
+from importance.per_example.layers import conv, depthwise, norm
 
 # Each settable value and the module that holds it.
 SETTABLE = {
@@ -55,6 +56,7 @@ SETTABLE = {
     **{key: depthwise for key in ("ELEMENTWISE_POSITIONS", "LARGE_KERNEL",
                                   "LARGE_KERNEL_POSITIONS", "FORWARD_POSITIONS")},
     **{key: conv for key in ("PATCH_POSITIONS", "PATCH_MIN_CHANNELS")},
+    "DIRECT_BATCH_NORM": norm,
 }
 
 

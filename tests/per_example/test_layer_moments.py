@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importance.per_example import engine, moments, paths, per_example_moment
-from importance.per_example.layers import embedding
+from importance.per_example.layers import embedding, norm
 from importance.testing import relative_error
 
 TOL = 1e-5
@@ -48,6 +48,44 @@ def test_norm_layers_closed_form(moment, engine_vs_loop):
     model = _randomise(keras.Model(inputs, _head(h)))
     engine_vs_loop(model, tf.random.normal([BATCH, 4, 4, 3], seed=1), moment=moment)
 
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_batch_norm_gamma_without_forming_x_hat(axis, offset, monkeypatch):
+    """A float32 BatchNormalization's per-example gamma gradients, ``rsqrt(var + eps) *
+    sum_positions (x - mean) * g`` (``norm.batch_norm_gamma``), against float64 sums over
+    ``x_hat`` written from the inference transform: also with inputs and moving mean far from
+    zero, and channels first. The layer's own call (the other path) gives the same sums."""
+    rng = np.random.default_rng(int(offset) + axis % 5)
+    layer = keras.layers.BatchNormalization(axis=axis, epsilon=1e-3)
+    layer.build((None, 6, 4, 3))
+    channels = 6 if axis == 1 else 3
+    mean = rng.normal(size=channels) + offset
+    variance = rng.uniform(0.5, 2.0, size=channels)
+    layer.moving_mean.assign(mean.astype(np.float32))
+    layer.moving_variance.assign(variance.astype(np.float32))
+    layer.gamma.assign(rng.normal(size=channels).astype(np.float32))
+    x = (rng.normal(size=(BATCH, 6, 4, 3)) + offset).astype(np.float32)
+    g = rng.normal(size=(BATCH, 6, 4, 3)).astype(np.float32)
+    shape = [1, 6, 1, 1] if axis == 1 else [1, 1, 1, 3]
+    x_hat = (x.astype(np.float64) - np.float64(layer.moving_mean.numpy()).reshape(shape)) / np.sqrt(
+        np.float64(layer.moving_variance.numpy()).reshape(shape) + 1e-3)
+    summed = (2, 3) if axis == 1 else (1, 2)
+    truth = [np.sum(x_hat * g, axis=summed), np.sum(g.astype(np.float64), axis=summed)]
+    assert norm.direct_batch_norm(layer, tf.constant(x))
+    direct = norm.per_example_grads(layer, tf.constant(x), tf.constant(g))
+    assert relative_error(direct, truth) <= 1e-6
+    monkeypatch.setattr(norm, "DIRECT_BATCH_NORM", False)
+    called = norm.per_example_grads(layer, tf.constant(x), tf.constant(g))
+    assert relative_error(called, truth) <= (1e-6 if offset == 0 else 1e-3)
+
+
+def test_batch_norm_in_mixed_precision_takes_the_layers_own_call():
+    layer = keras.layers.BatchNormalization(dtype="mixed_float16")
+    layer.build((None, 4, 3))
+    assert not norm.direct_batch_norm(layer, tf.zeros([2, 4, 3], tf.float16))
+    assert not norm.direct_batch_norm(keras.layers.LayerNormalization(), tf.zeros([2, 4, 3]))
 
 # Keras >= 3.12 deprecates rms_scaling with a UserWarning (when built and when called, not always
 # once per process); the option still exists, so the engine must still handle it.
