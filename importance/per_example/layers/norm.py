@@ -134,10 +134,10 @@ def direct_batch_norm(layer: Any, a: tf.Tensor) -> bool:
 def batch_norm_gamma(layer: Any, a: tf.Tensor, g: tf.Tensor, summed: list[int]) -> tf.Tensor:
     """Example-by-example gamma gradients ``(batch, channels)`` of a BatchNormalization in
     inference mode: ``rsqrt(moving_variance + epsilon) * sum_positions (x - moving_mean) * g``
-    (Ioffe & Szegedy 2015, eq. of the inference transform). The input is centred before the
-    product, as ``x_hat`` is, so a large moving mean cancels nothing; equal to the sums over the
-    layer's own ``x_hat`` up to rounding (``tf.nn.batch_normalization`` computes
-    ``x * inv - mean * inv``)."""
+    (Ioffe & Szegedy 2015, section 3.1: inference with the population statistics). The input
+    is centred before the product, as ``x_hat`` is, so a large moving mean cancels nothing;
+    equal to the sums over the layer's own ``x_hat`` up to rounding
+    (``tf.nn.batch_normalization`` computes ``x * inv - mean * inv``)."""
     shape = [1] * a.shape.rank
     (axis,) = _axes(layer, a.shape.rank)
     shape[axis] = -1
