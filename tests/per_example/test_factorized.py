@@ -385,11 +385,14 @@ def test_traced_as_written_inside_an_autograph_tf_function(method):
 
     eager = per_example_moment(model, x, objective, method=method, targets=y)
     statuses.clear()
-    traced = tf.function(lambda x, y: per_example_moment(model, x, objective, method=method, targets=y))
+    traced = tf.function(
+        lambda x, y: per_example_moment(model, x, objective, method=method, targets=y)
+    )
     got = traced(x, y)
     assert statuses and all(s.name == "DISABLED" for s in statuses), statuses
     for a, b in zip(got, eager, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+
 
 def test_auto_dispatches_to_factorized():
     """``auto`` is the factorised engine: bitwise the same sums, within tolerance of the loop."""

@@ -49,7 +49,6 @@ def test_norm_layers_closed_form(moment, engine_vs_loop):
     engine_vs_loop(model, tf.random.normal([BATCH, 4, 4, 3], seed=1), moment=moment)
 
 
-
 @pytest.mark.parametrize("axis", [-1, 1])
 @pytest.mark.parametrize("offset", [0.0, 1000.0])
 def test_batch_norm_gamma_without_forming_x_hat(axis, offset, monkeypatch):
@@ -86,6 +85,7 @@ def test_batch_norm_in_mixed_precision_takes_the_layers_own_call():
     layer.build((None, 4, 3))
     assert not norm.direct_batch_norm(layer, tf.zeros([2, 4, 3], tf.float16))
     assert not norm.direct_batch_norm(keras.layers.LayerNormalization(), tf.zeros([2, 4, 3]))
+
 
 # Keras >= 3.12 deprecates rms_scaling with a UserWarning (when built and when called, not always
 # once per process); the option still exists, so the engine must still handle it.
