@@ -316,28 +316,19 @@ def own_model_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_bench_model_ranks_every_applicable_measure_and_leaves_the_file_unchanged(own_model_run):
+@pytest.mark.parametrize("task", ["my_net", "plugged"], ids=["by-bench-model", "by-task-plugin"])
+def test_the_model_ranks_every_applicable_measure_and_its_file_is_unchanged(own_model_run, task):
+    """``my_net`` came by ``--bench-model``, ``plugged`` by the entry-point task plugin."""
     result, leaderboard, path, before = own_model_run
     assert (
-        set(_ranked(leaderboard, "my_net.pretrained · weight · global scope, noise"))
+        set(_ranked(leaderboard, f"{task}.pretrained · weight · global scope, noise"))
         == _applicable()
     )
     assert (
         "## Not applicable" in leaderboard
-        and "| my_net.pretrained | removal | momentum" in leaderboard
+        and f"| {task}.pretrained | removal | momentum" in leaderboard
     )
     assert re.search(r"(\d+) skipped", result.stdout)  # the online measures' cases
-    assert _sha(path) == before
-
-
-@pytest.mark.slow
-def test_a_task_plugin_installed_by_entry_point_joins_the_leaderboard(own_model_run):
-    _, leaderboard, path, before = own_model_run
-    assert (
-        set(_ranked(leaderboard, "plugged.pretrained · weight · global scope, noise"))
-        == _applicable()
-    )
-    assert "| plugged.pretrained | removal | momentum" in leaderboard
     assert _sha(path) == before
 
 
