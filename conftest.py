@@ -10,12 +10,17 @@ plugin, in ``benchmarks/conftest.py``.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.util
 import os
 import random
 import re
 import socket
 import sys
 import tempfile
+import types
+from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
@@ -34,20 +39,19 @@ STARTUP_NOISE = re.compile(
 )
 
 
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its known start-up lines dropped from stderr; every other line stays.
+@contextlib.contextmanager
+def _startup_noise_filtered() -> Iterator[None]:
+    """Drop TensorFlow's known start-up lines from stderr while the block runs; keep every other.
 
     The C++ library writes to file descriptor 2 while it loads, so the descriptor is pointed at a
-    temporary file during the import and the lines that are not start-up noise are written back.
+    temporary file during the block and the lines that are not start-up noise are written back.
     """
-    if "tensorflow" in sys.modules:
-        return
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile(mode="w+b") as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow  # noqa: F401
+            yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -60,7 +64,33 @@ def _import_tensorflow_quietly() -> None:
                 sys.stderr.flush()
 
 
-_import_tensorflow_quietly()
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Filters the start-up noise of TensorFlow's first import, whenever and wherever it happens.
+
+    TensorFlow is not imported here: a process that runs no test (the xdist controller of
+    ``./run test``) never pays for it (~5 s of CPU before the workers start). The finder removes
+    itself at that first import and runs TensorFlow's own loader inside the filter.
+    """
+
+    def find_spec(self, name, path, target=None):  # noqa: ANN001, ANN201 (the finder protocol)
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module: types.ModuleType) -> None:
+            with _startup_noise_filtered():
+                load(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "tensorflow" not in sys.modules:
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 SEED = 1234
 
@@ -75,7 +105,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """The process that hands tests to xdist's workers and runs none itself (xdist's own test)."""
+    return (not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
+            and not config.option.collectonly)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if _is_xdist_controller(config):
+        return  # each worker imports TensorFlow and turns determinism on in its own process
     import tensorflow as tf
 
     tf.config.experimental.enable_op_determinism()

@@ -7,15 +7,21 @@ Fixtures:
     ``dense_model`` / ``conv_model``: those models with logits output.
     ``dense_data`` / ``conv_data``: 32 generated ``(x, y)`` examples for them, int32 labels.
     ``make_data``: factory ``(input_shape, n=32, seed=0) -> (x, y)``.
+
+Keras is imported inside the builders, not here: this file is loaded by xdist's controller too,
+which runs no test and need not start TensorFlow.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    import keras
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -34,10 +40,14 @@ CONV_INPUT = (6, 6, 2)
 
 
 def _head(softmax: bool) -> keras.layers.Layer:
+    import keras
+
     return keras.layers.Dense(NUM_CLASSES, activation="softmax" if softmax else None, name="head")
 
 
 def _dense(*, softmax: bool = False, seed: int = 0) -> keras.Model:
+    import keras
+
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
         [
@@ -49,6 +59,8 @@ def _dense(*, softmax: bool = False, seed: int = 0) -> keras.Model:
 
 
 def _conv(*, softmax: bool = False, seed: int = 0) -> keras.Model:
+    import keras
+
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
         [

@@ -1,7 +1,8 @@
 """TensorFlow's start-up lines are filtered out of the test and benchmark runs, and nothing else.
 
-The root ``conftest.py`` imports TensorFlow with its stderr (file descriptor 2) captured and
-writes back every line that is not known start-up noise. Checked in fresh processes: with a stand-in
+The root ``conftest.py`` installs an import hook: TensorFlow's first import, wherever it happens,
+runs with its stderr (file descriptor 2) captured, and every line that is not known start-up noise
+is written back. Checked in fresh processes: with a stand-in
 ``tensorflow`` that writes noise and a real error line at the C level, and with the real one.
 """
 
@@ -14,7 +15,8 @@ import sys
 import textwrap
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LOAD_CONFTEST = f"import runpy; runpy.run_path({str(ROOT / 'conftest.py')!r})"
+# What a test process does: load the root conftest, then import TensorFlow (a test module's import).
+LOAD_CONFTEST = f"import runpy; runpy.run_path({str(ROOT / 'conftest.py')!r}); import tensorflow"
 
 NOISE = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
