@@ -158,10 +158,15 @@ def test_masked_calls_are_refused_from_the_graph():
 @pytest.mark.slow  # ~8 s: tf.vectorized_map of two recurrent layers traces slowly
 def test_masked_bidirectional_takes_the_layers_own_call(engine_vs_loop):
     """A masked Bidirectional wrapper is intercepted; its two layers are called with the mask
-    (kept by the engine's routing), which sends them to the per-layer vmap at run time."""
+    (kept by the engine's routing), which sends them to the per-layer vmap at run time.
+
+    Unrolled (``unroll`` plays no part in the routing), so that the vmap vectorises no while
+    loop: two of them cost ~6 s of CPU to vectorise. The loop form goes through the vmap in
+    ``test_initial_state_passed_in_takes_the_layers_own_call`` below and in
+    ``test_layer_moments``' custom-cell RNN."""
     tokens = keras.Input((4,), dtype="int32")
     h = L.Embedding(9, 2, mask_zero=True)(tokens)
-    model = keras.Model(tokens, L.Dense(CLASSES)(L.Bidirectional(L.SimpleRNN(2))(h)))
+    model = keras.Model(tokens, L.Dense(CLASSES)(L.Bidirectional(L.SimpleRNN(2, unroll=True))(h)))
     x = tf.constant([[1, 2, 3, 0], [4, 5, 0, 0], [1, 1, 1, 1], [6, 0, 0, 0], [7, 8, 2, 3]], tf.int32)
     engine_vs_loop(model, x, moment="square", vmapped=2, method="factorized")
 
