@@ -2,8 +2,8 @@
 
 A throw-away distribution on ``PYTHONPATH`` declares an ``importance.measures`` entry point
 (measures ``plugin|pipe``, a name that needs escaping, and ``plugin_broken``, which raises); a
-``-p`` plugin module registers ``conftest_plugin`` with the decorator. The suite runs twice on a
-small slice (planted task, 2 seeds): serially and with ``-n 2``. Checked:
+``-p`` plugin module registers ``conftest_plugin`` in its ``pytest_configure``. The suite runs twice
+on a small slice (planted task, 2 seeds): serially and with ``-n 2``. Checked:
 
 * the plugin measures appear in the leaderboard, ranked, with the name escaped; the raising one is
   reported as failed and the session still writes its leaderboard;
@@ -13,6 +13,8 @@ small slice (planted task, 2 seeds): serially and with ``-n 2``. Checked:
   shard, as on two machines), merged with ``python -m reports``, equals the serial run;
 * progress lines (group, elapsed, estimate) show under ``-q``, serially and under xdist, and the
   serial run, which trains the models, shows the training lines of ``tasks.trained``;
+* TensorFlow's start-up lines (``tests/test_startup_noise.py``) reach the output of neither run,
+  from the serial process nor from xdist's controller and workers;
 * a run interrupted by Ctrl-C keeps a leaderboard of its finished cases. That run names one file
   inside ``benchmarks`` rather than the folder, so it also shows that the benchmark options
   (declared in ``benchmarks/conftest.py``) are honoured then.
@@ -53,21 +55,27 @@ def broken(model, data=None, **options):
     raise RuntimeError("plugin measure exploded | on purpose")
 '''
 
+# Registers in pytest_configure, not at its import: a `-p` plugin is imported before the root
+# conftest installs its filter of TensorFlow's start-up lines (docs/benchmark.md, "Output").
 CONFTEST_PLUGIN = '''
 import numpy as np
-import importance as imp
 
 
-@imp.register_measure
 def zz_interrupt(model, data=None):
     """Stands for Ctrl-C in the middle of a run."""
     raise KeyboardInterrupt
 
 
-@imp.register_measure
 def conftest_plugin(model, data=None):
     """Anti-magnitude: the largest weights first."""
     return [1.0 / (1.0 + np.abs(np.asarray(w.numpy(), dtype=np.float64))) for w in model.trainable_weights]
+
+
+def pytest_configure(config):
+    import importance as imp
+
+    imp.register_measure(zz_interrupt)
+    imp.register_measure(conftest_plugin)
 '''
 
 
@@ -175,6 +183,19 @@ def test_report_from_shards_equals_the_runs_report(runs, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (rebuilt / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
     assert (rebuilt / "results.csv").read_text() == (out / "results.csv").read_text()
+
+
+# TensorFlow's start-up lines, filtered by the root conftest's import hook (the oneDNN notice, absl's
+# warning, the CPU-instructions notice); each process would print them at its import otherwise.
+STARTUP_NOISE = ("oneDNN custom operations", "absl::InitializeLog", "cpu_feature_guard",
+                 "rebuild TensorFlow with the appropriate compiler flags")
+
+
+@pytest.mark.slow
+def test_tensorflow_starts_quietly_in_every_process(runs):
+    for result, _ in runs:
+        for marker in STARTUP_NOISE:
+            assert marker not in result.stderr and marker not in result.stdout, result.stderr[-3000:]
 
 
 def _stable(path: pathlib.Path) -> str:
