@@ -106,7 +106,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:
-    """The process that hands tests to xdist's workers and runs none itself (xdist's own test)."""
+    """The process that hands tests to xdist's workers and runs none itself (the condition xdist
+    checks before it starts them)."""
     return (not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no"
             and not config.option.collectonly)
 
