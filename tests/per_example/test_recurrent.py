@@ -155,7 +155,6 @@ def test_masked_calls_are_refused_from_the_graph():
     assert [kind for _, kind in paths.layer_paths(model)] == ["embedding", "vmap", "dense"]
 
 
-@pytest.mark.slow  # ~8 s: tf.vectorized_map of two recurrent layers traces slowly
 def test_masked_bidirectional_takes_the_layers_own_call(engine_vs_loop):
     """A masked Bidirectional wrapper is intercepted; its two layers are called with the mask
     (kept by the engine's routing), which sends them to the per-layer vmap at run time.
