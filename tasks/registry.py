@@ -86,6 +86,11 @@ class Task:
             reason it cannot (without loading it).
         info: Free-form extra facts (e.g. the planted task's ground truth; ``convolutional``
             puts a task named in ``--bench-tasks`` on the explanation axes).
+        accuracy_bars: Test accuracy (a fraction) that every seed's trained model of a variant
+            must reach, per variant; a variant without one is not checked. The benchmark's
+            removal cases check it on the models they rank measures on
+            (:func:`benchmarks.thresholding.study.quality_shortfall`), so a training regression
+            fails the run instead of ranking measures on an under-trained model.
 
     Attributes:
         pretrained: False here; True for a task whose model is given trained
@@ -109,6 +114,7 @@ class Task:
         version: str = "1",
         available: Callable[[], str | None] | None = None,
         info: dict[str, Any] | None = None,
+        accuracy_bars: dict[str, float] | None = None,
     ):
         if not isinstance(name, str) or not name.strip() or "/" in name:
             raise ValueError(f"A task name must be a non-empty string without '/'. Received: {name!r}")
@@ -123,6 +129,12 @@ class Task:
         self.version = str(version)
         self.info = dict(info or {})
         self._variant_training = dict(variant_training or {})
+        self._accuracy_bars = dict(accuracy_bars or {})
+        for variant, bar in self._accuracy_bars.items():
+            self.resolve_variant(variant)
+            if isinstance(bar, bool) or not isinstance(bar, (int, float)) or not 0.0 < bar <= 1.0:
+                raise ValueError(f"Task {name!r}: the accuracy bar of variant {variant!r} must be a "
+                                 f"fraction in (0, 1]. Received: {bar!r}")
         self._load = load
         self._build = build
         self._available = available
@@ -149,6 +161,10 @@ class Task:
     def training_settings(self, variant: str | None = None) -> TrainingSettings:
         """Training settings of ``variant`` (the default variant when None)."""
         return self._variant_training.get(self.resolve_variant(variant), self.training)
+
+    def accuracy_bar(self, variant: str | None = None) -> float | None:
+        """The test accuracy each trained model of ``variant`` must reach (None: not checked)."""
+        return self._accuracy_bars.get(self.resolve_variant(variant))
 
     def unavailable_reason(self) -> str | None:
         """None when the data can be loaded offline, else the reason it cannot."""

@@ -293,6 +293,20 @@ def expected_count(threshold: float, sizes: list[int]) -> int:
     return sum(round(threshold * n) for n in sizes)
 
 
+def quality_shortfall(subject: Subject) -> str | None:
+    """Why ``subject``'s model is too poorly trained to rank measures on, or None.
+
+    The model's test accuracy must reach its task's bar (:meth:`tasks.registry.Task.accuracy_bar`;
+    a task or variant without one is not checked): thresholding an under-trained model ranks
+    measures on weights it never learned to need. The cases check it where they train the models.
+    """
+    bar = subject.task.accuracy_bar(subject.variant)
+    if bar is None or subject.base_accuracy >= bar:
+        return None
+    return (f"{task_label(subject.task.name, subject.variant)} seed {subject.seed} trained to "
+            f"{subject.base_accuracy:.3f} test accuracy, under its task's bar of {bar}")
+
+
 def chance_accuracy(labels: np.ndarray) -> float:
     """Accuracy of always predicting the most frequent class."""
     return float(np.bincount(np.asarray(labels)).max() / len(labels))

@@ -129,6 +129,10 @@ def _check_properties(study, measure, subject, level, scope, replace, curve, *, 
     where = f"{measure} on {subject.task.name} seed {subject.seed} ({level}, {scope}, {replace})"
     thresholds = list(study.plan.thresholds)
     assert list(frame.index) == thresholds, where
+    # The model is trained to its task's accuracy bar (tests/tasks/test_tasks_quality.py trains
+    # only the cheap tasks: the MNIST models are checked here, where they are trained anyway).
+    shortfall = thresholding.quality_shortfall(subject)
+    assert shortfall is None, f"{where}: {shortfall}"
     # p = 0: the untouched model's loss.
     assert frame.loc[0.0, "loss"] == pytest.approx(subject.base_loss, rel=BASE_LOSS_RTOL), where
     assert frame.loc[0.0, "accuracy"] == subject.base_accuracy, where
