@@ -14,6 +14,7 @@ which runs no test and need not start TensorFlow.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,14 @@ DENSE_INPUT = (6,)
 CONV_INPUT = (6, 6, 2)
 
 
+def _seed_weights(seed: int) -> None:
+    """Same seed, same initial weights: Keras draws a layer's initializer and dropout seeds from
+    Python's generator. Not ``keras.utils.set_random_seed``, which also sets TensorFlow's global
+    seed and so empties its kernel cache (the root conftest's ``kernel_cache_kept``)."""
+    random.seed(seed)
+    np.random.seed(seed)
+
+
 def _head(softmax: bool) -> keras.layers.Layer:
     import keras
 
@@ -48,7 +57,7 @@ def _head(softmax: bool) -> keras.layers.Layer:
 def _dense(*, softmax: bool = False, seed: int = 0) -> keras.Model:
     import keras
 
-    keras.utils.set_random_seed(seed)
+    _seed_weights(seed)
     return keras.Sequential(
         [
             keras.Input(DENSE_INPUT),
@@ -61,7 +70,7 @@ def _dense(*, softmax: bool = False, seed: int = 0) -> keras.Model:
 def _conv(*, softmax: bool = False, seed: int = 0) -> keras.Model:
     import keras
 
-    keras.utils.set_random_seed(seed)
+    _seed_weights(seed)
     return keras.Sequential(
         [
             keras.Input(CONV_INPUT),
