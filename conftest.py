@@ -11,11 +11,9 @@ plugin, in ``benchmarks/conftest.py``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.abc
 import importlib.util
 import os
-import random
 import re
 import socket
 import sys
@@ -27,7 +25,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 # TensorFlow's start-up lines that TF_CPP_MIN_LOG_LEVEL does not reach: the oneDNN notice is
@@ -121,56 +118,19 @@ def pytest_configure(config: pytest.Config) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def seed_of_test(nodeid: str) -> int:
-    """TensorFlow's global seed for the test ``nodeid``: 31 bits of its SHA-256."""
-    return int.from_bytes(hashlib.sha256(nodeid.encode()).digest()[:4], "big") & 0x7FFFFFFF
-
-
-@contextlib.contextmanager
-def kernel_cache_kept() -> Iterator[None]:
-    """TensorFlow's seeding calls inside, without the emptying of its kernel cache they end with.
-
-    ``tf.random.set_seed`` (and so ``keras.utils.set_random_seed``) sets the global seed and the
-    generator of op seeds, then empties the eager context's kernel cache so that a stateful random
-    op seeded again restarts its stream. Everything a test then runs builds its kernels again, and
-    each ``tf.function`` is instantiated again: about 10 ms per function and per model call on
-    this machine, 20-90 ms per test. Inside, that last step is skipped (a TensorFlow without the
-    call it patches is left as it is).
-    """
-    from tensorflow.python.eager import context
-
-    bindings = context.pywrap_tfe
-    clear = getattr(bindings, "TFE_ContextClearCaches", None)
-    if clear is None:
-        yield
-        return
-    bindings.TFE_ContextClearCaches = lambda handle: None
-    try:
-        yield
-    finally:
-        bindings.TFE_ContextClearCaches = clear
-
-
 @pytest.fixture(autouse=True)
 def _seed_everything(request: pytest.FixtureRequest) -> None:
     """The same seeds before every test, whatever ran before it in the process.
 
-    Python's, NumPy's and Keras's generators are set to ``SEED`` (Keras's global ``SeedGenerator``
-    is made again from it). TensorFlow's global seed is the test's own (:func:`seed_of_test` of its
-    node id), set without emptying the kernel cache (:func:`kernel_cache_kept`). A stateful random
-    op of this test (``tf.random.normal``, ...) has attributes ``(seed, seed2)`` that no other
-    test's op has, so it never continues another test's stream from a cached kernel, and the
-    cache saves every test its kernels. The exception is a test run twice in one process
-    (``--count``, reruns): its second run continues its own streams.
+    Python's, NumPy's and Keras's generators are set to ``SEED``. TensorFlow's global seed is the
+    test's own (``seed_of`` its node id), set without emptying TensorFlow's kernel cache, which
+    saves every test its kernels (:mod:`benchmarks.plugin.seeding` says why and how). A test run
+    twice in one process (``--count``, reruns) continues its own stateful random streams the second
+    time.
     """
-    import keras
-    import tensorflow as tf
+    from benchmarks.plugin.seeding import seed_everything, seed_of
 
-    random.seed(SEED)
-    np.random.seed(SEED)
-    with kernel_cache_kept():
-        keras.utils.set_random_seed(SEED)
-        tf.random.set_seed(seed_of_test(request.node.nodeid))
+    seed_everything(SEED, seed_of(request.node.nodeid))
 
 
 class NetworkAccessError(RuntimeError):

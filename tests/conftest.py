@@ -43,7 +43,7 @@ CONV_INPUT = (6, 6, 2)
 def _seed_weights(seed: int) -> None:
     """Same seed, same initial weights: Keras draws a layer's initializer and dropout seeds from
     Python's generator. Not ``keras.utils.set_random_seed``, which also sets TensorFlow's global
-    seed and so empties its kernel cache (the root conftest's ``kernel_cache_kept``)."""
+    seed and so empties its kernel cache (``benchmarks/plugin/seeding.py``)."""
     random.seed(seed)
     np.random.seed(seed)
 

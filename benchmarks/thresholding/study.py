@@ -20,6 +20,7 @@ import pandas as pd
 
 from benchmarks.plugin.failures import MeasureFailed
 from benchmarks.plugin.options import RunOptions
+from benchmarks.plugin.seeding import seed_everything, seed_of
 from reports.records import (
     DEFAULT_REPLACE,
     DEFAULT_SCOPE,
@@ -155,6 +156,7 @@ class Study:
         self._subjects: dict[tuple, Subject] = {}
         self._scores: dict[tuple, Any] = {}
         self._curves: dict[tuple, Curve] = {}
+        self._seeded: set[tuple] = set()  # computations seeded once already (see _compute)
 
     def subject(self, task_name: str, variant: str | None, seed: int) -> Subject:
         """The trained model of (task, variant, seed), loaded once per process."""
@@ -205,7 +207,13 @@ class Study:
         import importance as imp
 
         options: dict[str, Any] = {"seed": subject.seed} if imp.get_measure(measure).takes_seed else {}
-        _seed_globals(subject.seed)
+        # Same global seeds whoever asks first (measures should not rely on them, but may): Python,
+        # NumPy and Keras at the subject's seed, TensorFlow at this computation's own, set without
+        # emptying TensorFlow's kernel cache unless this computation was seeded before in this
+        # process (benchmarks.plugin.seeding: the cache kept saves every computation its kernels).
+        seeding = (measure, subject.task.name, subject.variant, subject.seed)
+        seed_everything(subject.seed, seed_of(*seeding), keep=seeding not in self._seeded)
+        self._seeded.add(seeding)
         start = time.perf_counter()
         try:
             scores = imp.compute_importance(measure, subject.model, subject.measure_data, **options)
