@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import random
 from collections.abc import Iterator
-
-import numpy as np
 
 
 def seed_of(*parts: object) -> int:
@@ -61,8 +58,6 @@ def seed_everything(seed: int, tensorflow_seed: int, *, keep: bool = True) -> No
     import keras
     import tensorflow as tf
 
-    random.seed(seed)
-    np.random.seed(seed)
     with kernel_cache_kept() if keep else contextlib.nullcontext():
         keras.utils.set_random_seed(seed)
         tf.random.set_seed(tensorflow_seed)

@@ -331,7 +331,9 @@ def _eval_batch(data: tuple[np.ndarray, np.ndarray]) -> int:
 
 
 def _seed_globals(seed: int) -> None:
-    """Same global seeds whoever asks first (measures should not rely on them, but may)."""
+    """The global seeds at ``seed`` before a subject is trained or loaded, whoever asks first (the
+    public call, which empties TensorFlow's kernel cache: once per subject; the measures'
+    computations are seeded in :meth:`Study._compute`)."""
     import keras
 
     keras.utils.set_random_seed(int(seed))
