@@ -14,12 +14,13 @@ which runs no test and need not start TensorFlow.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+from benchmarks.plugin.seeding import seed_weights
 
 if TYPE_CHECKING:
     import keras
@@ -40,14 +41,6 @@ DENSE_INPUT = (6,)
 CONV_INPUT = (6, 6, 2)
 
 
-def _seed_weights(seed: int) -> None:
-    """Same seed, same initial weights: Keras draws a layer's initializer and dropout seeds from
-    Python's generator. Not ``keras.utils.set_random_seed``, which also sets TensorFlow's global
-    seed and so empties its kernel cache (``benchmarks/plugin/seeding.py``)."""
-    random.seed(seed)
-    np.random.seed(seed)
-
-
 def _head(softmax: bool) -> keras.layers.Layer:
     import keras
 
@@ -57,7 +50,7 @@ def _head(softmax: bool) -> keras.layers.Layer:
 def _dense(*, softmax: bool = False, seed: int = 0) -> keras.Model:
     import keras
 
-    _seed_weights(seed)
+    seed_weights(seed)  # not keras.utils.set_random_seed: it empties TF's kernel cache
     return keras.Sequential(
         [
             keras.Input(DENSE_INPUT),
@@ -70,7 +63,7 @@ def _dense(*, softmax: bool = False, seed: int = 0) -> keras.Model:
 def _conv(*, softmax: bool = False, seed: int = 0) -> keras.Model:
     import keras
 
-    _seed_weights(seed)
+    seed_weights(seed)  # not keras.utils.set_random_seed: it empties TF's kernel cache
     return keras.Sequential(
         [
             keras.Input(CONV_INPUT),

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import random
 
+import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import context
 
-from benchmarks.plugin.seeding import kernel_cache_kept, seed_everything, seed_of
+from benchmarks.plugin.seeding import kernel_cache_kept, seed_everything, seed_of, seed_weights
 
 SEED = 1234  # the root conftest's
 
@@ -42,3 +43,19 @@ def test_a_stream_does_not_depend_on_what_ran_before_it():
     with kernel_cache_kept():
         tf.random.set_seed(mine)
     assert not np.array_equal(tf.random.normal([5]).numpy(), fresh)
+
+
+def test_seed_weights_gives_set_random_seeds_weights_and_leaves_tensorflows_seed(request):
+    def build():
+        return keras.Sequential([keras.Input((4, 4, 2)), keras.layers.Conv2D(3, 3), keras.layers.Flatten(),
+                                 keras.layers.Dropout(0.5), keras.layers.Dense(3)])
+
+    x = np.ones((2, 4, 4, 2), np.float32)
+    seed_weights(7)
+    assert context.global_seed() == seed_of(request.node.nodeid)  # left as the test's own
+    mine = build()
+    keras.utils.set_random_seed(7)
+    public = build()
+    for ours, theirs in zip(mine.weights, public.weights, strict=True):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(mine(x, training=True), public(x, training=True))  # dropout's seed

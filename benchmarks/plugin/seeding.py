@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import random
 from collections.abc import Iterator
+
+import numpy as np
 
 
 def seed_of(*parts: object) -> int:
@@ -61,3 +64,11 @@ def seed_everything(seed: int, tensorflow_seed: int, *, keep: bool = True) -> No
     with kernel_cache_kept() if keep else contextlib.nullcontext():
         keras.utils.set_random_seed(seed)
         tf.random.set_seed(tensorflow_seed)
+
+
+def seed_weights(seed: int) -> None:
+    """Same seed, same initial weights, with TensorFlow's seed and kernel cache left alone: Keras
+    draws a layer's initializer and dropout seeds from Python's generator (NumPy's is set too, for
+    builders that draw from it). For model builders; :func:`seed_everything` seeds everything."""
+    random.seed(seed)
+    np.random.seed(seed)

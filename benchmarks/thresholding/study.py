@@ -156,7 +156,6 @@ class Study:
         self._subjects: dict[tuple, Subject] = {}
         self._scores: dict[tuple, Any] = {}
         self._curves: dict[tuple, Curve] = {}
-        self._seeded: set[tuple] = set()  # computations seeded once already (see _compute)
 
     def subject(self, task_name: str, variant: str | None, seed: int) -> Subject:
         """The trained model of (task, variant, seed), loaded once per process."""
@@ -197,23 +196,24 @@ class Study:
             pytest.skip(f"{measure} on {subject.task.name}: not applicable, "
                         f"{subject.task.info['not_applicable']['online measures']}")
         if fresh or key not in self._scores:
-            self._scores[key] = self._compute(measure, subject)
+            self._scores[key] = self._compute(measure, subject, again=key in self._scores)
         value = self._scores[key]
         if isinstance(value, MeasureFailed):
             raise value
         return value
 
-    def _compute(self, measure: str, subject: Subject) -> Any:
+    def _compute(self, measure: str, subject: Subject, *, again: bool) -> Any:
+        """Scores of ``measure`` on ``subject``, timed, or the failure recorded (``again``: this
+        computation already ran in this process)."""
         import importance as imp
 
         options: dict[str, Any] = {"seed": subject.seed} if imp.get_measure(measure).takes_seed else {}
         # Same global seeds whoever asks first (measures should not rely on them, but may): Python,
         # NumPy and Keras at the subject's seed, TensorFlow at this computation's own, set without
-        # emptying TensorFlow's kernel cache unless this computation was seeded before in this
-        # process (benchmarks.plugin.seeding: the cache kept saves every computation its kernels).
+        # emptying TensorFlow's kernel cache unless this computation ran before in this process
+        # (benchmarks.plugin.seeding: the cache kept saves every computation its kernels).
         seeding = (measure, subject.task.name, subject.variant, subject.seed)
-        seed_everything(subject.seed, seed_of(*seeding), keep=seeding not in self._seeded)
-        self._seeded.add(seeding)
+        seed_everything(subject.seed, seed_of(*seeding), keep=not again)
         start = time.perf_counter()
         try:
             scores = imp.compute_importance(measure, subject.model, subject.measure_data, **options)

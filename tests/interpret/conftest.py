@@ -7,19 +7,18 @@ Fixture ``build_small_cnn``: factory ``(input_shape, *, seed=0, hidden=None, **h
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import keras
-import numpy as np
 import pytest
+
+from benchmarks.plugin.seeding import seed_weights
 
 
 def small_cnn(
     input_shape: tuple[int, ...], *, seed: int = 0, hidden: int | None = None, **head: Any
 ) -> keras.Model:
-    random.seed(seed)  # the initializers' seeds (not set_random_seed: it empties TF's kernel cache)
-    np.random.seed(seed)
+    seed_weights(seed)  # not keras.utils.set_random_seed: it empties TF's kernel cache
     layers = [
         keras.Input(input_shape),
         keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
